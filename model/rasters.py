@@ -1,0 +1,207 @@
+"""Raster and label input: opening with clear errors, pixel grids, valid-data masks, and labels
+(class rasters or building polygons) aligned onto an image's grid as binary building masks.
+
+Binary labels use 0 = background, 1 = building, LABEL_IGNORE = no data / not scored.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import rasterio
+import shapely
+import shapely.geometry
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds, transform_geom
+from rasterio.windows import Window
+
+from .errors import InputError
+
+LABEL_IGNORE = 255
+VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".kml", ".gml", ".fgb", ".sqlite"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster's pixel grid: where every pixel is, without the pixels."""
+
+    crs_wkt: str
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, dataset: rasterio.io.DatasetReader) -> "Grid":
+        crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
+        return cls(crs_wkt, dataset.transform, dataset.width, dataset.height)
+
+    @property
+    def crs(self) -> Optional[CRS]:
+        return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the grid's CRS."""
+        corners = [self.transform * corner for corner in
+                   ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))]
+        xs, ys = zip(*corners)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def window_grid(self, window: Window) -> "Grid":
+        return Grid(self.crs_wkt, rasterio.windows.transform(window, self.transform),
+                    int(window.width), int(window.height))
+
+
+def open_raster(path: str | Path, role: str = "image") -> rasterio.io.DatasetReader:
+    """Open a raster for reading, or fail with a message that names the input and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"The {role} raster '{path}' does not exist.")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as error:
+        raise InputError(f"The {role} '{path}' cannot be read as a raster ({error}). "
+                         "Pick a GeoTIFF or another GDAL-readable raster.") from error
+
+
+def check_bands(dataset: rasterio.io.DatasetReader, bands: Sequence[int], role: str = "image") -> list[int]:
+    bands = [int(band) for band in bands]
+    bad = [band for band in bands if not 1 <= band <= dataset.count]
+    if bad or not bands:
+        raise InputError(f"The {role} '{dataset.name}' has {dataset.count} band(s); band(s) {bad or bands} "
+                         f"do not exist. Pick bands between 1 and {dataset.count}.")
+    return bands
+
+
+def valid_mask(dataset: rasterio.io.DatasetReader, bands: Sequence[int], window: Optional[Window] = None,
+               boundless: bool = False) -> np.ndarray:
+    """True where every chosen band has data (GDAL masks cover nodata values, alpha and internal masks)."""
+    masks = dataset.read_masks(list(bands), window=window, boundless=boundless)
+    return np.all(masks > 0, axis=0)
+
+
+def is_vector(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def parse_building_values(text: str | Iterable[int]) -> list[int]:
+    """'2' or '2, 5' or [2, 5] -> [2, 5]; a clear error for anything else."""
+    if isinstance(text, str):
+        parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+        try:
+            values = [int(float(part)) for part in parts]
+        except ValueError:
+            raise InputError(f"Building class values must be whole numbers separated by commas, e.g. '2' "
+                             f"or '2,5'; got {text!r}.") from None
+    else:
+        values = [int(value) for value in text]
+    if not values:
+        raise InputError("Give at least one building class value (the paper's labels use 2).")
+    return values
+
+
+def _overlap_check(grid: Grid, bounds: tuple, crs: Optional[CRS], label_path: Path) -> None:
+    if crs and grid.crs and crs != grid.crs:
+        bounds = transform_bounds(crs, grid.crs, *bounds)
+    left, bottom, right, top = grid.bounds
+    if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
+        raise InputError(f"The label layer '{label_path}' does not overlap the image: check that both "
+                         "cover the same area and carry the right coordinate reference system.")
+
+
+class LabelSource:
+    """A label layer (class raster or building polygons) that yields binary building masks on any
+    window of a target grid, aligned on the fly (nearest resampling for class rasters, so class
+    values are never blended; polygons are rasterized)."""
+
+    def __init__(self, path: str | Path, building_values: Sequence[int], grid: Grid) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.building_values = np.asarray(list(building_values))
+        if not self.path.exists():
+            raise InputError(f"The label layer '{self.path}' does not exist.")
+        self._vrt = None
+        self._dataset = None
+        self._shapes: Optional[list] = None
+        if is_vector(self.path):
+            self._shapes = _read_polygons(self.path, grid)
+        else:
+            self._open_raster()
+
+    def _open_raster(self) -> None:
+        dataset = open_raster(self.path, "label")
+        self._dataset = dataset
+        _overlap_check(self.grid, tuple(dataset.bounds), dataset.crs, self.path)
+        if Grid.of(dataset) != self.grid:
+            self._vrt = WarpedVRT(dataset, crs=self.grid.crs or dataset.crs, transform=self.grid.transform,
+                                  width=self.grid.width, height=self.grid.height,
+                                  resampling=Resampling.nearest, nodata=LABEL_IGNORE)
+
+    def read(self, window: Optional[Window] = None) -> np.ndarray:
+        """uint8 mask of the window: 1 building, 0 background, LABEL_IGNORE where the label has no data."""
+        window = window or Window(0, 0, self.grid.width, self.grid.height)
+        if self._shapes is not None:
+            sub = self.grid.window_grid(window)
+            if not self._shapes:
+                return np.zeros((sub.height, sub.width), np.uint8)
+            return rasterize(((shape, 1) for shape in self._shapes), out_shape=(sub.height, sub.width),
+                             transform=sub.transform, fill=0, dtype="uint8")
+        source = self._vrt or self._dataset
+        classes = source.read(1, window=window, boundless=True, fill_value=LABEL_IGNORE
+                              if source.nodata is None else source.nodata)
+        has_data = source.read_masks(1, window=window, boundless=True) > 0
+        binary = np.isin(classes, self.building_values).astype(np.uint8)
+        binary[~has_data] = LABEL_IGNORE
+        return binary
+
+    def close(self) -> None:
+        for handle in (self._vrt, self._dataset):
+            if handle is not None:
+                handle.close()
+
+    def __enter__(self) -> "LabelSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_polygons(path: Path, grid: Grid) -> list:
+    """Building polygons of a vector file as GeoJSON-like geometries in the grid's CRS."""
+    from osgeo import ogr  # GDAL's Python bindings come with the same GDAL rasterio uses
+
+    ogr.UseExceptions()
+    try:
+        source = ogr.Open(str(path))
+    except RuntimeError as error:
+        raise InputError(f"The label layer '{path}' cannot be read as polygons ({error}).") from error
+    if source is None or source.GetLayerCount() == 0:
+        raise InputError(f"The label layer '{path}' has no vector layer to read.")
+    layer = source.GetLayer(0)
+    reference = layer.GetSpatialRef()
+    source_crs = CRS.from_wkt(reference.ExportToWkt()) if reference else CRS.from_epsg(4326)
+    target_crs = grid.crs or source_crs
+    geometries = []
+    for feature in layer:
+        geometry = feature.GetGeometryRef()
+        if geometry is None or geometry.IsEmpty():
+            continue
+        if ogr.GT_Flatten(geometry.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            continue
+        geojson = json.loads(geometry.ExportToJson())
+        geometries.append(transform_geom(source_crs, target_crs, geojson) if source_crs != target_crs else geojson)
+    if geometries:
+        bounds = shapely.GeometryCollection([shapely.geometry.shape(g) for g in geometries]).bounds
+        _overlap_check(grid, bounds, None, path)
+    return geometries
