@@ -2,6 +2,7 @@
 (class rasters or building polygons) aligned onto an image's grid as binary building masks.
 
 Binary labels use 0 = background, 1 = building, LABEL_IGNORE = no data / not scored.
+The encodings of the rasters the engine writes are defined here too, so every reader agrees.
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ from rasterio.windows import Window
 from .errors import InputError
 
 LABEL_IGNORE = 255
+# Output encodings shared by prediction, vectorization and evaluation:
+MASK_NODATA = 255  # mask rasters: uint8, 1 building, 0 background
+PROBABILITY_U8_SCALE = 254  # uint8 probability = round(p * 254); 255 is nodata
+PROBABILITY_U8_NODATA = 255
+PROBABILITY_F32_NODATA = -1.0  # float32 probability in [0, 1]; -1 is nodata
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".kml", ".gml", ".fgb", ".sqlite"}
 
 
