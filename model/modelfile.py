@@ -36,6 +36,7 @@ class ModelInfo:
     crs_units: str = ""
     preset: str = "default"
     history: list = field(default_factory=list)  # one dict of numbers per epoch
+    training: dict = field(default_factory=dict)  # the training options, for the record
     epoch: int = 0
     best_epoch: int = 0
     software_version: str = __version__

@@ -43,8 +43,10 @@ def normalization_for(dataset: rasterio.io.DatasetReader, bands: Sequence[int], 
     raise InputError(f"Unknown normalisation mode {mode!r} in the model file.")
 
 
-def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(N, C, H, W) raw values -> float32 standardised values."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    return (batch.float() - mean_t) / std_t
+def normalize(batch: torch.Tensor, mean, std) -> torch.Tensor:
+    """(N, C, H, W) raw values -> float32 standardised values. ``mean`` and ``std`` are per band
+    (C,) for the whole batch, or per sample and band (N, C) when crops come from several images."""
+    def as_4d(values) -> torch.Tensor:
+        tensor = torch.as_tensor(values, dtype=torch.float32, device=batch.device)
+        return tensor.view(1, -1, 1, 1) if tensor.ndim == 1 else tensor.view(*tensor.shape, 1, 1)
+    return (batch.float() - as_4d(mean)) / as_4d(std)

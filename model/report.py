@@ -189,3 +189,23 @@ def _area(value: float, unit: str) -> str:
 
 def _pixel_size(size: list) -> str:
     return " x ".join(f"{value:g}" for value in size)
+
+
+def text_report(data: dict) -> str:
+    """The confusion matrix laid out like the paper's Table 2 and the scores, for a terminal."""
+    counts = data["confusion_matrix"]["pixels"]
+    width = max(12, *(len(f"{value:,}") for value in counts.values()))
+    lines = [
+        f"{'':<20}{'predicted non-building':>{width + 10}}{'predicted building':>{width + 8}}",
+        f"{'true non-building':<20}{counts['tn']:>{width + 10},}{counts['fp']:>{width + 8},}",
+        f"{'true building':<20}{counts['fn']:>{width + 10},}{counts['tp']:>{width + 8},}",
+        "",
+    ]
+    scores = data["pixel_scores"]
+    for key, name, _formula in PIXEL_SCORES:
+        lines.append(f"{name:<68}{_number(scores.get(key)):>10}")
+    objects = data.get("object_scores")
+    if objects:
+        for key, name, _formula in OBJECT_SCORES:
+            lines.append(f"{name + ' (IoU >= ' + str(objects['iou_threshold']) + ')':<68}{_number(objects.get(key)):>10}")
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Command line for the engine, without QGIS: ``python -m model <command> ...`` from the repository
+root (or ``python -m unet_buildings.model`` where the plugin is installed as a package).
+
+Commands: train, predict, vectorize, extract, evaluate, info. Run one with --help for its options.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import EngineError
+
+
+class ConsoleProgress:
+    """One updating line on stderr, at most a few times a second."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, percent: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.5 or percent >= 100:
+            self._last = now
+            print(f"\r{percent:5.1f}%  {message[:100]:<100}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print(file=sys.stderr)
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train a U-Net on image / label pairs")
+    parser.add_argument("--images", nargs="+", required=True, help="image rasters")
+    parser.add_argument("--labels", nargs="+", required=True, help="label rasters or polygon files, in the images' order")
+    parser.add_argument("--building-values", default="2", help="class values that are buildings, e.g. '2' or '2,5'")
+    parser.add_argument("--preset", choices=("default", "paper"), default="default")
+    parser.add_argument("--output", required=True, help="model file to write (.pt)")
+    for name in ("epochs", "patches-per-epoch", "batch-size", "base-width", "tile-size-px", "seed"):
+        parser.add_argument(f"--{name}", type=int, help="default: the preset's value")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--bands", help="1-based band numbers, e.g. '1,2,3' (default: all but alpha)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--resume", help="a checkpoint (…_checkpoints/last.pt) to continue from")
+    parser.add_argument("--time-budget-min", type=float, help="stop after the epoch running when this is reached")
+
+
+def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    from .rasters import parse_building_values
+    from .training import TrainConfig, train
+
+    config = TrainConfig.for_preset(
+        args.preset, images=args.images, labels=args.labels, output_model=args.output,
+        building_values=parse_building_values(args.building_values), epochs=args.epochs,
+        patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size, base_width=args.base_width,
+        tile_size_px=args.tile_size_px, seed=args.seed, learning_rate=args.learning_rate,
+        bands=parse_building_values(args.bands) if args.bands else None, device=args.device,
+        resume_from=args.resume, time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None)
+
+    def on_epoch(record: dict) -> None:
+        progress.done()
+        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+              f"val accuracy {record['val_accuracy']:.4f}, val IoU {record['val_iou']:.4f} "
+              f"(tuned {record['val_iou_tuned']:.4f} at {record['val_threshold']:.2f}), {record['seconds']:.0f} s",
+              file=sys.stderr)
+
+    result = train(config, progress=progress, on_epoch=on_epoch)
+    return {"model": str(result.model_path), "best_epoch": result.best_epoch, "device": result.device_description,
+            "history_csv": str(result.history_csv_path), "epochs_run": len(result.history)}
+
+
+def _add_predict_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="image raster")
+    parser.add_argument("--model", required=True, help="model file (.pt)")
+    parser.add_argument("--probability", help="probability GeoTIFF to write")
+    parser.add_argument("--mask", help="building mask GeoTIFF to write")
+    parser.add_argument("--threshold", type=float, help="default: the model's tuned threshold")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-area", type=float, default=0.0, help="map units² (m² in metric CRSs)")
+    parser.add_argument("--simplify", type=float, default=0.0, help="tolerance in map units")
+    parser.add_argument("--regularize", action="store_true", help="square off building outlines")
+
+
+def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: Optional[str]) -> dict:
+    from .inference import predict_raster
+
+    result = predict_raster(args.input, args.model, probability_path=args.probability, mask_path=mask_path,
+                            threshold=args.threshold, batch_size=args.batch_size, device=args.device,
+                            progress=progress)
+    return {"probability": str(result.probability_path) if result.probability_path else None,
+            "mask": str(result.mask_path) if result.mask_path else None, "threshold": result.threshold}
+
+
+def _vectorize(mask: str, probability: Optional[str], output: str, args: argparse.Namespace,
+               progress: ConsoleProgress) -> dict:
+    import rasterio
+
+    from .vector_io import write_polygons
+    from .vectorize import polygons_from_mask
+
+    with rasterio.open(mask) as dataset:
+        crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
+    features = polygons_from_mask(mask, probability_path=probability, min_area=args.min_area,
+                                  simplify=args.simplify, regularize=args.regularize, progress=progress)
+    return {"polygons": output, "buildings": write_polygons(features, output, crs_wkt)}
+
+
+def _run_extract(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    with tempfile.TemporaryDirectory(prefix="unet_buildings_") as scratch:
+        mask = args.mask or str(Path(scratch) / "mask.tif")
+        outputs = _predict(args, progress, mask)
+        outputs.update(_vectorize(mask, args.probability, args.output, args, progress))
+        if not args.mask:
+            outputs["mask"] = None
+    return outputs
+
+
+def _run_evaluate(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    from .evaluation import evaluate
+    from .rasters import parse_building_values
+
+    result = evaluate(args.prediction, args.labels, parse_building_values(args.building_values),
+                      threshold=args.threshold, aoi=args.aoi, error_map_path=args.error_map,
+                      report_html_path=args.report, report_json_path=args.json, progress=progress)
+    return result.to_dict()
+
+
+def _run_info(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    from dataclasses import asdict
+
+    from .modelfile import ModelInfo, read_payload
+
+    return asdict(ModelInfo.from_dict(read_payload(Path(args.model))["info"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    predict = commands.add_parser("predict", help="probability and/or mask rasters for an image")
+    _add_predict_options(predict)
+    vectorize = commands.add_parser("vectorize", help="building polygons from a mask raster")
+    vectorize.add_argument("mask", help="mask raster (1 building, 0 background)")
+    vectorize.add_argument("--output", required=True, help="GeoPackage (.gpkg) or GeoJSON to write")
+    vectorize.add_argument("--probability", help="probability raster for each polygon's mean probability")
+    _add_vectorize_options(vectorize)
+    extract = commands.add_parser("extract", help="predict and vectorize in one step")
+    _add_predict_options(extract)
+    extract.add_argument("--output", required=True, help="GeoPackage (.gpkg) or GeoJSON to write")
+    _add_vectorize_options(extract)
+    evaluate = commands.add_parser("evaluate", help="confusion matrix and scores against a label layer")
+    evaluate.add_argument("prediction", help="mask or probability raster, or building polygons")
+    evaluate.add_argument("--labels", required=True, help="class raster, binary raster or building polygons")
+    evaluate.add_argument("--building-values", default="2")
+    evaluate.add_argument("--threshold", type=float, help="for probability rasters")
+    evaluate.add_argument("--aoi", help="polygons limiting the scored area")
+    evaluate.add_argument("--error-map", help="error-map GeoTIFF to write (0 TN, 1 FP, 2 FN, 3 TP)")
+    evaluate.add_argument("--report", help="HTML report to write")
+    evaluate.add_argument("--json", help="JSON report to write")
+    info = commands.add_parser("info", help="print what a model file holds")
+    info.add_argument("model")
+    return parser
+
+
+RUNNERS = {"train": _run_train, "predict": lambda a, p: _predict(a, p, a.mask), "extract": _run_extract,
+           "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
+           "evaluate": _run_evaluate, "info": _run_info}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = ConsoleProgress()
+    try:
+        outputs = RUNNERS[args.command](args, progress)
+    except EngineError as error:
+        progress.done()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.done()
+        print("interrupted", file=sys.stderr)
+        return 130
+    progress.done()
+    print(json.dumps(outputs, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Training data: image/label pairs held in memory as arrays, spatial train/validation split, and
+random crops drawn across scenes in proportion to their usable area.
+
+Each scene is read once (window reads of the whole grid; the label aligned onto the image grid by
+``LabelSource``), so drawing a crop is an array slice, never a file access.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .normalization import image_band_stats
+from .rasters import LABEL_IGNORE, Grid, LabelSource, check_bands, open_raster, valid_mask
+
+# alpha bands are masks, not data: never fed to the network by default
+_ALPHA = "alpha"
+
+
+@dataclass
+class Scene:
+    name: str
+    image: np.ndarray  # (bands, H, W), the raster's own dtype
+    label: np.ndarray  # (H, W) uint8: 1 building, 0 background, LABEL_IGNORE not scored
+    mean: list[float]  # per-band statistics of this image (per-image normalisation)
+    std: list[float]
+    pixel_size: tuple[float, float]
+    crs_units: str
+    value_scale: float  # the dtype's full range (255 for uint8) for the paper's 0..1 scaling and gamma
+
+    @property
+    def height(self) -> int:
+        return self.label.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.label.shape[1]
+
+
+def default_bands(image_path: str | Path) -> list[int]:
+    with open_raster(image_path) as dataset:
+        return [index + 1 for index, interp in enumerate(dataset.colorinterp) if interp.name != _ALPHA]
+
+
+def load_scene(image_path: str | Path, label_path: str | Path, building_values: Sequence[int],
+               bands: Sequence[int], min_size_px: int) -> Scene:
+    """Read one image/label pair; pads scenes smaller than a crop with ignored pixels."""
+    with open_raster(image_path) as dataset:
+        bands = check_bands(dataset, bands)
+        grid = Grid.of(dataset)
+        image = dataset.read(bands)
+        valid = valid_mask(dataset, bands)
+        mean, std = image_band_stats(dataset, bands)
+        value_scale = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) \
+            else float(max(np.nanmax(image[:, valid]), 1.0)) if valid.any() else 1.0
+        crs_units = dataset.crs.linear_units if dataset.crs else ""
+    with LabelSource(label_path, building_values, grid) as labels:
+        label = labels.read()
+    label[~valid] = LABEL_IGNORE
+    if not (label == 1).any():
+        raise InputError(f"The label layer '{label_path}' marks no building pixel on the image '{image_path}' "
+                         f"with building value(s) {list(building_values)}: check the building class values.")
+    pad_y, pad_x = max(0, min_size_px - label.shape[0]), max(0, min_size_px - label.shape[1])
+    if pad_y or pad_x:
+        image = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)))
+        label = np.pad(label, ((0, pad_y), (0, pad_x)), constant_values=LABEL_IGNORE)
+    return Scene(Path(image_path).stem, image, label, mean, std, grid.pixel_size, crs_units, value_scale)
+
+
+def validation_blocks(scene: Scene, block_px: int, offset: int = 0) -> np.ndarray:
+    """(H, W) bool: True in the validation blocks, one block in five on a diagonal pattern so
+    validation areas are spread over the whole scene and never overlap training areas."""
+    rows = np.arange(scene.height) // block_px
+    cols = np.arange(scene.width) // block_px
+    return ((cols[None, :] + 2 * rows[:, None] + offset) % 5) == 0
+
+
+@dataclass
+class Crop:
+    scene: int
+    row: int
+    col: int
+
+
+class CropSampler:
+    """Random crop positions over several scenes, each scene drawn in proportion to its usable
+    (labelled, training-side) area."""
+
+    def __init__(self, scenes: Sequence[Scene], crop_px: int, usable: Sequence[np.ndarray],
+                 rng: np.random.Generator) -> None:
+        self.scenes = scenes
+        self.crop_px = crop_px
+        self.rng = rng
+        areas = np.array([float(mask.sum()) for mask in usable])
+        if areas.sum() == 0:
+            raise InputError("No labelled pixels are left for training: check the label layers and nodata.")
+        self.weights = areas / areas.sum()
+
+    def draw(self, count: int) -> list[Crop]:
+        picks = self.rng.choice(len(self.scenes), size=count, p=self.weights)
+        crops = []
+        for index in picks:
+            scene = self.scenes[index]
+            row = int(self.rng.integers(0, scene.height - self.crop_px + 1))
+            col = int(self.rng.integers(0, scene.width - self.crop_px + 1))
+            crops.append(Crop(int(index), row, col))
+        return crops
+
+
+def grid_crops(scene_index: int, scene: Scene, crop_px: int, area: np.ndarray) -> list[Crop]:
+    """Non-overlapping crops on a fixed grid that contain any of ``area`` (validation tiles)."""
+    crops = []
+    for row in range(0, scene.height - crop_px + 1, crop_px):
+        for col in range(0, scene.width - crop_px + 1, crop_px):
+            if area[row:row + crop_px, col:col + crop_px].any():
+                crops.append(Crop(scene_index, row, col))
+    return crops
+
+
+def gather(scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int,
+           hidden: Optional[Sequence[np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack crops into (N, C, S, S) float32 images, (N, S, S) uint8 labels and (N,) scene ids.
+    Pixels in a scene's ``hidden`` mask (validation areas, when training) are blanked to the
+    band means and their labels ignored, so training never sees them."""
+    images = np.empty((len(crops), scenes[0].image.shape[0], crop_px, crop_px), np.float32)
+    labels = np.empty((len(crops), crop_px, crop_px), np.uint8)
+    for slot, crop in enumerate(crops):
+        scene = scenes[crop.scene]
+        window = (slice(crop.row, crop.row + crop_px), slice(crop.col, crop.col + crop_px))
+        images[slot] = scene.image[(slice(None),) + window]
+        labels[slot] = scene.label[window]
+        if hidden is not None:
+            blank = hidden[crop.scene][window]
+            images[slot][:, blank] = np.asarray(scene.mean, np.float32)[:, None]
+            labels[slot][blank] = LABEL_IGNORE
+    return images, labels, np.array([crop.scene for crop in crops])

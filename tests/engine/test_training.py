@@ -1,0 +1,204 @@
+"""Training engine: the network's shape, real optimisation steps on a tiny scene, the model file,
+checkpoints, resume, cancel and repeatability."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from model.errors import Cancelled, InputError
+from model.modelfile import load_model, read_payload
+from model.network import UNet, UNetConfig, count_conv_layers, count_parameters
+from model.training import PAPER_PRESET, TrainConfig, checkpoint_dir_for, masked_loss, train, tuned_threshold
+
+
+def write_scene(folder: Path, name: str, seed: int, size_px: int = 96) -> tuple[str, str]:
+    """Bright squares (class 2) on a darker noisy background with some class 1: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((size_px, size_px), np.uint8)
+    labels[rng.random((size_px, size_px)) < 0.1] = 1
+    for _ in range(8):
+        row, col = rng.integers(0, size_px - 12, 2)
+        labels[row:row + 10, col:col + 10] = 2
+    image = rng.normal(70, 12, (3, size_px, size_px))
+    image[:, labels == 2] += 110
+    profile = dict(driver="GTiff", width=size_px, height=size_px, crs="EPSG:32636",
+                   transform=from_origin(500000, 9000000, 0.5, 0.5))
+    image_path, label_path = folder / f"{name}.tif", folder / f"{name}_labels.tif"
+    with rasterio.open(image_path, "w", count=3, dtype="uint8", **profile) as dst:
+        dst.write(np.clip(image, 0, 255).astype(np.uint8))
+    with rasterio.open(label_path, "w", count=1, dtype="uint8", **profile) as dst:
+        dst.write(labels, 1)
+    return str(image_path), str(label_path)
+
+
+@pytest.fixture
+def scenes(tmp_path: Path) -> tuple[list[str], list[str]]:
+    pairs = [write_scene(tmp_path, f"scene_{index}", index) for index in range(2)]
+    return [image for image, _ in pairs], [label for _, label in pairs]
+
+
+def tiny_config(scenes, output: Path, **overrides) -> TrainConfig:
+    images, labels = scenes
+    values = dict(images=images, labels=labels, building_values=[2], output_model=str(output), epochs=2,
+                  patches_per_epoch=16, batch_size=4, base_width=4, tile_size_px=32, seed=3, device="cpu")
+    values.update(overrides)
+    return TrainConfig.for_preset(values.pop("preset", "default"), **values)
+
+
+def test_paper_network_has_19_convolutions_and_31_378_945_parameters():
+    net = UNet(UNetConfig(in_bands=3, base_width=64))
+    assert count_conv_layers(net) == 19
+    assert count_parameters(net) == 31_378_945
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_network_rejects_wrong_band_count_and_tile_size():
+    net = UNet(UNetConfig(in_bands=4, base_width=4))
+    with pytest.raises(InputError, match="bands"):
+        net(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(InputError, match="multiples of 16"):
+        net(torch.zeros(1, 4, 40, 40))
+
+
+def test_paper_preset_holds_the_papers_numbers():
+    config = TrainConfig.for_preset("paper", images=["a.tif"], labels=["b.tif"], output_model="m.pt")
+    assert (config.epochs, config.patches_per_epoch, config.batch_size, config.base_width) == (10, 100_000, 16, 64)
+    assert (config.learning_rate, config.loss, config.batch_norm, config.tile_size_px) == (0.01, "bce", False, 256)
+    assert config.validation == "random" and config.validation_fraction == 0.2 and config.keep_epoch_checkpoints
+    assert not config.augmentation.flips_and_rot90
+    assert TrainConfig.for_preset("paper", images=[], labels=[], output_model="m", epochs=3).epochs == 3
+    assert set(PAPER_PRESET) <= set(TrainConfig.__dataclass_fields__)
+
+
+def test_masked_loss_ignores_pixels_with_zero_weight():
+    logits = torch.tensor([[[[5.0, -5.0]]]])
+    target = torch.tensor([[[[1.0, 1.0]]]])
+    only_first = masked_loss(logits, target, torch.tensor([[[[1.0, 0.0]]]]), "bce")
+    assert float(only_first) == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(-5.0))), rel=1e-5)
+
+
+def test_tuned_threshold_finds_the_iou_maximum():
+    positives = np.zeros(100, np.int64); negatives = np.zeros(100, np.int64)
+    positives[70:] = 10  # buildings score 0.70 and above
+    negatives[:40] = 10  # background below 0.40
+    negatives[60:70] = 5  # a little background between 0.60 and 0.70
+    threshold, iou = tuned_threshold(positives, negatives)
+    assert 0.4 <= threshold <= 0.7 and threshold >= 0.6 or iou == 1.0
+    assert iou == pytest.approx(1.0)
+
+
+def test_training_steps_reduce_the_loss_and_write_model_history_and_checkpoint(scenes, tmp_path):
+    epochs = []
+    output = tmp_path / "out" / "model.pt"
+    config = tiny_config(scenes, output, epochs=4, patches_per_epoch=24, learning_rate=3e-3)
+    result = train(config, on_epoch=epochs.append)
+    assert [record["epoch"] for record in epochs] == [1, 2, 3, 4]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    loaded = load_model(output)
+    assert loaded.info.bands == [1, 2, 3] and loaded.info.building_values == [2]
+    assert loaded.info.pixel_size == [0.5, 0.5] and loaded.info.tile_size_px == 32
+    assert loaded.info.best_epoch == result.best_epoch and len(loaded.info.history) == 4
+    assert 0.05 <= loaded.info.threshold <= 0.95
+    assert loaded.info.normalization["mode"] == "per_image" and len(loaded.info.normalization["mean"]) == 3
+    with open(result.history_csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {"val_iou", "val_loss", "train_loss", "seconds"} <= set(rows[0])
+    assert (checkpoint_dir_for(output) / "last.pt").is_file()
+    # plain values and tensors only: loads without unpickling code
+    payload = torch.load(output, weights_only=True)
+    assert payload["info"]["history"][0]["epoch"] == 1
+
+
+def test_model_file_round_trips_bit_exactly(scenes, tmp_path):
+    output = tmp_path / "model.pt"
+    train(tiny_config(scenes, output, epochs=1))
+    first = load_model(output)
+    second_path = tmp_path / "copy.pt"
+    from model.modelfile import save_model
+    save_model(second_path, first.net, first.info)
+    second = load_model(second_path)
+    for (name, a), (_, b) in zip(first.net.state_dict().items(), second.net.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert repr(first.info) == repr(second.info)  # repr: NaN scores compare equal
+
+
+def test_seeded_cpu_runs_repeat_exactly(scenes, tmp_path):
+    a = train(tiny_config(scenes, tmp_path / "a.pt", epochs=1))
+    b = train(tiny_config(scenes, tmp_path / "b.pt", epochs=1))
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    weights_a, weights_b = load_model(a.model_path).net.state_dict(), load_model(b.model_path).net.state_dict()
+    assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
+
+
+def test_resume_continues_the_history_and_matches_an_uninterrupted_run(scenes, tmp_path):
+    straight = train(tiny_config(scenes, tmp_path / "straight.pt", epochs=2))
+    epochs_done = []
+    with pytest.raises(Cancelled):  # interrupted right after its first epoch
+        train(tiny_config(scenes, tmp_path / "part.pt", epochs=2), cancelled=lambda: len(epochs_done) == 1,
+              on_epoch=epochs_done.append)
+    resumed = train(tiny_config(scenes, tmp_path / "part.pt", epochs=2,
+                                resume_from=str(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt")))
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-6)
+
+
+def test_cancel_stops_within_a_batch_and_keeps_the_last_complete_epoch(scenes, tmp_path):
+    output = tmp_path / "model.pt"
+    calls = {"batches": 0}
+    finished_epochs = []
+
+    def cancelled() -> bool:
+        return len(finished_epochs) >= 1 and calls["batches"] >= 2
+
+    def progress(percent: float, message: str) -> None:
+        if "batch" in message:
+            calls["batches"] += 1
+
+    with pytest.raises(Cancelled):
+        train(tiny_config(scenes, output, epochs=5), progress=progress, cancelled=cancelled,
+              on_epoch=finished_epochs.append)
+    assert len(finished_epochs) == 1
+    assert load_model(output).info.epoch == 1
+
+
+def test_paper_preset_trains_with_random_split_and_epoch_checkpoints(scenes, tmp_path):
+    output = tmp_path / "paper.pt"
+    config = tiny_config(scenes, output, preset="paper", epochs=2, patches_per_epoch=20, base_width=4,
+                         batch_size=4, tile_size_px=32)
+    result = train(config)
+    assert sorted(p.name for p in checkpoint_dir_for(output).glob("epoch_*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
+    info = load_model(output).info
+    assert info.threshold == 0.5 and info.normalization["mode"] == "fixed" and info.preset == "paper"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in load_model(output).net.modules())
+    assert len(result.history) == 2
+
+
+def test_polygon_labels_train_like_raster_labels(tmp_path):
+    import json
+    image, _ = write_scene(tmp_path, "poly", 5)
+    with rasterio.open(image) as dataset:
+        left, bottom, right, top = dataset.bounds
+    square = [[left + 5, top - 5], [left + 15, top - 5], [left + 15, top - 15], [left + 5, top - 15], [left + 5, top - 5]]
+    geojson = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32636"}},
+               "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [square]}}]}
+    labels = tmp_path / "buildings.geojson"
+    labels.write_text(json.dumps(geojson))
+    result = train(tiny_config(([image], [str(labels)]), tmp_path / "m.pt", epochs=1))
+    assert result.history[0]["epoch"] == 1
+
+
+def test_clear_errors_for_mismatched_inputs(scenes, tmp_path):
+    images, labels = scenes
+    with pytest.raises(InputError, match="one label layer per image"):
+        train(tiny_config((images, labels[:1]), tmp_path / "m.pt"))
+    with pytest.raises(InputError, match="no building pixel"):
+        train(tiny_config((images, labels), tmp_path / "m.pt", building_values=[7]))
+    with pytest.raises(InputError, match="is not a model file|not a U-Net"):
+        (tmp_path / "junk.pt").write_bytes(b"not a model")
+        read_payload(tmp_path / "junk.pt")
