@@ -1,0 +1,1 @@
+"""The Processing algorithms: train, predict, vectorize, extract, evaluate."""

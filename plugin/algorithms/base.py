@@ -1,0 +1,135 @@
+"""What every algorithm of the provider shares: identity and help, the dependency check, engine errors
+as plain Processing errors, progress and cancel wired to the feedback, styled outputs."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from .. import ICON_PATH
+from ..dependencies import dependency_problem
+
+DEVICE_OPTIONS = ("auto", "cpu", "cuda")
+
+CITATION = (
+    "<h3>Method</h3><p>A U-Net (O. Ronneberger, P. Fischer, T. Brox, <i>U-Net: Convolutional Networks for "
+    "Biomedical Image Segmentation</i>, MICCAI 2015) applied to buildings as in <i>Remote sensing image "
+    "building extraction based on U-net</i>. Errors are reported in plain words; nothing is installed "
+    "without you.</p>")
+
+
+def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+def device_parameter() -> QgsProcessingParameterEnum:
+    # static strings: scripts and qgis_process pass DEVICE=cpu rather than an index
+    return QgsProcessingParameterEnum("DEVICE", "Device (auto = the GPU when torch sees one, else the CPU)",
+                                      options=list(DEVICE_OPTIONS), defaultValue="auto", usesStaticStrings=True)
+
+
+def help_list(items: dict[str, str]) -> str:
+    """Parameter help as an HTML definition list, in the order the dialog shows the parameters."""
+    rows = "".join(f"<dt><b>{name}</b></dt><dd>{text}</dd>" for name, text in items.items())
+    return f"<dl>{rows}</dl>"
+
+
+class EngineAlgorithm(QgsProcessingAlgorithm):
+    """Base of the provider's algorithms. Subclasses set the class attributes, declare parameters in
+    ``initAlgorithm`` and do their work in ``run_engine`` (engine imported there, never at module level,
+    because QGIS imports these modules at start-up, torch or not)."""
+
+    ALGORITHM_ID = ""
+    TITLE = ""
+    GROUP = ""
+    GROUP_ID = ""
+    SUMMARY = ""  # one paragraph: what the algorithm does
+    PARAMETER_HELP: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        # output destination -> style kind, applied in postProcessAlgorithm (main thread)
+        self._styles: dict[str, str] = {}
+
+    def name(self) -> str:
+        return self.ALGORITHM_ID
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.TITLE
+
+    def group(self) -> str:
+        return self.GROUP
+
+    def groupId(self) -> str:  # noqa: N802
+        return self.GROUP_ID
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return f"<p>{self.SUMMARY}</p>{help_list(self.PARAMETER_HELP)}{CITATION}"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON_PATH))
+
+    def createInstance(self) -> "EngineAlgorithm":  # noqa: N802
+        return type(self)()
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict:
+        problem = dependency_problem()
+        if problem:
+            raise QgsProcessingException(problem)
+        from ...model.errors import EngineError
+
+        try:
+            return self.run_engine(parameters, context, feedback)
+        except EngineError as error:  # the engine's messages are written for users: pass them on as they are
+            raise QgsProcessingException(str(error)) from error
+
+    def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        raise NotImplementedError
+
+    def postProcessAlgorithm(self, context: QgsProcessingContext,  # noqa: N802
+                             feedback: QgsProcessingFeedback) -> dict:
+        from ..layers import style_on_completion
+
+        for destination, kind in self._styles.items():
+            style_on_completion(context, destination, kind)
+        return {}  # empty: keep the results processAlgorithm returned
+
+    def style_output(self, destination: str, kind: str) -> None:
+        if destination:
+            self._styles[destination] = kind
+
+    # -- parameter values ----------------------------------------------------------------------
+    def optional_number(self, parameters: dict, name: str, context: QgsProcessingContext,
+                        integer: bool = False) -> Optional[float]:
+        """None when an optional number was left empty (so the engine or preset default applies)."""
+        value = parameters.get(name)
+        if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
+            return None
+        return self.parameterAsInt(parameters, name, context) if integer else \
+            self.parameterAsDouble(parameters, name, context)
+
+    def device(self, parameters: dict, context: QgsProcessingContext) -> str:
+        return self.parameterAsEnumString(parameters, "DEVICE", context)
+
+
+def engine_hooks(feedback: QgsProcessingFeedback) -> tuple[Callable[[float, str], None], Callable[[], bool]]:
+    """The engine's (progress, cancelled) callables on top of a Processing feedback."""
+    last_message: list[str] = [""]
+
+    def progress(percent: float, message: str) -> None:
+        feedback.setProgress(percent)
+        if message and message != last_message[0]:  # the dialog shows it; repeating it only costs time
+            last_message[0] = message
+            feedback.setProgressText(message)
+
+    return progress, feedback.isCanceled

@@ -1,0 +1,120 @@
+"""Evaluate: a prediction against labels: confusion matrix, scores, error map and an HTML report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
+)
+
+from .base import EngineAlgorithm, advanced, engine_hooks
+
+# output name -> (title, ConfusionMatrix attribute)
+COUNT_OUTPUTS = {"TP": ("True positives (building pixels found)", "tp"),
+                 "FP": ("False positives (background marked building)", "fp"),
+                 "FN": ("False negatives (building pixels missed)", "fn"),
+                 "TN": ("True negatives", "tn")}
+SCORE_OUTPUTS = {"ACCURACY": ("Overall accuracy", "accuracy"), "PRECISION": ("Precision", "precision"),
+                 "RECALL": ("Recall", "recall"), "F1": ("F1 score", "f1"), "IOU": ("Building IoU", "iou"),
+                 "KAPPA": ("Cohen's kappa", "kappa"), "BACKGROUND_IOU": ("Background IoU", "background_iou"),
+                 "MEAN_IOU": ("Mean IoU (building and background)", "mean_iou")}
+# object-level scores (one-to-one matches at OBJECT_IOU), from ObjectScores
+OBJECT_OUTPUTS = {"OBJECT_PRECISION": ("Object precision", "precision"), "OBJECT_RECALL": ("Object recall", "recall"),
+                  "OBJECT_F1": ("Object F1", "f1")}
+
+
+class EvaluateAlgorithm(EngineAlgorithm):
+    ALGORITHM_ID = "evaluate"
+    TITLE = "Evaluate buildings against labels"
+    GROUP = "Evaluation"
+    GROUP_ID = "evaluation"
+    SUMMARY = ("Compares a building prediction with reference labels pixel by pixel (no-data pixels of either "
+               "are not counted): the confusion matrix, overall accuracy, precision, recall, F1, building IoU "
+               "and Cohen's kappa as numeric outputs, plus object-level scores (a predicted building matches "
+               "a true one at IoU >= 0.5) in an HTML report and a JSON file beside it.")
+    PARAMETER_HELP = {
+        "PREDICTION": "The prediction: a building mask raster (1 = building), a probability raster (thresholded "
+                      "with THRESHOLD) or building polygons.",
+        "LABELS": "The reference: a class raster (any CRS, resolution or extent; aligned onto the prediction) "
+                  "or building polygons.",
+        "BUILDING_VALUES": "Class values of the label raster that mean building, comma-separated (e.g. 2 or 2,5). "
+                           "Ignored for polygon labels.",
+        "THRESHOLD": "For a probability raster: probability from which a pixel counts as building. Empty: 0.5.",
+        "OUTPUT_REPORT": "HTML report with the confusion matrix and every score; a .json file with the same "
+                         "numbers is written beside it.",
+        "OUTPUT_ERROR_MAP": "Optional error map raster: 0 true negative, 1 false positive, 2 false negative, "
+                            "3 true positive, 255 no data.",
+        "AOI": "(advanced) Only score pixels inside these polygons.",
+        "OBJECT_IOU": "(advanced) IoU from which a predicted building matches a true one in the object scores "
+                      "(OBJECT_PRECISION, OBJECT_RECALL, OBJECT_F1).",
+        "PIXEL_SIZE": "(advanced) Only when both layers are polygons: the pixel size, in map units of the "
+                      "prediction layer, at which they are compared.",
+    }
+
+    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Prediction (mask raster or polygons)"))
+        self.addParameter(QgsProcessingParameterMapLayer("LABELS", "Labels (class raster or polygons)"))
+        self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
+        self.addParameter(QgsProcessingParameterNumber(
+            "THRESHOLD", "Probability threshold (probability rasters only)", QgsProcessingParameterNumber.Double,
+            optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(advanced(QgsProcessingParameterVectorLayer(
+            "AOI", "Area of interest", [QgsProcessing.TypeVectorPolygon], optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "OBJECT_IOU", "Object match IoU", QgsProcessingParameterNumber.Double, defaultValue=0.5,
+            minValue=0.0, maxValue=1.0)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "PIXEL_SIZE", "Comparison pixel size for two polygon layers (map units)",
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0)))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_REPORT", "Report", "HTML files (*.html)", optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_ERROR_MAP", "Error map", optional=True, createByDefault=False))
+        for name, (title, _) in {**COUNT_OUTPUTS, **SCORE_OUTPUTS}.items():
+            self.addOutput(QgsProcessingOutputNumber(name, title))
+        for name, (title, _) in OBJECT_OUTPUTS.items():
+            self.addOutput(QgsProcessingOutputNumber(name, title))
+        self.addOutput(QgsProcessingOutputFile("OUTPUT_REPORT_JSON", "Report (JSON)"))
+
+    def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        from ...model.evaluation import evaluate
+        from ...model.rasters import parse_building_values
+        from ..layers import layer_path
+
+        prediction = layer_path(self.parameterAsLayer(parameters, "PREDICTION", context), "prediction",
+                                context, feedback)
+        labels = layer_path(self.parameterAsLayer(parameters, "LABELS", context), "label", context, feedback)
+        aoi_layer = self.parameterAsVectorLayer(parameters, "AOI", context)
+        aoi = layer_path(aoi_layer, "area of interest", context, feedback) if aoi_layer else None
+        report = (self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context)
+                  or QgsProcessingUtils.generateTempFilename("evaluation.html"))
+        report_json = str(Path(report).with_suffix(".json"))
+        error_map = self.parameterAsOutputLayer(parameters, "OUTPUT_ERROR_MAP", context)
+        progress, cancelled = engine_hooks(feedback)
+        result = evaluate(
+            prediction, labels, parse_building_values(self.parameterAsString(parameters, "BUILDING_VALUES", context)),
+            threshold=self.optional_number(parameters, "THRESHOLD", context), aoi=aoi,
+            error_map_path=error_map or None, report_html_path=report, report_json_path=report_json,
+            object_iou_threshold=self.parameterAsDouble(parameters, "OBJECT_IOU", context),
+            pixel_size=self.optional_number(parameters, "PIXEL_SIZE", context),
+            progress=progress, cancelled=cancelled)
+        outputs = {name: getattr(result.matrix, attribute)
+                   for name, (_, attribute) in {**COUNT_OUTPUTS, **SCORE_OUTPUTS}.items()}
+        outputs.update({name: getattr(result.objects, attribute) if result.objects else None
+                        for name, (_, attribute) in OBJECT_OUTPUTS.items()})
+        feedback.pushInfo("Confusion matrix (pixels): " + ", ".join(f"{name} {outputs[name]}" for name in COUNT_OUTPUTS))
+        feedback.pushInfo("Scores: " + ", ".join(f"{name.lower()} {outputs[name]:.4f}" for name in SCORE_OUTPUTS))
+        self.style_output(error_map, "error_map")
+        return {**outputs, "OUTPUT_REPORT": report, "OUTPUT_REPORT_JSON": report_json,
+                "OUTPUT_ERROR_MAP": error_map or None}

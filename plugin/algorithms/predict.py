@@ -1,0 +1,102 @@
+"""Predict: building probability and/or mask rasters for an image, with a trained model."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
+)
+
+from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
+
+# Shared with extract (same names, same meaning)
+PREDICTION_HELP = {
+    "INPUT": "The image to find buildings in: a local raster file with the bands the model was trained on, "
+             "at a similar resolution (the model file records both). Any size: it is read window by window.",
+    "MODEL": "A model file (.pt) written by the Train algorithm. It carries the bands, normalisation, tile "
+             "size and tuned threshold it needs.",
+    "THRESHOLD": "Probability from which a pixel counts as building, between 0 and 1. Empty: the threshold "
+                 "tuned on validation data when the model was trained.",
+    "BATCH_SIZE": "(advanced) Tiles predicted at once. Larger is faster on a GPU but needs more memory.",
+    "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
+    "TTA": "(advanced) Test-time augmentation: average the predictions of the 8 flips and quarter turns of "
+           "every tile. Slightly cleaner edges, about 8 times slower.",
+}
+
+
+def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
+    """INPUT, MODEL and THRESHOLD, plus the advanced BATCH_SIZE, DEVICE, TTA."""
+    algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Image"))
+    algorithm.addParameter(QgsProcessingParameterFile("MODEL", "Model file (.pt)", extension="pt"))
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        "THRESHOLD", "Building probability threshold (empty: the model's tuned threshold)",
+        QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0))
+    algorithm.addParameter(advanced(QgsProcessingParameterNumber(
+        "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1)))
+    algorithm.addParameter(advanced(device_parameter()))
+    algorithm.addParameter(advanced(QgsProcessingParameterBoolean(
+        "TTA", "Test-time augmentation (flips; slower)", defaultValue=False)))
+
+
+def add_raster_outputs(algorithm: EngineAlgorithm, create_by_default: bool) -> None:
+    algorithm.addParameter(QgsProcessingParameterRasterDestination(
+        "OUTPUT_PROBABILITY", "Building probability", optional=True, createByDefault=create_by_default))
+    algorithm.addParameter(QgsProcessingParameterRasterDestination(
+        "OUTPUT_MASK", "Building mask", optional=True, createByDefault=create_by_default))
+    algorithm.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
+
+
+def run_prediction(algorithm: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
+                   feedback: QgsProcessingFeedback, probability_path: str, mask_path: str):
+    """Runs the engine's prediction on INPUT with MODEL; returns its PredictionResult."""
+    from ...model.inference import predict_raster
+    from ..layers import raster_path
+
+    image = raster_path(algorithm.parameterAsRasterLayer(parameters, "INPUT", context), "image")
+    progress, cancelled = engine_hooks(feedback)
+    return predict_raster(
+        image, algorithm.parameterAsFile(parameters, "MODEL", context),
+        probability_path=probability_path or None, mask_path=mask_path or None,
+        threshold=algorithm.optional_number(parameters, "THRESHOLD", context),
+        batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
+        device=algorithm.device(parameters, context),
+        tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
+        progress=progress, cancelled=cancelled)
+
+
+class PredictAlgorithm(EngineAlgorithm):
+    ALGORITHM_ID = "predict"
+    TITLE = "Predict building rasters"
+    GROUP = "Prediction"
+    GROUP_ID = "prediction"
+    SUMMARY = ("Runs a trained U-Net over an image, tile by tile with overlapping, smoothly blended tiles "
+               "(no seams), and writes a building probability raster and/or a building mask raster on the "
+               "image's grid (same CRS, extent and pixel size).")
+    PARAMETER_HELP = {
+        **PREDICTION_HELP,
+        "OUTPUT_PROBABILITY": "Building probability raster (GeoTIFF, byte 0-254 = probability x 254, "
+                              "255 = no data). Optional.",
+        "OUTPUT_MASK": "Building mask raster (GeoTIFF, 1 = building, 0 = background, 255 = no data). "
+                       "Optional; when neither output is chosen the mask is written to a temporary file.",
+    }
+
+    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+        add_prediction_parameters(self)
+        add_raster_outputs(self, create_by_default=True)
+
+    def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        probability_path = self.parameterAsOutputLayer(parameters, "OUTPUT_PROBABILITY", context)
+        mask_path = self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context)
+        if not probability_path and not mask_path:
+            mask_path = QgsProcessingUtils.generateTempFilename("building_mask.tif")
+        result = run_prediction(self, parameters, context, feedback, probability_path, mask_path)
+        self.style_output(probability_path, "probability")
+        self.style_output(mask_path, "mask")
+        return {"OUTPUT_PROBABILITY": probability_path or None, "OUTPUT_MASK": mask_path or None,
+                "THRESHOLD_USED": result.threshold}

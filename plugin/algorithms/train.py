@@ -1,0 +1,128 @@
+"""Train: a U-Net on images and their building labels, to a model file."""
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from ..epochs import format_epoch
+from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
+
+PRESETS = ("default", "paper")
+# parameter -> TrainConfig field; empty means "the preset's value"
+OPTIONAL_INTEGERS = {"EPOCHS": "epochs", "PATCHES_PER_EPOCH": "patches_per_epoch", "BATCH_SIZE": "batch_size",
+                     "BASE_WIDTH": "base_width", "TILE_SIZE": "tile_size_px", "SEED": "seed"}
+
+
+def parse_bands(text: str) -> Optional[list[int]]:
+    """'1,2,3' -> [1, 2, 3]; empty -> None (the engine's default bands)."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    try:
+        return [int(part) for part in parts] or None
+    except ValueError:
+        raise QgsProcessingException(f"Bands must be whole band numbers separated by commas, e.g. 1,2,3; "
+                                     f"got {text!r}.") from None
+
+
+class TrainAlgorithm(EngineAlgorithm):
+    ALGORITHM_ID = "train"
+    TITLE = "Train building model"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    SUMMARY = ("Trains a U-Net to tell building pixels from everything else, on random 256 x 256 crops of the "
+               "images (augmented with gamma, rotation, noise, blur and flips) and their labels. Validation "
+               "uses areas training never sees; the epoch with the best validation IoU is kept and the "
+               "building threshold is tuned on validation. One line per epoch reports loss, accuracy, "
+               "precision, recall and IoU.")
+    PARAMETER_HELP = {
+        "IMAGES": "One or more images (local raster files) of the same bands and a similar resolution.",
+        "LABELS": "One label layer per image, in the same order: a class raster (any CRS, resolution or "
+                  "extent; aligned onto the image) or building polygons.",
+        "BUILDING_VALUES": "Class values of the label rasters that mean building, comma-separated (e.g. 2, or "
+                           "2,5). Ignored for polygon labels.",
+        "PRESET": "default: the improved recipe (separate validation areas, stable learning rate, selection by "
+                  "IoU). paper: the paper's recipe exactly (64-filter U-Net, Adam lr 0.01, batch 16, 10 epochs).",
+        "EPOCHS": "Number of epochs. Empty: the preset's value.",
+        "PATCHES_PER_EPOCH": "Training crops per epoch. Empty: the preset's value.",
+        "BATCH_SIZE": "Crops per optimisation step. Empty: the preset's value.",
+        "BASE_WIDTH": "Filters of the first U-Net level (the paper: 64; each level doubles it). Smaller trains "
+                      "faster. Empty: the preset's value.",
+        "DEVICE": "auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
+        "OUTPUT_MODEL": "The model file (.pt) to write: weights plus bands, normalisation, tile size, tuned "
+                        "threshold and training history. The history is also written as <model>_history.csv "
+                        "and checkpoints go to <model>_checkpoints beside it.",
+        "BANDS": "(advanced) Image bands to use, 1-based and comma-separated (e.g. 1,2,3). Empty: every band "
+                 "that is not an alpha band.",
+        "TILE_SIZE": "(advanced) Side of the square training crops in pixels, a multiple of 16 (the paper: 256). "
+                     "Empty: the preset's value.",
+        "SEED": "(advanced) Random seed, for a repeatable run. Empty: a random seed.",
+    }
+
+    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterMultipleLayers("IMAGES", "Images", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "LABELS", "Labels (class rasters or building polygons, one per image, same order)",
+            QgsProcessing.TypeMapLayer))
+        self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
+        self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset", options=list(PRESETS), defaultValue="default",
+                                                     usesStaticStrings=True))
+        titles = {"EPOCHS": "Epochs", "PATCHES_PER_EPOCH": "Crops per epoch", "BATCH_SIZE": "Batch size",
+                  "BASE_WIDTH": "Base width (filters of the first level)"}
+        for name, title in titles.items():
+            self.addParameter(QgsProcessingParameterNumber(
+                name, f"{title} (empty: the preset's value)", QgsProcessingParameterNumber.Integer,
+                optional=True, minValue=1))
+        self.addParameter(device_parameter())
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Model file", "Model files (*.pt)"))
+        self.addParameter(advanced(QgsProcessingParameterString("BANDS", "Bands (e.g. 1,2,3)", optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "TILE_SIZE", "Crop size in pixels (empty: the preset's value)", QgsProcessingParameterNumber.Integer,
+            optional=True, minValue=16)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            "SEED", "Random seed", QgsProcessingParameterNumber.Integer, optional=True)))
+        self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", "Best epoch"))
+        self.addOutput(QgsProcessingOutputNumber("VAL_IOU", "Validation IoU of the best epoch"))
+        self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
+        self.addOutput(QgsProcessingOutputFile("HISTORY_CSV", "Training history (CSV)"))
+
+    def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        from ...model.rasters import parse_building_values
+        from ...model.training import TrainConfig, train
+        from ..layers import layer_path, raster_path
+
+        images = [raster_path(layer, "image") for layer in self.parameterAsLayerList(parameters, "IMAGES", context)]
+        labels = [layer_path(layer, "label", context, feedback)
+                  for layer in self.parameterAsLayerList(parameters, "LABELS", context)]
+        if len(images) != len(labels):
+            raise QgsProcessingException(
+                f"{len(images)} image(s) but {len(labels)} label layer(s): give one label layer per image, "
+                "in the same order.")
+        config = TrainConfig.for_preset(
+            self.parameterAsEnumString(parameters, "PRESET", context), images=images, labels=labels,
+            building_values=parse_building_values(self.parameterAsString(parameters, "BUILDING_VALUES", context)),
+            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context),
+            device=self.device(parameters, context),
+            bands=parse_bands(self.parameterAsString(parameters, "BANDS", context)),
+            **{field: self.optional_number(parameters, name, context, integer=True)
+               for name, field in OPTIONAL_INTEGERS.items()})
+        progress, cancelled = engine_hooks(feedback)
+        result = train(config, progress=progress, cancelled=cancelled,
+                       on_epoch=lambda record: feedback.pushInfo(format_epoch(record)))
+        best = next((record for record in result.history if record.get("epoch") == result.best_epoch), {})
+        feedback.pushInfo(f"Best epoch {result.best_epoch} on {result.device_description}; model: {result.model_path}")
+        return {"OUTPUT_MODEL": str(result.model_path), "BEST_EPOCH": result.best_epoch,
+                "VAL_IOU": best.get("val_iou"), "DEVICE_USED": result.device_description,
+                "HISTORY_CSV": str(result.history_csv_path)}

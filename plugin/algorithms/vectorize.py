@@ -1,0 +1,132 @@
+"""Vectorize: a building mask raster to building polygons in any vector format."""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .base import EngineAlgorithm, advanced, engine_hooks
+
+# Shared with extract
+POLYGON_HELP = {
+    "MIN_AREA": "Smallest building kept, in square map units of the mask's CRS (m² for a metric CRS). "
+                "0 keeps every blob.",
+    "SIMPLIFY": "Tolerance of the outline simplification, in map units (e.g. about one pixel size). "
+                "0 keeps the pixel staircase.",
+    "OUTPUT": "Building polygons with the attributes id, area, perimeter (map units) and mean_probability "
+              "(empty without a probability raster). Any vector format, or a temporary layer.",
+    "FILL_HOLES": "(advanced) Holes smaller than this area (square map units) are filled: courtyards bigger "
+                  "than it stay.",
+    "REGULARIZE": "(advanced) Square the outlines: right angles along each building's main direction.",
+}
+
+
+def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
+    """MIN_AREA, SIMPLIFY, OUTPUT, plus the advanced FILL_HOLES and REGULARIZE."""
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        "MIN_AREA", "Minimum building area (square map units)", QgsProcessingParameterNumber.Double,
+        defaultValue=0.0, minValue=0.0))
+    algorithm.addParameter(QgsProcessingParameterNumber(
+        "SIMPLIFY", "Simplification tolerance (map units)", QgsProcessingParameterNumber.Double,
+        defaultValue=0.0, minValue=0.0))
+    algorithm.addParameter(advanced(QgsProcessingParameterNumber(
+        "FILL_HOLES", "Fill holes smaller than (square map units)", QgsProcessingParameterNumber.Double,
+        defaultValue=0.0, minValue=0.0)))
+    algorithm.addParameter(advanced(QgsProcessingParameterBoolean(
+        "REGULARIZE", "Square the outlines (right angles)", defaultValue=False)))
+    algorithm.addParameter(QgsProcessingParameterFeatureSink(
+        "OUTPUT", "Buildings", QgsProcessing.TypeVectorPolygon, defaultValue=QgsProcessing.TEMPORARY_OUTPUT))
+    algorithm.addOutput(QgsProcessingOutputNumber("BUILDING_COUNT", "Number of buildings"))
+
+
+def building_fields() -> QgsFields:
+    fields = QgsFields()
+    fields.append(QgsField("id", QVariant.LongLong))
+    for name in ("area", "perimeter", "mean_probability"):
+        fields.append(QgsField(name, QVariant.Double))
+    return fields
+
+
+def write_buildings(algorithm: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
+                    feedback: QgsProcessingFeedback, mask_path: str, probability_path: Optional[str],
+                    crs: QgsCoordinateReferenceSystem) -> dict:
+    """Vectorizes ``mask_path`` into the OUTPUT sink; returns OUTPUT and BUILDING_COUNT."""
+    from ...model.vectorize import polygons_from_mask
+
+    fields = building_fields()
+    sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields,
+                                                  QgsWkbTypes.Polygon, crs)
+    progress, cancelled = engine_hooks(feedback)
+    polygons = polygons_from_mask(
+        mask_path, probability_path=probability_path or None,
+        min_area=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
+        simplify=algorithm.parameterAsDouble(parameters, "SIMPLIFY", context),
+        fill_holes_below=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
+        regularize=algorithm.parameterAsBoolean(parameters, "REGULARIZE", context),
+        progress=progress, cancelled=cancelled)
+    count = add_features(sink, polygons, fields)
+    algorithm.style_output(destination, "buildings")
+    return {"OUTPUT": destination, "BUILDING_COUNT": count}
+
+
+def add_features(sink: QgsFeatureSink, polygons: Iterable, fields: QgsFields) -> int:
+    """Engine (shapely geometry, attributes) pairs -> features in the sink; returns how many."""
+    count = 0
+    for shape, attributes in polygons:
+        geometry = QgsGeometry()
+        geometry.fromWkb(shape.wkb)  # the engine yields one shapely Polygon per building
+        feature = QgsFeature(fields)
+        feature.setGeometry(geometry)
+        feature.setAttributes([attributes.get(field.name()) for field in fields])
+        sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        count += 1
+    return count
+
+
+class VectorizeAlgorithm(EngineAlgorithm):
+    ALGORITHM_ID = "vectorize"
+    TITLE = "Vectorize building mask"
+    GROUP = "Prediction"
+    GROUP_ID = "prediction"
+    SUMMARY = ("Turns a building mask raster (1 = building) into one polygon per building. Buildings cut by "
+               "the processing windows are merged back; small blobs can be dropped, outlines simplified, "
+               "small holes filled and corners squared.")
+    PARAMETER_HELP = {
+        "INPUT": "Building mask raster, e.g. the mask output of Predict (1 = building, 0 = background, "
+                 "255 = no data).",
+        "PROBABILITY": "(advanced) The probability raster of the same prediction, to fill the mean_probability "
+                       "attribute.",
+        **POLYGON_HELP,
+    }
+
+    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Building mask"))
+        self.addParameter(advanced(QgsProcessingParameterRasterLayer(
+            "PROBABILITY", "Building probability (for the mean_probability attribute)", optional=True)))
+        add_polygon_parameters(self)
+
+    def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        from ..layers import raster_path
+
+        mask_layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        probability_layer = self.parameterAsRasterLayer(parameters, "PROBABILITY", context)
+        probability_path = raster_path(probability_layer, "probability") if probability_layer else None
+        return write_buildings(self, parameters, context, feedback, raster_path(mask_layer, "mask"),
+                               probability_path, mask_layer.crs())

@@ -1,0 +1,70 @@
+"""Live training curves for the dock: matplotlib when QGIS's Python has it, else a plain table."""
+from __future__ import annotations
+
+from qgis.PyQt.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+# (history key, label) per panel; keys as in the training history records
+PANELS = (("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
+          ("Accuracy and IoU", (("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
+                                ("val_iou", "validation IoU"))))
+COLUMNS = tuple(key for _, series in PANELS for key, _ in series)
+
+
+class CurvesWidget(QWidget):
+    """Per-epoch loss, accuracy and IoU, redrawn as each epoch's record arrives."""
+
+    def __init__(self, parent: QWidget = None) -> None:
+        super().__init__(parent)
+        self.records: list[dict] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        try:
+            from matplotlib.backends.backend_qt5agg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
+        except ImportError:  # matplotlib is optional in QGIS installs: the numbers still show
+            self.figure = None
+            self.table = QTableWidget(0, len(COLUMNS) + 1, self)
+            self.table.setHorizontalHeaderLabels(["epoch", *COLUMNS])
+            layout.addWidget(self.table)
+            return
+        self.table = None
+        self.figure = Figure(figsize=(4, 3.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(260)
+        layout.addWidget(self.canvas)
+        self.clear()
+
+    def clear(self) -> None:
+        self.records = []
+        if self.table is not None:
+            self.table.setRowCount(0)
+        else:
+            self._draw()
+
+    def add_epoch(self, record: dict) -> None:
+        self.records.append(record)
+        if self.table is None:
+            self._draw()
+            return
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        values = [record.get("epoch"), *(record.get(key) for key in COLUMNS)]
+        for column, value in enumerate(values):
+            text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+            self.table.setItem(row, column, QTableWidgetItem(text))
+
+    def _draw(self) -> None:
+        self.figure.clear()
+        epochs = [record.get("epoch") for record in self.records]
+        for index, (title, series) in enumerate(PANELS):
+            axes = self.figure.add_subplot(len(PANELS), 1, index + 1)
+            axes.set_title(title, fontsize=9)
+            axes.tick_params(labelsize=7)
+            for key, label in series:
+                values = [record.get(key, float("nan")) for record in self.records]
+                if values:
+                    axes.plot(epochs, values, marker="o", markersize=3, label=label)
+            if self.records:
+                axes.legend(fontsize=7)
+        self.figure.axes[-1].set_xlabel("epoch", fontsize=8)
+        self.canvas.draw_idle()

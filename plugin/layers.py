@@ -1,0 +1,122 @@
+"""QGIS layers as the plain files the engine reads, and the plugin's styles on the layers it writes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from qgis.core import (
+    Qgis,
+    QgsMapLayer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingUtils,
+    QgsProject,
+    QgsProviderRegistry,
+    QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+
+from . import RESOURCES_DIR
+from .log import log
+
+STYLE_KINDS = ("buildings", "probability", "mask", "error_map")
+
+
+def raster_path(layer: QgsRasterLayer, role: str) -> str:
+    """The local file behind a raster layer; web services and in-memory rasters cannot be streamed
+    window by window by the engine, so they are refused with what to do instead."""
+    if layer.providerType() == "gdal":
+        path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or ""
+        if path and Path(path).is_file():
+            return path
+    raise QgsProcessingException(
+        f"The {role} layer '{layer.name()}' is not a local raster file (it comes from "
+        f"'{layer.providerType()}'). Save it as a GeoTIFF first (right-click the layer > Export > Save As...) "
+        "and use the saved file.")
+
+
+def vector_path(layer: QgsVectorLayer, role: str, context: QgsProcessingContext,
+                feedback: Optional[QgsProcessingFeedback]) -> str:
+    """The polygon file behind a vector layer, or a temporary GeoPackage copy when the engine could not
+    read the layer as it is (memory or database layers, a filter, one layer of a multi-layer file)."""
+    from ..model.rasters import is_vector  # the engine decides which files it reads
+
+    if layer.providerType() == "ogr" and not layer.subsetString():
+        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+        path = parts.get("path") or ""
+        if path and Path(path).is_file() and is_vector(path) and not parts.get("layerName"):
+            return path
+    temporary = QgsProcessingUtils.generateTempFilename(f"{role.replace(' ', '_')}.gpkg")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(layer, temporary, context.transformContext(),
+                                                                   options)
+    if error != QgsVectorFileWriter.WriterError.NoError:
+        raise QgsProcessingException(f"The {role} layer '{layer.name()}' could not be copied to a temporary "
+                                     f"GeoPackage ({message}). Save it as a GeoPackage and use that file.")
+    if feedback is not None:
+        feedback.pushInfo(f"The {role} layer '{layer.name()}' is not a plain local file: using a temporary "
+                          f"copy {temporary}.")
+    return temporary
+
+
+def layer_path(layer: Optional[QgsMapLayer], role: str, context: QgsProcessingContext,
+               feedback: Optional[QgsProcessingFeedback]) -> str:
+    """Raster or polygon layer -> a path the engine opens."""
+    if isinstance(layer, QgsRasterLayer):
+        return raster_path(layer, role)
+    if isinstance(layer, QgsVectorLayer):
+        return vector_path(layer, role, context, feedback)
+    raise QgsProcessingException(f"The {role} layer is missing or is neither a raster nor a vector layer.")
+
+
+def style_path(kind: str) -> Path:
+    return RESOURCES_DIR / "styles" / f"{kind}.qml"
+
+
+def apply_style(layer: QgsMapLayer, kind: str) -> None:
+    message, ok = layer.loadNamedStyle(str(style_path(kind)))
+    if not ok:
+        log(f"Could not apply the {kind} style to '{layer.name()}': {message}")
+    layer.triggerRepaint()
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer when Processing (toolbox, batch, model designer) loads it into the project."""
+
+    # QGIS keeps only a C++ pointer to a post-processor: Python must keep the object alive itself.
+    _instances: dict[str, "StylePostProcessor"] = {}
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> None:
+        apply_style(layer, self.kind)
+
+    @classmethod
+    def for_kind(cls, kind: str) -> "StylePostProcessor":
+        if kind not in cls._instances:
+            cls._instances[kind] = cls(kind)
+        return cls._instances[kind]
+
+
+def style_on_completion(context: QgsProcessingContext, destination: str, kind: str) -> None:
+    """Style ``destination`` if the caller loads it into the project (the toolbox does, a script may not)."""
+    if destination and context.willLoadLayerOnCompletion(destination):
+        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(StylePostProcessor.for_kind(kind))
+
+
+def add_styled_layer(path: str, name: str, kind: str) -> Optional[QgsMapLayer]:
+    """Adds a file the engine wrote to the project with the plugin's style. Main thread only."""
+    layer = QgsVectorLayer(path, name, "ogr") if kind == "buildings" else QgsRasterLayer(path, name)
+    if not layer.isValid():
+        log(f"Could not load '{path}' as a layer.", Qgis.MessageLevel.Warning)
+        return None
+    apply_style(layer, kind)
+    QgsProject.instance().addMapLayer(layer)
+    return layer

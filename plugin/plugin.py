@@ -1,0 +1,58 @@
+"""The plugin object QGIS creates: registers the Processing provider and a button that shows the dock."""
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from . import DISPLAY_NAME, ICON_PATH
+from .provider import UNetBuildingsProvider
+
+
+class UNetBuildingsPlugin:
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.provider: Optional[UNetBuildingsProvider] = None
+        self.action: Optional[QAction] = None
+        self.dock = None  # built on first use: it imports the engine to name the device
+
+    def initProcessing(self) -> None:  # noqa: N802 (called by QGIS, also for qgis_process)
+        self.provider = UNetBuildingsProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802
+        self.initProcessing()
+        self.action = QAction(QIcon(str(ICON_PATH)), DISPLAY_NAME, self.iface.mainWindow())
+        self.action.setCheckable(True)
+        self.action.setToolTip("Show the U-Net Building Extractor dock: train, predict and evaluate")
+        self.action.toggled.connect(self.show_dock)
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToMenu(DISPLAY_NAME, self.action)
+
+    def show_dock(self, visible: bool = True) -> None:
+        if self.dock is None:
+            from .dock import BuildingsDock
+
+            self.dock = BuildingsDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+            # closing the dock with its own button unchecks the toolbar button
+            self.dock.visibilityChanged.connect(self.action.setChecked)
+        self.dock.setVisible(visible)
+
+    def unload(self) -> None:
+        if self.dock is not None:
+            self.dock.cancel()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.action is not None:
+            self.iface.removePluginMenu(DISPLAY_NAME, self.action)
+            self.iface.removeToolBarIcon(self.action)
+            self.action.deleteLater()
+            self.action = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

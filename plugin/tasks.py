@@ -1,0 +1,85 @@
+"""Running one of the provider's Processing algorithms in the background, as QGIS's toolbox does.
+
+The algorithm runs in a QgsProcessingAlgRunnerTask thread; everything that reaches the widgets goes
+through Qt signals, which Qt delivers in the main thread, and layers are only touched once the task has
+finished (in the ``finished`` signal's handler, main thread).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+)
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+
+from . import PROVIDER_ID
+from .log import log
+
+
+class TaskFeedback(QgsProcessingFeedback):
+    """Processing feedback whose text also reaches the dock. Called from the task's thread: it only
+    emits signals and keeps the error text for the main thread to read once the task has finished."""
+
+    info = pyqtSignal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        super().pushInfo(info)
+        self.info.emit(info)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+        super().reportError(error, fatalError)
+        self.errors.append(error)
+
+
+class AlgorithmRun(QObject):
+    """One run of ``unet_buildings:<algorithm_id>``: the task with its context and feedback, kept alive
+    together here because Qt only holds C++ pointers to them."""
+
+    progress_changed = pyqtSignal(float)
+    info = pyqtSignal(str)
+    finished = pyqtSignal(bool, dict, str)  # ok, results, error message
+
+    def __init__(self, algorithm_id: str, parameters: dict, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self.algorithm_id = algorithm_id
+        self.parameters = parameters
+        self.started_at = 0.0
+        self.context = QgsProcessingContext()
+        self.context.setProject(QgsProject.instance())
+        self.feedback = TaskFeedback()
+        self.feedback.info.connect(self.info)
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"{PROVIDER_ID}:{algorithm_id}")
+        if algorithm is None:
+            raise RuntimeError(f"The algorithm {PROVIDER_ID}:{algorithm_id} is not registered.")
+        self.task = QgsProcessingAlgRunnerTask(algorithm, parameters, self.context, self.feedback)
+        self.task.progressChanged.connect(self.progress_changed)
+        self.task.executed.connect(self._executed)
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        log(f"Running {self.algorithm_id} with {self.parameters}")
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_at if self.started_at else 0.0
+
+    def _executed(self, ok: bool, results: dict) -> None:
+        self.task = None  # the task manager deletes the task once this signal has been handled
+        error = "" if ok else (self.feedback.errors[-1] if self.feedback.errors else
+                               "Cancelled." if self.feedback.isCanceled() else "The algorithm failed.")
+        log(f"{self.algorithm_id} {'finished' if ok else 'failed: ' + error} after {self.elapsed_s():.1f} s")
+        self.finished.emit(ok, dict(results or {}), error)

@@ -1,0 +1,129 @@
+"""Fixtures for the plugin tests: the plugin loaded in a real (offscreen) QGIS, tiny generated scenes.
+
+The plugin is imported as the package ``unet_buildings``, as QGIS imports it, from a folder that holds
+a link of that name to the repository (``.qgis-plugins`` made by ``make setup``, else a temporary one).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+REPO = Path(__file__).resolve().parents[2]
+CRS = "EPSG:32736"  # metric (UTM 36S), so areas are in m²
+PIXEL_M = 0.5
+SIZE_PX = 64
+# two square buildings (row, column, side in pixels); 16 px = 8 m, so 64 m² each
+BUILDINGS_PX = ((8, 8, 16), (36, 32, 16))
+
+
+def plugins_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = REPO / ".qgis-plugins"
+    if (folder / "unet_buildings" / "metadata.txt").exists():
+        return folder
+    folder = tmp_path_factory.mktemp("plugins")
+    (folder / "unet_buildings").symlink_to(REPO, target_is_directory=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def plugins_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the plugin as ``unet_buildings`` (what QGIS_PLUGINPATH names)."""
+    return plugins_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def unet_buildings(plugins_dir: Path):
+    sys.path.insert(0, str(plugins_dir))
+    return importlib.import_module("unet_buildings")
+
+
+@pytest.fixture(scope="session")
+def plugin(unet_buildings, qgis_iface, qgis_processing):
+    """The plugin as QGIS loads it: classFactory, then initGui (which registers the provider)."""
+    instance = unet_buildings.classFactory(qgis_iface)
+    instance.initGui()
+    yield instance
+    instance.unload()
+
+
+@dataclass
+class Scene:
+    image: Path  # 3-band uint8, bright roofs on darker ground
+    labels: Path  # class raster: 2 building, 1 other, 255 nodata (none here)
+    polygons: Path  # the same buildings as a GeoPackage
+    mask: Path  # a building mask as the engine writes it (1 building, 0 background, 255 nodata)
+    folder: Path
+
+
+def write_raster(path: Path, bands: np.ndarray, nodata: float | None = None, kind: str | None = None) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1], count=bands.shape[0],
+                       dtype=bands.dtype, crs=CRS, transform=from_origin(500000, 9000000, PIXEL_M, PIXEL_M),
+                       nodata=nodata) as dataset:
+        dataset.write(bands)
+        if kind:
+            dataset.update_tags(UNET_BUILDINGS_KIND=kind)
+    return path
+
+
+def write_polygons(path: Path) -> Path:
+    from osgeo import ogr, osr
+
+    ogr.UseExceptions()
+    reference = osr.SpatialReference()
+    reference.ImportFromEPSG(32736)
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("buildings", reference, ogr.wkbPolygon)
+    for row, column, side in BUILDINGS_PX:
+        left, top = 500000 + column * PIXEL_M, 9000000 - row * PIXEL_M
+        right, bottom = left + side * PIXEL_M, top - side * PIXEL_M
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({left} {top},{right} {top},{right} {bottom},{left} {bottom},{left} {top}))"))
+        layer.CreateFeature(feature)
+    source = None
+    return path
+
+
+def make_scene(folder: Path) -> Scene:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    building = np.zeros((SIZE_PX, SIZE_PX), bool)
+    for row, column, side in BUILDINGS_PX:
+        building[row:row + side, column:column + side] = True
+    image = rng.integers(40, 90, (3, SIZE_PX, SIZE_PX)).astype(np.uint8)
+    image[:, building] = rng.integers(180, 240, (3, int(building.sum()))).astype(np.uint8)
+    return Scene(image=write_raster(folder / "image.tif", image),
+                 labels=write_raster(folder / "labels.tif", np.where(building, 2, 1).astype(np.uint8)[None], 255),
+                 polygons=write_polygons(folder / "buildings.gpkg"),
+                 mask=write_raster(folder / "mask.tif", building.astype(np.uint8)[None], 255, "mask"),
+                 folder=folder)
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
+    return make_scene(tmp_path_factory.mktemp("scene"))
+
+
+@pytest.fixture(scope="session")
+def model_file(unet_buildings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained, tiny model file (its predictions are noise: tests use THRESHOLD 0 or 1 where they
+    need a known mask). Made with the engine's own model-file writer, so it loads as a trained one does."""
+    from unet_buildings.model.modelfile import ModelInfo, save_model
+    from unet_buildings.model.network import UNet, UNetConfig
+
+    import torch
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_bands=3, base_width=4, depth=2))
+    info = ModelInfo(tile_size_px=32, threshold=0.5, building_values=[2], pixel_size=[PIXEL_M, PIXEL_M],
+                     crs_units="metre")
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, net, info)
+    return path
