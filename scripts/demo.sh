@@ -3,6 +3,11 @@
 # scenes 1 and 2, extract buildings from the held-out scene 3, score them against its labels.
 # Run through `make demo`, which sets everything up first.
 set -euo pipefail
+# qgis_process chatter goes to a log; on failure its end is shown
+run() {
+  local log=$1; shift
+  "$qgis_process" run "$@" >"$log" 2>&1 || { tail -n 30 "$log"; echo "Failed: see $log" >&2; exit 1; }
+}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 sample=resources/sample
@@ -13,25 +18,30 @@ started=$(date +%s)
 
 echo "== 1/3 Training a U-Net (base width 16, 8 short epochs) on $sample/scene_1 and scene_2"
 # A fixed, small budget so the demo ends in minutes on 2 CPU cores; real work uses the defaults.
-"$qgis_process" run unet_buildings:train -- \
+run "$out/train.log" unet_buildings:train -- \
   IMAGES="$sample/scene_1.tif" IMAGES="$sample/scene_2.tif" \
   LABELS="$sample/scene_1_labels.tif" LABELS="$sample/scene_2_labels.tif" \
   BUILDING_VALUES=2 PRESET=default EPOCHS=8 PATCHES_PER_EPOCH=40 BATCH_SIZE=8 BASE_WIDTH=16 SEED=7 \
-  DEVICE=auto OUTPUT_MODEL="$out/model.pt" | grep -E "epoch|BEST_EPOCH|VAL_IOU|DEVICE_USED" || true
-test -s "$out/model.pt"
+  DEVICE=auto OUTPUT_MODEL="$out/model.pt"
+.venv/bin/python - "$out/model_history.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+print(f"{'epoch':>5} {'train loss':>10} {'val loss':>9} {'val IoU':>8} {'seconds':>8}")
+for r in rows:
+    print(f"{r['epoch']:>5} {float(r['train_loss']):>10.4f} {float(r['val_loss']):>9.4f} "
+          f"{float(r['val_iou_tuned']):>8.4f} {float(r['seconds']):>8.1f}")
+PY
 
 echo "== 2/3 Extracting buildings from the held-out scene $sample/scene_3.tif"
-"$qgis_process" run unet_buildings:extract -- \
+run "$out/extract.log" unet_buildings:extract -- \
   INPUT="$sample/scene_3.tif" MODEL="$out/model.pt" \
   OUTPUT_PROBABILITY="$out/probability.tif" OUTPUT_MASK="$out/mask.tif" OUTPUT="$out/buildings.gpkg" \
-  MIN_AREA=4 SIMPLIFY=0.3 >/dev/null
-test -s "$out/buildings.gpkg"
+  MIN_AREA=4 SIMPLIFY=0.3
 
 echo "== 3/3 Evaluating the mask against $sample/scene_3_labels.tif (building = class 2)"
-"$qgis_process" run unet_buildings:evaluate -- \
+run "$out/evaluate.log" unet_buildings:evaluate -- \
   PREDICTION="$out/mask.tif" LABELS="$sample/scene_3_labels.tif" BUILDING_VALUES=2 \
-  OUTPUT_REPORT="$out/evaluation.html" OUTPUT_ERROR_MAP="$out/error_map.tif" >/dev/null
-test -s "$out/evaluation.json"
+  OUTPUT_REPORT="$out/evaluation.html" OUTPUT_ERROR_MAP="$out/error_map.tif"
 
 .venv/bin/python - "$out/evaluation.json" <<'PY'
 import json, sys
@@ -41,4 +51,5 @@ PY
 echo
 echo "Done in $(( $(date +%s) - started )) s. Outputs in $out/:"
 echo "  model.pt (model file), model_history.csv (per-epoch scores), probability.tif, mask.tif,"
-echo "  buildings.gpkg (building polygons), error_map.tif (0 TN, 1 FP, 2 FN, 3 TP), evaluation.html / .json"
+echo "  buildings.gpkg (building polygons), error_map.tif (0 TN, 1 FP, 2 FN, 3 TP), evaluation.html / .json,"
+echo "  and the qgis_process logs (*.log)"
