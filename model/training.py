@@ -62,7 +62,9 @@ class TrainConfig:
     device: str = "auto"
     seed: Optional[int] = None
     resume_from: Optional[str] = None
-    time_budget_s: Optional[float] = None  # stop after the epoch running when this is reached
+    # Wall-clock limit on training: when reached, the running epoch is cut short, validated and
+    # saved, and training ends; the schedule then follows elapsed time rather than steps.
+    time_budget_s: Optional[float] = None
 
     @classmethod
     def for_preset(cls, preset: str = "default", **overrides) -> "TrainConfig":
@@ -99,7 +101,7 @@ class TrainResult:
     device_description: str
     history_csv_path: Path
     checkpoint_dir: Path
-    stopped_early: bool = False  # the time budget ended training before the last epoch
+    stopped_early: bool = False  # the time budget ended training before its last batch
 
 
 def checkpoint_dir_for(output_model: Path) -> Path:
@@ -110,15 +112,18 @@ def history_csv_for(output_model: Path) -> Path:
     return output_model.with_name(output_model.stem + "_history.csv")
 
 
-def learning_rate_at(config: TrainConfig, step: int, total_steps: int) -> float:
-    """A pure function of the step, so a resumed run continues the schedule exactly."""
+WARMUP_FRACTION = 0.05
+
+
+def learning_rate_at(config: TrainConfig, progress: float) -> float:
+    """The rate at ``progress`` (0..1) through training: a pure function, so a resumed run continues
+    the schedule exactly. Linear warm-up, then cosine decay to 1 % of the peak."""
     if config.schedule == "constant":
         return config.learning_rate
-    warmup_steps = max(1, total_steps // 20)
-    if step < warmup_steps:
-        return config.learning_rate * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return config.learning_rate * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    if progress < WARMUP_FRACTION:
+        return config.learning_rate * max(progress / WARMUP_FRACTION, 0.01)
+    decay = min((progress - WARMUP_FRACTION) / (1 - WARMUP_FRACTION), 1.0)
+    return config.learning_rate * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decay)))
 
 
 def masked_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: str) -> torch.Tensor:
@@ -267,12 +272,18 @@ class Trainer:
         for epoch in range(start_epoch, c.epochs + 1):
             epoch_started = time.monotonic()
             net.train()
-            train_loss, train_matrix = 0.0, ConfusionMatrix()
+            train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
             for batch in range(batches_per_epoch):
                 self.reporter.check()
-                step = (epoch - 1) * batches_per_epoch + batch
+                progress = ((epoch - 1) * batches_per_epoch + batch) / total_steps
+                if c.time_budget_s is not None:
+                    spent = (time.monotonic() - started) / c.time_budget_s
+                    if spent >= 1.0:
+                        stopped_early = True
+                        break
+                    progress = max(progress, spent)
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate_at(c, step, total_steps)
+                    group["lr"] = learning_rate_at(c, progress)
                 x, target, weight = self.batch_tensors(scenes, sampler.draw(c.batch_size), hidden, True, self.torch_rng)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = net(x)
@@ -281,10 +292,13 @@ class Trainer:
                 loss.backward()
                 optimizer.step()
                 train_loss += float(loss.detach())
+                batches_run += 1
                 train_matrix += confusion_counts(logits.detach(), target, weight)
                 self.report_progress(epoch, batch + 1, batches_per_epoch, val_batches, train_loss / (batch + 1), started,
                                      start_epoch)
-            record = {"epoch": epoch, "train_loss": train_loss / batches_per_epoch,
+            if batches_run == 0 and history:  # the budget ran out right at an epoch's start
+                break
+            record = {"epoch": epoch, "train_loss": train_loss / max(batches_run, 1), "train_batches": batches_run,
                       "train_accuracy": train_matrix.accuracy, "train_iou": train_matrix.iou,
                       "learning_rate": optimizer.param_groups[0]["lr"]}
             record.update(self.validate(net, scenes, hidden, val_crops, amp))
@@ -298,8 +312,7 @@ class Trainer:
             self.save_epoch(net, optimizer, info, best_state, best_score, epoch)
             if self.on_epoch:
                 self.on_epoch(dict(record))
-            if c.time_budget_s is not None and time.monotonic() - started >= c.time_budget_s and epoch < c.epochs:
-                stopped_early = True
+            if stopped_early:
                 break
 
         self.write_history_csv(history)

@@ -202,3 +202,10 @@ def test_clear_errors_for_mismatched_inputs(scenes, tmp_path):
     with pytest.raises(InputError, match="is not a model file|not a U-Net"):
         (tmp_path / "junk.pt").write_bytes(b"not a model")
         read_payload(tmp_path / "junk.pt")
+
+
+def test_time_budget_cuts_the_epoch_short_and_still_saves_a_validated_model(scenes, tmp_path):
+    result = train(tiny_config(scenes, tmp_path / "m.pt", epochs=50, patches_per_epoch=400, time_budget_s=2.0))
+    assert result.stopped_early
+    assert len(result.history) < 50 and result.history[-1]["train_batches"] < 100
+    assert load_model(result.model_path).info.epoch == len(result.history)
