@@ -6,11 +6,13 @@ Each scene is read once (window reads of the whole grid; the label aligned onto 
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from rasterio.windows import Window
 
 from .errors import InputError
 from .normalization import image_band_stats
@@ -18,6 +20,8 @@ from .rasters import LABEL_IGNORE, Grid, LabelSource, check_bands, open_raster, 
 
 # alpha bands are masks, not data: never fed to the network by default
 _ALPHA = "alpha"
+STRIP_ROWS = 1024
+IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # larger scenes are memory-mapped from a scratch folder
 
 
 @dataclass
@@ -45,29 +49,48 @@ def default_bands(image_path: str | Path) -> list[int]:
         return [index + 1 for index, interp in enumerate(dataset.colorinterp) if interp.name != _ALPHA]
 
 
+def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Optional[Path]) -> np.ndarray:
+    """An array for a scene: in memory when small, else memory-mapped from a scratch file so a
+    scene larger than RAM still trains (the OS pages in the crops drawn, not the whole file)."""
+    if scratch_dir is None or np.prod(shape) * np.dtype(dtype).itemsize <= IN_MEMORY_LIMIT_BYTES:
+        return np.full(shape, fill, dtype)
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=scratch_dir, suffix=".npy", delete=False)
+    array = np.lib.format.open_memmap(handle.name, mode="w+", dtype=dtype, shape=shape)
+    array[...] = fill
+    return array
+
+
 def load_scene(image_path: str | Path, label_path: str | Path, building_values: Sequence[int],
-               bands: Sequence[int], min_size_px: int) -> Scene:
-    """Read one image/label pair; pads scenes smaller than a crop with ignored pixels."""
-    with open_raster(image_path) as dataset:
+               bands: Sequence[int], min_size_px: int, scratch_dir: Optional[Path] = None) -> Scene:
+    """Read one image/label pair strip by strip (labels aligned onto the image grid); scenes
+    smaller than a crop are padded with ignored pixels."""
+    with open_raster(image_path) as dataset, LabelSource(label_path, building_values, Grid.of(dataset)) as labels:
         bands = check_bands(dataset, bands)
-        grid = Grid.of(dataset)
-        image = dataset.read(bands)
-        valid = valid_mask(dataset, bands)
+        height, width = max(dataset.height, min_size_px), max(dataset.width, min_size_px)
+        image = _scene_array((len(bands), height, width), dataset.dtypes[bands[0] - 1], 0, scratch_dir)
+        label = _scene_array((height, width), np.uint8, LABEL_IGNORE, scratch_dir)
+        data_max = 0.0
+        for row in range(0, dataset.height, STRIP_ROWS):
+            window = Window(0, row, dataset.width, min(STRIP_ROWS, dataset.height - row))
+            rows = slice(row, row + int(window.height))
+            strip = dataset.read(bands, window=window)
+            strip_label = labels.read(window)
+            valid = valid_mask(dataset, bands, window)
+            strip_label[~valid] = LABEL_IGNORE
+            image[:, rows, :dataset.width] = strip
+            label[rows, :dataset.width] = strip_label
+            if valid.any():
+                data_max = max(data_max, float(np.nanmax(strip[:, valid])))
+        integer = np.issubdtype(image.dtype, np.integer)
+        value_scale = float(np.iinfo(image.dtype).max) if integer else max(data_max, 1.0)
         mean, std = image_band_stats(dataset, bands)
-        value_scale = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) \
-            else float(max(np.nanmax(image[:, valid]), 1.0)) if valid.any() else 1.0
         crs_units = dataset.crs.linear_units if dataset.crs else ""
-    with LabelSource(label_path, building_values, grid) as labels:
-        label = labels.read()
-    label[~valid] = LABEL_IGNORE
+        pixel_size = Grid.of(dataset).pixel_size
     if not (label == 1).any():
         raise InputError(f"The label layer '{label_path}' marks no building pixel on the image '{image_path}' "
                          f"with building value(s) {list(building_values)}: check the building class values.")
-    pad_y, pad_x = max(0, min_size_px - label.shape[0]), max(0, min_size_px - label.shape[1])
-    if pad_y or pad_x:
-        image = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)))
-        label = np.pad(label, ((0, pad_y), (0, pad_x)), constant_values=LABEL_IGNORE)
-    return Scene(Path(image_path).stem, image, label, mean, std, grid.pixel_size, crs_units, value_scale)
+    return Scene(Path(image_path).stem, image, label, mean, std, pixel_size, crs_units, value_scale)
 
 
 def validation_blocks(scene: Scene, block_px: int, offset: int = 0) -> np.ndarray:

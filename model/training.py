@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -189,14 +190,15 @@ class Trainer:
             raise InputError("Unknown validation, loss, normalisation or schedule option.")
 
     # -- data -------------------------------------------------------------------------------
-    def load_scenes(self) -> list[Scene]:
+    def load_scenes(self, scratch_dir: Path) -> list[Scene]:
         bands = self.config.bands or default_bands(self.config.images[0])
         self.bands = bands
         scenes = []
         for index, (image, label) in enumerate(zip(self.config.images, self.config.labels)):
             self.reporter.report(0.0, f"Reading image {index + 1} of {len(self.config.images)}: {Path(image).name}")
             self.reporter.check()
-            scenes.append(load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px))
+            scenes.append(load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px,
+                                     scratch_dir))
         return scenes
 
     def split(self, scenes: list[Scene]) -> tuple[list[np.ndarray], list[Crop]]:
@@ -245,9 +247,15 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        self.output_model.parent.mkdir(parents=True, exist_ok=True)
+        # scenes too large for memory are memory-mapped from here; removed when training ends
+        with tempfile.TemporaryDirectory(prefix=".unet_buildings_scratch_", dir=self.output_model.parent) as scratch:
+            return self._run(Path(scratch))
+
+    def _run(self, scratch_dir: Path) -> TrainResult:
         c = self.config
         started = time.monotonic()
-        scenes = self.load_scenes()
+        scenes = self.load_scenes(scratch_dir)
         hidden, val_crops = self.split(scenes)
         train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
         sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng)

@@ -209,3 +209,29 @@ def test_time_budget_cuts_the_epoch_short_and_still_saves_a_validated_model(scen
     assert result.stopped_early
     assert len(result.history) < 50 and result.history[-1]["train_batches"] < 100
     assert load_model(result.model_path).info.epoch == len(result.history)
+
+
+def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_mapped(tmp_path, monkeypatch):
+    import model.sampling as sampling
+    rng = np.random.default_rng(0)
+    size_px = 64
+    labels = np.zeros((size_px, size_px), np.uint8)
+    labels[10:30, 10:30] = 2
+    image = rng.normal(9000, 800, (4, size_px, size_px))
+    image[:, labels == 2] += 20000
+    image[:, :, :8] = 0  # a nodata strip: never counted in loss or metrics
+    profile = dict(driver="GTiff", width=size_px, height=size_px, crs="EPSG:32636",
+                   transform=from_origin(500000, 9000000, 0.5, 0.5))
+    with rasterio.open(tmp_path / "img.tif", "w", count=4, dtype="uint16", nodata=0, **profile) as dst:
+        dst.write(np.clip(image, 0, 65535).astype(np.uint16))
+    with rasterio.open(tmp_path / "lab.tif", "w", count=1, dtype="uint8", **profile) as dst:
+        dst.write(labels, 1)
+    monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)  # force the memory-mapped path
+    scene = sampling.load_scene(tmp_path / "img.tif", tmp_path / "lab.tif", [2], [1, 2, 3, 4], 32, tmp_path / "scratch")
+    assert isinstance(scene.image, np.memmap) and scene.image.dtype == np.uint16 and scene.value_scale == 65535
+    assert (scene.label[:, :8] == 255).all() and (scene.label[10:30, 10:30] == 1).all()
+    result = train(tiny_config(([str(tmp_path / "img.tif")], [str(tmp_path / "lab.tif")]), tmp_path / "m.pt",
+                               epochs=1, bands=[1, 2, 3, 4]))
+    info = load_model(result.model_path).info
+    assert info.bands == [1, 2, 3, 4] and info.network["in_bands"] == 4
+    assert not list(tmp_path.glob(".unet_buildings_scratch_*"))  # scratch removed
