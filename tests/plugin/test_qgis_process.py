@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -42,8 +43,12 @@ def test_extract_from_qgis_process_writes_a_geopackage(plugins_dir, scene, model
     assert "unet_buildings=true" in (tmp_path / "profile/profiles/default/QGIS/QGIS3.ini").read_text()
 
 
-def test_without_torch_every_algorithm_names_the_install_command(plugins_dir, scene, model_file, tmp_path) -> None:
-    # The system python QGIS runs has no torch; only the venv has it, and it is left off the path here.
+def test_without_torch_every_algorithm_names_the_install_command(plugins_dir, scene, model_file, tmp_path,
+                                                               monkeypatch) -> None:
+    # The system python QGIS runs has no torch; only the venv has it, and it is left off the paths here
+    # (QGIS's embedded python also finds a venv through a `python3` first on PATH).
+    venv_bin = str(Path(sys.prefix) / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin))
     result = qgis_process(["run", "unet_buildings:predict", "--", f"INPUT={scene.image}", f"MODEL={model_file}",
                            f"OUTPUT_MASK={tmp_path / 'mask.tif'}"],
                           tmp_path / "profile", plugins_dir, str(tmp_path))
