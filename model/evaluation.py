@@ -62,7 +62,7 @@ from .errors import InputError
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, LABEL_IGNORE, PROBABILITY_U8_SCALE, Grid, LabelSource, is_vector, open_raster,
-                      parse_building_values)
+                      open_vector_layer, parse_building_values)
 from .report import write_reports
 
 ERROR_MAP_NODATA = 255
@@ -439,19 +439,7 @@ def _layer_extent(path: Path, role: str) -> tuple[Optional[tuple], Optional[CRS]
 
 
 def _vector_extent(path: Path, role: str) -> tuple[Optional[tuple], CRS]:
-    from osgeo import ogr  # GDAL's bindings, the same GDAL rasterio uses
-
-    ogr.UseExceptions()
-    try:
-        source = ogr.Open(str(path))
-    except RuntimeError as error:
-        raise InputError(f"The {role} '{path}' cannot be read as polygons ({error}).") from error
-    if source is None or source.GetLayerCount() == 0:
-        raise InputError(f"The {role} '{path}' has no vector layer to read.")
-    layer = source.GetLayer(0)
-    reference = layer.GetSpatialRef()
-    # the same default as rasters.LabelSource: GeoJSON without a CRS is WGS 84
-    crs = CRS.from_wkt(reference.ExportToWkt()) if reference else CRS.from_epsg(4326)
+    _source, layer, crs = open_vector_layer(path, role)
     if layer.GetFeatureCount() == 0:
         return None, crs
     left, right, bottom, top = layer.GetExtent()

@@ -196,8 +196,9 @@ class LabelSource:
         self.close()
 
 
-def _read_polygons(path: Path, grid: Grid, role: str = "label layer") -> list:
-    """Building polygons of a vector file as GeoJSON-like geometries in the grid's CRS."""
+def open_vector_layer(path: Path, role: str) -> tuple:
+    """(data source, its first layer, the layer's CRS) of a vector file; keep the data source alive
+    while using the layer. A layer without a CRS is taken as WGS 84, as GeoJSON specifies."""
     from osgeo import ogr  # GDAL's Python bindings come with the same GDAL rasterio uses
 
     ogr.UseExceptions()
@@ -209,7 +210,14 @@ def _read_polygons(path: Path, grid: Grid, role: str = "label layer") -> list:
         raise InputError(f"The {role} '{path}' has no vector layer to read.")
     layer = source.GetLayer(0)
     reference = layer.GetSpatialRef()
-    source_crs = CRS.from_wkt(reference.ExportToWkt()) if reference else CRS.from_epsg(4326)
+    return source, layer, CRS.from_wkt(reference.ExportToWkt()) if reference else CRS.from_epsg(4326)
+
+
+def _read_polygons(path: Path, grid: Grid, role: str = "label layer") -> list:
+    """Building polygons of a vector file as GeoJSON-like geometries in the grid's CRS."""
+    from osgeo import ogr
+
+    _source, layer, source_crs = open_vector_layer(path, role)
     target_crs = grid.crs or source_crs
     geometries = []
     for feature in layer:
