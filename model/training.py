@@ -265,6 +265,7 @@ class Trainer:
         total_steps = batches_per_epoch * c.epochs
 
         net = UNet(UNetConfig(len(self.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
+        self.check_cancel_inside(net)
         net.to(self.device)
         if self.device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
@@ -326,6 +327,18 @@ class Trainer:
         self.write_history_csv(history)
         return TrainResult(self.output_model, history, info.best_epoch, describe_device(self.device),
                            history_csv_for(self.output_model), self.checkpoint_dir, stopped_early)
+
+    def check_cancel_inside(self, net: UNet) -> None:
+        """A batch of the paper's network takes many seconds on a CPU: checking for cancel before
+        each U-Net block, forward and backward, makes cancel take effect within about a second."""
+        def check(*_args) -> None:
+            self.reporter.check()
+
+        blocks = [*net.encoders, net.bottom, *net.decoders]
+        for block in blocks:
+            block.register_forward_pre_hook(check)
+        for block in blocks[1:]:  # the first block's input needs no gradient: no backward hook there
+            block.register_full_backward_pre_hook(check)
 
     @torch.inference_mode()
     def validate(self, net: UNet, scenes: list[Scene], hidden: list[np.ndarray], crops: list[Crop], amp: bool) -> dict:

@@ -235,3 +235,22 @@ def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_m
     info = load_model(result.model_path).info
     assert info.bands == [1, 2, 3, 4] and info.network["in_bands"] == 4
     assert not list(tmp_path.glob(".unet_buildings_scratch_*"))  # scratch removed
+
+
+def test_cancel_takes_effect_inside_a_batch(scenes, tmp_path):
+    """A cancel request made while a batch is computing stops it before the next U-Net block."""
+    import time
+    state = {"requested_at": None}
+
+    def cancelled() -> bool:
+        if state["requested_at"] is None:
+            state["requested_at"] = time.monotonic()  # asked as soon as the first check happens
+            return False
+        return True
+
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        train(tiny_config(scenes, tmp_path / "m.pt", epochs=3, base_width=8), cancelled=cancelled)
+    assert time.monotonic() - state["requested_at"] < 2.0
+    assert not (tmp_path / "m.pt").exists()  # no complete epoch: no model file
+    assert time.monotonic() - started < 30
