@@ -1,7 +1,7 @@
 """Live training curves for the dock: matplotlib when QGIS's Python has it, else a plain table."""
 from __future__ import annotations
 
-from qgis.PyQt.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 # (history key, label) per panel; keys as in the training history records
 PANELS = (("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
@@ -19,8 +19,12 @@ class CurvesWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         try:
-            from matplotlib.backends.backend_qt5agg import FigureCanvasQTAgg
             from matplotlib.figure import Figure
+
+            try:  # matplotlib 3.5+: one backend for Qt5 and Qt6, it uses whichever PyQt QGIS loaded
+                from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            except ImportError:
+                from matplotlib.backends.backend_qt5agg import FigureCanvasQTAgg
         except ImportError:  # matplotlib is optional in QGIS installs: the numbers still show
             self.figure = None
             self.table = QTableWidget(0, len(COLUMNS) + 1, self)
@@ -28,9 +32,11 @@ class CurvesWidget(QWidget):
             layout.addWidget(self.table)
             return
         self.table = None
-        self.figure = Figure(figsize=(4, 3.6), tight_layout=True)
+        self.figure = Figure(figsize=(3.2, 3.0), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
+        # as wide as the dock, never wider: a narrow dock must not scroll sideways
+        self.canvas.setMinimumSize(120, 240)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         layout.addWidget(self.canvas)
         self.clear()
 

@@ -1,7 +1,8 @@
 """Which engine dependencies the Python running QGIS lacks, and the exact command that installs them.
 
 Only looks (``importlib.util.find_spec`` imports nothing): the plugin must load, and say what is
-missing, without torch. Nothing is ever installed by the plugin itself.
+missing, without torch. The dock offers to run the install command, and runs it only once the user
+has seen the exact command and said yes.
 """
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def python_executable() -> tuple[str, bool]:
     return (str(candidate) if candidate.exists() else sys.executable), False
 
 
-def install_command(requirements: list[str]) -> str:
-    """The pip command that installs ``requirements`` for the Python QGIS runs."""
+def install_arguments(requirements: list[str]) -> list[str]:
+    """The pip command, as program and arguments, that installs ``requirements`` for the Python QGIS runs."""
     python, in_virtual_environment = python_executable()
     arguments = [python, "-m", "pip", "install"]
     if not in_virtual_environment:
@@ -57,7 +58,11 @@ def install_command(requirements: list[str]) -> str:
         # Debian/Ubuntu mark their python as externally managed (PEP 668); pip refuses --user without this
         if (Path(sysconfig.get_paths()["stdlib"]) / "EXTERNALLY-MANAGED").exists():
             arguments.append("--break-system-packages")
-    arguments += requirements
+    return arguments + requirements
+
+
+def install_command(arguments: list[str]) -> str:
+    """``install_arguments`` as the one line users paste into a terminal."""
     if sys.platform == "win32":
         return " ".join(f'"{part}"' if " " in part or "<" in part or ">" in part else part for part in arguments)
     return shlex.join(arguments)
@@ -95,23 +100,32 @@ def matching_shapely() -> str:
     return matching.get((Qgis.geosVersionMajor(), Qgis.geosVersionMinor()), "--no-binary=shapely shapely>=2,<3")
 
 
-def dependency_problem() -> Optional[str]:
-    """None when the engine can run, else the plain message users see (dock and algorithms alike)."""
+def missing_requirements() -> list[str]:
+    """What pip must install for the engine to run in this Python; empty when nothing is missing."""
     missing = missing_modules()
     if missing:
-        requirements = [matching_shapely() if module == "shapely" else ENGINE_MODULES[module] for module in missing]
+        return [matching_shapely() if module == "shapely" else ENGINE_MODULES[module] for module in missing]
+    shapely_requirement = geos_mismatch()
+    return shapely_requirement.split() if shapely_requirement else []
+
+
+def dependency_problem() -> Optional[str]:
+    """None when the engine can run, else the plain message users see (dock and algorithms alike)."""
+    requirements = missing_requirements()
+    if not requirements:
+        return None
+    command = install_command(install_arguments(requirements))
+    missing = missing_modules()
+    if missing:
         return (f"The U-Net Building Extractor needs the Python module(s) {', '.join(missing)}, which the Python "
                 f"running QGIS ({sys.version.split()[0]}, {sys.exec_prefix}) cannot import. Install them with:\n\n"
-                f"    {install_command(requirements)}\n\n"
-                "then restart QGIS. The plugin never installs anything by itself.")
-    shapely_requirement = geos_mismatch()
-    if shapely_requirement:
-        import shapely
-        from qgis.core import Qgis
+                f"    {command}\n\n"
+                "then restart QGIS. The plugin never installs anything without asking you.")
+    import shapely
+    from qgis.core import Qgis
 
-        return (f"The installed shapely {shapely.__version__} was built for GEOS "
-                f"{'.'.join(map(str, shapely.geos_version))} but QGIS uses GEOS {Qgis.geosVersion()}; inside QGIS "
-                "that mix gives wrong building outlines. Install a matching shapely with:\n\n"
-                f"    {install_command(shapely_requirement.split())}\n\n"
-                "then restart QGIS. The plugin never installs anything by itself.")
-    return None
+    return (f"The installed shapely {shapely.__version__} was built for GEOS "
+            f"{'.'.join(map(str, shapely.geos_version))} but QGIS uses GEOS {Qgis.geosVersion()}; inside QGIS "
+            "that mix gives wrong building outlines. Install a matching shapely with:\n\n"
+            f"    {command}\n\n"
+            "then restart QGIS. The plugin never installs anything without asking you.")

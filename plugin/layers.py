@@ -87,7 +87,9 @@ def apply_style(layer: QgsMapLayer, kind: str) -> None:
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Styles an output layer when Processing (toolbox, batch, model designer) loads it into the project."""
 
-    # QGIS keeps only a C++ pointer to a post-processor: Python must keep the object alive itself.
+    # QGIS takes ownership of a post-processor and deletes it once used (a batch run reusing one finds it
+    # deleted), so every output gets its own; Python must still keep the object alive itself, else its
+    # Python part is collected while QGIS holds only the C++ pointer. One per destination, replaced on reuse.
     _instances: dict[str, "StylePostProcessor"] = {}
 
     def __init__(self, kind: str) -> None:
@@ -99,24 +101,28 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         apply_style(layer, self.kind)
 
     @classmethod
-    def for_kind(cls, kind: str) -> "StylePostProcessor":
-        if kind not in cls._instances:
-            cls._instances[kind] = cls(kind)
-        return cls._instances[kind]
+    def for_output(cls, destination: str, kind: str) -> "StylePostProcessor":
+        cls._instances[destination] = cls(kind)
+        return cls._instances[destination]
 
 
 def style_on_completion(context: QgsProcessingContext, destination: str, kind: str) -> None:
     """Style ``destination`` if the caller loads it into the project (the toolbox does, a script may not)."""
     if destination and context.willLoadLayerOnCompletion(destination):
-        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(StylePostProcessor.for_kind(kind))
+        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(
+            StylePostProcessor.for_output(destination, kind))
 
 
-def add_styled_layer(path: str, name: str, kind: str) -> Optional[QgsMapLayer]:
-    """Adds a file the engine wrote to the project with the plugin's style. Main thread only."""
+def add_styled_layer(path: str, name: str, kind: str, visible: bool = True) -> Optional[QgsMapLayer]:
+    """Adds a file the engine wrote to the project with the plugin's style (switched off in the layer
+    tree when not ``visible``). Main thread only."""
     layer = QgsVectorLayer(path, name, "ogr") if kind == "buildings" else QgsRasterLayer(path, name)
     if not layer.isValid():
         log(f"Could not load '{path}' as a layer.", Qgis.MessageLevel.Warning)
         return None
     apply_style(layer, kind)
-    QgsProject.instance().addMapLayer(layer)
+    project = QgsProject.instance()
+    project.addMapLayer(layer)
+    if not visible:
+        project.layerTreeRoot().findLayer(layer.id()).setItemVisibilityChecked(False)
     return layer

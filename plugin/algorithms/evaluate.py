@@ -67,16 +67,16 @@ class EvaluateAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterMapLayer("LABELS", "Labels (class raster or polygons)"))
         self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
         self.addParameter(QgsProcessingParameterNumber(
-            "THRESHOLD", "Probability threshold (probability rasters only)", QgsProcessingParameterNumber.Double,
+            "THRESHOLD", "Probability threshold (probability rasters only)", QgsProcessingParameterNumber.Type.Double,
             optional=True, minValue=0.0, maxValue=1.0))
         self.addParameter(advanced(QgsProcessingParameterVectorLayer(
-            "AOI", "Area of interest", [QgsProcessing.TypeVectorPolygon], optional=True)))
+            "AOI", "Area of interest", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            "OBJECT_IOU", "Object match IoU", QgsProcessingParameterNumber.Double, defaultValue=0.5,
+            "OBJECT_IOU", "Object match IoU", QgsProcessingParameterNumber.Type.Double, defaultValue=0.5,
             minValue=0.0, maxValue=1.0)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             "PIXEL_SIZE", "Comparison pixel size for two polygon layers (map units)",
-            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0)))
+            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0)))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_REPORT", "Report", "HTML files (*.html)", optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterRasterDestination(

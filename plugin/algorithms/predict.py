@@ -36,9 +36,9 @@ def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
     algorithm.addParameter(QgsProcessingParameterFile("MODEL", "Model file (.pt)", extension="pt"))
     algorithm.addParameter(QgsProcessingParameterNumber(
         "THRESHOLD", "Building probability threshold (empty: the model's tuned threshold)",
-        QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0))
+        QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0))
     algorithm.addParameter(advanced(QgsProcessingParameterNumber(
-        "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1)))
+        "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Type.Integer, defaultValue=8, minValue=1)))
     algorithm.addParameter(advanced(device_parameter()))
     algorithm.addParameter(advanced(QgsProcessingParameterBoolean(
         "TTA", "Test-time augmentation (flips; slower)", defaultValue=False)))

@@ -37,6 +37,12 @@ def parse_bands(text: str) -> Optional[list[int]]:
                                      f"got {text!r}.") from None
 
 
+def preset_number(name: str, title: str) -> QgsProcessingParameterNumber:
+    """An optional whole number whose empty value means the preset's."""
+    return QgsProcessingParameterNumber(name, f"{title} (empty: the preset's value)",
+                                        QgsProcessingParameterNumber.Type.Integer, optional=True, minValue=1)
+
+
 class TrainAlgorithm(EngineAlgorithm):
     ALGORITHM_ID = "train"
     TITLE = "Train building model"
@@ -56,14 +62,14 @@ class TrainAlgorithm(EngineAlgorithm):
         "PRESET": "default: the improved recipe (separate validation areas, stable learning rate, selection by "
                   "IoU). paper: the paper's recipe exactly (64-filter U-Net, Adam lr 0.01, batch 16, 10 epochs).",
         "EPOCHS": "Number of epochs. Empty: the preset's value.",
-        "PATCHES_PER_EPOCH": "Training crops per epoch. Empty: the preset's value.",
-        "BATCH_SIZE": "Crops per optimisation step. Empty: the preset's value.",
-        "BASE_WIDTH": "Filters of the first U-Net level (the paper: 64; each level doubles it). Smaller trains "
-                      "faster. Empty: the preset's value.",
-        "DEVICE": "auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
         "OUTPUT_MODEL": "The model file (.pt) to write: weights plus bands, normalisation, tile size, tuned "
-                        "threshold and training history. The history is also written as <model>_history.csv "
-                        "and checkpoints go to <model>_checkpoints beside it.",
+                        "threshold and training history. Beside it go the history as NAME_history.csv and "
+                        "the checkpoints in a folder NAME_checkpoints (NAME: the file name without .pt).",
+        "PATCHES_PER_EPOCH": "(advanced) Training crops per epoch. Empty: the preset's value.",
+        "BATCH_SIZE": "(advanced) Crops per optimisation step. Empty: the preset's value.",
+        "BASE_WIDTH": "(advanced) Filters of the first U-Net level (the paper: 64; each level doubles it). "
+                      "Smaller trains faster. Empty: the preset's value.",
+        "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
         "BANDS": "(advanced) Image bands to use, 1-based and comma-separated (e.g. 1,2,3). Empty: every band "
                  "that is not an alpha band.",
         "TILE_SIZE": "(advanced) Side of the square training crops in pixels, a multiple of 16 (the paper: 256). "
@@ -72,27 +78,27 @@ class TrainAlgorithm(EngineAlgorithm):
     }
 
     def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers("IMAGES", "Images", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers("IMAGES", "Images", QgsProcessing.SourceType.TypeRaster))
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "LABELS", "Labels (class rasters or building polygons, one per image, same order)",
-            QgsProcessing.TypeMapLayer))
+            QgsProcessing.SourceType.TypeMapLayer))
         self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
         self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset", options=list(PRESETS), defaultValue="default",
                                                      usesStaticStrings=True))
-        titles = {"EPOCHS": "Epochs", "PATCHES_PER_EPOCH": "Crops per epoch", "BATCH_SIZE": "Batch size",
+        self.addParameter(preset_number("EPOCHS", "Epochs"))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Model file", "Model files (*.pt)"))
+        # the preset's recipe is what most users want: its knobs are advanced
+        titles = {"PATCHES_PER_EPOCH": "Crops per epoch", "BATCH_SIZE": "Batch size",
                   "BASE_WIDTH": "Base width (filters of the first level)"}
         for name, title in titles.items():
-            self.addParameter(QgsProcessingParameterNumber(
-                name, f"{title} (empty: the preset's value)", QgsProcessingParameterNumber.Integer,
-                optional=True, minValue=1))
-        self.addParameter(device_parameter())
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Model file", "Model files (*.pt)"))
+            self.addParameter(advanced(preset_number(name, title)))
+        self.addParameter(advanced(device_parameter()))
         self.addParameter(advanced(QgsProcessingParameterString("BANDS", "Bands (e.g. 1,2,3)", optional=True)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Crop size in pixels (empty: the preset's value)", QgsProcessingParameterNumber.Integer,
+            "TILE_SIZE", "Crop size in pixels (empty: the preset's value)", QgsProcessingParameterNumber.Type.Integer,
             optional=True, minValue=16)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            "SEED", "Random seed", QgsProcessingParameterNumber.Integer, optional=True)))
+            "SEED", "Random seed", QgsProcessingParameterNumber.Type.Integer, optional=True)))
         self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", "Best epoch"))
         self.addOutput(QgsProcessingOutputNumber("VAL_IOU", "Validation IoU of the best epoch"))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
@@ -20,7 +21,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from .base import EngineAlgorithm, advanced, engine_hooks
 
@@ -41,26 +42,34 @@ POLYGON_HELP = {
 def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
     """MIN_AREA, SIMPLIFY, OUTPUT, plus the advanced FILL_HOLES and REGULARIZE."""
     algorithm.addParameter(QgsProcessingParameterNumber(
-        "MIN_AREA", "Minimum building area (square map units)", QgsProcessingParameterNumber.Double,
+        "MIN_AREA", "Minimum building area (square map units)", QgsProcessingParameterNumber.Type.Double,
         defaultValue=0.0, minValue=0.0))
     algorithm.addParameter(QgsProcessingParameterNumber(
-        "SIMPLIFY", "Simplification tolerance (map units)", QgsProcessingParameterNumber.Double,
+        "SIMPLIFY", "Simplification tolerance (map units)", QgsProcessingParameterNumber.Type.Double,
         defaultValue=0.0, minValue=0.0))
     algorithm.addParameter(advanced(QgsProcessingParameterNumber(
-        "FILL_HOLES", "Fill holes smaller than (square map units)", QgsProcessingParameterNumber.Double,
+        "FILL_HOLES", "Fill holes smaller than (square map units)", QgsProcessingParameterNumber.Type.Double,
         defaultValue=0.0, minValue=0.0)))
     algorithm.addParameter(advanced(QgsProcessingParameterBoolean(
         "REGULARIZE", "Square the outlines (right angles)", defaultValue=False)))
     algorithm.addParameter(QgsProcessingParameterFeatureSink(
-        "OUTPUT", "Buildings", QgsProcessing.TypeVectorPolygon, defaultValue=QgsProcessing.TEMPORARY_OUTPUT))
+        "OUTPUT", "Buildings", QgsProcessing.SourceType.TypeVectorPolygon, defaultValue=QgsProcessing.TEMPORARY_OUTPUT))
     algorithm.addOutput(QgsProcessingOutputNumber("BUILDING_COUNT", "Number of buildings"))
+
+
+def typed_field(name: str, type_name: str) -> QgsField:
+    """A field of a Qt value type ("LongLong", "Double"): QGIS 3.38 and later (every Qt6 build among
+    them) take QMetaType.Type, which PyQt6 has instead of QVariant.Type; older QGIS takes QVariant.Type."""
+    if Qgis.versionInt() >= 33800:
+        return QgsField(name, getattr(QMetaType.Type, type_name))
+    return QgsField(name, getattr(QVariant.Type, type_name))
 
 
 def building_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("id", QVariant.LongLong))
+    fields.append(typed_field("id", "LongLong"))
     for name in ("area", "perimeter", "mean_probability"):
-        fields.append(QgsField(name, QVariant.Double))
+        fields.append(typed_field(name, "Double"))
     return fields
 
 
@@ -72,7 +81,7 @@ def write_buildings(algorithm: EngineAlgorithm, parameters: dict, context: QgsPr
 
     fields = building_fields()
     sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields,
-                                                  QgsWkbTypes.Polygon, crs)
+                                                  QgsWkbTypes.Type.Polygon, crs)
     progress, cancelled = engine_hooks(feedback)
     polygons = polygons_from_mask(
         mask_path, probability_path=probability_path or None,
@@ -95,7 +104,7 @@ def add_features(sink: QgsFeatureSink, polygons: Iterable, fields: QgsFields) ->
         feature = QgsFeature(fields)
         feature.setGeometry(geometry)
         feature.setAttributes([attributes.get(field.name()) for field in fields])
-        sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         count += 1
     return count
 

@@ -30,7 +30,7 @@
             <Option value="0,0" name="offset" type="QString"/>
             <Option value="3x:0,0,0,0,0,0" name="offset_map_unit_scale" type="QString"/>
             <Option value="MM" name="offset_unit" type="QString"/>
-            <Option value="255,40,40,255" name="outline_color" type="QString"/>
+            <Option value="0,229,255,255" name="outline_color" type="QString"/>
             <Option value="solid" name="outline_style" type="QString"/>
             <Option value="0.6" name="outline_width" type="QString"/>
             <Option value="MM" name="outline_width_unit" type="QString"/>
@@ -42,7 +42,7 @@
           <prop v="0,0" k="offset"/>
           <prop v="3x:0,0,0,0,0,0" k="offset_map_unit_scale"/>
           <prop v="MM" k="offset_unit"/>
-          <prop v="255,40,40,255" k="outline_color"/>
+          <prop v="0,229,255,255" k="outline_color"/>
           <prop v="solid" k="outline_style"/>
           <prop v="0.6" k="outline_width"/>
           <prop v="MM" k="outline_width_unit"/>

@@ -38,7 +38,7 @@
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <colorPalette>
-        <paletteEntry value="0" color="#dcdcdc" label="true negative" alpha="90"/>
+        <paletteEntry value="0" color="#f0f0f0" label="true negative" alpha="60"/>
         <paletteEntry value="1" color="#d7191c" label="false positive (not a building)" alpha="220"/>
         <paletteEntry value="2" color="#2b83ba" label="false negative (missed building)" alpha="220"/>
         <paletteEntry value="3" color="#1a9641" label="true positive" alpha="220"/>

@@ -1,11 +1,13 @@
 """The plugin's GUI parts in a real (offscreen) QGIS: loading and unloading, the dock running tasks."""
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
 TASK_TIMEOUT_S = 120
 
@@ -52,15 +54,20 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     labels = QgsRasterLayer(str(scene.labels), "labels")
     project.addMapLayers([image, labels])
     dock.image_combo.setLayer(image)
-    dock.label_combo.setLayer(labels)
+    dock.reference_combo.setLayer(labels)
     dock.model_widget.setFilePath(str(model_file))
 
     dock.predict_button.click()
     assert dock.current_run is not None and not dock.predict_button.isEnabled()  # runs in the background
+    assert dock.time_label.text().endswith("elapsed") or "left" in dock.time_label.text()
     wait_for(dock)
+    assert dock.time_label.text().startswith("extract took ")
     added = {layer.name(): layer for layer in project.mapLayers().values()}
     assert added["scene building probability"].renderer().type() == "singlebandpseudocolor"
     assert added["scene building mask"].renderer().type() == "paletted"
+    tree = project.layerTreeRoot()
+    assert not tree.findLayer(added["scene building mask"].id()).isVisible()  # the outlines show it already
+    assert tree.findLayer(added["scene building probability"].id()).isVisible()
     buildings = added["scene buildings"]
     assert isinstance(buildings, QgsVectorLayer) and buildings.renderer().symbol().symbolLayer(0).strokeWidth() > 0
     assert dock.prediction_combo.currentLayer() is added["scene building mask"]
@@ -81,10 +88,14 @@ def test_a_failed_run_reaches_the_message_bar(dock, scene, tmp_path, qgis_iface)
     dock.image_combo.setLayer(image)
     dock.model_widget.setFilePath(str(tmp_path / "missing.pt"))
     qgis_iface.messageBar().clear_messages()
+    logged: list[tuple[str, str]] = []
+    QgsApplication.messageLog().messageReceived.connect(lambda message, tag, level: logged.append((tag, message)))
     dock.predict_button.click()
     wait_for(dock)
     errors = qgis_iface.messageBar().get_messages(2)  # Qgis.MessageLevel.Critical
     assert len(errors) == 1 and "does not exist: train a model first" in errors[0]
+    assert "Traceback" not in errors[0]  # plain words
+    assert ("U-Net Building Extractor", errors[0].split(":", 1)[1].strip()) in logged  # the plugin's log tab
     assert dock.predict_button.isEnabled() and not dock.cancel_button.isEnabled()
 
 
@@ -100,8 +111,65 @@ def test_a_missing_module_is_named_with_its_install_command(unet_buildings, qgis
         assert not dock.dependency_label.isHidden()
         assert not dock.predict_button.isEnabled() and not dock.train_button.isEnabled()
         assert dock.device_label.text().startswith("Device: none")
+        assert not dock.install_button.isHidden() and dock.install_button.isEnabled()
     finally:
         dock.deleteLater()
+
+
+def answer_next_dialog(button, seen: list[str]) -> None:
+    """Presses ``button`` in the next modal dialog, as a user would, noting the text it showed."""
+    def press() -> None:
+        box = QApplication.activeModalWidget()
+        if box is None:  # not shown yet
+            QTimer.singleShot(10, press)
+            return
+        seen.append(f"{box.text()}\n{box.informativeText()}")
+        box.button(button).click()
+
+    QTimer.singleShot(0, press)
+
+
+@pytest.fixture
+def dock_missing_a_module(unet_buildings, qgis_iface, monkeypatch):
+    from unet_buildings.plugin import dependencies
+    from unet_buildings.plugin.dock import BuildingsDock
+
+    monkeypatch.setitem(dependencies.ENGINE_MODULES, "unet_buildings_absent_module", "absent-package==1.0")
+    dock = BuildingsDock(qgis_iface)
+    yield dock
+    dock.deleteLater()
+
+
+def test_install_runs_nothing_unless_the_user_says_yes_to_the_exact_command(dock_missing_a_module) -> None:
+    from unet_buildings.plugin.dependencies import install_command
+
+    dock = dock_missing_a_module
+    command = install_command(dock.install_arguments)
+    assert dock.install_arguments[1:4] == ["-m", "pip", "install"] and dock.install_arguments[-1] == "absent-package==1.0"
+    seen: list[str] = []
+    answer_next_dialog(QMessageBox.StandardButton.No, seen)
+    dock.install_button.click()
+    assert len(seen) == 1 and command in seen[0]  # the dialog showed the exact command
+    assert dock.install_process is None and "Nothing was installed" in dock.status_label.text()
+
+
+def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_module, qgis_iface) -> None:
+    """After yes, the shown command runs (a harmless stand-in here: pip would download from the network)."""
+    from unet_buildings.plugin.dependencies import install_command
+
+    dock = dock_missing_a_module
+    dock.install_arguments = [sys.executable, "-c", "print('stand-in for pip install')"]
+    seen: list[str] = []
+    answer_next_dialog(QMessageBox.StandardButton.Yes, seen)
+    dock.install_button.click()
+    assert install_command(dock.install_arguments) in seen[0]
+    assert dock.install_process is not None and not dock.install_button.isEnabled()
+    deadline = time.monotonic() + 30
+    while dock.install_process is not None:
+        assert time.monotonic() < deadline
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+    assert dock.status_label.text() == "Installed. Restart QGIS to use the plugin."
 
 
 def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
@@ -118,3 +186,67 @@ def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
     assert set(lines) == {"train", "validation", "train accuracy", "validation accuracy", "validation IoU"}
     assert list(lines["validation IoU"].get_xdata()) == [3, 4]
     assert list(lines["validation IoU"].get_ydata()) == pytest.approx([0.4, 0.5])
+
+
+def test_model_file_shows_its_training_history(dock, unet_buildings, tmp_path) -> None:
+    from unet_buildings.model.modelfile import ModelInfo, save_model
+    from unet_buildings.model.network import UNet, UNetConfig
+
+    history = [{"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "val_iou": 0.2 * epoch}
+               for epoch in (1, 2, 3)]
+    path = tmp_path / "with_history.pt"
+    save_model(path, UNet(UNetConfig(in_bands=3, base_width=4, depth=2)), ModelInfo(history=history))
+    dock.model_widget.setFilePath(str(path))
+    lines = {line.get_label(): line for axes in dock.curves.figure.axes for line in axes.get_lines()}
+    assert list(lines["validation IoU"].get_ydata()) == pytest.approx([0.2, 0.4, 0.6])
+
+
+def add_raster(path, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_training_pairs_ticked_images_with_ticked_labels_in_name_order(dock, scene, tmp_path, qgis_iface) -> None:
+    from .conftest import make_scene
+
+    second = make_scene(tmp_path / "second")
+    # added out of order: pairing follows the names (scene_10 after scene_2), not the order of adding
+    images = [add_raster(second.image, "scene_10"), add_raster(scene.image, "scene_2")]
+    labels = [add_raster(scene.labels, "scene_2 labels"), add_raster(second.labels, "scene_10 labels")]
+    polygons = QgsVectorLayer(str(scene.polygons), "drawn buildings", "ogr")
+    QgsProject.instance().addMapLayer(polygons)
+    assert [dock.train_images.itemText(i) for i in range(dock.train_images.count())] == \
+        ["scene_2", "scene_2 labels", "scene_10", "scene_10 labels"]  # label rasters are rasters too
+    assert "drawn buildings" in [dock.train_labels.itemText(i) for i in range(dock.train_labels.count())]
+
+    dock.train_images.tick(images)
+    dock.train_labels.tick(labels[:1])
+    assert "2 image(s) but 1 label layer(s) ticked" in dock.pairs_label.text()
+    qgis_iface.messageBar().clear_messages()
+    dock.train_button.click()
+    assert dock.current_run is None  # refused, and said why where the user looks
+    assert "one label layer per image" in qgis_iface.messageBar().get_messages(1)[0]  # Qgis.MessageLevel.Warning
+
+    dock.train_labels.tick(labels)
+    assert dock.pairs_label.text() == "scene_2 ↔ scene_2 labels\nscene_10 ↔ scene_10 labels"
+    dock.train_button.click()
+    assert dock.current_run.parameters["IMAGES"] == [images[1].id(), images[0].id()]
+    assert dock.current_run.parameters["LABELS"] == [labels[0].id(), labels[1].id()]
+    dock.cancel_button.click()  # the preset's full training is far too long for a test
+    wait_for(dock)
+    assert dock.train_button.isEnabled()
+
+
+def test_dock_fits_a_350_px_wide_dock_area(dock) -> None:
+    dock.setFloating(True)
+    dock.resize(350, 900)
+    dock.show()
+    QCoreApplication.processEvents()
+    scroll = dock.widget()
+    assert scroll.horizontalScrollBar().maximum() == 0  # nothing cut off, nothing to scroll sideways
+    viewport_width = scroll.viewport().width()
+    for button in (dock.train_button, dock.predict_button, dock.evaluate_button, dock.cancel_button):
+        right_edge = button.mapTo(scroll.widget(), button.rect().topRight()).x()
+        assert 0 < right_edge <= viewport_width, button.text()
+    dock.setFloating(False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import subprocess
 import zipfile
 
@@ -32,3 +33,16 @@ def test_package_holds_the_plugin_and_nothing_else(tmp_path) -> None:
     assert f"unet_buildings/{general['icon']}" in names
     version = (REPO / "model" / "__init__.py").read_text().split('__version__ = "')[1].split('"')[0]
     assert general["version"] == version
+
+
+def test_qt_is_used_in_a_way_that_also_runs_on_qt6() -> None:
+    """QGIS 4 (Qt6): Qt only through qgis.PyQt, fully scoped enums (Qt.CheckState.Checked, not Qt.Checked),
+    exec() rather than exec_()."""
+    offences = []
+    for path in [*(REPO / "plugin").rglob("*.py"), REPO / "scripts" / "gui_check.py"]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if (re.search(r"^\s*(from|import) PyQt[56]", code) or "exec_(" in code
+                    or re.search(r"\bQt\.[A-Za-z]+\b(?!\.)", code)):
+                offences.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert offences == []

@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -46,6 +47,13 @@ def test_help_explains_every_parameter_and_cites_the_method(algorithm_id: str) -
     undocumented = [parameter.name() for parameter in algorithm.parameterDefinitions()
                     if f"<b>{parameter.name()}</b>" not in text]
     assert undocumented == []
+    # the dialog folds advanced parameters away: the help says which ones they are, and no others
+    flagged = {parameter.name() for parameter in algorithm.parameterDefinitions()
+               if parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced}
+    said = {parameter.name() for parameter in algorithm.parameterDefinitions()
+            if f"<b>{parameter.name()}</b></dt><dd>(advanced)" in text}
+    assert flagged == said
+    assert algorithm.group() in {"Training", "Prediction", "Evaluation"}
 
 
 def test_public_parameter_names_exist() -> None:
