@@ -1,7 +1,7 @@
 """Command line for the engine, without QGIS: ``python -m model <command> ...`` from the repository
 root (or ``python -m unet_buildings.model`` where the plugin is installed as a package).
 
-Commands: train, predict, vectorize, extract, evaluate, info. Run one with --help for its options.
+Commands: train, predict, vectorize, extract, evaluate, info, export-onnx. Run one with --help for its options.
 """
 from __future__ import annotations
 
@@ -140,6 +140,12 @@ def _run_info(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     return asdict(ModelInfo.from_dict(read_payload(Path(args.model))["info"]))
 
 
+def _run_export_onnx(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    from .export import export_onnx
+
+    return {"onnx": str(export_onnx(args.model, args.output, opset=args.opset, overlap_percent=args.overlap_percent))}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,12 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="JSON report to write")
     info = commands.add_parser("info", help="print what a model file holds")
     info.add_argument("model")
+    export = commands.add_parser("export-onnx", help="write a model as ONNX for the Deepness QGIS plugin")
+    export.add_argument("model", help="model file (.pt)")
+    export.add_argument("--output", required=True, help="ONNX file to write (.onnx)")
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--overlap-percent", type=int, default=25, help="tile overlap Deepness proposes")
     return parser
 
 
 RUNNERS = {"train": _run_train, "predict": lambda a, p: _predict(a, p, a.mask), "extract": _run_extract,
            "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
-           "evaluate": _run_evaluate, "info": _run_info}
+           "evaluate": _run_evaluate, "info": _run_info, "export-onnx": _run_export_onnx}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
