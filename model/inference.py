@@ -1,0 +1,657 @@
+"""Prediction: a trained U-Net over a raster of any size, streamed tile by tile.
+
+The input is never read whole. A background thread reads overlapping tiles (a few batches ahead),
+the calling thread runs the network on batches, blends each tile into a band of rows one tile
+high with the flat-top weights of ``tiling.py``, and hands every band of rows that no later tile
+touches to a background writer. Memory is a few batches of tiles plus that band (4 bytes x tile
+height x raster width), whatever the raster's height.
+
+The network runs at the model's training pixel size: another resolution is resampled window by
+window (a GDAL warped VRT), predicted on that processing grid into a temporary raster, and that
+raster is warped back onto the input's grid. Outputs are always on the input's exact grid.
+
+Output encodings are those of ``rasters.py``: probability uint8 ``round(p * 254)`` (nodata 255) or
+float32 (nodata -1), mask uint8 1/0 (nodata 255) with ``p >= threshold`` as building. Input
+nodata stays nodata. Files are written under temporary names and renamed when complete.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import tempfile
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from .device import describe_device, resolve_device
+from .errors import InputError
+from .modelfile import LoadedModel, ModelInfo, load_model
+from .normalization import normalization_for, normalize
+from .progress import CancelFn, ProgressFn, Reporter
+from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA,
+                      PROBABILITY_U8_SCALE, Grid, check_bands, open_raster, valid_mask)
+from .tiling import TileLayout, blend_weights, plan_tiles, ramp_1d
+
+PROBABILITY_DTYPES = ("uint8", "float32")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+OUTPUT_BLOCK_PX = 256
+# Pixel sizes within this relative difference of the model's are processed as they are:
+# resampling by a few percent costs a blur and buys nothing.
+PIXEL_SIZE_TOLERANCE = 0.05
+# Beyond this factor between the input's and the processing pixel size the result is
+# meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
+MAX_RESAMPLE_FACTOR = 16.0
+METRES_PER_DEGREE = 111_320.0  # along the equator and along meridians (within 1%)
+
+
+@dataclass
+class PredictionResult:
+    probability_path: Optional[Path]
+    mask_path: Optional[Path]
+    threshold: float
+    device_description: str = ""
+    tile_count: int = 0  # tiles the network ran on (tiles wholly in nodata are skipped)
+    seconds: float = 0.0
+    processing_pixel_size: tuple[float, float] = (0.0, 0.0)  # in the input CRS's units
+    resampled: bool = False
+    precision: str = "float32"
+
+
+def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedModel], *,
+                   probability_path: Union[str, Path, None] = None, mask_path: Union[str, Path, None] = None,
+                   threshold: Optional[float] = None, probability_dtype: str = "uint8", batch_size: int = 8,
+                   device: str = "auto", tile_size_px: Optional[int] = None, overlap_px: Optional[int] = None,
+                   tta: bool = False, processing_pixel_size: Union[float, Sequence[float], str, None] = None,
+                   precision: str = "auto", overviews: bool = False,
+                   progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> PredictionResult:
+    """Predict building probability for ``image_path`` and write a probability and/or mask GeoTIFF.
+
+    ``threshold`` None uses the model's tuned threshold. ``tile_size_px`` None uses the model's
+    training tile size; ``overlap_px`` None a quarter of the tile. ``processing_pixel_size`` None
+    runs at the model's training pixel size (converted to the input CRS's units, degrees
+    included); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
+    input's own pixels. ``precision`` "auto" is bfloat16 (or float16) autocast on a GPU and
+    float32 on the CPU. ``tta`` averages the 8 flips / 90° rotations of every tile (8x slower).
+    """
+    started = time.perf_counter()
+    reporter = Reporter.of(progress, cancelled)
+    if probability_path is None and mask_path is None:
+        raise InputError("Choose at least one output: a probability raster, a mask raster or both.")
+    if probability_dtype not in PROBABILITY_DTYPES:
+        raise InputError(f"The probability raster type must be one of {PROBABILITY_DTYPES}, not {probability_dtype!r}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"Precision must be one of {PRECISIONS}, not {precision!r}.")
+    if batch_size < 1:
+        raise InputError(f"The batch size must be at least 1, got {batch_size}.")
+    torch_device = resolve_device(device)
+    loaded = model if isinstance(model, LoadedModel) else load_model(Path(model), torch_device)
+    info = loaded.info
+    threshold = float(info.threshold if threshold is None else threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"The threshold must be between 0 and 1, got {threshold}.")
+    tile_size_px = int(tile_size_px or info.tile_size_px)
+    overlap_px = int(tile_size_px // 4 if overlap_px is None else overlap_px)
+    image_path = Path(image_path)
+    probability_path = Path(probability_path) if probability_path is not None else None
+    mask_path = Path(mask_path) if mask_path is not None else None
+    if any(path is not None and path.resolve() == image_path.resolve() for path in (probability_path, mask_path)):
+        raise InputError(f"An output path is the input image '{image_path}': choose another file name.")
+
+    with open_raster(image_path, "image") as dataset:
+        bands = check_bands(dataset, info.bands)
+        grid = Grid.of(dataset)
+        mean, std = normalization_for(dataset, bands, info.normalization)
+        processing = processing_grid(dataset, info, processing_pixel_size)
+        runner = TileRunner(loaded.net, torch_device, mean, std, precision, tta)
+        final = OutputRasters(grid, probability_path, probability_dtype, mask_path, threshold, overviews)
+        try:
+            if processing is None:
+                tiles = _predict_grid(dataset, bands, grid, final, runner, tile_size_px, overlap_px,
+                                      batch_size, reporter)
+            else:
+                tiles = _predict_resampled(dataset, bands, grid, processing, final, runner, tile_size_px,
+                                           overlap_px, batch_size, reporter)
+            reporter.check()
+            final.commit()
+        except BaseException:
+            final.abort()
+            raise
+    reporter.report(1.0, "Prediction written.")
+    used = processing or grid
+    return PredictionResult(final.probability_path, final.mask_path, threshold, describe_device(torch_device),
+                            tiles, time.perf_counter() - started, used.pixel_size, processing is not None,
+                            runner.precision_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processing resolution
+
+def _metres_per_unit(units: str) -> Optional[float]:
+    """Metres per unit for the names GDAL / PROJ give linear units; None for unknown names."""
+    name = units.strip().lower()
+    if name in ("m", "metre", "meter", "metres", "meters"):
+        return 1.0
+    if name in ("ft", "foot", "feet", "international foot"):
+        return 0.3048
+    if "us survey foot" in name:
+        return 1200.0 / 3937.0
+    return None
+
+
+def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> Optional[tuple[float, float]]:
+    """The model's training pixel size expressed in the input CRS's units, or None when unknown.
+
+    A model trained in metres applied to a geographic (degrees) raster gets degrees at the raster's
+    centre latitude, so a pixel covers the same ground as in training."""
+    if not info.pixel_size:
+        return None
+    size_x, size_y = (float(value) for value in info.pixel_size)
+    model_metres = _metres_per_unit(info.crs_units or "")
+    crs = dataset.crs
+    if model_metres is None or crs is None:
+        return size_x, size_y  # units unknown on one side: assume the same units
+    if crs.is_geographic:
+        bounds = dataset.bounds
+        latitude = math.radians(max(-89.0, min(89.0, (bounds.top + bounds.bottom) / 2)))
+        return (size_x * model_metres / (METRES_PER_DEGREE * math.cos(latitude)),
+                size_y * model_metres / METRES_PER_DEGREE)
+    input_metres = crs.linear_units_factor[1]
+    return size_x * model_metres / input_metres, size_y * model_metres / input_metres
+
+
+def processing_grid(dataset: rasterio.io.DatasetReader, info: ModelInfo,
+                    processing_pixel_size: Union[float, Sequence[float], str, None]) -> Optional[Grid]:
+    """The grid the network runs on, or None to run on the input's own pixels."""
+    grid = Grid.of(dataset)
+    if isinstance(processing_pixel_size, str):
+        if processing_pixel_size != "native":
+            raise InputError(f"The processing pixel size must be a number, [x, y] or 'native', "
+                             f"not {processing_pixel_size!r}.")
+        return None
+    if dataset.crs is None:
+        if processing_pixel_size is None:
+            return None  # pixels without a georeference have no size to match: run on them as they are
+        raise InputError(f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
+                         "resampled to a pixel size: leave the processing pixel size empty.")
+    if processing_pixel_size is None:
+        target = model_pixel_size_in_input_units(dataset, info)
+        if target is None:
+            return None
+    else:
+        values = [float(value) for value in np.atleast_1d(processing_pixel_size)]
+        target = (values[0], values[-1])
+    if min(target) <= 0:
+        raise InputError(f"The processing pixel size must be positive, got {target}.")
+    native = grid.pixel_size
+    factors = (target[0] / native[0], target[1] / native[1])
+    if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):
+        return None
+    if any(not 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR for factor in factors):
+        raise InputError(f"The image's pixels ({native[0]:.6g} x {native[1]:.6g}) differ from the processing "
+                         f"pixel size ({target[0]:.6g} x {target[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
+                         "times: use imagery close to the model's training resolution, or set the processing "
+                         "pixel size explicitly ('native' to run on the image's own pixels).")
+    width = max(1, round(grid.width / factors[0]))
+    height = max(1, round(grid.height / factors[1]))
+    # Scaling the input's geotransform keeps its origin, orientation and extent.
+    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
+    return Grid(grid.crs_wkt, transform, width, height)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the network
+
+class TileRunner:
+    """Normalises raw tiles and runs the network on them: inference mode, channels_last, autocast,
+    optional test-time augmentation. Returns float32 probabilities."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, mean: Sequence[float], std: Sequence[float],
+                 precision: str = "auto", tta: bool = False) -> None:
+        self.device = device
+        self.mean, self.std = list(mean), list(std)
+        self.tta = tta
+        if precision == "auto":
+            precision = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.type == "cuda" else "float32"
+        if precision == "float16" and device.type != "cuda":
+            raise InputError("float16 precision needs a GPU; use 'bfloat16' or 'float32' on the CPU.")
+        self.precision_name = precision
+        self._autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+        # Mutating the caller's network is harmless: eval mode and memory format change no weights.
+        self.net = net.to(device=device, memory_format=torch.channels_last).eval()
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            logits = self.net(batch.contiguous(memory_format=torch.channels_last))
+        return torch.sigmoid(logits.float())[:, 0]
+
+    @torch.inference_mode()
+    def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) raw band values and (N, H, W) validity -> (N, H, W) float32 probabilities."""
+        tensor = torch.from_numpy(raw).to(self.device, non_blocking=True)
+        valid_t = torch.from_numpy(valid).to(self.device, non_blocking=True)
+        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
+        batch = normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1)
+        if not self.tta:
+            return self._forward(batch).cpu().numpy()
+        total = torch.zeros(batch.shape[0], batch.shape[2], batch.shape[3], device=self.device)
+        for flip in (False, True):
+            flipped = batch.flip(-1) if flip else batch
+            for turns in range(4):
+                probability = self._forward(torch.rot90(flipped, turns, (-2, -1)))
+                probability = torch.rot90(probability, -turns, (-2, -1))
+                total += probability.flip(-1) if flip else probability
+        return (total / 8).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Background threads
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Runs a producer in a background thread, ``depth`` items ahead of the consumer, so reading
+    overlaps compute. Errors in the producer surface in the consumer; ``close`` stops it early."""
+
+    def __init__(self, produce: Callable[[], Iterator], depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True, name="unet-reader")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, produce: Callable[[], Iterator]) -> None:
+        try:
+            for item in produce():
+                if not self._put(item):
+                    return
+            self._put(_DONE)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._put(_Failure(error))
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class BackgroundWriter:
+    """Hands row bands to ``write(row_off, rows)`` in a background thread (compression and disk
+    writes overlap compute). The first error is re-raised on the next ``put`` or on ``finish``."""
+
+    def __init__(self, write: Callable[[int, np.ndarray], None], depth: int = 1) -> None:
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="unet-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:  # after an error keep draining so ``put`` never blocks forever
+                try:
+                    self._write(*item)
+                except BaseException as error:
+                    self._error = error
+
+    def put(self, row_off: int, rows: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((row_off, rows))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing outputs
+
+def _temporary_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.tif", dir=path.parent)
+    os.close(descriptor)
+    return Path(temporary)
+
+
+def _create_geotiff(path: Path, grid: Grid, dtype: str, nodata: float, kind: str) -> rasterio.io.DatasetWriter:
+    block = OUTPUT_BLOCK_PX
+    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype=dtype,
+                   crs=grid.crs, transform=grid.transform, nodata=nodata, compress="deflate",
+                   predictor=3 if dtype == "float32" else 2, BIGTIFF="IF_SAFER")
+    if grid.width >= block and grid.height >= block:  # GeoTIFF tiles larger than the raster only waste space
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    dataset = rasterio.open(path, "w", **profile)
+    dataset.update_tags(**{KIND_TAG: kind})
+    return dataset
+
+
+@dataclass
+class _OutputFile:
+    path: Path
+    temporary: Path
+    dataset: rasterio.io.DatasetWriter
+    kind: str
+    pending: list  # encoded rows not yet making a whole GeoTIFF block row
+
+
+class OutputRasters:
+    """The probability and/or mask GeoTIFFs of one prediction, fed with float32 probability rows
+    (NaN = nodata), top to bottom. Rows are encoded at once (1 byte a pixel for uint8 outputs) and
+    written in whole GeoTIFF block rows, so each compressed block is written once whatever the
+    size of GDAL's block cache. Files live under temporary names until ``commit``."""
+
+    def __init__(self, grid: Grid, probability_path: Optional[Path], probability_dtype: str,
+                 mask_path: Optional[Path], threshold: float, overviews: bool = False) -> None:
+        self.grid = grid
+        self.probability_path, self.mask_path = probability_path, mask_path
+        self.probability_dtype = probability_dtype
+        self.threshold = threshold
+        self.overviews = overviews
+        self._pending_row_off = 0
+        self._pending_rows = 0
+        self._files: list[_OutputFile] = []
+        try:
+            if probability_path is not None:
+                nodata = PROBABILITY_U8_NODATA if probability_dtype == "uint8" else PROBABILITY_F32_NODATA
+                self._open(probability_path, probability_dtype, nodata, "probability")
+            if mask_path is not None:
+                self._open(mask_path, "uint8", MASK_NODATA, "mask")
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self, path: Path, dtype: str, nodata: float, kind: str) -> None:
+        temporary = _temporary_beside(path)
+        try:
+            dataset = _create_geotiff(temporary, self.grid, dtype, nodata, kind)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        self._files.append(_OutputFile(path, temporary, dataset, kind, []))
+
+    def _encode(self, kind: str, probability: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+        if kind == "mask":
+            encoded = (probability >= self.threshold).view(np.uint8)  # NaN compares False
+            encoded[nodata] = MASK_NODATA
+        elif self.probability_dtype == "uint8":
+            scaled = probability * PROBABILITY_U8_SCALE
+            np.nan_to_num(scaled, copy=False)
+            encoded = np.rint(scaled, out=scaled).astype(np.uint8)
+            encoded[nodata] = PROBABILITY_U8_NODATA
+        else:
+            encoded = probability.copy()
+            encoded[nodata] = PROBABILITY_F32_NODATA
+        return encoded
+
+    def _flush(self, rows: int) -> None:
+        window = Window(0, self._pending_row_off, self.grid.width, rows)
+        for output in self._files:
+            block = np.concatenate(output.pending) if len(output.pending) > 1 else output.pending[0]
+            output.dataset.write(block[:rows], 1, window=window)
+            output.pending = [block[rows:]] if rows < len(block) else []
+        self._pending_row_off += rows
+        self._pending_rows -= rows
+
+    def write(self, row_off: int, probability: np.ndarray) -> None:
+        """Rows must arrive in order, top to bottom, without gaps."""
+        if not self._pending_rows:
+            self._pending_row_off = row_off
+        nodata = np.isnan(probability)
+        for output in self._files:
+            output.pending.append(self._encode(output.kind, probability, nodata))
+        self._pending_rows += probability.shape[0]
+        complete = self._pending_rows - self._pending_rows % OUTPUT_BLOCK_PX
+        if complete:
+            self._flush(complete)
+
+    def commit(self) -> None:
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        for output in self._files:
+            if self.overviews:
+                longest = max(self.grid.width, self.grid.height)
+                factors = [2 ** level for level in range(1, 16) if longest >> level >= OUTPUT_BLOCK_PX]
+                if factors:
+                    resampling = Resampling.nearest if output.kind == "mask" else Resampling.average
+                    output.dataset.build_overviews(factors, resampling)
+            output.dataset.close()
+        for output in self._files:
+            os.replace(output.temporary, output.path)
+        self._files = []
+
+    def abort(self) -> None:
+        for output in self._files:
+            try:
+                output.dataset.close()
+            finally:
+                output.temporary.unlink(missing_ok=True)
+        self._files = []
+
+
+# ---------------------------------------------------------------------------------------------
+# The tile loop
+
+@dataclass
+class _TileBatch:
+    raw: np.ndarray  # (N, C, H, W) band values
+    valid: np.ndarray  # (N, H, W) bool
+    rows: list[int]  # tile row index of every tile
+    columns: list[int]  # tile column index of every tile
+    first_index: int  # flat index (row-major) of the first tile, for progress
+
+
+def _read_tiles(source: rasterio.io.DatasetReader, bands: list[int], layout: TileLayout,
+                batch_size: int) -> Iterator[_TileBatch]:
+    """Batches of tiles in row-major order; tiles wholly in nodata are left out.
+
+    Each tile row is one read of a strip of rows (one GDAL call, each file block decoded once
+    per strip, whatever the size of GDAL's block cache), cut into tiles in memory."""
+    tile_h, tile_w = layout.tile_height_px, layout.tile_width_px
+    batch = _TileBatchBuilder(batch_size)
+    # Without nodata values, masks or alpha every pixel is valid: skip reading the masks.
+    all_valid = all(MaskFlags.all_valid in source.mask_flag_enums[band - 1] for band in bands)
+    for row_index, top in enumerate(layout.rows):
+        strip_window = Window(0, top, layout.width, min(tile_h, layout.height - top))
+        strip = source.read(bands, window=strip_window)
+        if strip.dtype not in (np.uint8, np.int16, np.float32):
+            strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
+        strip_valid = (np.ones(strip.shape[1:], bool) if all_valid
+                       else valid_mask(source, bands, strip_window))
+        for column_index, left in enumerate(layout.columns):
+            valid = strip_valid[:, left:left + tile_w]
+            if not valid.any():
+                continue
+            raw = strip[:, :, left:left + tile_w]
+            if valid.shape != (tile_h, tile_w):
+                # Only rasters smaller than a tile leave tiles short of pixels: pad as nodata.
+                padded_raw = np.zeros((len(bands), tile_h, tile_w), strip.dtype)
+                padded_valid = np.zeros((tile_h, tile_w), bool)
+                padded_raw[:, :raw.shape[1], :raw.shape[2]] = raw
+                padded_valid[:valid.shape[0], :valid.shape[1]] = valid
+                raw, valid = padded_raw, padded_valid
+            full = batch.add(raw, valid, row_index, column_index, row_index * len(layout.columns) + column_index)
+            if full is not None:
+                yield full
+    if batch.raw:
+        yield batch.take()
+
+
+class _TileBatchBuilder:
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.raw: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        self.rows: list[int] = []
+        self.columns: list[int] = []
+        self.first = 0
+
+    def add(self, raw: np.ndarray, valid: np.ndarray, row: int, column: int, flat_index: int) -> Optional[_TileBatch]:
+        if not self.raw:
+            self.first = flat_index
+        self.raw.append(raw)
+        self.valid.append(valid)
+        self.rows.append(row)
+        self.columns.append(column)
+        return self.take() if len(self.raw) == self.batch_size else None
+
+    def take(self) -> _TileBatch:
+        # np.stack copies the tiles out of the strip, so the strip can go as soon as it is cut.
+        batch = _TileBatch(np.stack(self.raw), np.stack(self.valid), self.rows, self.columns, self.first)
+        self.raw, self.valid, self.rows, self.columns = [], [], [], []
+        return batch
+
+
+class _RowBand:
+    """Blended sums for the rows of the current tile row. Normalising by the total weight is
+    separable (weights are outer products on a Cartesian tile grid), so only the weighted sum is
+    stored; tiles skipped for being all nodata only cover nodata pixels, which are not scored."""
+
+    def __init__(self, layout: TileLayout, emit: Callable[[int, np.ndarray], None]) -> None:
+        self.layout = layout
+        self.emit = emit
+        self.weights = blend_weights(layout.tile_height_px, layout.tile_width_px, layout.overlap_px)
+        self.total_x = self._coverage(layout.width, layout.columns, layout.tile_width_px)
+        self.total_y = self._coverage(layout.height, layout.rows, layout.tile_height_px)
+        self.sums = np.zeros((layout.tile_height_px, layout.width), np.float32)
+        self.valid = np.zeros((layout.tile_height_px, layout.width), bool)
+        self.row_index = 0
+
+    def _coverage(self, length: int, starts: Sequence[int], tile_px: int) -> np.ndarray:
+        total = np.zeros(length + tile_px, np.float32)
+        ramp = ramp_1d(tile_px, self.layout.overlap_px)
+        for start in starts:
+            total[start:start + tile_px] += ramp
+        return total[:length]
+
+    def add(self, row_index: int, column_index: int, probability: np.ndarray, valid: np.ndarray) -> None:
+        while self.row_index < row_index:
+            self._finish_row()
+        left = self.layout.columns[column_index]
+        width = min(self.layout.tile_width_px, self.layout.width - left)
+        height = min(self.layout.tile_height_px, self.layout.height - self.layout.rows[row_index])
+        self.sums[:height, left:left + width] += (probability * self.weights)[:height, :width]
+        self.valid[:height, left:left + width] |= valid[:height, :width]
+
+    def _finish_row(self) -> None:
+        top = self.layout.rows[self.row_index]
+        end = self.layout.final_row_end(self.row_index)
+        done = end - top
+        probability = self.sums[:done] / self.total_x
+        probability /= self.total_y[top:end, None]
+        probability[~self.valid[:done]] = np.nan
+        self.emit(top, probability)
+        # Shift the band up to the next tile row's top (numpy copies overlapping slices safely).
+        kept = len(self.sums) - done
+        self.sums[:kept] = self.sums[done:]
+        self.sums[kept:] = 0
+        self.valid[:kept] = self.valid[done:]
+        self.valid[kept:] = False
+        self.row_index += 1
+
+    def finish(self) -> None:
+        while self.row_index < len(self.layout.rows):
+            self._finish_row()
+
+
+def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Grid, sink: OutputRasters,
+                  runner: TileRunner, tile_size_px: int, overlap_px: int, batch_size: int,
+                  reporter: Reporter) -> int:
+    """Predict every tile of ``source`` (whose pixels are ``grid``) into ``sink``; returns the
+    number of tiles run."""
+    layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, runner.net.config.size_multiple_px)
+    writer = BackgroundWriter(sink.write)
+    band = _RowBand(layout, writer.put)
+    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, batch_size))
+    tiles = 0
+    try:
+        for batch in reader:
+            reporter.check()
+            probabilities = runner(batch.raw, batch.valid)
+            for index, (row, column) in enumerate(zip(batch.rows, batch.columns)):
+                band.add(row, column, probabilities[index], batch.valid[index])
+            tiles += len(batch.rows)
+            reporter.report((batch.first_index + len(batch.rows)) / layout.tile_count,
+                            f"Predicted {tiles} tiles of {layout.tile_count}")
+        band.finish()
+    finally:
+        reader.close()
+        writer.finish()
+    return tiles
+
+
+def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], grid: Grid, processing: Grid,
+                       final: OutputRasters, runner: TileRunner, tile_size_px: int, overlap_px: int,
+                       batch_size: int, reporter: Reporter) -> int:
+    """Predict on the processing grid into a temporary float32 raster, then warp it onto the input grid."""
+    downsampling = processing.pixel_size[0] > grid.pixel_size[0]
+    staged_path = _temporary_beside(final.probability_path or final.mask_path)
+    try:
+        staged = OutputRasters(processing, staged_path, "float32", None, final.threshold)
+        try:
+            with WarpedVRT(dataset, crs=dataset.crs, transform=processing.transform, width=processing.width,
+                           height=processing.height, add_alpha=True,
+                           resampling=Resampling.average if downsampling else Resampling.bilinear) as warped:
+                tiles = _predict_grid(warped, bands, processing, staged, runner, tile_size_px, overlap_px,
+                                      batch_size, reporter.sub(0.0, 0.9))
+            staged.commit()
+        except BaseException:
+            staged.abort()
+            raise
+        with rasterio.open(staged_path) as staged_dataset, \
+                WarpedVRT(staged_dataset, crs=dataset.crs, transform=grid.transform, width=grid.width,
+                          height=grid.height, resampling=Resampling.bilinear) as back:
+            step = reporter.sub(0.9, 1.0)
+            for top in range(0, grid.height, OUTPUT_BLOCK_PX):
+                step.check()
+                window = Window(0, top, grid.width, min(OUTPUT_BLOCK_PX, grid.height - top))
+                probability = back.read(1, window=window, masked=True)
+                keep = ~np.ma.getmaskarray(probability) & valid_mask(dataset, bands, window)
+                final.write(top, np.where(keep, probability.data, np.nan).astype(np.float32))
+                step.report((top + window.height) / grid.height, "Resampling back to the image grid")
+    finally:
+        staged_path.unlink(missing_ok=True)
+    return tiles

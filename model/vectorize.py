@@ -1,0 +1,340 @@
+"""Mask raster -> building polygons, streamed by full-width bands of rows.
+
+Each band is polygonised with ``rasterio.features.shapes`` (4-connectivity: pixels touching only
+at a corner are separate buildings, which also keeps every polygon valid) in *pixel*
+coordinates, where polygon corners are whole numbers and pieces of one building cut by a band
+border share their edge exactly. A building cut by the border is merged back: pixels of the last
+row of one band and the first row of the next that are both building connect their pieces
+(union-find over the piece labels, so U shapes joining further down come out as one polygon).
+Only finished polygons are moved to map coordinates, cleaned and yielded.
+
+Units: ``min_area``, ``fill_holes_below`` (map units²) and ``simplify`` (map units) are in the
+mask CRS's units: square metres and metres for a projected CRS in metres, degrees for a
+geographic one. Attributes: ``id`` (1..n in output order: band by band as buildings are
+completed, top to bottom then left to right within a band; stable for a given mask and window
+height), ``area`` (map units²), ``perimeter`` (map units), ``mean_probability`` (mean of
+the probability raster over the building's pixels; None without one).
+
+Regularisation (``regularize=True``), for mostly rectangular buildings: a polygon filling at
+least ``RECTANGLE_FILL`` of its minimum rotated rectangle becomes that rectangle, scaled about its
+centre to the polygon's area (the enclosing rectangle also encloses pixel jags); any other is
+simplified, turned into the frame of that rectangle, and every edge within ``SNAP_ANGLE_DEG`` of
+the rectangle's axes is made exactly parallel to it (corners recomputed as line intersections).
+A result that comes out invalid or changes the area by more than ``MAX_AREA_CHANGE`` falls back
+to the plain simplified outline, so regularisation never destroys a building.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import rasterio
+import shapely
+import shapely.affinity
+import shapely.errors
+import shapely.geometry
+from affine import Affine
+from rasterio.features import rasterize, shapes
+from rasterio.windows import Window
+
+from .errors import InputError
+from .progress import CancelFn, ProgressFn, Reporter
+from .rasters import KIND_TAG, PROBABILITY_U8_SCALE, open_raster
+
+WINDOW_ROWS_PX = 1024
+RECTANGLE_FILL = 0.85
+SNAP_ANGLE_DEG = 20.0
+MAX_AREA_CHANGE = 0.25
+
+
+@dataclass
+class _Piece:
+    """A building or part of one, in pixel coordinates, with its probability sum for the mean."""
+
+    geometry: shapely.Polygon
+    probability_sum: float = 0.0
+    probability_count: int = 0
+
+
+class _UnionFind:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, first: int, second: int) -> None:
+        self.parent[self.find(first)] = self.find(second)
+
+
+def polygons_from_mask(mask_path: Union[str, Path], *, probability_path: Union[str, Path, None] = None,
+                       min_area: float = 0.0, simplify: float = 0.0, fill_holes_below: float = 0.0,
+                       regularize: bool = False, window_rows_px: int = WINDOW_ROWS_PX,
+                       progress: Optional[ProgressFn] = None,
+                       cancelled: Optional[CancelFn] = None) -> Iterator[tuple[shapely.Geometry, dict]]:
+    """Building polygons of a mask raster (non-zero valid pixels are building) as
+    ``(shapely polygon in the mask's CRS, {"id", "area", "perimeter", "mean_probability"})``.
+
+    Inputs are checked here, before the first polygon is asked for."""
+    for name, value in (("minimum area", min_area), ("simplification tolerance", simplify),
+                        ("hole filling area", fill_holes_below)):
+        if value < 0:
+            raise InputError(f"The {name} must be zero or positive, got {value}.")
+    if window_rows_px < 1:
+        raise InputError(f"The window height must be at least 1 row, got {window_rows_px}.")
+    mask = open_raster(mask_path, "mask")
+    probability = None
+    try:
+        kind = mask.tags().get(KIND_TAG)
+        if kind in ("probability", "error_map"):
+            raise InputError(f"'{mask_path}' is a {kind.replace('_', ' ')} raster: vectorize the mask raster "
+                             "written by the prediction (or predict again with a mask output).")
+        if probability_path is not None:
+            probability = open_raster(probability_path, "probability")
+            if (probability.width, probability.height, probability.transform) != (mask.width, mask.height, mask.transform):
+                raise InputError(f"The probability raster '{probability_path}' is not on the mask's grid: give "
+                                 "the probability raster written together with this mask.")
+    except BaseException:
+        mask.close()
+        if probability is not None:
+            probability.close()
+        raise
+    return _stream(mask, probability, min_area, simplify, fill_holes_below, regularize, window_rows_px,
+                   Reporter.of(progress, cancelled))
+
+
+def _add_probability(band: "_Band", values: np.ma.MaskedArray, building: np.ndarray) -> None:
+    """Probability sums and counts per piece, over the building pixels that have a probability."""
+    selected = building & ~np.ma.getmaskarray(values)
+    scale = PROBABILITY_U8_SCALE if values.dtype == np.uint8 else 1.0
+    labels = band.labels[selected]
+    counts = np.bincount(labels, minlength=len(band.pieces))
+    sums = np.bincount(labels, weights=values.data[selected].astype(np.float64), minlength=len(band.pieces)) / scale
+    for piece, total, count in zip(band.pieces, sums.tolist(), counts.tolist()):
+        piece.probability_sum, piece.probability_count = total, count
+
+
+def _stream(mask: rasterio.io.DatasetReader, probability: Optional[rasterio.io.DatasetReader], min_area: float,
+            simplify: float, fill_holes_below: float, regularize: bool, window_rows_px: int,
+            reporter: Reporter) -> Iterator[tuple[shapely.Geometry, dict]]:
+    cleaning = _Cleaning(mask.transform, min_area, simplify, fill_holes_below, regularize)
+    open_pieces: list[_Piece] = []  # pieces touching the bottom of the previous band
+    open_last_row = np.full(mask.width, -1, np.int64)  # index into open_pieces per column, -1 none
+    next_id = 1
+    try:
+        for top in range(0, mask.height, window_rows_px):
+            reporter.check()
+            rows = min(window_rows_px, mask.height - top)
+            window = Window(0, top, mask.width, rows)
+            building = np.ma.filled(mask.read(1, window=window, masked=True) != 0, False)
+            band = _Band(building, top, probability is not None)
+            if probability is not None and band.pieces:
+                _add_probability(band, probability.read(1, window=window, masked=True), building)
+            merged, finished = _merge(open_pieces, open_last_row, band.pieces, band.first_row())
+            open_pieces, open_last_row = [], np.full(mask.width, -1, np.int64)
+            if top + rows >= mask.height or not band.pieces:
+                finished.extend(piece for piece, _ in merged)
+            else:
+                # Pieces on the band's last row may continue below: keep them open, and remember
+                # which open piece every column of that row belongs to.
+                bottom = band.last_row()
+                on_bottom = set(np.unique(bottom[bottom >= 0]).tolist())
+                piece_to_open = np.full(len(band.pieces) + 1, -1, np.int64)  # last entry: no piece (-1)
+                for piece, members in merged:
+                    if on_bottom.intersection(members):
+                        piece_to_open[members] = len(open_pieces)
+                        open_pieces.append(piece)
+                    else:
+                        finished.append(piece)
+                open_last_row = piece_to_open[bottom]
+            for geometry, attributes in cleaning.finish(finished):
+                yield geometry, {"id": next_id, **attributes}
+                next_id += 1
+            reporter.report((top + rows) / mask.height, f"Vectorized {top + rows} of {mask.height} rows")
+    finally:
+        mask.close()
+        if probability is not None:
+            probability.close()
+
+
+class _Band:
+    """The pieces of one band of rows, in full-raster pixel coordinates, and which piece each pixel
+    of the band's first and last rows belongs to (-1 none)."""
+
+    def __init__(self, building: np.ndarray, top: int, full_labels: bool) -> None:
+        self.top, self.shape = top, building.shape
+        self.records: list[dict] = []
+        if building.any():
+            self.records = [geometry for geometry, _ in shapes(building.view(np.uint8), mask=building,
+                                                                connectivity=4, transform=Affine.translation(0, top))]
+        self.pieces = [_Piece(shapely.geometry.shape(record)) for record in self.records]
+        self.bounds = shapely.bounds([piece.geometry for piece in self.pieces]).reshape(-1, 4)
+        self.labels = self._burn(range(len(self.records)), 0, building.shape[0]) if full_labels and self.pieces else None
+
+    def _burn(self, indexes, row: int, rows: int) -> np.ndarray:
+        """Piece index per pixel of ``rows`` band rows from ``row``. Corners are whole numbers and
+        pixel centres never lie on an edge, so burning a piece marks exactly its own pixels."""
+        shapes_to_burn = [(self.records[index], index + 1) for index in indexes]
+        if not shapes_to_burn:
+            return np.full((rows, self.shape[1]), -1, np.int64)
+        burnt = rasterize(shapes_to_burn, out_shape=(rows, self.shape[1]), fill=0, dtype="int32",
+                          transform=Affine.translation(0, self.top + row))
+        return burnt.astype(np.int64) - 1
+
+    def first_row(self) -> np.ndarray:
+        if self.labels is not None:
+            return self.labels[0]
+        return self._burn(np.flatnonzero(self.bounds[:, 1] == self.top), 0, 1)[0]
+
+    def last_row(self) -> np.ndarray:
+        if self.labels is not None:
+            return self.labels[-1]
+        bottom = self.top + self.shape[0]
+        return self._burn(np.flatnonzero(self.bounds[:, 3] == bottom), self.shape[0] - 1, 1)[0]
+
+
+def _merge(open_pieces: list[_Piece], open_last_row: np.ndarray, pieces: list[_Piece],
+           first_row: np.ndarray) -> tuple[list[tuple[_Piece, list[int]]], list[_Piece]]:
+    """Join open pieces with the new band's pieces they touch along the border. Returns the new
+    band's (possibly merged) pieces, each with the indexes of the band's pieces it contains, and
+    the open pieces that nothing continues (finished)."""
+    count_open = len(open_pieces)
+    groups = _UnionFind(count_open + len(pieces))
+    if count_open and pieces:
+        touching = (open_last_row >= 0) & (first_row >= 0)
+        for old, new in set(zip(open_last_row[touching].tolist(), first_row[touching].tolist())):
+            groups.union(old, count_open + new)
+    members: dict[int, list[int]] = {}
+    for index in range(count_open + len(pieces)):
+        members.setdefault(groups.find(index), []).append(index)
+    merged: list[tuple[_Piece, list[int]]] = []
+    finished: list[_Piece] = []
+    for group in members.values():
+        parts = [open_pieces[index] if index < count_open else pieces[index - count_open] for index in group]
+        new_members = [index - count_open for index in group if index >= count_open]
+        if not new_members:
+            finished.append(parts[0])
+            continue
+        if len(parts) == 1:
+            piece = parts[0]
+        else:
+            # Pieces joined along border segments: their union is one polygon.
+            piece = _Piece(shapely.union_all([part.geometry for part in parts]),
+                           sum(part.probability_sum for part in parts),
+                           sum(part.probability_count for part in parts))
+        merged.append((piece, new_members))
+    return merged, finished
+
+
+def _fill_holes(polygon: shapely.Polygon, below: float) -> shapely.Polygon:
+    kept = [ring for ring in polygon.interiors if shapely.Polygon(ring).area >= below]
+    return shapely.Polygon(polygon.exterior, kept)
+
+
+class _Cleaning:
+    """Finished pieces -> polygons in map coordinates, cleaned, with attributes; vectorised over
+    the pieces a band finishes where shapely allows it."""
+
+    def __init__(self, transform: Affine, min_area: float, simplify: float, fill_holes_below: float,
+                 regularize: bool) -> None:
+        self.matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
+        self.offset = np.array([transform.c, transform.f])
+        self.pixel_size = math.sqrt(abs(transform.determinant))
+        self.min_area, self.simplify, self.fill_holes_below, self.regularize = min_area, simplify, fill_holes_below, regularize
+
+    def finish(self, pieces: list[_Piece]) -> Iterator[tuple[shapely.Polygon, dict]]:
+        if not pieces:
+            return
+        geometries = np.array([piece.geometry for piece in pieces], dtype=object)
+        bounds = shapely.bounds(geometries)
+        order = np.lexsort((bounds[:, 0], bounds[:, 1]))  # top to bottom, then left to right
+        geometries = shapely.transform(geometries[order], lambda xy: xy @ self.matrix + self.offset)
+        if self.fill_holes_below > 0:
+            geometries = np.array([_fill_holes(geometry, self.fill_holes_below) for geometry in geometries], dtype=object)
+        if self.regularize:
+            tolerance = max(self.simplify, self.pixel_size)
+            geometries = np.array([regularize_polygon(geometry, tolerance) for geometry in geometries], dtype=object)
+        elif self.simplify > 0:
+            geometries = shapely.simplify(geometries, self.simplify, preserve_topology=True)
+        areas, perimeters = shapely.area(geometries), shapely.length(geometries)
+        for index, geometry, area, perimeter in zip(order, geometries, areas, perimeters):
+            if area <= 0 or area < self.min_area:
+                continue
+            piece = pieces[index]
+            mean = piece.probability_sum / piece.probability_count if piece.probability_count else None
+            yield geometry, {"area": float(area), "perimeter": float(perimeter), "mean_probability": mean}
+
+
+def _orthogonal_ring(coordinates: list[tuple[float, float]], snap_tangent: float) -> list[tuple[float, float]]:
+    """Edges of a ring in an axis-aligned frame: near-horizontal ones made horizontal, near-vertical
+    ones vertical, others kept; vertices recomputed where consecutive edge lines meet."""
+    points = coordinates[:-1]
+    count = len(points)
+    lines = []  # (kind, point on the line, direction)
+    for index in range(count):
+        (x0, y0), (x1, y1) = points[index], points[(index + 1) % count]
+        dx, dy = x1 - x0, y1 - y0
+        if abs(dy) <= snap_tangent * abs(dx):
+            lines.append(("h", (x0, (y0 + y1) / 2), (1.0, 0.0)))
+        elif abs(dx) <= snap_tangent * abs(dy):
+            lines.append(("v", ((x0 + x1) / 2, y0), (0.0, 1.0)))
+        else:
+            lines.append(("d", (x0, y0), (dx, dy)))
+    result = []
+    for index in range(count):
+        before, after = lines[index - 1], lines[index]
+        corner = points[index]
+        if before[0] == after[0] and before[0] != "d":
+            # Two parallel axis edges: a small step between them, through the original corner.
+            result.extend([_project(corner, before), _project(corner, after)])
+            continue
+        meet = _intersect(before, after)
+        result.append(meet if meet is not None else corner)
+    return result + [result[0]]
+
+
+def _project(point: tuple[float, float], line: tuple) -> tuple[float, float]:
+    kind, (px, py), _ = line
+    return (point[0], py) if kind == "h" else (px, point[1])
+
+
+def _intersect(first: tuple, second: tuple) -> Optional[tuple[float, float]]:
+    (_, (x1, y1), (dx1, dy1)), (_, (x2, y2), (dx2, dy2)) = first, second
+    denominator = dx1 * dy2 - dy1 * dx2
+    if abs(denominator) < 1e-9 * math.hypot(dx1, dy1) * math.hypot(dx2, dy2):
+        return None
+    t = ((x2 - x1) * dy2 - (y2 - y1) * dx2) / denominator
+    return x1 + t * dx1, y1 + t * dy1
+
+
+def regularize_polygon(polygon: shapely.Polygon, tolerance: float) -> shapely.Polygon:
+    """Right-angle regularisation of a building outline (see the module docstring)."""
+    rectangle = shapely.oriented_envelope(polygon)
+    if not isinstance(rectangle, shapely.Polygon) or rectangle.area == 0:
+        return polygon
+    if polygon.area >= RECTANGLE_FILL * rectangle.area:
+        # The enclosing rectangle also encloses the outline's jags: shrink it to the outline's area.
+        scale = math.sqrt(polygon.area / rectangle.area)
+        return shapely.affinity.scale(rectangle, scale, scale, origin=rectangle.centroid)
+    simplified = polygon.simplify(tolerance, preserve_topology=True)
+    corners = list(rectangle.exterior.coords)
+    angle = math.degrees(math.atan2(corners[1][1] - corners[0][1], corners[1][0] - corners[0][0]))
+    centre = polygon.centroid
+    upright = shapely.affinity.rotate(simplified, -angle, origin=centre)
+    snap_tangent = math.tan(math.radians(SNAP_ANGLE_DEG))
+    try:
+        rebuilt = shapely.Polygon(_orthogonal_ring(list(upright.exterior.coords), snap_tangent),
+                                  [_orthogonal_ring(list(ring.coords), snap_tangent) for ring in upright.interiors])
+        rebuilt = shapely.affinity.rotate(rebuilt, angle, origin=centre).simplify(0)
+    except (ValueError, shapely.errors.GEOSException):
+        return simplified
+    if (not rebuilt.is_valid or not isinstance(rebuilt, shapely.Polygon)
+            or abs(rebuilt.area - polygon.area) > MAX_AREA_CHANGE * polygon.area):
+        return simplified
+    return rebuilt

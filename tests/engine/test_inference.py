@@ -1,0 +1,309 @@
+"""Prediction engine: outputs on the input's grid, encodings, nodata, seam-free blending,
+resampling to the model's pixel size, test-time augmentation, cancel, and the whole
+predict -> mask -> polygons slice."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.features import rasterize
+from rasterio.transform import from_origin
+
+from model.errors import Cancelled, InputError
+from model.inference import predict_raster
+from model.modelfile import ModelInfo, load_model, save_model
+from model.network import UNet, UNetConfig
+from model.normalization import normalize
+from model.rasters import KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA
+from model.vector_io import write_polygons
+from model.vectorize import polygons_from_mask
+
+FIXED = {"mode": "fixed", "mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
+
+
+def make_model(path: Path, *, bands=(1, 2, 3), normalization=None, threshold=0.5, pixel_size=None,
+               crs_units="metre", gain: float = 40.0, seed: int = 0) -> Path:
+    """A tiny random U-Net; ``gain`` scales the output layer so probabilities vary visibly, and
+    its bias centres them on 0.5 so masks hold both classes."""
+    torch.manual_seed(seed)
+    net = UNet(UNetConfig(in_bands=len(bands), base_width=4)).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(gain)
+        net.head.bias.sub_(net(torch.randn(1, len(bands), 64, 64)).mean())
+    info = ModelInfo(bands=list(bands), normalization=normalization or {"mode": "per_image"}, tile_size_px=64,
+                     threshold=threshold, pixel_size=pixel_size, crs_units=crs_units)
+    save_model(path, net, info)
+    return path
+
+
+def write_image(path: Path, data: np.ndarray, *, crs="EPSG:3857", origin=(1000.0, 2000.0), pixel=(1.0, 1.0),
+                nodata=None) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=from_origin(origin[0], origin[1], *pixel),
+                       nodata=nodata) as dataset:
+        dataset.write(data)
+    return path
+
+
+def noise(shape, seed=1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 255, shape, dtype=np.uint8)
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as dataset:
+        return dataset.read(1)
+
+
+def test_outputs_on_input_grid_with_encodings_and_nodata(tmp_path):
+    data = noise((3, 97, 150))
+    data[:, 10:30, 40:70] = 0  # a nodata hole
+    data[:, :, -5:] = 0  # a nodata strip on the edge
+    image = write_image(tmp_path / "image.tif", data, nodata=0, pixel=(0.5, 0.5))
+    model = make_model(tmp_path / "model.pt", threshold=0.5)
+    result = predict_raster(image, model, probability_path=tmp_path / "p8.tif", mask_path=tmp_path / "mask.tif")
+    float_result = predict_raster(image, model, probability_path=tmp_path / "p32.tif", probability_dtype="float32")
+
+    nodata = (data == 0).any(axis=0)
+    with rasterio.open(image) as source:
+        for path, kind, dtype in ((result.probability_path, "probability", "uint8"),
+                                  (result.mask_path, "mask", "uint8"),
+                                  (float_result.probability_path, "probability", "float32")):
+            with rasterio.open(path) as output:
+                assert (output.crs, output.transform, output.shape) == (source.crs, source.transform, source.shape)
+                assert output.dtypes[0] == dtype and output.tags()[KIND_TAG] == kind
+                assert output.compression is not None
+    p8, p32, mask = read(result.probability_path), read(float_result.probability_path), read(result.mask_path)
+    assert np.array_equal(p8 == PROBABILITY_U8_NODATA, nodata)
+    assert np.array_equal(p32 == PROBABILITY_F32_NODATA, nodata)
+    assert np.array_equal(mask == MASK_NODATA, nodata)
+    valid = ~nodata
+    assert np.all((p32[valid] >= 0) & (p32[valid] <= 1)) and p32[valid].std() > 0.01
+    assert np.array_equal(p8[valid], np.rint(p32[valid] * 254).astype(np.uint8))
+    assert np.array_equal(mask[valid], (p32[valid] >= 0.5).astype(np.uint8))
+    assert 0 < mask[valid].mean() < 1  # the gain makes both classes appear
+    assert result.tile_count > 0 and result.threshold == 0.5 and result.device_description
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "mask.tif", "model.pt", "p32.tif", "p8.tif"]
+
+
+def test_optional_overviews(tmp_path):
+    image = write_image(tmp_path / "image.tif", noise((3, 520, 600)))
+    result = predict_raster(image, make_model(tmp_path / "m.pt"), mask_path=tmp_path / "mask.tif", overviews=True,
+                            tile_size_px=256)
+    with rasterio.open(result.mask_path) as output:
+        assert output.overviews(1) == [2]
+
+
+def test_whole_tile_rows_of_nodata_are_skipped_and_stay_nodata(tmp_path):
+    data = noise((3, 150, 100))
+    data[:, :90] = 0  # the first tile rows (64 px tiles, 48 px stride) hold no image at all
+    image = write_image(tmp_path / "image.tif", data, nodata=0)
+    result = predict_raster(image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif")
+    full = predict_raster(write_image(tmp_path / "full.tif", noise((3, 150, 100))), tmp_path / "m.pt",
+                          probability_path=tmp_path / "f.tif")
+    probability = read(result.probability_path)
+    assert np.all(probability[:90] == PROBABILITY_U8_NODATA) and np.all(probability[90:] < PROBABILITY_U8_NODATA)
+    assert result.tile_count < full.tile_count
+
+
+def test_other_input_types_give_the_same_prediction(tmp_path):
+    """uint16 and float32 imagery holding the same numbers as a uint8 image predict the same."""
+    model = make_model(tmp_path / "m.pt", normalization=FIXED)
+    data = noise((3, 80, 90), seed=9)
+    outputs = []
+    for dtype in ("uint8", "uint16", "float32"):
+        image = write_image(tmp_path / f"{dtype}.tif", data.astype(dtype))
+        predict_raster(image, model, probability_path=tmp_path / f"p_{dtype}.tif", probability_dtype="float32")
+        outputs.append(read(tmp_path / f"p_{dtype}.tif"))
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-6)
+    np.testing.assert_allclose(outputs[2], outputs[0], atol=1e-6)
+
+
+def test_model_threshold_is_default_and_user_override_wins(tmp_path):
+    image = write_image(tmp_path / "image.tif", noise((3, 64, 64)))
+    low = predict_raster(image, make_model(tmp_path / "low.pt", threshold=0.2), mask_path=tmp_path / "low.tif",
+                         probability_path=tmp_path / "p.tif", probability_dtype="float32")
+    high = predict_raster(image, tmp_path / "low.pt", mask_path=tmp_path / "high.tif", threshold=0.8)
+    probability = read(tmp_path / "p.tif")
+    assert (low.threshold, high.threshold) == (0.2, 0.8)
+    assert np.array_equal(read(tmp_path / "low.tif"), probability >= 0.2)
+    assert np.array_equal(read(tmp_path / "high.tif"), probability >= 0.8)
+
+
+def test_single_tile_matches_network_with_chosen_bands_and_fixed_normalisation(tmp_path):
+    """A raster of exactly one tile must give sigmoid(net(normalised chosen bands)): the blend
+    weights of a lone tile normalise to 1."""
+    normalization = {"mode": "fixed", "mean": [10.0, 200.0], "std": [50.0, 20.0]}
+    model_path = make_model(tmp_path / "model.pt", bands=(4, 2), normalization=normalization)
+    data = noise((4, 64, 64), seed=3)
+    image = write_image(tmp_path / "image.tif", data)
+    predict_raster(image, model_path, probability_path=tmp_path / "p.tif", probability_dtype="float32")
+    loaded = load_model(model_path)
+    with torch.no_grad():
+        batch = normalize(torch.from_numpy(data[[3, 1]][None]), normalization["mean"], normalization["std"])
+        expected = torch.sigmoid(loaded.net(batch))[0, 0].numpy()
+    np.testing.assert_allclose(read(tmp_path / "p.tif"), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 33), (3, 1, 70), (3, 130, 17)])
+def test_rasters_smaller_than_a_tile_or_odd_sized(tmp_path, shape):
+    image = write_image(tmp_path / "image.tif", noise(shape))
+    result = predict_raster(image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif",
+                            probability_dtype="float32")
+    probability = read(result.probability_path)
+    assert probability.shape == shape[1:]
+    assert np.all((probability >= 0) & (probability <= 1))
+
+
+def test_shifted_tile_grids_agree_away_from_the_edge(tmp_path):
+    """The same content predicted with tile grids shifted by (24, 40) px: blended overlaps make the
+    two agree; the no-overlap control shows the disagreement the test would catch."""
+    model = make_model(tmp_path / "m.pt", normalization=FIXED)
+    data = noise((3, 192, 192))
+    shift_x, shift_y = 24, 40
+    whole = write_image(tmp_path / "whole.tif", data)
+    shifted = write_image(tmp_path / "shifted.tif", data[:, shift_y:, shift_x:], origin=(1000.0 + shift_x, 2000.0 - shift_y))
+    margin = 32
+
+    def disagreement(overlap_px: int) -> float:
+        predict_raster(whole, model, probability_path=tmp_path / "a.tif", probability_dtype="float32", overlap_px=overlap_px)
+        predict_raster(shifted, model, probability_path=tmp_path / "b.tif", probability_dtype="float32", overlap_px=overlap_px)
+        difference = np.abs(read(tmp_path / "a.tif")[shift_y:, shift_x:] - read(tmp_path / "b.tif"))
+        return float(difference[margin:-margin, margin:-margin].max())
+
+    blended, control = disagreement(32), disagreement(0)
+    assert blended < 0.1 * control
+    assert blended < 0.005
+
+
+def test_no_grid_lines_at_the_tile_stride(tmp_path):
+    """Column and row means of a prediction over stationary noise must not jump at tile borders."""
+    model = make_model(tmp_path / "m.pt", normalization=FIXED)
+    image = write_image(tmp_path / "image.tif", noise((3, 208, 208), seed=5))
+
+    def step_ratio(overlap_px: int) -> float:
+        predict_raster(image, model, probability_path=tmp_path / "p.tif", probability_dtype="float32", overlap_px=overlap_px)
+        probability = read(tmp_path / "p.tif")
+        stride = 64 - overlap_px
+        starts = list(range(0, 208 - 64, stride)) + [208 - 64]
+        borders = sorted({start for start in starts[1:]} | {start + 64 for start in starts[:-1]})
+        ratios = []
+        for profile in (probability.mean(axis=0), probability.mean(axis=1)):
+            steps = np.abs(np.diff(profile))  # steps[i] is the jump between pixel i and i + 1
+            at_border = np.array(borders) - 1
+            elsewhere = np.setdiff1d(np.arange(len(steps)), at_border)
+            ratios.append(steps[at_border].mean() / np.median(steps[elsewhere]))
+        return max(ratios)
+
+    assert step_ratio(16) < 3.0
+    assert step_ratio(0) > 10.0  # control: butted tiles do show lines
+
+
+def test_test_time_augmentation_is_flip_invariant(tmp_path):
+    model = make_model(tmp_path / "m.pt")
+    data = noise((3, 64, 64), seed=7)
+    image = write_image(tmp_path / "image.tif", data)
+    flipped = write_image(tmp_path / "flipped.tif", np.ascontiguousarray(data[:, :, ::-1]))
+
+    def flip_difference(tta: bool) -> float:
+        predict_raster(image, model, probability_path=tmp_path / "a.tif", probability_dtype="float32", tta=tta)
+        predict_raster(flipped, model, probability_path=tmp_path / "b.tif", probability_dtype="float32", tta=tta)
+        return float(np.abs(read(tmp_path / "a.tif") - read(tmp_path / "b.tif")[:, ::-1]).max())
+
+    assert flip_difference(True) < 1e-5
+    assert flip_difference(False) > 1e-3
+
+
+def test_prediction_runs_at_the_model_pixel_size_and_writes_on_the_input_grid(tmp_path):
+    model = make_model(tmp_path / "m.pt", pixel_size=[1.0, 1.0], crs_units="metre")
+    image = write_image(tmp_path / "image.tif", noise((3, 200, 160)), pixel=(0.5, 0.5), crs="EPSG:32633",
+                        origin=(500000.0, 100.0))
+    result = predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif")
+    native = predict_raster(image, model, probability_path=tmp_path / "n.tif", processing_pixel_size="native")
+    assert result.resampled and not native.resampled
+    assert result.processing_pixel_size == pytest.approx((1.0, 1.0))
+    assert result.tile_count < native.tile_count
+    with rasterio.open(image) as source, rasterio.open(result.probability_path) as output:
+        assert (output.transform, output.shape) == (source.transform, source.shape)
+    assert set(np.unique(read(result.mask_path))) <= {0, 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "m.pt", "mask.tif", "n.tif", "p.tif"]
+
+
+def test_geographic_input_gets_the_model_metres_in_degrees(tmp_path):
+    model = make_model(tmp_path / "m.pt", pixel_size=[0.3, 0.3], crs_units="metre")
+    degrees = 0.15 / 111_320  # about 0.15 m at the equator
+    image = write_image(tmp_path / "image.tif", noise((3, 96, 96)), crs="EPSG:4326", origin=(30.0, 0.001),
+                        pixel=(degrees, degrees))
+    result = predict_raster(image, model, probability_path=tmp_path / "p.tif")
+    assert result.resampled
+    assert result.processing_pixel_size[0] == pytest.approx(2 * degrees, rel=0.02)
+    assert read(result.probability_path).shape == (96, 96)
+
+
+def test_cancel_leaves_no_output_and_progress_reaches_100(tmp_path):
+    image = write_image(tmp_path / "image.tif", noise((3, 150, 150)))
+    model = make_model(tmp_path / "m.pt")
+    calls = []
+    with pytest.raises(Cancelled):
+        predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif",
+                       batch_size=1, cancelled=lambda: len(calls) > 0, progress=lambda p, m: calls.append(p))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "m.pt"]
+    reported = []
+    predict_raster(image, model, mask_path=tmp_path / "mask.tif", progress=lambda p, m: reported.append(p))
+    assert reported == sorted(reported) and reported[-1] == 100.0
+
+
+def test_bad_inputs_raise_input_errors_that_name_the_fix(tmp_path):
+    model = make_model(tmp_path / "m.pt")
+    one_band = write_image(tmp_path / "gray.tif", noise((1, 64, 64)))
+    image = write_image(tmp_path / "image.tif", noise((3, 64, 64)))
+    with pytest.raises(InputError, match="band"):
+        predict_raster(one_band, model, mask_path=tmp_path / "mask.tif")
+    with pytest.raises(InputError, match="at least one output"):
+        predict_raster(image, model)
+    with pytest.raises(InputError, match="multiple of 16"):
+        predict_raster(image, model, mask_path=tmp_path / "mask.tif", tile_size_px=50)
+    with pytest.raises(InputError, match="threshold"):
+        predict_raster(image, model, mask_path=tmp_path / "mask.tif", threshold=1.5)
+    with pytest.raises(InputError, match="does not exist"):
+        predict_raster(tmp_path / "missing.tif", model, mask_path=tmp_path / "mask.tif")
+    assert not (tmp_path / "mask.tif").exists()
+
+
+def test_predict_mask_polygons_slice(tmp_path):
+    """End to end: the polygons of the predicted mask, burnt back onto the grid, are the mask."""
+    image = write_image(tmp_path / "image.tif", noise((3, 120, 140), seed=11), crs="EPSG:32633",
+                        origin=(500000.0, 100.0), pixel=(0.5, 0.5))
+    result = predict_raster(image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif",
+                            mask_path=tmp_path / "mask.tif")
+    mask = read(result.mask_path)
+    features = list(polygons_from_mask(result.mask_path, probability_path=result.probability_path, window_rows_px=32))
+    assert features and [attributes["id"] for _, attributes in features] == list(range(1, len(features) + 1))
+    with rasterio.open(result.mask_path) as dataset:
+        burnt = rasterize([geometry for geometry, _ in features], out_shape=dataset.shape, transform=dataset.transform)
+        crs_wkt = dataset.crs.to_wkt()
+    assert np.array_equal(burnt, mask == 1)
+    probability = read(result.probability_path) / 254
+    assert all(attributes["mean_probability"] >= 0.5 - 1 / 254 for _, attributes in features)
+    assert sum(attributes["area"] for _, attributes in features) == pytest.approx((mask == 1).sum() * 0.25)
+    assert probability[mask == 1].min() >= 0.5 - 1 / 254
+    assert write_polygons(features, tmp_path / "buildings.gpkg", crs_wkt) == len(features)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "banepa_1" / "image.tif").exists(), reason="shared real scenes absent")
+def test_real_scene_with_internal_mask_resampled_to_the_model_pixel_size(tmp_path):
+    image = SHARED_DATA / "banepa_1" / "image.tif"  # EPSG:3857, ~0.15 m, internal nodata mask
+    model = make_model(tmp_path / "m.pt", pixel_size=[0.3, 0.3], crs_units="metre")
+    result = predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif")
+    assert result.resampled
+    with rasterio.open(image) as source, rasterio.open(result.mask_path) as output:
+        assert (output.crs, output.transform, output.shape) == (source.crs, source.transform, source.shape)
+        nodata = source.dataset_mask() == 0
+    mask = read(result.mask_path)
+    assert np.array_equal(mask == MASK_NODATA, nodata)
+    assert set(np.unique(mask[~nodata])) <= {0, 1}

@@ -1,0 +1,173 @@
+"""Mask -> polygons: buildings cut by processing windows merged back, cleaning options,
+regularisation, attributes, and the QGIS-free writer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import shapely.affinity
+from rasterio.features import rasterize
+from rasterio.transform import from_origin
+
+from model.errors import Cancelled, InputError
+from model.rasters import KIND_TAG, MASK_NODATA
+from model.vector_io import write_polygons
+from model.vectorize import polygons_from_mask, regularize_polygon
+
+PIXEL_M = 0.5
+TRANSFORM = from_origin(500000.0, 100.0, PIXEL_M, PIXEL_M)
+CRS = "EPSG:32633"
+
+
+def write_raster(path: Path, data: np.ndarray, *, nodata=MASK_NODATA, kind="mask") -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype=data.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata) as dataset:
+        dataset.write(data, 1)
+        dataset.update_tags(**{KIND_TAG: kind})
+    return path
+
+
+def shapes_mask() -> np.ndarray:
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:25, 5:15] = 1  # a block crossing row borders 8, 16, 24
+    mask[10:12, 30:45] = 1  # a thin one inside a band
+    mask[14:16, 20:28] = 1  # an arch: the top bar joins two legs that reach the bottom
+    mask[14:40, 20:22] = 1
+    mask[14:40, 26:28] = 1
+    mask[28:30, 32:48] = 1  # a U: two legs meet at the bottom bar only
+    mask[20:30, 32:34] = 1
+    mask[20:30, 46:48] = 1
+    mask[0:3, 47:50] = MASK_NODATA  # nodata is never a building
+    return mask
+
+
+def polygons(path: Path, **options) -> list[tuple[shapely.Geometry, dict]]:
+    return list(polygons_from_mask(path, **options))
+
+
+@pytest.mark.parametrize("window_rows_px", [1, 7, 16, 1000])
+def test_buildings_cut_by_windows_come_out_whole(tmp_path, window_rows_px):
+    mask = shapes_mask()
+    path = write_raster(tmp_path / "mask.tif", mask)
+    features = polygons(path, window_rows_px=window_rows_px)
+    assert len(features) == 4  # block, thin, arch, U: each exactly one polygon whatever the windows
+    assert all(isinstance(geometry, shapely.Polygon) and geometry.is_valid for geometry, _ in features)
+    assert sorted(round(a["area"] / PIXEL_M ** 2) for _, a in features) == [30, 64, 112, 200]
+    burnt = rasterize([geometry for geometry, _ in features], out_shape=mask.shape, transform=TRANSFORM)
+    assert np.array_equal(burnt, mask == 1)
+    assert [a["id"] for _, a in features] == [1, 2, 3, 4]
+
+
+def test_attributes_area_perimeter_and_mean_probability(tmp_path):
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 3:9] = 1  # 4 x 6 px
+    probability = np.full((20, 20), 255, np.uint8)  # nodata except on the building
+    probability[2:6, 3:9] = 127
+    probability[2, 3] = 254
+    mask_path = write_raster(tmp_path / "mask.tif", mask)
+    probability_path = write_raster(tmp_path / "p.tif", probability, nodata=255, kind="probability")
+    (geometry, attributes), = polygons(mask_path, probability_path=probability_path)
+    assert attributes["area"] == pytest.approx(24 * PIXEL_M ** 2)
+    assert attributes["perimeter"] == pytest.approx(20 * PIXEL_M)
+    assert attributes["mean_probability"] == pytest.approx((23 * 127 + 254) / 24 / 254)
+    assert geometry.bounds == pytest.approx((500001.5, 97.0, 500004.5, 99.0))  # map coordinates
+    (_, plain), = polygons(mask_path)
+    assert plain["mean_probability"] is None
+
+
+def test_minimum_area_hole_filling_and_simplification(tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[2:12, 2:12] = 1
+    mask[5:7, 5:7] = 0  # a 2 x 2 px hole = 1 m²
+    mask[20:22, 20:22] = 1  # 1 m² speck
+    mask[25:38, 5:35] = 1
+    mask[25:27, 5:25] = 0  # a notch two pixels deep: a simplification of 1.5 m straightens it
+    path = write_raster(tmp_path / "mask.tif", mask)
+    assert len(polygons(path)) == 3
+    kept = polygons(path, min_area=2.0)
+    assert len(kept) == 2 and min(a["area"] for _, a in kept) >= 2.0
+    with_hole = [g for g, _ in polygons(path) if len(g.interiors) == 1]
+    assert len(with_hole) == 1
+    filled = polygons(path, fill_holes_below=1.5)
+    assert all(len(geometry.interiors) == 0 for geometry, _ in filled)
+    assert any(len(geometry.interiors) == 1 for geometry, _ in polygons(path, fill_holes_below=0.5))
+    raw_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path))
+    simple_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path, simplify=1.5))
+    assert simple_vertices < raw_vertices
+
+
+def test_regularisation_makes_rectangles_and_right_angles(tmp_path):
+    rectangle = shapely.affinity.rotate(shapely.box(10, 10, 30, 22), 25, origin="center")
+    mask = rasterize([rectangle], out_shape=(40, 40), dtype="uint8")  # pixel coordinates: a jagged outline
+    path = write_raster(tmp_path / "mask.tif", mask)
+    (geometry, _), = polygons(path, regularize=True)
+    assert len(geometry.exterior.coords) == 5
+    assert geometry.area == pytest.approx(rectangle.area * PIXEL_M ** 2, rel=0.15)
+
+    # an L-shaped outline with every vertex jittered by up to 0.4 units, rotated off the axes
+    l_shape = shapely.Polygon([(0, 0), (30, 0), (30, 10), (12, 10), (12, 25), (0, 25)])
+    corners = np.array(shapely.segmentize(l_shape, 1.0).exterior.coords)[:-1]
+    corners += np.random.default_rng(0).uniform(-0.4, 0.4, corners.shape)
+    noisy = shapely.affinity.rotate(shapely.Polygon(corners), 30, origin=(0, 0))
+    regular = regularize_polygon(noisy, 1.0)
+    edges = np.diff(np.array(regular.exterior.coords), axis=0)
+    assert len(edges) == 6
+    for first, second in zip(edges, np.roll(edges, -1, axis=0)):
+        cosine = abs(first @ second) / (np.linalg.norm(first) * np.linalg.norm(second))
+        assert cosine < 1e-6  # a right angle at every corner
+    assert regular.is_valid and regular.area == pytest.approx(noisy.area, rel=0.1)
+
+
+def test_bad_inputs(tmp_path):
+    mask_path = write_raster(tmp_path / "mask.tif", shapes_mask())
+    probability = write_raster(tmp_path / "p.tif", np.zeros((40, 50), np.uint8), kind="probability")
+    with pytest.raises(InputError, match="probability raster"):
+        polygons_from_mask(probability)
+    other = tmp_path / "other.tif"
+    with rasterio.open(other, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint8", crs=CRS,
+                       transform=TRANSFORM) as dataset:
+        dataset.write(np.zeros((1, 10, 10), np.uint8))
+    with pytest.raises(InputError, match="grid"):
+        polygons_from_mask(mask_path, probability_path=other)
+    with pytest.raises(InputError, match="minimum area"):
+        polygons_from_mask(mask_path, min_area=-1)
+    with pytest.raises(InputError, match="does not exist"):
+        polygons_from_mask(tmp_path / "missing.tif")
+    with pytest.raises(Cancelled):
+        list(polygons_from_mask(mask_path, window_rows_px=4, cancelled=lambda: True))
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson"])
+def test_writer_round_trip(tmp_path, suffix):
+    from osgeo import ogr
+
+    features = polygons(write_raster(tmp_path / "mask.tif", shapes_mask()))
+    features[0][1]["mean_probability"] = 0.75
+    path = tmp_path / f"buildings{suffix}"
+    crs_wkt = rasterio.crs.CRS.from_string(CRS).to_wkt()
+    assert write_polygons(features, path, crs_wkt) == 4
+    source = ogr.Open(str(path))
+    layer = source.GetLayer(0)
+    assert layer.GetFeatureCount() == 4
+    assert layer.GetSpatialRef().GetAuthorityCode(None) == "32633"
+    first = layer.GetNextFeature()
+    assert first.GetField("id") == 1 and first.GetField("mean_prob") == 0.75
+    assert first.GetField("area") == pytest.approx(features[0][1]["area"])
+    assert shapely.from_wkb(bytes(first.GetGeometryRef().ExportToWkb())).equals(features[0][0])
+    source = None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["mask.tif", path.name])
+
+
+def test_writer_leaves_nothing_when_features_fail(tmp_path):
+    def failing():
+        yield shapely.box(0, 0, 1, 1), {"id": 1}
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_polygons(failing(), tmp_path / "buildings.gpkg", "")
+    with pytest.raises(InputError, match="GeoPackage"):
+        write_polygons([], tmp_path / "buildings.shp", "")
+    assert list(tmp_path.iterdir()) == []
