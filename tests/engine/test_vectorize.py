@@ -154,7 +154,7 @@ def test_writer_round_trip(tmp_path, suffix):
     assert layer.GetFeatureCount() == 4
     assert layer.GetSpatialRef().GetAuthorityCode(None) == "32633"
     first = layer.GetNextFeature()
-    assert first.GetField("id") == 1 and first.GetField("mean_prob") == 0.75
+    assert first.GetField("id") == 1 and first.GetField("mean_probability") == 0.75
     assert first.GetField("area") == pytest.approx(features[0][1]["area"])
     assert shapely.from_wkb(bytes(first.GetGeometryRef().ExportToWkb())).equals(features[0][0])
     source = None
