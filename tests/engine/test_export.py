@@ -1,0 +1,116 @@
+"""ONNX export for Deepness: the exported graph, fed the way Deepness feeds it, gives the torch
+network's probabilities, and carries the metadata Deepness reads, in the formats it parses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.__main__ import main
+from model.errors import InputError
+from model.export import export_onnx
+from model.modelfile import ModelInfo, load_model, save_model
+from model.network import UNet, UNetConfig
+from model.normalization import normalize
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TILE_PX = 64
+PER_IMAGE = {"mode": "per_image", "mean": [96.0, 104.0, 88.0], "std": [41.0, 37.0, 30.0]}
+FIXED = {"mode": "fixed", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+
+
+def write_model(path: Path, normalization: dict, *, pixel_size=(0.3, -0.3), crs_units: str = "metre",
+                threshold: float = 0.42) -> Path:
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_width=4, batch_norm=True))
+    with torch.no_grad():  # random heads give probabilities near 0.5; spread them so a mismatch shows
+        net.head.weight.mul_(200.0)
+    info = ModelInfo(normalization=normalization, tile_size_px=TILE_PX, threshold=threshold,
+                     pixel_size=list(pixel_size), crs_units=crs_units)
+    save_model(path, net, info)
+    return path
+
+
+def deepness_input(tiles_hwc: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Deepness' preprocessing (model_base.preprocessing): /255, standardise, NHWC -> NCHW."""
+    batch = np.float32(tiles_hwc * 1.0 / 255.0)
+    mean = np.array(json.loads(metadata["standardization_mean"]), np.float32)
+    std = np.array(json.loads(metadata["standardization_std"]), np.float32)
+    return np.transpose((batch - mean) / std, (0, 3, 1, 2)).astype(np.float32)
+
+
+def torch_probability(model_path: Path, tiles_hwc: np.ndarray) -> np.ndarray:
+    """Our own path: raw values normalised with the model file's mean/std, network, sigmoid."""
+    loaded = load_model(model_path)
+    raw = torch.from_numpy(np.ascontiguousarray(tiles_hwc.transpose(0, 3, 1, 2)))
+    settings = loaded.info.normalization
+    with torch.inference_mode():
+        return torch.sigmoid(loaded.net(normalize(raw, settings["mean"], settings["std"]))).numpy()
+
+
+@pytest.mark.parametrize("normalization", [PER_IMAGE, FIXED], ids=["per_image", "fixed"])
+def test_onnx_in_deepness_matches_torch(tmp_path: Path, normalization: dict) -> None:
+    model_path = write_model(tmp_path / "model.pt", normalization)
+    onnx_path = export_onnx(model_path, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    tiles = np.random.default_rng(1).integers(0, 256, (3, TILE_PX, TILE_PX, 3), dtype=np.uint8)
+
+    expected = torch_probability(model_path, tiles)
+    assert expected.std() > 0.01  # the comparison below can only fail if the output varies
+    for batch in (tiles[:1], tiles):  # dynamic batch size: one tile and three
+        (probability,) = session.run(None, {session.get_inputs()[0].name: deepness_input(batch, metadata)})
+        assert probability.shape == (len(batch), 1, TILE_PX, TILE_PX)
+        np.testing.assert_allclose(probability, expected[:len(batch)], atol=1e-4)
+
+
+def test_metadata_is_what_deepness_reads(tmp_path: Path) -> None:
+    onnx_path = export_onnx(write_model(tmp_path / "model.pt", PER_IMAGE), tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    # parsed the way Deepness' ModelBase getters parse them
+    assert str(json.loads(meta["model_type"])).capitalize() == "Segmentor"
+    assert float(json.loads(meta["resolution"])) == pytest.approx(30.0)  # 0.3 m -> cm per pixel
+    assert int(json.loads(meta["tile_size"])) == TILE_PX
+    assert int(json.loads(meta["tiles_overlap"])) == 25  # percent
+    assert float(json.loads(meta["seg_thresh"])) == pytest.approx(0.42)
+    names = json.loads(meta["class_names"])
+    assert [names[key] for key in sorted(names, key=int)] == ["background", "building"]
+    assert json.loads(meta["standardization_mean"]) == [0.0] * 3  # normalisation is in the graph
+    assert json.loads(meta["standardization_std"]) == [1.0] * 3
+    assert json.loads(meta["unet_buildings"])["normalization"] == PER_IMAGE
+    # Deepness' Segmentor checks: one input (batch, C, S, S), one square 4-D output with one
+    # (sigmoid) channel; a string batch dimension means dynamic batch size
+    (model_input,), (output,) = session.get_inputs(), session.get_outputs()
+    assert isinstance(model_input.shape[0], str) and model_input.shape[1:] == [3, TILE_PX, TILE_PX]
+    assert len(output.shape) == 4 and output.shape[1:] == [1, TILE_PX, TILE_PX]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.pt"]  # no .part left
+
+
+def test_resolution_left_out_when_units_are_not_linear(tmp_path: Path) -> None:
+    model_path = write_model(tmp_path / "model.pt", FIXED, pixel_size=(2.7e-6, -2.7e-6), crs_units="unknown")
+    session = ort.InferenceSession(str(export_onnx(model_path, tmp_path / "model.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    assert "resolution" not in session.get_modelmeta().custom_metadata_map  # Deepness asks the user
+
+
+def test_16_bit_model_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    model_path = write_model(tmp_path / "model.pt", {"mode": "fixed", "mean": [0.0] * 3, "std": [65535.0] * 3})
+    with pytest.raises(InputError, match="8-bit"):
+        export_onnx(model_path, tmp_path / "model.onnx")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_command_line_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model_path = write_model(tmp_path / "model.pt", FIXED)
+    onnx_path = tmp_path / "out" / "model.onnx"
+    assert main(["export-onnx", str(model_path), "--output", str(onnx_path), "--overlap-percent", "10"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"onnx": str(onnx_path)}
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["tiles_overlap"] == "10"
+    assert main(["export-onnx", str(tmp_path / "missing.pt"), "--output", str(onnx_path)]) == 2
