@@ -14,6 +14,8 @@ Run from the repository root: ``.venv/bin/python bench/bench_inference.py [--qui
    width of the network beyond its weights), plus 20000 x 20000 px with ``--full``. GDAL's block
    cache is pinned to GDAL_CACHE_MB in those processes (its default, 5% of RAM, is also a
    constant but would fill with the larger inputs and hide what the engine itself holds).
+   Rasters wider than one column panel (4096 px) run the tiles straddling panel borders twice:
+   the tile count is printed against that of one panel, the compute this flat memory costs.
 """
 from __future__ import annotations
 
@@ -177,13 +179,15 @@ def memory(folder: Path, sizes: list[int]) -> None:
     environment = dict(os.environ, GDAL_CACHEMAX=str(GDAL_CACHE_MB))
     peaks = []
     for size_px in sizes:
+        one_panel = plan_tiles(size_px, size_px, 256, 64, 16).tile_count
         image = make_image(folder / f"mem_{size_px}.tif", size_px)
         code = MEMORY_CHILD.format(root=str(ROOT), image=str(image), model=str(model_path), out=str(folder / f"out_{size_px}"))
         output = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
         peak_mb, seconds, tiles = output.stdout.split()
         peaks.append(float(peak_mb))
         print(f"{size_px}x{size_px} px ({size_px * size_px / 1e6:.0f} MP): peak RSS {float(peak_mb):.0f} MB, "
-              f"{float(seconds):.1f} s, {tiles} tiles, {size_px * size_px / 1e6 / float(seconds):.2f} MP/s (base width 4)")
+              f"{float(seconds):.1f} s, {tiles} tiles ({int(tiles) / one_panel:.3f}x one panel's), "
+              f"{size_px * size_px / 1e6 / float(seconds):.2f} MP/s (base width 4)")
         for path in folder.glob(f"*{size_px}*"):
             path.unlink()
     print(f"peak RSS largest - smallest = {peaks[-1] - peaks[0]:.0f} MB (GDAL block cache capped at {GDAL_CACHE_MB} MB) "

@@ -1,10 +1,20 @@
 """Prediction: a trained U-Net over a raster of any size, streamed tile by tile.
 
-The input is never read whole. A background thread reads overlapping tiles (a few batches ahead),
-the calling thread runs the network on batches, blends each tile into a band of rows one tile
-high with the flat-top weights of ``tiling.py``, and hands every band of rows that no later tile
-touches to a background writer. Memory is a few batches of tiles plus that band (4 bytes x tile
-height x raster width), whatever the raster's height.
+The input is never read whole. The raster is cut into column panels (``tiling.plan_panels``,
+``panel_width_px`` wide, 4096 px for 256 px tiles), predicted one after the other, each top to
+bottom. A background thread reads overlapping tiles (a few batches ahead), the calling thread runs
+the network on batches, blends each tile into a band of rows one tile high and one panel wide with
+the flat-top weights of ``tiling.py``, and hands every block of rows that no later tile touches to
+a background writer, which writes it as a window of the output GeoTIFFs. Memory is a few batches of
+tiles plus that band (about 5 bytes x tile height x panel width) and the writer's pending block
+rows, whatever the raster's width and height.
+
+Panels do not change the result: all panels share one tile layout, a panel runs every tile that
+touches the columns it writes (the tiles straddling a panel border run twice, a few percent of the
+work on rasters wider than one panel), so each pixel is blended from the same tiles with the same
+weights as without panels. The default panel width is a multiple of the output's 256 px GeoTIFF
+blocks, so every compressed block is still written once (other widths are correct too; GDAL then
+rewrites the blocks cut by a panel border).
 
 The network runs at the model's training pixel size: another resolution is resampled window by
 window (a GDAL warped VRT), predicted on that processing grid into a temporary raster, and that
@@ -42,7 +52,7 @@ from .normalization import normalization_for, normalize
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA,
                       PROBABILITY_U8_SCALE, Grid, check_bands, open_raster, valid_mask)
-from .tiling import TileLayout, blend_weights, plan_tiles, ramp_1d
+from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d
 
 PROBABILITY_DTYPES = ("uint8", "float32")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -50,6 +60,10 @@ OUTPUT_BLOCK_PX = 256
 # Pixel sizes within this relative difference of the model's are processed as they are:
 # resampling by a few percent costs a blur and buys nothing.
 PIXEL_SIZE_TOLERANCE = 0.05
+# Memory follows the panel width; a panel of at least 16 tiles keeps the tiles run twice at panel
+# borders to a few percent.
+PANEL_WIDTH_PX = 4096
+PANEL_WIDTH_TILES = 16
 # Beyond this factor between the input's and the processing pixel size the result is
 # meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
 MAX_RESAMPLE_FACTOR = 16.0
@@ -74,7 +88,7 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
                    threshold: Optional[float] = None, probability_dtype: str = "uint8", batch_size: int = 8,
                    device: str = "auto", tile_size_px: Optional[int] = None, overlap_px: Optional[int] = None,
                    tta: bool = False, processing_pixel_size: Union[float, Sequence[float], str, None] = None,
-                   precision: str = "auto", overviews: bool = False,
+                   precision: str = "auto", overviews: bool = False, panel_width_px: Optional[int] = None,
                    progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> PredictionResult:
     """Predict building probability for ``image_path`` and write a probability and/or mask GeoTIFF.
 
@@ -84,6 +98,8 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     included); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
     input's own pixels. ``precision`` "auto" is bfloat16 (or float16) autocast on a GPU and
     float32 on the CPU. ``tta`` averages the 8 flips / 90° rotations of every tile (8x slower).
+    ``panel_width_px`` None is ``PANEL_WIDTH_TILES`` tiles but at least ``PANEL_WIDTH_PX``; it
+    bounds memory and does not change the result.
     """
     started = time.perf_counter()
     reporter = Reporter.of(progress, cancelled)
@@ -102,6 +118,8 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"The threshold must be between 0 and 1, got {threshold}.")
     tile_size_px = int(tile_size_px or info.tile_size_px)
+    if panel_width_px is None:
+        panel_width_px = max(PANEL_WIDTH_PX, PANEL_WIDTH_TILES * tile_size_px)
     overlap_px = int(tile_size_px // 4 if overlap_px is None else overlap_px)
     image_path = Path(image_path)
     probability_path = Path(probability_path) if probability_path is not None else None
@@ -119,10 +137,10 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
         try:
             if processing is None:
                 tiles = _predict_grid(dataset, bands, grid, final, runner, tile_size_px, overlap_px,
-                                      batch_size, reporter)
+                                      batch_size, panel_width_px, reporter)
             else:
                 tiles = _predict_resampled(dataset, bands, grid, processing, final, runner, tile_size_px,
-                                           overlap_px, batch_size, reporter)
+                                           overlap_px, batch_size, panel_width_px, reporter)
             reporter.check()
             final.commit()
         except BaseException:
@@ -314,10 +332,11 @@ class Prefetcher:
 
 
 class BackgroundWriter:
-    """Hands row bands to ``write(row_off, rows)`` in a background thread (compression and disk
-    writes overlap compute). The first error is re-raised on the next ``put`` or on ``finish``."""
+    """Hands blocks of rows to ``write(col_off, row_off, rows)`` in a background thread
+    (compression and disk writes overlap compute). The first error is re-raised on the next
+    ``put`` or on ``finish``."""
 
-    def __init__(self, write: Callable[[int, np.ndarray], None], depth: int = 1) -> None:
+    def __init__(self, write: Callable[[int, int, np.ndarray], None], depth: int = 1) -> None:
         self._write = write
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: Optional[BaseException] = None
@@ -335,10 +354,10 @@ class BackgroundWriter:
                 except BaseException as error:
                     self._error = error
 
-    def put(self, row_off: int, rows: np.ndarray) -> None:
+    def put(self, col_off: int, row_off: int, rows: np.ndarray) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put((row_off, rows))
+        self._queue.put((col_off, row_off, rows))
 
     def finish(self) -> None:
         self._queue.put(None)
@@ -380,9 +399,10 @@ class _OutputFile:
 
 class OutputRasters:
     """The probability and/or mask GeoTIFFs of one prediction, fed with float32 probability rows
-    (NaN = nodata), top to bottom. Rows are encoded at once (1 byte a pixel for uint8 outputs) and
-    written in whole GeoTIFF block rows, so each compressed block is written once whatever the
-    size of GDAL's block cache. Files live under temporary names until ``commit``."""
+    (NaN = nodata) one column panel at a time, each top to bottom. Rows are encoded at once (1 byte
+    a pixel for uint8 outputs) and written in whole GeoTIFF block rows of the panel, so each
+    compressed block is written once whatever the size of GDAL's block cache when panel borders
+    are multiples of the block size. Files live under temporary names until ``commit``."""
 
     def __init__(self, grid: Grid, probability_path: Optional[Path], probability_dtype: str,
                  mask_path: Optional[Path], threshold: float, overviews: bool = False) -> None:
@@ -391,6 +411,7 @@ class OutputRasters:
         self.probability_dtype = probability_dtype
         self.threshold = threshold
         self.overviews = overviews
+        self._pending_col_off = 0
         self._pending_row_off = 0
         self._pending_rows = 0
         self._files: list[_OutputFile] = []
@@ -428,18 +449,21 @@ class OutputRasters:
         return encoded
 
     def _flush(self, rows: int) -> None:
-        window = Window(0, self._pending_row_off, self.grid.width, rows)
         for output in self._files:
             block = np.concatenate(output.pending) if len(output.pending) > 1 else output.pending[0]
+            window = Window(self._pending_col_off, self._pending_row_off, block.shape[1], rows)
             output.dataset.write(block[:rows], 1, window=window)
             output.pending = [block[rows:]] if rows < len(block) else []
         self._pending_row_off += rows
         self._pending_rows -= rows
 
-    def write(self, row_off: int, probability: np.ndarray) -> None:
-        """Rows must arrive in order, top to bottom, without gaps."""
+    def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None:
+        """Within a panel (same ``col_off`` and width) rows must arrive top to bottom without gaps;
+        a new ``col_off`` starts the next panel."""
+        if self._pending_rows and col_off != self._pending_col_off:
+            self._flush(self._pending_rows)  # the previous panel's last rows
         if not self._pending_rows:
-            self._pending_row_off = row_off
+            self._pending_col_off, self._pending_row_off = col_off, row_off
         nodata = np.isnan(probability)
         for output in self._files:
             output.pending.append(self._encode(output.kind, probability, nodata))
@@ -479,50 +503,57 @@ class OutputRasters:
 class _TileBatch:
     raw: np.ndarray  # (N, C, H, W) band values
     valid: np.ndarray  # (N, H, W) bool
+    panel: int  # index of the panel all its tiles belong to
     rows: list[int]  # tile row index of every tile
     columns: list[int]  # tile column index of every tile
-    first_index: int  # flat index (row-major) of the first tile, for progress
+    first_index: int  # position of the first tile in the reading order, for progress
 
 
 def _read_tiles(source: rasterio.io.DatasetReader, bands: list[int], layout: TileLayout,
-                batch_size: int) -> Iterator[_TileBatch]:
-    """Batches of tiles in row-major order; tiles wholly in nodata are left out.
+                panels: Sequence[Panel], batch_size: int) -> Iterator[_TileBatch]:
+    """Batches of tiles, panel by panel, each in row-major order; tiles wholly in nodata are left
+    out and a batch never spans two panels.
 
-    Each tile row is one read of a strip of rows (one GDAL call, each file block decoded once
-    per strip, whatever the size of GDAL's block cache), cut into tiles in memory."""
+    Each tile row of a panel is one read of a strip of rows (one GDAL call, each file block decoded
+    once per strip, whatever the size of GDAL's block cache), cut into tiles in memory."""
     tile_h, tile_w = layout.tile_height_px, layout.tile_width_px
-    batch = _TileBatchBuilder(batch_size)
     # Without nodata values, masks or alpha every pixel is valid: skip reading the masks.
     all_valid = all(MaskFlags.all_valid in source.mask_flag_enums[band - 1] for band in bands)
-    for row_index, top in enumerate(layout.rows):
-        strip_window = Window(0, top, layout.width, min(tile_h, layout.height - top))
-        strip = source.read(bands, window=strip_window)
-        if strip.dtype not in (np.uint8, np.int16, np.float32):
-            strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
-        strip_valid = (np.ones(strip.shape[1:], bool) if all_valid
-                       else valid_mask(source, bands, strip_window))
-        for column_index, left in enumerate(layout.columns):
-            valid = strip_valid[:, left:left + tile_w]
-            if not valid.any():
-                continue
-            raw = strip[:, :, left:left + tile_w]
-            if valid.shape != (tile_h, tile_w):
-                # Only rasters smaller than a tile leave tiles short of pixels: pad as nodata.
-                padded_raw = np.zeros((len(bands), tile_h, tile_w), strip.dtype)
-                padded_valid = np.zeros((tile_h, tile_w), bool)
-                padded_raw[:, :raw.shape[1], :raw.shape[2]] = raw
-                padded_valid[:valid.shape[0], :valid.shape[1]] = valid
-                raw, valid = padded_raw, padded_valid
-            full = batch.add(raw, valid, row_index, column_index, row_index * len(layout.columns) + column_index)
-            if full is not None:
-                yield full
-    if batch.raw:
-        yield batch.take()
+    flat_index = 0
+    for panel_index, panel in enumerate(panels):
+        batch = _TileBatchBuilder(batch_size, panel_index)
+        for row_index, top in enumerate(layout.rows):
+            strip_window = Window(panel.extent_left, top, panel.extent_width, min(tile_h, layout.height - top))
+            strip = source.read(bands, window=strip_window)
+            if strip.dtype not in (np.uint8, np.int16, np.float32):
+                strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
+            strip_valid = (np.ones(strip.shape[1:], bool) if all_valid
+                           else valid_mask(source, bands, strip_window))
+            for column_index in range(panel.first_column, panel.end_column):
+                flat_index += 1
+                left = layout.columns[column_index] - panel.extent_left
+                valid = strip_valid[:, left:left + tile_w]
+                if not valid.any():
+                    continue
+                raw = strip[:, :, left:left + tile_w]
+                if valid.shape != (tile_h, tile_w):
+                    # Only rasters smaller than a tile leave tiles short of pixels: pad as nodata.
+                    padded_raw = np.zeros((len(bands), tile_h, tile_w), strip.dtype)
+                    padded_valid = np.zeros((tile_h, tile_w), bool)
+                    padded_raw[:, :raw.shape[1], :raw.shape[2]] = raw
+                    padded_valid[:valid.shape[0], :valid.shape[1]] = valid
+                    raw, valid = padded_raw, padded_valid
+                full = batch.add(raw, valid, row_index, column_index, flat_index - 1)
+                if full is not None:
+                    yield full
+        if batch.raw:
+            yield batch.take()
 
 
 class _TileBatchBuilder:
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, panel: int) -> None:
         self.batch_size = batch_size
+        self.panel = panel
         self.raw: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
         self.rows: list[int] = []
@@ -540,24 +571,31 @@ class _TileBatchBuilder:
 
     def take(self) -> _TileBatch:
         # np.stack copies the tiles out of the strip, so the strip can go as soon as it is cut.
-        batch = _TileBatch(np.stack(self.raw), np.stack(self.valid), self.rows, self.columns, self.first)
+        batch = _TileBatch(np.stack(self.raw), np.stack(self.valid), self.panel, self.rows, self.columns, self.first)
         self.raw, self.valid, self.rows, self.columns = [], [], [], []
         return batch
 
 
 class _RowBand:
-    """Blended sums for the rows of the current tile row. Normalising by the total weight is
-    separable (weights are outer products on a Cartesian tile grid), so only the weighted sum is
-    stored; tiles skipped for being all nodata only cover nodata pixels, which are not scored."""
+    """Blended sums for the rows of the current tile row over one panel's tiles. Normalising by
+    the total weight is separable (weights are outer products on a Cartesian tile grid), so only
+    the weighted sum is stored; tiles skipped for being all nodata only cover nodata pixels, which
+    are not scored. Only the panel's own columns are emitted: the band's outer columns lack the
+    tiles of the neighbouring panel."""
 
-    def __init__(self, layout: TileLayout, emit: Callable[[int, np.ndarray], None]) -> None:
+    def __init__(self, layout: TileLayout, panel: Panel, emit: Callable[[int, int, np.ndarray], None]) -> None:
         self.layout = layout
+        self.panel = panel
         self.emit = emit
         self.weights = blend_weights(layout.tile_height_px, layout.tile_width_px, layout.overlap_px)
-        self.total_x = self._coverage(layout.width, layout.columns, layout.tile_width_px)
+        self.owned = slice(panel.left - panel.extent_left, panel.right - panel.extent_left)
+        # The panel's tiles are all the tiles touching its owned columns, so their coverage there
+        # is the whole layout's.
+        columns = [layout.columns[index] - panel.extent_left for index in range(panel.first_column, panel.end_column)]
+        self.total_x = self._coverage(panel.extent_width, columns, layout.tile_width_px)[self.owned]
         self.total_y = self._coverage(layout.height, layout.rows, layout.tile_height_px)
-        self.sums = np.zeros((layout.tile_height_px, layout.width), np.float32)
-        self.valid = np.zeros((layout.tile_height_px, layout.width), bool)
+        self.sums = np.zeros((layout.tile_height_px, panel.extent_width), np.float32)
+        self.valid = np.zeros((layout.tile_height_px, panel.extent_width), bool)
         self.row_index = 0
 
     def _coverage(self, length: int, starts: Sequence[int], tile_px: int) -> np.ndarray:
@@ -570,8 +608,8 @@ class _RowBand:
     def add(self, row_index: int, column_index: int, probability: np.ndarray, valid: np.ndarray) -> None:
         while self.row_index < row_index:
             self._finish_row()
-        left = self.layout.columns[column_index]
-        width = min(self.layout.tile_width_px, self.layout.width - left)
+        left = self.layout.columns[column_index] - self.panel.extent_left
+        width = min(self.layout.tile_width_px, self.panel.extent_width - left)
         height = min(self.layout.tile_height_px, self.layout.height - self.layout.rows[row_index])
         self.sums[:height, left:left + width] += (probability * self.weights)[:height, :width]
         self.valid[:height, left:left + width] |= valid[:height, :width]
@@ -580,10 +618,10 @@ class _RowBand:
         top = self.layout.rows[self.row_index]
         end = self.layout.final_row_end(self.row_index)
         done = end - top
-        probability = self.sums[:done] / self.total_x
+        probability = self.sums[:done, self.owned] / self.total_x
         probability /= self.total_y[top:end, None]
-        probability[~self.valid[:done]] = np.nan
-        self.emit(top, probability)
+        probability[~self.valid[:done, self.owned]] = np.nan
+        self.emit(self.panel.left, top, probability)
         # Shift the band up to the next tile row's top (numpy copies overlapping slices safely).
         kept = len(self.sums) - done
         self.sums[:kept] = self.sums[done:]
@@ -598,25 +636,35 @@ class _RowBand:
 
 
 def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Grid, sink: OutputRasters,
-                  runner: TileRunner, tile_size_px: int, overlap_px: int, batch_size: int,
+                  runner: TileRunner, tile_size_px: int, overlap_px: int, batch_size: int, panel_width_px: int,
                   reporter: Reporter) -> int:
-    """Predict every tile of ``source`` (whose pixels are ``grid``) into ``sink``; returns the
-    number of tiles run."""
+    """Predict every tile of ``source`` (whose pixels are ``grid``) into ``sink``, panel by panel;
+    returns the number of tiles run."""
     layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, runner.net.config.size_multiple_px)
+    panels = plan_panels(layout, panel_width_px)
+    tile_total = len(layout.rows) * sum(panel.end_column - panel.first_column for panel in panels)
     writer = BackgroundWriter(sink.write)
-    band = _RowBand(layout, writer.put)
-    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, batch_size))
+    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, batch_size))
+    # Every panel gets a band, including panels without a tile to run (all nodata), so that
+    # every output pixel is written.
+    bands_of_panels = (_RowBand(layout, panel, writer.put) for panel in panels)
+    band, panel_index = next(bands_of_panels), 0
     tiles = 0
     try:
         for batch in reader:
             reporter.check()
             probabilities = runner(batch.raw, batch.valid)
+            while panel_index < batch.panel:
+                band.finish()
+                band, panel_index = next(bands_of_panels), panel_index + 1
             for index, (row, column) in enumerate(zip(batch.rows, batch.columns)):
                 band.add(row, column, probabilities[index], batch.valid[index])
             tiles += len(batch.rows)
-            reporter.report((batch.first_index + len(batch.rows)) / layout.tile_count,
-                            f"Predicted {tiles} tiles of {layout.tile_count}")
+            reporter.report((batch.first_index + len(batch.rows)) / tile_total,
+                            f"Predicted {tiles} tiles of {tile_total}")
         band.finish()
+        for band in bands_of_panels:
+            band.finish()
     finally:
         reader.close()
         writer.finish()
@@ -625,8 +673,9 @@ def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Gri
 
 def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], grid: Grid, processing: Grid,
                        final: OutputRasters, runner: TileRunner, tile_size_px: int, overlap_px: int,
-                       batch_size: int, reporter: Reporter) -> int:
-    """Predict on the processing grid into a temporary float32 raster, then warp it onto the input grid."""
+                       batch_size: int, panel_width_px: int, reporter: Reporter) -> int:
+    """Predict on the processing grid into a temporary float32 raster, then warp it onto the input
+    grid, panel by panel so that memory does not follow the width here either."""
     downsampling = processing.pixel_size[0] > grid.pixel_size[0]
     staged_path = _temporary_beside(final.probability_path or final.mask_path)
     try:
@@ -636,7 +685,7 @@ def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], gri
                            height=processing.height, add_alpha=True,
                            resampling=Resampling.average if downsampling else Resampling.bilinear) as warped:
                 tiles = _predict_grid(warped, bands, processing, staged, runner, tile_size_px, overlap_px,
-                                      batch_size, reporter.sub(0.0, 0.9))
+                                      batch_size, panel_width_px, reporter.sub(0.0, 0.9))
             staged.commit()
         except BaseException:
             staged.abort()
@@ -645,13 +694,15 @@ def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], gri
                 WarpedVRT(staged_dataset, crs=dataset.crs, transform=grid.transform, width=grid.width,
                           height=grid.height, resampling=Resampling.bilinear) as back:
             step = reporter.sub(0.9, 1.0)
-            for top in range(0, grid.height, OUTPUT_BLOCK_PX):
+            windows = [Window(left, top, min(panel_width_px, grid.width - left), min(OUTPUT_BLOCK_PX, grid.height - top))
+                       for left in range(0, grid.width, panel_width_px)
+                       for top in range(0, grid.height, OUTPUT_BLOCK_PX)]
+            for done, window in enumerate(windows, 1):
                 step.check()
-                window = Window(0, top, grid.width, min(OUTPUT_BLOCK_PX, grid.height - top))
                 probability = back.read(1, window=window, masked=True)
                 keep = ~np.ma.getmaskarray(probability) & valid_mask(dataset, bands, window)
-                final.write(top, np.where(keep, probability.data, np.nan).astype(np.float32))
-                step.report((top + window.height) / grid.height, "Resampling back to the image grid")
+                final.write(window.col_off, window.row_off, np.where(keep, probability.data, np.nan).astype(np.float32))
+                step.report(done / len(windows), "Resampling back to the image grid")
     finally:
         staged_path.unlink(missing_ok=True)
     return tiles

@@ -11,6 +11,11 @@ to exactly 1 (``sin^2 + cos^2``), so the blend is a partition of unity and a pre
 agrees across tiles comes out unchanged, while disagreements near tile borders (where the network
 sees zero padding instead of context) fade smoothly instead of showing a seam. Weights never
 reach 0, so pixels on the raster edge, covered by one ramp only, still normalise exactly.
+
+Wide rasters are cut into column panels (``plan_panels``) so that memory follows the panel's
+width, not the raster's. A panel owns the output columns ``[left, right)`` and runs every tile of
+the one global layout that touches them; tiles straddling a panel border are run by both panels,
+so each owned pixel gets exactly the tiles, weights and normalisation it would get in one panel.
 """
 from __future__ import annotations
 
@@ -41,6 +46,39 @@ class TileLayout:
     def final_row_end(self, row_index: int) -> int:
         """Rows above this are covered by no tile row after ``row_index``: complete once it is done."""
         return self.rows[row_index + 1] if row_index + 1 < len(self.rows) else self.height
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Output columns ``[left, right)`` and the tile columns ``[first_column, end_column)`` of the
+    layout that touch them; those tiles span the pixel columns ``[extent_left, extent_right)``."""
+
+    left: int
+    right: int
+    first_column: int
+    end_column: int
+    extent_left: int
+    extent_right: int
+
+    @property
+    def extent_width(self) -> int:
+        return self.extent_right - self.extent_left
+
+
+def plan_panels(layout: TileLayout, panel_width_px: int) -> tuple[Panel, ...]:
+    """Column panels ``panel_width_px`` wide (the last one narrower) covering the layout's raster."""
+    if panel_width_px < 1:
+        raise InputError(f"The panel width must be at least 1 px, got {panel_width_px}.")
+    panels = []
+    for left in range(0, layout.width, panel_width_px):
+        right = min(left + panel_width_px, layout.width)
+        # Tile starts are sorted, so the tiles touching [left, right) are one contiguous run.
+        touching = [index for index, start in enumerate(layout.columns)
+                    if start < right and start + layout.tile_width_px > left]
+        first, last = touching[0], touching[-1]
+        panels.append(Panel(left, right, first, last + 1, layout.columns[first],
+                            min(layout.columns[last] + layout.tile_width_px, layout.width)))
+    return tuple(panels)
 
 
 def round_up(value: int, multiple: int) -> int:

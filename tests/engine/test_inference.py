@@ -201,6 +201,37 @@ def test_no_grid_lines_at_the_tile_stride(tmp_path):
     assert step_ratio(0) > 10.0  # control: butted tiles do show lines
 
 
+@pytest.mark.parametrize("panel_width_px", [96, 40])
+def test_column_panels_leave_no_seam(tmp_path, panel_width_px):
+    """Column panels (96 px: borders in tile overlaps and centres; 40 px: narrower than a tile)
+    give the one-panel result, nodata included: same tiles, weights and normalisation."""
+    model = make_model(tmp_path / "m.pt", normalization=FIXED)
+    data = noise((3, 150, 290), seed=4)
+    data[:, 100:, 40:250] = 0  # below row 100 the tiles of whole panels are all nodata and skipped
+    image = write_image(tmp_path / "image.tif", data, nodata=0)
+    outputs = {}
+    for name, width in (("one", None), ("many", panel_width_px)):
+        outputs[name] = predict_raster(image, model, probability_path=tmp_path / f"p_{name}.tif",
+                                       mask_path=tmp_path / f"m_{name}.tif", probability_dtype="float32",
+                                       panel_width_px=width)
+    assert outputs["many"].tile_count > outputs["one"].tile_count  # tiles straddling a border run twice
+    one, many = read(tmp_path / "p_one.tif"), read(tmp_path / "p_many.tif")
+    assert np.array_equal(many == PROBABILITY_F32_NODATA, (data == 0).any(axis=0))
+    np.testing.assert_allclose(many, one, atol=1e-5)
+    assert np.array_equal(read(tmp_path / "m_many.tif"), read(tmp_path / "m_one.tif"))
+
+
+def test_column_panels_on_the_resampled_path(tmp_path):
+    model = make_model(tmp_path / "m.pt", pixel_size=[1.0, 1.0], normalization=FIXED)
+    image = write_image(tmp_path / "image.tif", noise((3, 120, 300)), pixel=(0.5, 0.5), crs="EPSG:32633",
+                        origin=(500000.0, 100.0))
+    for name, width in (("one", None), ("many", 48)):
+        result = predict_raster(image, model, probability_path=tmp_path / f"p_{name}.tif",
+                                probability_dtype="float32", panel_width_px=width)
+        assert result.resampled
+    np.testing.assert_allclose(read(tmp_path / "p_many.tif"), read(tmp_path / "p_one.tif"), atol=1e-5)
+
+
 def test_test_time_augmentation_is_flip_invariant(tmp_path):
     model = make_model(tmp_path / "m.pt")
     data = noise((3, 64, 64), seed=7)
