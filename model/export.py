@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .inference import _metres_per_unit
+from .rasters import metres_per_unit
 from .modelfile import ModelInfo, load_model
 from .network import UNet
 
@@ -97,7 +97,7 @@ def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
 def resolution_cm_per_px(info: ModelInfo) -> Optional[float]:
     """The training pixel size in cm (mean of x and y); None when its units are not linear
     (e.g. degrees), and Deepness then asks the user."""
-    metres = _metres_per_unit(info.crs_units or "")
+    metres = metres_per_unit(info.crs_units or "")
     if not info.pixel_size or metres is None:
         return None
     size_x, size_y = (abs(float(value)) for value in info.pixel_size)

@@ -51,7 +51,7 @@ from .modelfile import LoadedModel, ModelInfo, load_model
 from .normalization import normalization_for, normalize
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA,
-                      PROBABILITY_U8_SCALE, Grid, check_bands, open_raster, valid_mask)
+                      PROBABILITY_U8_SCALE, Grid, check_bands, metres_per_unit, open_raster, valid_mask)
 from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d
 
 PROBABILITY_DTYPES = ("uint8", "float32")
@@ -156,18 +156,6 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
 # ---------------------------------------------------------------------------------------------
 # Processing resolution
 
-def _metres_per_unit(units: str) -> Optional[float]:
-    """Metres per unit for the names GDAL / PROJ give linear units; None for unknown names."""
-    name = units.strip().lower()
-    if name in ("m", "metre", "meter", "metres", "meters"):
-        return 1.0
-    if name in ("ft", "foot", "feet", "international foot"):
-        return 0.3048
-    if "us survey foot" in name:
-        return 1200.0 / 3937.0
-    return None
-
-
 def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> Optional[tuple[float, float]]:
     """The model's training pixel size expressed in the input CRS's units, or None when unknown.
 
@@ -176,7 +164,7 @@ def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: Mo
     if not info.pixel_size:
         return None
     size_x, size_y = (float(value) for value in info.pixel_size)
-    model_metres = _metres_per_unit(info.crs_units or "")
+    model_metres = metres_per_unit(info.crs_units or "")
     crs = dataset.crs
     if model_metres is None or crs is None:
         return size_x, size_y  # units unknown on one side: assume the same units

@@ -232,3 +232,15 @@ def _read_polygons(path: Path, grid: Grid, role: str = "label layer") -> list:
         bounds = shapely.GeometryCollection([shapely.geometry.shape(g) for g in geometries]).bounds
         _overlap_check(grid, bounds, None, path, role)
     return geometries
+
+
+def metres_per_unit(units: str) -> Optional[float]:
+    """Metres per unit for the names GDAL / PROJ give linear units; None for unknown names."""
+    name = units.strip().lower()
+    if name in ("m", "metre", "meter", "metres", "meters"):
+        return 1.0
+    if name in ("ft", "foot", "feet", "international foot"):
+        return 0.3048
+    if "us survey foot" in name:
+        return 1200.0 / 3937.0
+    return None
