@@ -71,9 +71,9 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
         raise
 
 
-def model_payload(net: UNet, info: ModelInfo, extra: Optional[dict] = None) -> dict:
+def model_payload(state_dict: dict, info: ModelInfo, extra: Optional[dict] = None) -> dict:
     """The dict stored on disk; ``extra`` carries training state (optimizer) in checkpoints."""
-    state = {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}
+    state = {name: tensor.detach().cpu() for name, tensor in state_dict.items()}
     payload = {"format": FORMAT, "info": asdict(info), "state_dict": state}
     if extra:
         payload.update(extra)
@@ -82,7 +82,7 @@ def model_payload(net: UNet, info: ModelInfo, extra: Optional[dict] = None) -> d
 
 def save_model(path: Path, net: UNet, info: ModelInfo, extra: Optional[dict] = None) -> None:
     info.network = net.config.to_dict()
-    atomic_torch_save(model_payload(net, info, extra), path)
+    atomic_torch_save(model_payload(net.state_dict(), info, extra), path)
 
 
 def read_payload(path: Path) -> dict:

@@ -133,14 +133,11 @@ class CropSampler:
         return crops
 
 
-def grid_crops(scene_index: int, scene: Scene, crop_px: int, area: np.ndarray) -> list[Crop]:
-    """Non-overlapping crops on a fixed grid that contain any of ``area`` (validation tiles)."""
-    crops = []
-    for row in range(0, scene.height - crop_px + 1, crop_px):
-        for col in range(0, scene.width - crop_px + 1, crop_px):
-            if area[row:row + crop_px, col:col + crop_px].any():
-                crops.append(Crop(scene_index, row, col))
-    return crops
+def validation_crops(scene_index: int, scene: Scene, blocks: np.ndarray, crop_px: int) -> list[Crop]:
+    """One crop per validation block (blocks are crop-sized), shifted inside the scene at its edges."""
+    return [Crop(scene_index, min(row, scene.height - crop_px), min(col, scene.width - crop_px))
+            for row in range(0, scene.height, crop_px) for col in range(0, scene.width, crop_px)
+            if blocks[row, col]]
 
 
 def gather(scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int,

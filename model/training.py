@@ -23,12 +23,13 @@ from .augment import AugmentConfig, augment
 from .device import describe_device, resolve_device
 from .errors import Cancelled, InputError
 from .metrics import ConfusionMatrix
-from .modelfile import ModelInfo, atomic_torch_save, model_payload, read_payload, save_model
+from .modelfile import ModelInfo, atomic_torch_save, model_payload, read_payload
 from .network import UNet, UNetConfig
 from .normalization import normalize
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import LABEL_IGNORE
-from .sampling import Crop, CropSampler, Scene, default_bands, gather, load_scene, validation_blocks
+from .sampling import (Crop, CropSampler, Scene, default_bands, gather, load_scene, validation_blocks,
+                       validation_crops)
 
 PRESETS = ("default", "paper")
 THRESHOLD_BINS = 100  # validation probabilities are histogrammed in 1 % steps to tune the threshold
@@ -213,11 +214,7 @@ class Trainer:
         for index, scene in enumerate(scenes):
             blocks = validation_blocks(scene, crop_px, offset=index)
             hidden.append(blocks)
-            # one crop per validation block, shifted inside the scene at its edges
-            for row in range(0, scene.height, crop_px):
-                for col in range(0, scene.width, crop_px):
-                    if blocks[row, col]:
-                        crops.append(Crop(index, min(row, scene.height - crop_px), min(col, scene.width - crop_px)))
+            crops.extend(validation_crops(index, scene, blocks, crop_px))
         if not crops:
             raise InputError("The images are too small to hold out a validation area: give larger images "
                              "or more of them.")
@@ -318,7 +315,7 @@ class Trainer:
                 best_score, best_state = score, copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
                 info.best_epoch, info.threshold = epoch, record["val_threshold"]
             info.epoch, info.history = epoch, history
-            self.save_epoch(net, optimizer, info, best_state, best_score, epoch)
+            self.save_epoch(net, optimizer, info, best_state, best_score, record)
             if self.on_epoch:
                 self.on_epoch(dict(record))
             if stopped_early:
@@ -396,16 +393,17 @@ class Trainer:
                          training=asdict(replace(c, resume_from=None, seed=self.seed)))
 
     def save_epoch(self, net: UNet, optimizer: torch.optim.Optimizer, info: ModelInfo, best_state: dict,
-                   best_score: float, epoch: int) -> None:
-        """Best model to the output path, and a resumable checkpoint (optimizer, RNG, best weights)."""
-        best_net = UNet(net.config)
-        best_net.load_state_dict(best_state)
-        save_model(self.output_model, best_net, info)
+                   best_score: float, record: dict) -> None:
+        """Best model to the output path, a resumable checkpoint (optimizer, RNG, best weights), and
+        for presets that keep them this epoch's model with this epoch's tuned threshold."""
+        info.network = net.config.to_dict()
+        atomic_torch_save(model_payload(best_state, info), self.output_model)
         extra = {"optimizer": optimizer.state_dict(), "best_state_dict": best_state, "best_score": best_score,
                  "rng": {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()}}
-        atomic_torch_save(model_payload(net, info, extra), self.checkpoint_dir / "last.pt")
+        atomic_torch_save(model_payload(net.state_dict(), info, extra), self.checkpoint_dir / "last.pt")
         if self.config.keep_epoch_checkpoints:
-            save_model(self.checkpoint_dir / f"epoch_{epoch:03d}.pt", net, info)
+            atomic_torch_save(model_payload(net.state_dict(), replace(info, threshold=record["val_threshold"])),
+                              self.checkpoint_dir / f"epoch_{record['epoch']:03d}.pt")
 
     def resume(self, net: UNet, optimizer: torch.optim.Optimizer, path: Path) -> tuple[int, list, dict, float]:
         payload = read_payload(path)
