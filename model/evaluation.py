@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
-import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +57,7 @@ from rasterio.windows import Window
 
 from . import __version__
 from .errors import InputError
+from .files import replaced_when_done
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, LABEL_IGNORE, PROBABILITY_U8_SCALE, Grid, LabelSource, is_vector, open_raster,
@@ -491,23 +490,15 @@ def _error_map_writer(path: str | Path | None, grid: Grid):
     if path is None:
         yield None
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part.tif", dir=path.parent)
-    os.close(descriptor)
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
                    crs=grid.crs, transform=grid.transform, nodata=ERROR_MAP_NODATA, tiled=True,
                    blockxsize=512, blockysize=512, compress="deflate", zlevel=1, num_threads="all_cpus",
                    bigtiff="if_safer")
-    try:
-        with rasterio.open(temporary, "w", **profile) as dataset:
-            dataset.update_tags(**{KIND_TAG: "error_map"},
-                                **{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()})
-            dataset.write_colormap(1, ERROR_MAP_COLOURS)
-            yield dataset
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with replaced_when_done(path, ".part.tif") as temporary, rasterio.open(temporary, "w", **profile) as dataset:
+        dataset.update_tags(**{KIND_TAG: "error_map"},
+                            **{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()})
+        dataset.write_colormap(1, ERROR_MAP_COLOURS)
+        yield dataset
 
 
 class _Pieces:

@@ -15,8 +15,6 @@ What Deepness does with a segmentation model (its ``model_base.py`` / ``segmento
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -25,9 +23,10 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .rasters import metres_per_unit
+from .files import replaced_when_done
 from .modelfile import ModelInfo, load_model
 from .network import UNet
+from .rasters import metres_per_unit
 
 DEEPNESS_INPUT_RANGE = 255.0  # Deepness reads 8-bit bands and divides them by 255
 DEFAULT_OVERLAP_PERCENT = 25  # our prediction default: a quarter of the tile
@@ -129,10 +128,7 @@ def export_onnx(model_path: Union[str, Path], onnx_path: Union[str, Path], *, op
     graph = DeepnessGraph(loaded.net, *deepness_normalization(info)).eval()
     example = torch.zeros(1, len(info.bands), info.tile_size_px, info.tile_size_px)
 
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".part", dir=onnx_path.parent)
-    os.close(descriptor)
-    try:
+    with replaced_when_done(onnx_path) as temporary:
         # the TorchScript exporter (dynamo=False) needs no onnxscript and gives one self-contained file
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # the network's input-shape checks run once on the example tile, which is the point
@@ -147,8 +143,4 @@ def export_onnx(model_path: Union[str, Path], onnx_path: Union[str, Path], *, op
         model.doc_string = "U-Net Building Extractor model: building probability from RGB band values / 255."
         onnx.checker.check_model(model)
         onnx.save(model, temporary)
-        os.replace(temporary, onnx_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return onnx_path

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
 from contextlib import nullcontext
@@ -47,6 +46,7 @@ from rasterio.windows import Window
 
 from .device import describe_device, resolve_device
 from .errors import InputError
+from .files import temporary_beside
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .normalization import normalization_for, normalize
 from .progress import CancelFn, ProgressFn, Reporter
@@ -357,13 +357,6 @@ class BackgroundWriter:
 # ---------------------------------------------------------------------------------------------
 # Writing outputs
 
-def _temporary_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.tif", dir=path.parent)
-    os.close(descriptor)
-    return Path(temporary)
-
-
 def _create_geotiff(path: Path, grid: Grid, dtype: str, nodata: float, kind: str) -> rasterio.io.DatasetWriter:
     block = OUTPUT_BLOCK_PX
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype=dtype,
@@ -414,7 +407,7 @@ class OutputRasters:
             raise
 
     def _open(self, path: Path, dtype: str, nodata: float, kind: str) -> None:
-        temporary = _temporary_beside(path)
+        temporary = temporary_beside(path, ".part.tif")
         try:
             dataset = _create_geotiff(temporary, self.grid, dtype, nodata, kind)
         except BaseException:
@@ -665,7 +658,7 @@ def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], gri
     """Predict on the processing grid into a temporary float32 raster, then warp it onto the input
     grid, panel by panel so that memory does not follow the width here either."""
     downsampling = processing.pixel_size[0] > grid.pixel_size[0]
-    staged_path = _temporary_beside(final.probability_path or final.mask_path)
+    staged_path = temporary_beside(final.probability_path or final.mask_path, ".part.tif")
     try:
         staged = OutputRasters(processing, staged_path, "float32", None, final.threshold)
         try:

@@ -6,8 +6,6 @@ temporary name beside the target and renamed, so a crash or cancel never leaves 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +14,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
+from .files import replaced_when_done
 from .network import UNet, UNetConfig
 
 FORMAT = "unet_buildings.model/1"
@@ -59,16 +58,8 @@ class LoadedModel:
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with replaced_when_done(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def model_payload(state_dict: dict, info: ModelInfo, extra: Optional[dict] = None) -> dict:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
+
+from .files import replaced_when_done
 
 # (key in pixel_scores, name spelled out, how it is computed)
 PIXEL_SCORES = (
@@ -59,14 +59,8 @@ def write_reports(data: dict, html_path: str | Path | None = None, json_path: st
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write under a temporary name beside ``path`` and rename, so no half-written report is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with replaced_when_done(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def html_report(data: dict) -> str:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from .augment import AugmentConfig, augment
 from .device import describe_device, resolve_device
-from .errors import Cancelled, InputError
+from .errors import InputError
+from .files import replaced_when_done
 from .metrics import ConfusionMatrix
 from .modelfile import ModelInfo, atomic_torch_save, model_payload, read_payload
 from .network import UNet, UNetConfig
@@ -421,13 +422,11 @@ class Trainer:
         return saved.epoch + 1, list(saved.history), payload["best_state_dict"], float(payload["best_score"])
 
     def write_history_csv(self, history: list[dict]) -> None:
-        path = history_csv_for(self.output_model)
-        temporary = path.with_name(path.name + ".part")
-        with open(temporary, "w", newline="") as handle:
+        with replaced_when_done(history_csv_for(self.output_model)) as temporary, \
+                open(temporary, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
-        temporary.replace(path)
 
 
 def train(config: TrainConfig, progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None,

@@ -3,14 +3,13 @@
 renamed when complete, so a failed or cancelled run leaves no half-written layer."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Union
 
 import shapely
 
 from .errors import InputError
+from .files import replaced_when_done
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # (attribute key in the features, field name on disk, OGR field type name)
@@ -31,42 +30,35 @@ def write_polygons(features: Iterable[tuple[shapely.Geometry, dict]], path: Unio
     if driver_name is None:
         raise InputError(f"Polygons can be written as GeoPackage (.gpkg) or GeoJSON (.geojson); "
                          f"'{path.name}' has another suffix.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(descriptor)
-    temporary = Path(name)
-    temporary.unlink()  # OGR drivers refuse to create over an existing file
     count = 0
-    try:
+    with replaced_when_done(path, path.suffix) as temporary:
+        temporary.unlink()  # OGR drivers refuse to create over an existing file
         source = ogr.GetDriverByName(driver_name).CreateDataSource(str(temporary))
-        reference = None
-        if crs_wkt:
-            reference = osr.SpatialReference()
-            reference.ImportFromWkt(crs_wkt)
-            # keep x = easting / longitude whatever the CRS's official axis order
-            reference.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        layer = source.CreateLayer(layer_name, reference, ogr.wkbPolygon)
-        for _, field_name, field_type in FIELDS:
-            layer.CreateField(ogr.FieldDefn(field_name, getattr(ogr, field_type)))
-        definition = layer.GetLayerDefn()
-        layer.StartTransaction()
-        for geometry, attributes in features:
-            feature = ogr.Feature(definition)
-            feature.SetGeometry(ogr.CreateGeometryFromWkb(shapely.to_wkb(geometry)))
-            for key, field_name, _ in FIELDS:
-                value = attributes.get(key)
-                if value is not None:
-                    feature.SetField(field_name, value)
-            layer.CreateFeature(feature)
-            count += 1
-            if count % TRANSACTION_FEATURES == 0:
-                layer.CommitTransaction()
-                layer.StartTransaction()
-        layer.CommitTransaction()
-        source = None  # closing flushes and finalises the file
-        os.replace(temporary, path)
-    except BaseException:
-        source = None
-        temporary.unlink(missing_ok=True)
-        raise
+        try:
+            reference = None
+            if crs_wkt:
+                reference = osr.SpatialReference()
+                reference.ImportFromWkt(crs_wkt)
+                # keep x = easting / longitude whatever the CRS's official axis order
+                reference.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            layer = source.CreateLayer(layer_name, reference, ogr.wkbPolygon)
+            for _, field_name, field_type in FIELDS:
+                layer.CreateField(ogr.FieldDefn(field_name, getattr(ogr, field_type)))
+            definition = layer.GetLayerDefn()
+            layer.StartTransaction()
+            for geometry, attributes in features:
+                feature = ogr.Feature(definition)
+                feature.SetGeometry(ogr.CreateGeometryFromWkb(shapely.to_wkb(geometry)))
+                for key, field_name, _ in FIELDS:
+                    value = attributes.get(key)
+                    if value is not None:
+                        feature.SetField(field_name, value)
+                layer.CreateFeature(feature)
+                count += 1
+                if count % TRANSACTION_FEATURES == 0:
+                    layer.CommitTransaction()
+                    layer.StartTransaction()
+            layer.CommitTransaction()
+        finally:
+            source = layer = definition = None  # closing flushes and finalises the file before the rename
     return count
