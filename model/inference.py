@@ -44,7 +44,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from .device import describe_device, resolve_device
+from .device import PRECISIONS, autocast_settings, describe_device, precision_name, resolve_device
 from .errors import InputError
 from .files import temporary_beside
 from .modelfile import LoadedModel, ModelInfo, load_model
@@ -55,7 +55,6 @@ from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY
 from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d
 
 PROBABILITY_DTYPES = ("uint8", "float32")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 OUTPUT_BLOCK_PX = 256
 # Pixel sizes within this relative difference of the model's are processed as they are:
 # resampling by a few percent costs a blur and buys nothing.
@@ -96,8 +95,10 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     training tile size; ``overlap_px`` None a quarter of the tile. ``processing_pixel_size`` None
     runs at the model's training pixel size (converted to the input CRS's units, degrees
     included); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
-    input's own pixels. ``precision`` "auto" is bfloat16 (or float16) autocast on a GPU and
-    float32 on the CPU. ``tta`` averages the 8 flips / 90° rotations of every tile (8x slower).
+    input's own pixels. ``precision`` "auto" is what the hardware does natively
+    (``device.autocast_settings``: bfloat16 on recent GPUs and CPUs with bfloat16 instructions,
+    float16 on older GPUs, else float32). ``tta`` averages the 8 flips / 90° rotations of every
+    tile (8x slower).
     ``panel_width_px`` None is ``PANEL_WIDTH_TILES`` tiles but at least ``PANEL_WIDTH_PX``; it
     bounds memory and does not change the result.
     """
@@ -108,7 +109,7 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     if probability_dtype not in PROBABILITY_DTYPES:
         raise InputError(f"The probability raster type must be one of {PROBABILITY_DTYPES}, not {probability_dtype!r}.")
     if precision not in PRECISIONS:
-        raise InputError(f"Precision must be one of {PRECISIONS}, not {precision!r}.")
+        raise InputError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
     if batch_size < 1:
         raise InputError(f"The batch size must be at least 1, got {batch_size}.")
     torch_device = resolve_device(device)
@@ -221,19 +222,21 @@ def processing_grid(dataset: rasterio.io.DatasetReader, info: ModelInfo,
 
 class TileRunner:
     """Normalises raw tiles and runs the network on them: inference mode, channels_last, autocast,
-    optional test-time augmentation. Returns float32 probabilities."""
+    optional test-time augmentation. Returns float32 probabilities.
+
+    Out of GPU memory, a batch is run again in halves (down to single tiles), and later batches
+    keep the smaller size: the first time, ``take_notice`` returns a message saying so."""
 
     def __init__(self, net: torch.nn.Module, device: torch.device, mean: Sequence[float], std: Sequence[float],
                  precision: str = "auto", tta: bool = False) -> None:
         self.device = device
         self.mean, self.std = list(mean), list(std)
         self.tta = tta
-        if precision == "auto":
-            precision = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.type == "cuda" else "float32"
-        if precision == "float16" and device.type != "cuda":
-            raise InputError("float16 precision needs a GPU; use 'bfloat16' or 'float32' on the CPU.")
-        self.precision_name = precision
-        self._autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+        self._autocast_dtype, _ = autocast_settings(device, precision)
+        self.precision_name = precision_name(self._autocast_dtype)
+        self.batch_limit: Optional[int] = None  # tiles per forward pass once memory ran out
+        self._notice: Optional[str] = None
+        self._notice_from: Optional[int] = None
         # Mutating the caller's network is harmless: eval mode and memory format change no weights.
         self.net = net.to(device=device, memory_format=torch.channels_last).eval()
 
@@ -247,15 +250,9 @@ class TileRunner:
             logits = self.net(batch.contiguous(memory_format=torch.channels_last))
         return torch.sigmoid(logits.float())[:, 0]
 
-    @torch.inference_mode()
-    def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) raw band values and (N, H, W) validity -> (N, H, W) float32 probabilities."""
-        tensor = torch.from_numpy(raw).to(self.device, non_blocking=True)
-        valid_t = torch.from_numpy(valid).to(self.device, non_blocking=True)
-        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
-        batch = normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1)
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         if not self.tta:
-            return self._forward(batch).cpu().numpy()
+            return self._forward(batch)
         total = torch.zeros(batch.shape[0], batch.shape[2], batch.shape[3], device=self.device)
         for flip in (False, True):
             flipped = batch.flip(-1) if flip else batch
@@ -263,7 +260,46 @@ class TileRunner:
                 probability = self._forward(torch.rot90(flipped, turns, (-2, -1)))
                 probability = torch.rot90(probability, -turns, (-2, -1))
                 total += probability.flip(-1) if flip else probability
-        return (total / 8).cpu().numpy()
+        return total / 8
+
+    def _in_parts(self, batch: torch.Tensor) -> torch.Tensor:
+        """``_probabilities`` over the batch, in parts of at most ``batch_limit`` tiles, halving the
+        limit whenever the GPU runs out of memory."""
+        parts: list[torch.Tensor] = []
+        start = 0
+        while start < len(batch):
+            size = min(self.batch_limit or len(batch), len(batch) - start)
+            try:
+                parts.append(self._probabilities(batch[start:start + size]))
+                start += size
+                continue
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise InputError("The GPU ran out of memory on a single tile: free GPU memory (close other "
+                                     "programs using it), use a smaller tile size, or predict on the CPU.") from None
+            # Outside the except block, so the exception's frames (holding GPU tensors) are freed.
+            self.batch_limit = size // 2
+            # One message per batch however often it halved: from the size that failed first.
+            self._notice_from = self._notice_from or size
+            self._notice = (f"Out of GPU memory with {self._notice_from} tiles per batch: continuing with "
+                            f"{self.batch_limit} or fewer.")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def take_notice(self) -> Optional[str]:
+        """A message about a reduced batch size, returned once (then None)."""
+        notice, self._notice, self._notice_from = self._notice, None, None
+        return notice
+
+    @torch.inference_mode()
+    def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) raw band values and (N, H, W) validity -> (N, H, W) float32 probabilities."""
+        tensor = torch.from_numpy(raw).to(self.device, non_blocking=True)
+        valid_t = torch.from_numpy(valid).to(self.device, non_blocking=True)
+        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
+        batch = normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1)
+        return self._in_parts(batch).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,7 +678,7 @@ def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Gri
                 band.add(row, column, probabilities[index], batch.valid[index])
             tiles += len(batch.rows)
             reporter.report((batch.first_index + len(batch.rows)) / tile_total,
-                            f"Predicted {tiles} tiles of {tile_total}")
+                            runner.take_notice() or f"Predicted {tiles} tiles of {tile_total}")
         band.finish()
         for band in bands_of_panels:
             band.finish()
