@@ -93,6 +93,10 @@ class EvaluationResult:
     report_html_path: Optional[Path] = None
     report_json_path: Optional[Path] = None
     seconds: float = 0.0
+    # the buildings object matching left unpaired, in the comparison grid's CRS (empty without object scores):
+    # predicted buildings that match no true one, and true buildings no prediction matches
+    false_positive_objects: list = field(default_factory=list)
+    missed_objects: list = field(default_factory=list)
     created: str = field(default_factory=lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
 
     @property
@@ -207,16 +211,17 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
                                  "overlap, one of them (or the area of interest) leaves every pixel out. Check "
                                  "their nodata and the area of interest.")
         objects = None
+        unmatched: tuple[list, list] = ([], [])
         if object_scores:
             reporter.report(0.8, "Matching buildings")
             reporter.check()
             region = shapely.box(0, 0, grid.width, grid.height)
             if unscored_pieces is not None:
                 region = region.difference(shapely.union_all(np.asarray(unscored_pieces.geometries(), dtype=object)))
-            objects = match_objects(
-                _objects(predicted_pieces, predicted.polygons, grid, region, min_object_area_px),
-                _objects(true_pieces, truth.polygons, grid, region, min_object_area_px),
-                object_iou_threshold)
+            predicted_objects = _objects(predicted_pieces, predicted.polygons, grid, region, min_object_area_px)
+            true_objects = _objects(true_pieces, truth.polygons, grid, region, min_object_area_px)
+            objects = match_objects(predicted_objects, true_objects, object_iou_threshold)
+            unmatched = _unmatched(objects, predicted_objects, true_objects, grid)
 
     result = EvaluationResult(
         matrix=matrix, objects=objects, pixel_area=abs(grid.transform.determinant), area_unit=_area_unit(grid.crs),
@@ -231,7 +236,8 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
         threshold=predicted.threshold,
         error_map_path=Path(error_map_path) if error_map_path else None,
         report_html_path=Path(report_html_path) if report_html_path else None,
-        report_json_path=Path(report_json_path) if report_json_path else None)
+        report_json_path=Path(report_json_path) if report_json_path else None,
+        false_positive_objects=unmatched[0], missed_objects=unmatched[1])
     result.seconds = time.perf_counter() - started
     if report_html_path or report_json_path:
         write_reports(result.to_dict(), html_path=report_html_path, json_path=report_json_path)
@@ -552,6 +558,41 @@ def _objects(pieces: Optional[_Pieces], polygons: Optional[list], grid: Grid, re
         return []
     areas = shapely.area(found)
     return list(found[(areas > 0) & (areas >= min_area_px)])
+
+
+def _unmatched(objects: ObjectScores, predicted: list, truth: list, grid: Grid) -> tuple[list, list]:
+    """(false positives, missed buildings): the objects ``match_objects`` paired with nothing, in map
+    coordinates of the grid."""
+    paired_predicted = {p for p, _, _ in objects.pairs}
+    paired_true = {t for _, t, _ in objects.pairs}
+    false_positives = [shape for index, shape in enumerate(predicted) if index not in paired_predicted]
+    missed = [shape for index, shape in enumerate(truth) if index not in paired_true]
+    return _to_map(false_positives, grid), _to_map(missed, grid)
+
+
+def _to_map(geometries: list, grid: Grid) -> list:
+    """Pixel-coordinate geometries -> the grid's map coordinates (the inverse of ``_to_pixels``)."""
+    if not geometries:
+        return []
+    forward = grid.transform
+
+    def transform(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([forward.a * x + forward.b * y + forward.c, forward.d * x + forward.e * y + forward.f])
+
+    return [shape for shape in map(_polygonal, shapely.transform(np.asarray(geometries, dtype=object), transform))
+            if not shape.is_empty]
+
+
+def _polygonal(shape: shapely.Geometry) -> shapely.Geometry:
+    """Polygons stay; a collection (a polygon clipped to the scored region) keeps its polygonal parts."""
+    if shape.geom_type in ("Polygon", "MultiPolygon"):
+        return shape
+    polygons = []
+    for part in shapely.get_parts(shape):
+        polygons.extend(shapely.get_parts(part) if part.geom_type == "MultiPolygon" else
+                        [part] if part.geom_type == "Polygon" else [])
+    return shapely.MultiPolygon(polygons)
 
 
 def _area_unit(crs: Optional[CRS]) -> str:

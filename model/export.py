@@ -10,7 +10,8 @@ What Deepness does with a segmentation model (its ``model_base.py`` / ``segmento
   pixels at or above ``seg_thresh`` become the class, the rest background;
 - metadata_props: every value a JSON string: ``model_type`` "Segmentor", ``class_names``
   ({"0": ..., "1": ...}), ``resolution`` in cm per pixel, ``tile_size`` in px, ``tiles_overlap``
-  in percent of the tile, ``seg_thresh``, ``standardization_mean`` / ``standardization_std``.
+  in percent of the tile, ``seg_thresh``, ``seg_small_segment`` (the size of a median filter applied
+  to the mask; 0 for none), ``standardization_mean`` / ``standardization_std``.
 """
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
         "tile_size": int(info.tile_size_px),
         "tiles_overlap": int(overlap_percent),
         "seg_thresh": float(info.threshold),
+        # no extra clean-up: Deepness would otherwise median-filter the mask (9 px), which our Predict never does
+        "seg_small_segment": 0,
         # the normalisation is inside the graph: Deepness must not standardise again
         "standardization_mean": [0.0] * len(info.bands),
         "standardization_std": [1.0] * len(info.bands),

@@ -6,12 +6,14 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import DISPLAY_NAME, ICON_PATH, PROVIDER_ID
 from .algorithms.evaluate import EvaluateAlgorithm
+from .algorithms.export import ExportAlgorithm
 from .algorithms.extract import ExtractAlgorithm
 from .algorithms.predict import PredictAlgorithm
 from .algorithms.train import TrainAlgorithm
 from .algorithms.vectorize import VectorizeAlgorithm
 
-ALGORITHMS = (TrainAlgorithm, PredictAlgorithm, VectorizeAlgorithm, ExtractAlgorithm, EvaluateAlgorithm)
+ALGORITHMS = (TrainAlgorithm, PredictAlgorithm, VectorizeAlgorithm, ExtractAlgorithm, EvaluateAlgorithm,
+              ExportAlgorithm)
 
 
 class UNetBuildingsProvider(QgsProcessingProvider):

@@ -2,6 +2,7 @@
 as plain Processing errors, progress and cancel wired to the feedback, styled outputs."""
 from __future__ import annotations
 
+from html import escape
 from typing import Callable, Optional
 
 from qgis.core import (
@@ -37,10 +38,44 @@ def device_parameter() -> QgsProcessingParameterEnum:
                                       options=list(DEVICE_OPTIONS), defaultValue="auto", usesStaticStrings=True)
 
 
-def help_list(items: dict[str, str]) -> str:
-    """Parameter help as an HTML definition list, in the order the dialog shows the parameters."""
-    rows = "".join(f"<dt><b>{name}</b></dt><dd>{text}</dd>" for name, text in items.items())
-    return f"<dl>{rows}</dl>"
+TEMPORARY_MODEL_WARNING = ("<b>Left empty, the model goes to a temporary file that QGIS deletes when it quits:</b> "
+                           "choose a file to keep the model.")
+
+
+def dialog_order(definitions: list[QgsProcessingParameterDefinition]) -> list[QgsProcessingParameterDefinition]:
+    """Parameters in the order QGIS's algorithm dialog shows them: inputs, then the folded "Advanced
+    Parameters" group, then the outputs; hidden ones not at all."""
+    shown = [definition for definition in definitions
+             if not definition.flags() & QgsProcessingParameterDefinition.Flag.FlagHidden]
+    inputs = [definition for definition in shown if not definition.isDestination()]
+
+    def is_advanced(definition: QgsProcessingParameterDefinition) -> bool:
+        return bool(definition.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+
+    return ([definition for definition in inputs if not is_advanced(definition)]
+            + [definition for definition in inputs if is_advanced(definition)]
+            + [definition for definition in shown if definition.isDestination()])
+
+
+def dialog_label(definition: QgsProcessingParameterDefinition) -> str:
+    """The label the dialog shows beside a parameter's widget."""
+    optional = definition.flags() & QgsProcessingParameterDefinition.Flag.FlagOptional
+    return definition.description() + (" [optional]" if optional else "")
+
+
+def help_list(definitions: list[QgsProcessingParameterDefinition], texts: dict[str, str]) -> str:
+    """Parameter help as an HTML definition list: each parameter by the label the dialog shows, in the
+    dialog's order, with its name for scripts and qgis_process in small print. ``texts`` is keyed by
+    parameter name."""
+    rows = []
+    for definition in dialog_order(definitions):
+        name = definition.name()
+        text = texts.get(name, "")
+        if name == "OUTPUT_MODEL" and not definition.defaultValue():
+            text = f"{text} {TEMPORARY_MODEL_WARNING}".strip()
+        label = escape(dialog_label(definition), quote=False)
+        rows.append(f"<dt><b>{label}</b> <small>({name})</small></dt><dd>{text}</dd>")
+    return f"<dl>{''.join(rows)}</dl>"
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -73,7 +108,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.GROUP_ID
 
     def shortHelpString(self) -> str:  # noqa: N802
-        return f"<p>{self.SUMMARY}</p>{help_list(self.PARAMETER_HELP)}{CITATION}"
+        return f"<p>{self.SUMMARY}</p>{help_list(self.parameterDefinitions(), self.PARAMETER_HELP)}{CITATION}"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON_PATH))

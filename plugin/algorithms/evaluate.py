@@ -4,11 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsGeometry,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
@@ -16,6 +21,8 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
     QgsProcessingUtils,
+    QgsFields,
+    QgsWkbTypes,
 )
 
 from .base import EngineAlgorithm, advanced, engine_hooks
@@ -55,6 +62,11 @@ class EvaluateAlgorithm(EngineAlgorithm):
                          "numbers is written beside it.",
         "OUTPUT_ERROR_MAP": "Optional error map raster: 0 true negative, 1 false positive, 2 false negative, "
                             "3 true positive, 255 no data.",
+        "OUTPUT_FALSE_POSITIVES": "Optional polygon layer of the predicted buildings that match no true building "
+                                  "(at the object match IoU): false alarms. Attributes: id, area (square map "
+                                  "units of the comparison grid).",
+        "OUTPUT_MISSED": "Optional polygon layer of the true buildings that no predicted building matches: missed "
+                         "buildings. Attributes: id, area.",
         "AOI": "(advanced) Only score pixels inside these polygons.",
         "OBJECT_IOU": "(advanced) IoU from which a predicted building matches a true one in the object scores "
                       "(OBJECT_PRECISION, OBJECT_RECALL, OBJECT_F1).",
@@ -81,6 +93,10 @@ class EvaluateAlgorithm(EngineAlgorithm):
             "OUTPUT_REPORT", "Report", "HTML files (*.html)", optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "OUTPUT_ERROR_MAP", "Error map", optional=True, createByDefault=False))
+        for name, title in (("OUTPUT_FALSE_POSITIVES", "False-positive buildings"),
+                            ("OUTPUT_MISSED", "Missed buildings")):
+            self.addParameter(QgsProcessingParameterFeatureSink(
+                name, title, QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=False))
         for name, (title, _) in {**COUNT_OUTPUTS, **SCORE_OUTPUTS}.items():
             self.addOutput(QgsProcessingOutputNumber(name, title))
         for name, (title, _) in OBJECT_OUTPUTS.items():
@@ -116,5 +132,31 @@ class EvaluateAlgorithm(EngineAlgorithm):
         feedback.pushInfo("Confusion matrix (pixels): " + ", ".join(f"{name} {outputs[name]}" for name in COUNT_OUTPUTS))
         feedback.pushInfo("Scores: " + ", ".join(f"{name.lower()} {outputs[name]:.4f}" for name in SCORE_OUTPUTS))
         self.style_output(error_map, "error_map")
+        crs = QgsCoordinateReferenceSystem.fromWkt(result.grid.crs_wkt or "")
+        for name, shapes in (("OUTPUT_FALSE_POSITIVES", result.false_positive_objects),
+                             ("OUTPUT_MISSED", result.missed_objects)):
+            outputs[name] = self.write_objects(parameters, name, context, shapes, crs)
         return {**outputs, "OUTPUT_REPORT": report, "OUTPUT_REPORT_JSON": report_json,
                 "OUTPUT_ERROR_MAP": error_map or None}
+
+    def write_objects(self, parameters: dict, name: str, context: QgsProcessingContext, shapes: list,
+                      crs: QgsCoordinateReferenceSystem):
+        """Unmatched buildings (engine shapely polygons) into an optional sink; its destination, or None."""
+        from .vectorize import typed_field
+
+        fields = QgsFields()
+        fields.append(typed_field("id", "LongLong"))
+        fields.append(typed_field("area", "Double"))
+        sink, destination = self.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Type.MultiPolygon, crs)
+        if sink is None:
+            return None
+        for index, shape in enumerate(shapes, 1):
+            geometry = QgsGeometry()
+            geometry.fromWkb(shape.wkb)
+            geometry.convertToMultiType()
+            feature = QgsFeature(fields)
+            feature.setGeometry(geometry)
+            feature.setAttributes([index, shape.area])
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
+        self.style_output(destination, "buildings")
+        return destination

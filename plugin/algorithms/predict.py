@@ -1,26 +1,46 @@
 """Predict: building probability and/or mask rasters for an image, with a trained model."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 from qgis.core import (
     QgsProcessingContext,
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
+    QgsRasterLayer,
+    QgsRectangle,
 )
 
+from .. import RESOURCES_DIR
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
+
+# A model trained on the sample scenes, shipped with the plugin so Extract works before any training
+STARTER_MODEL = RESOURCES_DIR / "models" / "buildings_rgb_starter.pt"
+
+
+def starter_model() -> Optional[Path]:
+    """The shipped starter model when it is there (the default model of Predict, Extract and the dock)."""
+    return STARTER_MODEL if STARTER_MODEL.is_file() else None
+
 
 # Shared with extract (same names, same meaning)
 PREDICTION_HELP = {
     "INPUT": "The image to find buildings in: a local raster file with the bands the model was trained on, "
              "at a similar resolution (the model file records both). Any size: it is read window by window.",
     "MODEL": "A model file (.pt) written by the Train algorithm. It carries the bands, normalisation, tile "
-             "size and tuned threshold it needs.",
+             "size and tuned threshold it needs. When the plugin ships its starter model "
+             "(resources/models/buildings_rgb_starter.pt, RGB imagery of 0.1-0.3 m), that is the default.",
+    "EXTENT": "Optional area of interest: only the part of the image inside this extent is predicted (the "
+              "outputs cover that part only). Empty: the whole image.",
     "THRESHOLD": "Probability from which a pixel counts as building, between 0 and 1. Empty: the threshold "
                  "tuned on validation data when the model was trained.",
     "BATCH_SIZE": "(advanced) Tiles predicted at once. Larger is faster on a GPU but needs more memory.",
@@ -31,12 +51,16 @@ PREDICTION_HELP = {
 
 
 def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
-    """INPUT, MODEL and THRESHOLD, plus the advanced BATCH_SIZE, DEVICE, TTA."""
+    """INPUT, MODEL, THRESHOLD and EXTENT, plus the advanced BATCH_SIZE, DEVICE, TTA."""
     algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Image"))
-    algorithm.addParameter(QgsProcessingParameterFile("MODEL", "Model file (.pt)", extension="pt"))
+    starter = starter_model()
+    algorithm.addParameter(QgsProcessingParameterFile("MODEL", "Model file (.pt)", extension="pt",
+                                                      defaultValue=str(starter) if starter else None))
     algorithm.addParameter(QgsProcessingParameterNumber(
         "THRESHOLD", "Building probability threshold (empty: the model's tuned threshold)",
         QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0))
+    algorithm.addParameter(QgsProcessingParameterExtent(
+        "EXTENT", "Area of interest (empty: the whole image)", optional=True))
     algorithm.addParameter(advanced(QgsProcessingParameterNumber(
         "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Type.Integer, defaultValue=8, minValue=1)))
     algorithm.addParameter(advanced(device_parameter()))
@@ -58,7 +82,11 @@ def run_prediction(algorithm: EngineAlgorithm, parameters: dict, context: QgsPro
     from ...model.inference import predict_raster
     from ..layers import raster_path
 
-    image = raster_path(algorithm.parameterAsRasterLayer(parameters, "INPUT", context), "image")
+    layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
+    image = raster_path(layer, "image")
+    extent = algorithm.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
+    if not extent.isNull():
+        image = clipped_image(image, layer, extent, feedback)
     progress, cancelled = engine_hooks(feedback)
     return predict_raster(
         image, algorithm.parameterAsFile(parameters, "MODEL", context),
@@ -68,6 +96,29 @@ def run_prediction(algorithm: EngineAlgorithm, parameters: dict, context: QgsPro
         device=algorithm.device(parameters, context),
         tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
         progress=progress, cancelled=cancelled)
+
+
+def clipped_image(image: str, layer: QgsRasterLayer, extent: QgsRectangle, feedback: QgsProcessingFeedback) -> str:
+    """The part of ``image`` inside ``extent`` (in the layer's CRS) as a virtual raster on the image's own
+    pixel grid: the engine then reads only that window of the file, and its outputs cover only it."""
+    from osgeo import gdal
+
+    inside = extent.intersect(layer.extent())
+    pixel_x, pixel_y = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    if inside.isEmpty() or inside.width() < pixel_x or inside.height() < pixel_y:
+        raise QgsProcessingException(
+            f"The area of interest ({extent.toString(2)}) does not overlap the image '{layer.name()}' "
+            f"({layer.extent().toString(2)}, {layer.crs().authid()}): move the map or pick another extent.")
+    path = QgsProcessingUtils.generateTempFilename("image_area_of_interest.vrt")
+    options = gdal.TranslateOptions(format="VRT", projWin=[inside.xMinimum(), inside.yMaximum(),
+                                                           inside.xMaximum(), inside.yMinimum()])
+    dataset = gdal.Translate(path, image, options=options)
+    if dataset is None:
+        raise QgsProcessingException(f"Could not cut the area of interest out of '{image}': {gdal.GetLastErrorMsg()}")
+    dataset = None  # closing writes the file
+    feedback.pushInfo(f"Area of interest: {inside.toString(2)} ({inside.width() / pixel_x:.0f} x "
+                      f"{inside.height() / pixel_y:.0f} pixels of the image).")
+    return path
 
 
 class PredictAlgorithm(EngineAlgorithm):

@@ -22,7 +22,7 @@ from qgis.core import (
 from .conftest import BUILDINGS_PX, PIXEL_M, SIZE_PX
 
 pytestmark = pytest.mark.usefixtures("plugin")
-ALGORITHM_IDS = ("train", "predict", "vectorize", "extract", "evaluate")
+ALGORITHM_IDS = ("train", "predict", "vectorize", "extract", "evaluate", "export")
 BUILDING_AREA_M2 = 16 * 16 * PIXEL_M * PIXEL_M
 
 
@@ -33,7 +33,7 @@ def run(algorithm_id: str, parameters: dict, context: QgsProcessingContext | Non
                           feedback=QgsProcessingFeedback())
 
 
-def test_provider_lists_the_five_algorithms() -> None:
+def test_provider_lists_its_algorithms() -> None:
     provider = QgsApplication.processingRegistry().providerById("unet_buildings")
     assert provider is not None and provider.name() == "U-Net Building Extractor"
     assert sorted(algorithm.name() for algorithm in provider.algorithms()) == sorted(ALGORITHM_IDS)
@@ -45,13 +45,13 @@ def test_help_explains_every_parameter_and_cites_the_method(algorithm_id: str) -
     text = algorithm.shortHelpString()
     assert "Ronneberger" in text and "Remote sensing image building extraction based on U-net" in text
     undocumented = [parameter.name() for parameter in algorithm.parameterDefinitions()
-                    if f"<b>{parameter.name()}</b>" not in text]
+                    if f"<small>({parameter.name()})</small></dt>" not in text]
     assert undocumented == []
     # the dialog folds advanced parameters away: the help says which ones they are, and no others
     flagged = {parameter.name() for parameter in algorithm.parameterDefinitions()
                if parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced}
     said = {parameter.name() for parameter in algorithm.parameterDefinitions()
-            if f"<b>{parameter.name()}</b></dt><dd>(advanced)" in text}
+            if f"<small>({parameter.name()})</small></dt><dd>(advanced)" in text}
     assert flagged == said
     assert algorithm.group() in {"Training", "Prediction", "Evaluation"}
 
