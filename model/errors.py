@@ -14,3 +14,8 @@ class Cancelled(EngineError):
 
     def __init__(self, message: str = "Cancelled by the user.") -> None:
         super().__init__(message)
+
+
+class OutputError(EngineError):
+    """An output cannot be written where asked (no folder, no permission, disk full, a folder in the way),
+    or came out incomplete; nothing was left under its final name."""

@@ -7,6 +7,7 @@ The encodings of the rasters the engine writes are defined here too, so every re
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -82,13 +83,46 @@ def open_raster(path: str | Path, role: str = "image") -> rasterio.io.DatasetRea
                          "Pick a GeoTIFF or another GDAL-readable raster.") from error
 
 
-def check_bands(dataset: rasterio.io.DatasetReader, bands: Sequence[int], role: str = "image") -> list[int]:
+def check_bands(dataset: rasterio.io.DatasetReader, bands: Sequence[int], role: str = "image",
+                fix: Optional[str] = None) -> list[int]:
+    """``fix`` says what to do when a band is missing; by default: pick existing bands (right where the
+    user chose the bands, wrong where a model file did)."""
     bands = [int(band) for band in bands]
     bad = [band for band in bands if not 1 <= band <= dataset.count]
     if bad or not bands:
         raise InputError(f"The {role} '{dataset.name}' has {dataset.count} band(s); band(s) {bad or bands} "
-                         f"do not exist. Pick bands between 1 and {dataset.count}.")
+                         f"do not exist. {fix or f'Pick bands between 1 and {dataset.count}.'}")
     return bands
+
+
+def written_geotiff_problem(path: str | Path, width: int, height: int, count: int = 1) -> Optional[str]:
+    """What is wrong with a GeoTIFF just written, or None when it is complete: it opens, has the expected
+    size, and every block of every band has its bytes in the file. GDAL reports a full disk only in its
+    log and rasterio does not raise for it; a block it failed to write has no offset, and would read
+    back as zeros without a word."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # the failure is reported below, as one sentence
+    try:
+        dataset = gdal.Open(str(path))
+        if dataset is None:
+            return f"it cannot be read back: {gdal.GetLastErrorMsg() or 'not a raster'}"
+        if (dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount) != (width, height, count):
+            return "it came out with the wrong size"
+        file_size = os.path.getsize(path)
+        for index in range(1, count + 1):
+            band = dataset.GetRasterBand(index)
+            block_x, block_y = band.GetBlockSize()
+            for row in range((height + block_y - 1) // block_y):
+                for column in range((width + block_x - 1) // block_x):
+                    offset = band.GetMetadataItem(f"BLOCK_OFFSET_{column}_{row}", "TIFF")
+                    size = band.GetMetadataItem(f"BLOCK_SIZE_{column}_{row}", "TIFF")
+                    if not offset or not size or int(offset) == 0 or int(offset) + int(size) > file_size:
+                        return f"block {column},{row} of band {index} is missing"
+        return None
+    finally:
+        dataset = None
+        gdal.PopErrorHandler()
 
 
 def valid_mask(dataset: rasterio.io.DatasetReader, bands: Sequence[int], window: Optional[Window] = None,

@@ -4,12 +4,12 @@ renamed when complete, so a failed or cancelled run leaves no half-written layer
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import shapely
 
 from .errors import InputError
-from .files import replaced_when_done
+from .files import check_output_location, replaced_when_done
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # (attribute key in the features, field name on disk, OGR field type name)
@@ -30,8 +30,13 @@ def write_polygons(features: Iterable[tuple[shapely.Geometry, dict]], path: Unio
     if driver_name is None:
         raise InputError(f"Polygons can be written as GeoPackage (.gpkg) or GeoJSON (.geojson); "
                          f"'{path.name}' has another suffix.")
+    check_output_location(path, "polygon output")
     count = 0
-    with replaced_when_done(path, path.suffix) as temporary:
+
+    def problem(written: Path) -> Optional[str]:
+        return written_layer_problem(written, layer_name, count)
+
+    with replaced_when_done(path, ".part" + path.suffix, verify=problem) as temporary:
         temporary.unlink()  # OGR drivers refuse to create over an existing file
         source = ogr.GetDriverByName(driver_name).CreateDataSource(str(temporary))
         try:
@@ -62,3 +67,23 @@ def write_polygons(features: Iterable[tuple[shapely.Geometry, dict]], path: Unio
         finally:
             source = layer = definition = None  # closing flushes and finalises the file before the rename
     return count
+
+
+def written_layer_problem(path: Union[str, Path], layer_name: str, count: int) -> Optional[str]:
+    """What is wrong with a vector file just written, or None: it opens, holds the layer and all
+    ``count`` features (GDAL may report a full disk only in its log)."""
+    from osgeo import gdal, ogr
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # the failure is reported by the caller, as one sentence
+    try:
+        source = ogr.Open(str(path))
+        layer = source.GetLayerByName(layer_name) if source is not None else None
+        if layer is None:
+            return f"it cannot be read back with its layer '{layer_name}'"
+        written = layer.GetFeatureCount()
+        return None if written == count else f"it holds {written} of {count} buildings"
+    except RuntimeError as error:
+        return f"it cannot be read back: {error}"
+    finally:
+        source = layer = None
+        gdal.PopErrorHandler()

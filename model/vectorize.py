@@ -95,6 +95,7 @@ def polygons_from_mask(mask_path: Union[str, Path], *, probability_path: Union[s
         if kind in ("probability", "error_map"):
             raise InputError(f"'{mask_path}' is a {kind.replace('_', ' ')} raster: vectorize the mask raster "
                              "written by the prediction (or predict again with a mask output).")
+        check_mask_raster(mask, mask_path, sample=kind != "mask")
         if probability_path is not None:
             probability = open_raster(probability_path, "probability")
             if (probability.width, probability.height, probability.transform) != (mask.width, mask.height, mask.transform):
@@ -107,6 +108,30 @@ def polygons_from_mask(mask_path: Union[str, Path], *, probability_path: Union[s
         raise
     return _stream(mask, probability, min_area, simplify, fill_holes_below, regularize, window_rows_px,
                    Reporter.of(progress, cancelled))
+
+
+# side of the decimated read that checks an untagged mask's values before any output is made
+MASK_SAMPLE_PX = 512
+
+
+def check_mask_raster(mask: rasterio.io.DatasetReader, path: Union[str, Path], sample: bool) -> None:
+    """Refuse what evaluate refuses as a mask: several bands, or (``sample``: a raster without the
+    engine's mask tag) values other than 0 and 1 in a decimated read of the whole raster. The full
+    check happens while streaming; this one catches an image picked by mistake before anything is written."""
+    if mask.count != 1:
+        raise InputError(f"The mask '{path}' has {mask.count} bands; a building mask is a single-band raster "
+                         "of 0 and 1 (was the image picked by mistake?). Pick the mask written by Predict.")
+    if sample:
+        shape = (min(mask.height, MASK_SAMPLE_PX), min(mask.width, MASK_SAMPLE_PX))
+        _check_binary(mask.read(1, out_shape=shape, masked=True), path)
+
+
+def _check_binary(values: np.ma.MaskedArray, path: Union[str, Path]) -> None:
+    data = values.compressed() if np.ma.isMaskedArray(values) else values
+    if data.size and (data.min() < 0 or data.max() > 1 or (data.dtype.kind == "f" and np.any(data % 1))):
+        raise InputError(f"The mask '{path}' holds values other than 0 and 1, so it is not a building mask (a "
+                         "probability raster or an image?): pick the mask written by Predict, or threshold the "
+                         "raster into 0 and 1 first.")
 
 
 def _add_probability(band: "_Band", values: np.ma.MaskedArray, building: np.ndarray) -> None:
@@ -127,12 +152,16 @@ def _stream(mask: rasterio.io.DatasetReader, probability: Optional[rasterio.io.D
     open_pieces: list[_Piece] = []  # pieces touching the bottom of the previous band
     open_last_row = np.full(mask.width, -1, np.int64)  # index into open_pieces per column, -1 none
     next_id = 1
+    untagged = mask.tags().get(KIND_TAG) != "mask"
     try:
         for top in range(0, mask.height, window_rows_px):
             reporter.check()
             rows = min(window_rows_px, mask.height - top)
             window = Window(0, top, mask.width, rows)
-            building = np.ma.filled(mask.read(1, window=window, masked=True) != 0, False)
+            values = mask.read(1, window=window, masked=True)
+            if untagged:
+                _check_binary(values, mask.name)
+            building = np.ma.filled(values != 0, False)
             band = _Band(building, top, probability is not None)
             if probability is not None and band.pieces:
                 _add_probability(band, probability.read(1, window=window, masked=True), building)
