@@ -57,11 +57,12 @@ from rasterio.windows import Window
 
 from . import __version__
 from .errors import InputError
-from .files import replaced_when_done
+from .files import (GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix,
+                    replaced_when_done)
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, LABEL_IGNORE, PROBABILITY_U8_SCALE, Grid, LabelSource, is_vector, open_raster,
-                      open_vector_layer, parse_building_values)
+                      open_vector_layer, parse_building_values, written_geotiff_problem)
 from .report import write_reports
 
 ERROR_MAP_NODATA = 255
@@ -162,6 +163,9 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
     for path, role in ((prediction, "prediction"), (labels, "label layer")):
         if not path.exists():
             raise InputError(f"The {role} '{path}' does not exist.")
+    check_evaluation_outputs({"prediction": prediction, "label layer": labels,
+                              "area of interest": aoi if isinstance(aoi, (str, Path)) else None},
+                             error_map_path, report_html_path, report_json_path)
     if object_scores:
         check_iou_threshold(object_iou_threshold)  # before the long pixel pass, not after it
 
@@ -243,6 +247,20 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
         write_reports(result.to_dict(), html_path=report_html_path, json_path=report_json_path)
     reporter.report(1.0, "Evaluation done")
     return result
+
+
+def check_evaluation_outputs(inputs: dict, error_map_path: str | Path | None, report_html_path: str | Path | None,
+                             report_json_path: str | Path | None) -> None:
+    """Before any work: no output over an input or another output, each in the format its name says,
+    each where a file can be written."""
+    outputs = {"error map": error_map_path, "HTML report": report_html_path, "JSON report": report_json_path}
+    check_output_paths(inputs, outputs)
+    formats = {"error map": (GEOTIFF_SUFFIXES, "a GeoTIFF"), "HTML report": ((".html", ".htm"), "HTML"),
+               "JSON report": ((".json",), "JSON")}
+    for name, path in outputs.items():
+        if path:
+            check_output_suffix(path, *formats[name], name=name)
+            check_output_location(path, name)
 
 
 def _score_window(matrix: ConfusionMatrix, excluded: dict[str, int], building: np.ndarray,
@@ -500,7 +518,11 @@ def _error_map_writer(path: str | Path | None, grid: Grid):
                    crs=grid.crs, transform=grid.transform, nodata=ERROR_MAP_NODATA, tiled=True,
                    blockxsize=512, blockysize=512, compress="deflate", zlevel=1, num_threads="all_cpus",
                    bigtiff="if_safer")
-    with replaced_when_done(path, ".part.tif") as temporary, rasterio.open(temporary, "w", **profile) as dataset:
+    def problem(written: Path) -> Optional[str]:
+        return written_geotiff_problem(written, grid.width, grid.height)
+
+    with replaced_when_done(path, ".part.tif", verify=problem) as temporary, \
+            rasterio.open(temporary, "w", **profile) as dataset:
         dataset.update_tags(**{KIND_TAG: "error_map"},
                             **{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()})
         dataset.write_colormap(1, ERROR_MAP_COLOURS)
