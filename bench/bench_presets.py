@@ -1,10 +1,14 @@
-"""The default recipe against the paper's, on real scenes, after the same training time.
+"""The default recipe against the paper's (and variants of either), on real scenes, after the same
+training time.
 
-Trains each preset on zanzibar_1 + kampala_1 from ``../shared/data`` (or ``$UNET_SHARED_DATA``)
+Trains each run on zanzibar_1 + kampala_1 from ``../shared/data`` (or ``$UNET_SHARED_DATA``)
 with the same wall-clock budget (``time_budget_s``: the budget cuts the running epoch, which is
-still validated and saved), then predicts banepa_1, a scene neither saw, and scores the mask
+still validated and saved), then predicts banepa_1, a scene none saw, and scores the mask
 against its labels (0 background, 1 building, 255 no data). Prints IoU, F1, precision, recall
-and kappa side by side.
+and kappa side by side, and the crops each run trained on per second.
+
+A run is a preset with optional overrides, e.g. ``default``, ``paper`` or
+``default:normalization=per_image,base_width=32``; each runs once per ``--minutes`` value.
 
 The paper preset is kept as published except for its epoch size: 100,000 crops per epoch
 (20,000 of them validation) cannot finish on a CPU budget, and its validation alone would eat
@@ -41,14 +45,34 @@ def shared_data() -> Path:
     return Path(os.environ.get("UNET_SHARED_DATA") or ROOT / ".." / "shared" / "data")
 
 
-def run_preset(preset: str, data: Path, folder: Path, budget_s: float, seed: int,
-               patches_per_epoch: int | None, device: str) -> dict:
-    """Train one preset under the budget, predict the test scene, score it; a dict of figures."""
+def parse_run(spec: str) -> tuple[str, dict]:
+    """'default:normalization=per_image,base_width=32' -> ('default', {...}); numbers become numbers."""
+    preset, _, options = spec.partition(":")
+    overrides = {}
+    for item in filter(None, options.split(",")):
+        name, _, text = item.partition("=")
+        try:
+            overrides[name] = int(text)
+        except ValueError:
+            try:
+                overrides[name] = float(text)
+            except ValueError:
+                overrides[name] = text
+    return preset, overrides
+
+
+def run_preset(spec: str, data: Path, folder: Path, budget_s: float, seed: int,
+               paper_patches: int, device: str) -> dict:
+    """Train one run under the budget, predict the test scene, score it; a dict of figures."""
+    preset, overrides = parse_run(spec)
+    if preset == "paper":
+        overrides.setdefault("patches_per_epoch", paper_patches)
+    run_name = f"{spec}@{budget_s / 60:g}min".replace(":", "_").replace(",", "_").replace("=", "-")
     config = TrainConfig.for_preset(
         preset, images=[str(data / name / "image.tif") for name in TRAIN_SCENES],
         labels=[str(data / name / "labels.tif") for name in TRAIN_SCENES], building_values=BUILDING_VALUES,
-        output_model=str(folder / f"{preset}.pt"), patches_per_epoch=patches_per_epoch, seed=seed, device=device,
-        time_budget_s=budget_s)
+        output_model=str(folder / f"{run_name}.pt"), seed=seed, device=device, time_budget_s=budget_s, **overrides)
+    print(f"  [{spec}] {config.sizing or 'paper preset'}", flush=True)
     started = time.monotonic()
     result = train(config, on_epoch=lambda r: print(
         f"  [{preset}] epoch {r['epoch']}: {r['train_batches']} batches, train loss {r['train_loss']:.4f}, "
@@ -56,7 +80,7 @@ def run_preset(preset: str, data: Path, folder: Path, budget_s: float, seed: int
     train_s = time.monotonic() - started
     test = data / TEST_SCENE
     started = time.monotonic()
-    prediction = predict_raster(test / "image.tif", result.model_path, mask_path=folder / f"{preset}_mask.tif",
+    prediction = predict_raster(test / "image.tif", result.model_path, mask_path=folder / f"{run_name}_mask.tif",
                                 device=device)
     predict_s = time.monotonic() - started
     scores = evaluate(prediction.mask_path, test / "labels.tif", BUILDING_VALUES).scores()
@@ -64,13 +88,16 @@ def run_preset(preset: str, data: Path, folder: Path, budget_s: float, seed: int
     crops = sum(record["train_batches"] for record in result.history) * config.batch_size
     return {"scores": scores, "threshold": prediction.threshold, "epochs": len(result.history),
             "train_loss": result.history[-1]["train_loss"],
-            "crops": crops, "val_iou": best["val_iou"], "train_s": train_s, "predict_s": predict_s,
-            "device": result.device_description, "config": config}
+            "crops": crops, "val_iou": best["val_iou_tuned"], "train_s": train_s, "predict_s": predict_s,
+            "device": result.device_description, "precision": result.precision, "config": config}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per preset (default 20)")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0],
+                        help="training budgets per run (default 10 30)")
+    parser.add_argument("--runs", nargs="+", default=["default", "paper"],
+                        help="presets with optional overrides (default: default paper)")
     parser.add_argument("--paper-patches", type=int, default=1000,
                         help="paper preset crops per epoch, 20 %% of them validation (paper: 100,000)")
     parser.add_argument("--seed", type=int, default=0)
@@ -84,7 +111,7 @@ def main() -> int:
         print(f"skipped: the real scenes {missing} are not in {data} (set UNET_SHARED_DATA to their folder)")
         return 0
 
-    print(f"Presets after {args.minutes:g} min of training each on {' + '.join(TRAIN_SCENES)}, "
+    print(f"Runs {args.runs} after {args.minutes} min of training each on {' + '.join(TRAIN_SCENES)}, "
           f"tested on {TEST_SCENE}; torch threads {torch.get_num_threads()}, device {args.device}")
     print(f"Paper preset: {args.paper_patches} crops per epoch instead of {PAPER_PRESET['patches_per_epoch']:,} "
           f"({round(args.paper_patches * PAPER_PRESET['validation_fraction'])} validation crops); "
@@ -93,11 +120,17 @@ def main() -> int:
         folder = Path(args.keep or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         results = {}
-        for preset, patches in (("default", None), ("paper", args.paper_patches)):
-            results[preset] = run_preset(preset, data, folder, args.minutes * 60, args.seed, patches, args.device)
+        for minutes in args.minutes:
+            for spec in args.runs:
+                results[f"{spec}@{minutes:g}min"] = run_preset(spec, data, folder, minutes * 60, args.seed,
+                                                               args.paper_patches, args.device)
 
     names = list(results)
-    print(f"\n{'':<28}" + "".join(f"{name:>12}" for name in names))
+    width = max(12, *(len(name) + 2 for name in names))
+    print()
+    for index, name in enumerate(names):
+        print(f"  column {index + 1}: {name}")
+    print(f"\n{'':<28}" + "".join(f"{'column ' + str(i + 1):>{width}}" for i in range(len(names))))
     rows = [(f"test {score} ({TEST_SCENE})", lambda r, s=score: f"{r['scores'][s]:.4f}") for score in SCORES]
     rows += [("best-epoch val IoU", lambda r: f"{r['val_iou']:.4f}"),
              ("last epoch's train loss", lambda r: f"{r['train_loss']:.4g}"),  # shows a diverged run
@@ -106,13 +139,19 @@ def main() -> int:
               lambda r: f"{r['config'].base_width}/{'yes' if r['config'].batch_norm else 'no'}"),
              ("epochs (last one cut)", lambda r: str(r["epochs"])),
              ("training crops seen", lambda r: str(r["crops"])),
+             ("crops per second", lambda r: f"{r['crops'] / r['train_s']:.2f}"),
+             ("precision", lambda r: r["precision"].split(" ")[0]),
              ("training + validation s", lambda r: f"{r['train_s']:.0f}"),
              ("prediction s", lambda r: f"{r['predict_s']:.0f}")]
     for label, cell in rows:
-        print(f"{label:<28}" + "".join(f"{cell(results[name]):>12}" for name in names))
-    paper_iou = results["paper"]["scores"]["iou"]
-    ratio = f"{results['default']['scores']['iou'] / paper_iou:.2f}x" if paper_iou > 0 else "n/a (paper IoU 0)"
-    print(f"\ntest IoU default / paper: {ratio}   (device: {results['default']['device']})")
+        print(f"{label:<28}" + "".join(f"{cell(results[name]):>{width}}" for name in names))
+    for minutes in args.minutes:
+        default, paper = results.get(f"default@{minutes:g}min"), results.get(f"paper@{minutes:g}min")
+        if default and paper:
+            paper_iou = paper["scores"]["iou"]
+            ratio = f"{default['scores']['iou'] / paper_iou:.2f}x" if paper_iou > 0 else "n/a (paper IoU 0)"
+            print(f"test IoU default / paper after {minutes:g} min: {ratio}")
+    print(f"device: {next(iter(results.values()))['device']}")
     return 0
 
 

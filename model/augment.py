@@ -1,8 +1,12 @@
 """Batch augmentation on tensors (on the GPU when training runs there).
 
 The paper's four: gamma change, random rotation, added noise, smoothing; the default recipe adds
-flips and 90-degree rotations. Images arrive as raw band values (float), labels as float
-{0, 1} with a separate validity weight; geometric changes move all three together.
+flips and 90-degree rotations, and colour jitter (a gain and an offset per band and crop), which
+stands in for the brightness and colour differences between images now that the default recipe
+normalises every image with the same fixed statistics. Images arrive as raw band values (float),
+labels as float {0, 1} with a separate validity weight; geometric changes move all three together.
+Value-scale changes (gamma, noise, jitter) work on values divided by the image's ``value_scale``:
+the full range of 8-bit data, the data's own high value for 16-bit and float data.
 """
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ class AugmentConfig:
     noise_std: float = 0.05  # in units of the value range (0..1)
     blur_probability: float = 0.2
     flips_and_rot90: bool = True  # ours, not the paper's
+    colour_jitter: float = 0.1  # ours: per-band gain in 1 +- this, offset in +- half of it (0..1 units)
 
     @classmethod
     def paper(cls) -> "AugmentConfig":
-        return cls(flips_and_rot90=False)
+        return cls(flips_and_rot90=False, colour_jitter=0.0)
 
 
 def _per_sample(batch: int, probability: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -40,6 +45,13 @@ def augment(images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, v
     low, high = config.gamma_range
     gamma = low + (high - low) * torch.rand(n, 1, 1, 1, generator=generator, device=device)
     images = (images / scale).clamp(0, 1) ** gamma
+
+    if config.colour_jitter > 0:
+        bands = images.shape[1]
+        jitter = config.colour_jitter
+        gain = 1 + jitter * (2 * torch.rand(n, bands, 1, 1, generator=generator, device=device) - 1)
+        offset = jitter / 2 * (2 * torch.rand(n, bands, 1, 1, generator=generator, device=device) - 1)
+        images = images * gain + offset
 
     if config.flips_and_rot90:
         flip = _per_sample(n, 0.5, generator, device).view(n, 1, 1, 1)

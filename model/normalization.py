@@ -1,13 +1,17 @@
 """Turning raw band values (uint8, uint16, float; any number of bands) into network inputs.
 
 Two modes, recorded in the model file:
+- ``fixed``: (value - mean) / std with the numbers stored in the model file. The default recipe
+  stores its training images' pooled statistics (so a pixel's prediction never depends on the
+  extent processed, and an exported model needs nothing but its own numbers); the paper preset
+  stores mean 0, std 255 (values scaled to 0..1).
 - ``per_image``: each image is standardised by its own per-band mean and standard deviation over
-  valid pixels. Robust to scenes of different brightness or bit depth; the default.
-- ``fixed``: (value - mean) / std with the numbers stored in the model file; the paper preset
-  uses mean 0, std 255 (values scaled to 0..1).
+  valid pixels. Adapts to brightness and bit depth, but a clip of a mosaic, a neighbouring map
+  sheet or an image without buildings (stretched to unit variance) is normalised differently.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,9 +23,17 @@ from .errors import InputError
 STATS_SAMPLE_PX = 1024  # longest side of the decimated read used for image statistics
 
 
-def image_band_stats(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> tuple[list[float], list[float]]:
-    """Per-band mean and std over valid pixels, from a decimated read (memory stays small for any
-    raster size; overviews are used when the file has them)."""
+@dataclass(frozen=True)
+class BandStatistics:
+    mean: list[float]
+    std: list[float]
+    high: float  # the 99.9th percentile of all bands: the data's own value scale (16-bit imagery)
+    valid_pixels: int  # valid pixels of the decimated read: the weight of this image when pooling
+
+
+def image_statistics(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> BandStatistics:
+    """Per-band mean and std over valid pixels and the data's high value, from a decimated read
+    (memory stays small for any raster size; overviews are used when the file has them)."""
     scale = max(dataset.width, dataset.height) / STATS_SAMPLE_PX
     shape = (len(bands), max(1, round(dataset.height / max(scale, 1))), max(1, round(dataset.width / max(scale, 1))))
     values = dataset.read(list(bands), out_shape=shape, masked=True).astype(np.float64)
@@ -30,7 +42,24 @@ def image_band_stats(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -
         raise InputError(f"The image '{dataset.name}' has no valid pixels in the chosen bands.")
     pixels = values.data[:, valid]
     std = pixels.std(axis=1)
-    return pixels.mean(axis=1).tolist(), np.where(std > 1e-6, std, 1.0).tolist()
+    return BandStatistics(pixels.mean(axis=1).tolist(), np.where(std > 1e-6, std, 1.0).tolist(),
+                          float(np.percentile(pixels, 99.9)), int(valid.sum()))
+
+
+def image_band_stats(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> tuple[list[float], list[float]]:
+    statistics = image_statistics(dataset, bands)
+    return statistics.mean, statistics.std
+
+
+def pooled_statistics(parts: Sequence[BandStatistics]) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of several images taken together, each weighted by its valid pixels."""
+    weights = np.array([part.valid_pixels for part in parts], np.float64)
+    means = np.array([part.mean for part in parts])
+    second_moments = np.array([part.std for part in parts]) ** 2 + means ** 2
+    mean = weights @ means / weights.sum()
+    variance = weights @ second_moments / weights.sum() - mean ** 2
+    std = np.sqrt(np.maximum(variance, 0.0))
+    return mean.tolist(), np.where(std > 1e-6, std, 1.0).tolist()
 
 
 def normalization_for(dataset: rasterio.io.DatasetReader, bands: Sequence[int], settings: dict) -> tuple[list, list]:

@@ -1,5 +1,6 @@
 """Training data: image/label pairs held in memory as arrays, spatial train/validation split, and
-random crops drawn across scenes in proportion to their usable area.
+random crops drawn across scenes in proportion to their usable area, a share of them centred on
+buildings so scenes where buildings are rare still teach what a building looks like.
 
 Each scene is read once (window reads of the whole grid; the label aligned onto the image grid by
 ``LabelSource``), so drawing a crop is an array slice, never a file access.
@@ -15,13 +16,18 @@ import numpy as np
 from rasterio.windows import Window
 
 from .errors import InputError
-from .normalization import image_band_stats
+from .ground import ground_pixel_size_m
+from .normalization import BandStatistics, image_statistics
 from .rasters import LABEL_IGNORE, Grid, LabelSource, check_bands, open_raster, valid_mask
 
 # alpha bands are masks, not data: never fed to the network by default
 _ALPHA = "alpha"
 STRIP_ROWS = 1024
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # larger scenes are memory-mapped from a scratch folder
+MIN_IMAGE_PX = 32  # smaller images hold too little to train on (or to hold out validation from)
+INDEX_STEP_PX = 4  # crop positions are scored on a grid this coarse: memory stays small for any scene
+MIN_USABLE_FRACTION = 0.25  # a random crop with less labelled, training-side area is drawn again ...
+REDRAWS = 8  # ... at most this many times
 
 
 @dataclass
@@ -29,11 +35,21 @@ class Scene:
     name: str
     image: np.ndarray  # (bands, H, W), the raster's own dtype
     label: np.ndarray  # (H, W) uint8: 1 building, 0 background, LABEL_IGNORE not scored
-    mean: list[float]  # per-band statistics of this image (per-image normalisation)
-    std: list[float]
+    statistics: BandStatistics  # per-band mean / std of this image, its valid pixel count
     pixel_size: tuple[float, float]
     crs_units: str
-    value_scale: float  # the dtype's full range (255 for uint8) for the paper's 0..1 scaling and gamma
+    # 255 for 8-bit data, else the data's own high value (11-14 bit data often sits in uint16):
+    # the paper's 0..1 scaling and the value-scale augmentations divide by it
+    value_scale: float
+    ground_pixel_size_m: Optional[tuple[float, float]] = None
+
+    @property
+    def mean(self) -> list[float]:
+        return self.statistics.mean
+
+    @property
+    def std(self) -> list[float]:
+        return self.statistics.std
 
     @property
     def height(self) -> int:
@@ -67,10 +83,13 @@ def load_scene(image_path: str | Path, label_path: str | Path, building_values: 
     smaller than a crop are padded with ignored pixels."""
     with open_raster(image_path) as dataset, LabelSource(label_path, building_values, Grid.of(dataset)) as labels:
         bands = check_bands(dataset, bands)
+        if min(dataset.width, dataset.height) < MIN_IMAGE_PX:
+            raise InputError(f"The image '{image_path}' is only {dataset.width} x {dataset.height} px: training "
+                             f"needs images of at least {MIN_IMAGE_PX} px on each side (better, several "
+                             "hundred).")
         height, width = max(dataset.height, min_size_px), max(dataset.width, min_size_px)
         image = _scene_array((len(bands), height, width), dataset.dtypes[bands[0] - 1], 0, scratch_dir)
         label = _scene_array((height, width), np.uint8, LABEL_IGNORE, scratch_dir)
-        data_max = 0.0
         for row in range(0, dataset.height, STRIP_ROWS):
             window = Window(0, row, dataset.width, min(STRIP_ROWS, dataset.height - row))
             rows = slice(row, row + int(window.height))
@@ -80,17 +99,24 @@ def load_scene(image_path: str | Path, label_path: str | Path, building_values: 
             strip_label[~valid] = LABEL_IGNORE
             image[:, rows, :dataset.width] = strip
             label[rows, :dataset.width] = strip_label
-            if valid.any():
-                data_max = max(data_max, float(np.nanmax(strip[:, valid])))
-        integer = np.issubdtype(image.dtype, np.integer)
-        value_scale = float(np.iinfo(image.dtype).max) if integer else max(data_max, 1.0)
-        mean, std = image_band_stats(dataset, bands)
+        statistics = image_statistics(dataset, bands)
+        value_scale = 255.0 if image.dtype == np.uint8 else max(statistics.high, 1e-6)
         crs_units = dataset.crs.linear_units if dataset.crs else ""
         pixel_size = Grid.of(dataset).pixel_size
+        ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
     if not (label == 1).any():
+        if labels.polygons is not None:
+            raise InputError(f"The polygon layer '{label_path}' has no building polygon over the image "
+                             f"'{image_path}': check that it holds buildings for this image's area.")
         raise InputError(f"The label layer '{label_path}' marks no building pixel on the image '{image_path}' "
                          f"with building value(s) {list(building_values)}: check the building class values.")
-    return Scene(Path(image_path).stem, image, label, mean, std, pixel_size, crs_units, value_scale)
+    return Scene(Path(image_path).stem, image, label, statistics, pixel_size, crs_units, value_scale, ground)
+
+
+def validation_block_px(scene: Scene, crop_px: int) -> int:
+    """Crop-sized validation blocks, smaller on images under five crops across, so one block in
+    five never hides most of a small image."""
+    return min(crop_px, max(16, min(scene.height, scene.width) // 5 // 16 * 16))
 
 
 def validation_blocks(scene: Scene, block_px: int, offset: int = 0) -> np.ndarray:
@@ -108,36 +134,85 @@ class Crop:
     col: int
 
 
+class _SceneIndex:
+    """Where crops may go in one scene: a coarse summed-area table of its usable pixels (to score a
+    crop's usable share in O(1)) and the positions of its usable building pixels."""
+
+    def __init__(self, scene: Scene, usable: np.ndarray, crop_px: int) -> None:
+        self.height, self.width, self.crop_px = scene.height, scene.width, crop_px
+        coarse = usable[::INDEX_STEP_PX, ::INDEX_STEP_PX]
+        self.table = np.zeros((coarse.shape[0] + 1, coarse.shape[1] + 1), np.int64)
+        self.table[1:, 1:] = coarse.cumsum(0).cumsum(1)
+        self.buildings = np.argwhere(coarse & (scene.label[::INDEX_STEP_PX, ::INDEX_STEP_PX] == 1)) * INDEX_STEP_PX
+
+    def usable_fraction(self, row: int, col: int) -> float:
+        side = self.crop_px // INDEX_STEP_PX
+        r0, c0 = row // INDEX_STEP_PX, col // INDEX_STEP_PX
+        r1, c1 = min(r0 + side, self.table.shape[0] - 1), min(c0 + side, self.table.shape[1] - 1)
+        t = self.table
+        return float(t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0]) / max(side * side, 1)
+
+    def clamp(self, row: int, col: int) -> tuple[int, int]:
+        return (int(min(max(row, 0), self.height - self.crop_px)), int(min(max(col, 0), self.width - self.crop_px)))
+
+
 class CropSampler:
     """Random crop positions over several scenes, each scene drawn in proportion to its usable
-    (labelled, training-side) area."""
+    (labelled, training-side) area. A ``building_share`` of the crops is centred (with a random
+    shift of up to a quarter crop) on a random building pixel; the others are uniform positions,
+    drawn again while they hold less than a quarter of usable pixels (nodata, unlabelled land or
+    held-out validation blocks teach nothing)."""
 
     def __init__(self, scenes: Sequence[Scene], crop_px: int, usable: Sequence[np.ndarray],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, building_share: float = 0.0) -> None:
         self.scenes = scenes
         self.crop_px = crop_px
         self.rng = rng
+        self.building_share = building_share
         areas = np.array([float(mask.sum()) for mask in usable])
         if areas.sum() == 0:
             raise InputError("No labelled pixels are left for training: check the label layers and nodata.")
         self.weights = areas / areas.sum()
+        self.indexes = [_SceneIndex(scene, mask, crop_px) for scene, mask in zip(scenes, usable)]
 
     def draw(self, count: int) -> list[Crop]:
         picks = self.rng.choice(len(self.scenes), size=count, p=self.weights)
-        crops = []
-        for index in picks:
-            scene = self.scenes[index]
-            row = int(self.rng.integers(0, scene.height - self.crop_px + 1))
-            col = int(self.rng.integers(0, scene.width - self.crop_px + 1))
-            crops.append(Crop(int(index), row, col))
-        return crops
+        return [Crop(int(index), *self._position(self.indexes[index])) for index in picks]
+
+    def _position(self, index: _SceneIndex) -> tuple[int, int]:
+        half, shift = self.crop_px // 2, self.crop_px // 4
+        if len(index.buildings) and self.rng.random() < self.building_share:
+            row, col = index.buildings[self.rng.integers(len(index.buildings))]
+            jitter = self.rng.integers(-shift, shift + 1, 2)
+            return index.clamp(row - half + jitter[0], col - half + jitter[1])
+        for _ in range(REDRAWS):
+            row = int(self.rng.integers(0, index.height - self.crop_px + 1))
+            col = int(self.rng.integers(0, index.width - self.crop_px + 1))
+            if index.usable_fraction(row, col) >= MIN_USABLE_FRACTION:
+                break
+        return row, col
 
 
 def validation_crops(scene_index: int, scene: Scene, blocks: np.ndarray, crop_px: int) -> list[Crop]:
-    """One crop per validation block (blocks are crop-sized), shifted inside the scene at its edges."""
-    return [Crop(scene_index, min(row, scene.height - crop_px), min(col, scene.width - crop_px))
-            for row in range(0, scene.height, crop_px) for col in range(0, scene.width, crop_px)
-            if blocks[row, col]]
+    """The crops of a regular crop-sized grid (shifted inside the scene at its edges) that hold
+    validation pixels: each validation pixel is scored once per epoch (twice at most at the edges)."""
+    crops = []
+    for row in range(0, scene.height, crop_px):
+        for col in range(0, scene.width, crop_px):
+            row0, col0 = min(row, scene.height - crop_px), min(col, scene.width - crop_px)
+            window = blocks[row0:row0 + crop_px, col0:col0 + crop_px] & (scene.label[row0:row0 + crop_px,
+                                                                                      col0:col0 + crop_px] != LABEL_IGNORE)
+            if window.any():
+                crops.append(Crop(scene_index, row0, col0))
+    return crops
+
+
+def evenly_spread(crops: list[Crop], limit: int) -> list[Crop]:
+    """At most ``limit`` crops, evenly spaced through the list (the same ones every epoch), so
+    validation takes the same short time on any scene size."""
+    if len(crops) <= limit:
+        return crops
+    return [crops[int(i)] for i in np.linspace(0, len(crops) - 1, limit).round()]
 
 
 def gather(scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int,

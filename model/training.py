@@ -6,12 +6,13 @@ and a resumable checkpoint, report progress, stop promptly when cancelled.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -19,81 +20,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import AugmentConfig, augment
-from .device import describe_device, resolve_device
-from .errors import InputError
+from .augment import augment
+from .device import autocast_settings, describe_device, describe_precision, resolve_device
+from .errors import EngineError, InputError
 from .files import replaced_when_done
 from .metrics import ConfusionMatrix
 from .modelfile import ModelInfo, atomic_torch_save, model_payload, read_payload
 from .network import UNet, UNetConfig
-from .normalization import normalize
+from .normalization import normalize, pooled_statistics
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import LABEL_IGNORE
-from .sampling import (Crop, CropSampler, Scene, default_bands, gather, load_scene, validation_blocks,
-                       validation_crops)
+from .choices import NORMALIZATIONS
+from .recipe import PAPER_PRESET, TrainConfig  # noqa: F401  (part of the training API)
+from .sampling import (Crop, CropSampler, Scene, default_bands, evenly_spread, gather, load_scene,
+                       validation_block_px, validation_blocks, validation_crops)
 
-PRESETS = ("default", "paper")
 THRESHOLD_BINS = 100  # validation probabilities are histogrammed in 1 % steps to tune the threshold
 EpochFn = Callable[[dict], None]
 
 
-@dataclass
-class TrainConfig:
-    images: list[str]
-    labels: list[str]
-    output_model: str
-    building_values: list[int] = field(default_factory=lambda: [2])
-    preset: str = "default"
-    bands: Optional[list[int]] = None  # None: every band that is not alpha
-    epochs: int = 20
-    patches_per_epoch: int = 1000  # crops drawn per epoch ("random" validation takes a share of them)
-    batch_size: int = 8
-    base_width: int = 32
-    batch_norm: bool = True
-    upsample: str = "nearest"
-    tile_size_px: int = 256
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"  # "cosine" (with warm-up) or "constant"
-    loss: str = "bce_dice"  # "bce" or "bce_dice"
-    validation: str = "spatial"  # "spatial": 1 block in 5 held out; "random": crops split at random
-    validation_fraction: float = 0.2  # share of crops for "random" validation (paper 4:1)
-    normalization: str = "per_image"  # or "fixed" (values / full range, as the paper)
-    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
-    select_by: str = "val_iou_tuned"  # history column that picks the best epoch
-    tune_threshold: bool = True
-    keep_epoch_checkpoints: bool = False
-    device: str = "auto"
-    seed: Optional[int] = None
-    resume_from: Optional[str] = None
-    # Wall-clock limit on training: when reached, the running epoch is cut short, validated and
-    # saved, and training ends; the schedule then follows elapsed time rather than steps.
-    time_budget_s: Optional[float] = None
-
-    @classmethod
-    def for_preset(cls, preset: str = "default", **overrides) -> "TrainConfig":
-        """The preset's values with the given overrides; an override of None keeps the preset's."""
-        if preset not in PRESETS:
-            raise InputError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
-        values = {name: value for name, value in overrides.items() if value is not None}
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"Unknown training option(s): {', '.join(sorted(unknown))}.")
-        if preset == "paper":
-            values = {**PAPER_PRESET, **values}
-        return cls(preset=preset, **values)
-
-
-# The paper's recipe ("Remote sensing image building extraction based on U-net"), every number
-# a parameter: 100,000 random 256 px crops split 4:1, the 19-conv U-Net at width 64 without batch
-# norm, Adam at lr 0.01, binary cross-entropy, batch 16, 10 epochs, a checkpoint per epoch, the
-# best kept by validation accuracy, probabilities thresholded at 0.5.
-PAPER_PRESET = dict(
-    epochs=10, patches_per_epoch=100_000, batch_size=16, base_width=64, batch_norm=False,
-    upsample="nearest", tile_size_px=256, learning_rate=0.01, schedule="constant", loss="bce",
-    validation="random", validation_fraction=0.2, normalization="fixed",
-    augmentation=AugmentConfig.paper(), select_by="val_accuracy", tune_threshold=False,
-    keep_epoch_checkpoints=True,
-)
+class TrainingDiverged(EngineError):
+    """The loss became NaN or infinite: the weights are lost, the last good epoch is kept."""
 
 
 @dataclass
@@ -104,7 +51,10 @@ class TrainResult:
     device_description: str
     history_csv_path: Path
     checkpoint_dir: Path
-    stopped_early: bool = False  # the time budget ended training before its last batch
+    stopped_early: bool = False  # the time budget or early stopping ended training before its last epoch
+    stop_reason: str = ""  # why, in words, when it stopped early
+    sizing: str = ""  # what the preset chose for this device, and why
+    precision: str = ""  # the arithmetic training ran in, and why
 
 
 def checkpoint_dir_for(output_model: Path) -> Path:
@@ -167,6 +117,11 @@ class Trainer:
         self.reporter = reporter
         self.on_epoch = on_epoch
         self.device = resolve_device(config.device)
+        self.autocast_dtype, needs_grad_scaler = autocast_settings(self.device, config.precision)
+        self.precision = describe_precision(self.device, config.precision)
+        # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
+        self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler else None
+        self.batch_size = config.batch_size  # halved when the GPU runs out of memory
         self.output_model = Path(config.output_model)
         self.checkpoint_dir = checkpoint_dir_for(self.output_model)
         self._validate_config()
@@ -175,6 +130,10 @@ class Trainer:
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.torch_rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.init = self._load_init_model()
+        # seconds per training and per validation batch, measured as training goes (remaining time)
+        self.train_batch_s: Optional[float] = None
+        self.val_batch_s: Optional[float] = None
 
     def _validate_config(self) -> None:
         c = self.config
@@ -184,16 +143,31 @@ class Trainer:
         multiple = 2 ** UNetConfig().depth
         if c.tile_size_px % multiple:
             raise InputError(f"The crop size must be a multiple of {multiple} px, not {c.tile_size_px}.")
-        for name in ("epochs", "patches_per_epoch", "batch_size", "base_width"):
+        for name in ("epochs", "patches_per_epoch", "batch_size", "base_width", "max_validation_crops"):
             if getattr(c, name) < 1:
                 raise InputError(f"{name} must be at least 1, not {getattr(c, name)}.")
+        if c.early_stop_patience is not None and c.early_stop_patience < 1:
+            raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
+        if c.time_budget_s is not None and c.time_budget_s <= 0:
+            raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
         if c.validation not in ("spatial", "random") or c.loss not in ("bce", "bce_dice") \
-                or c.normalization not in ("per_image", "fixed") or c.schedule not in ("cosine", "constant"):
+                or c.normalization not in NORMALIZATIONS or c.schedule not in ("cosine", "constant"):
             raise InputError("Unknown validation, loss, normalisation or schedule option.")
+
+    def _load_init_model(self):
+        if not self.config.init_model or self.config.resume_from:  # a checkpoint holds its own weights
+            return None
+        from .modelfile import load_model
+
+        return load_model(Path(self.config.init_model))
 
     # -- data -------------------------------------------------------------------------------
     def load_scenes(self, scratch_dir: Path) -> list[Scene]:
         bands = self.config.bands or default_bands(self.config.images[0])
+        if self.init is not None and len(bands) != len(self.init.info.bands):
+            raise InputError(f"The model to fine-tune, '{self.config.init_model}', reads {len(self.init.info.bands)} "
+                             f"band(s) but the images give {len(bands)}: choose {len(self.init.info.bands)} bands "
+                             "(BANDS) or train a new model.")
         self.bands = bands
         scenes = []
         for index, (image, label) in enumerate(zip(self.config.images, self.config.labels)):
@@ -204,7 +178,7 @@ class Trainer:
         return scenes
 
     def split(self, scenes: list[Scene]) -> tuple[list[np.ndarray], list[Crop]]:
-        """Training-hidden masks per scene and the validation crops."""
+        """Training-hidden masks per scene and the validation crops (a fixed, bounded set)."""
         crop_px = self.config.tile_size_px
         if self.config.validation == "random":
             count = max(1, round(self.config.patches_per_epoch * self.config.validation_fraction))
@@ -213,13 +187,26 @@ class Trainer:
             return [np.zeros_like(scene.label, dtype=bool) for scene in scenes], crops
         hidden, crops = [], []
         for index, scene in enumerate(scenes):
-            blocks = validation_blocks(scene, crop_px, offset=index)
+            blocks = validation_blocks(scene, validation_block_px(scene, crop_px), offset=index)
             hidden.append(blocks)
             crops.extend(validation_crops(index, scene, blocks, crop_px))
         if not crops:
             raise InputError("The images are too small to hold out a validation area: give larger images "
                              "or more of them.")
-        return hidden, crops
+        return hidden, evenly_spread(crops, self.config.max_validation_crops)
+
+    def input_normalization(self, scenes: list[Scene]) -> dict:
+        """How raw values become network inputs, as stored in the model file (see normalization.py)."""
+        c, bands = self.config, len(self.bands)
+        if self.init is not None:  # fine-tuning keeps the input scaling the weights were trained for
+            return dict(self.init.info.normalization)
+        if c.normalization == "per_image":  # the mean of the images' statistics, for the record only
+            return {"mode": "per_image", "mean": np.mean([s.mean for s in scenes], 0).tolist(),
+                    "std": np.mean([s.std for s in scenes], 0).tolist()}
+        if c.normalization == "fixed":
+            return {"mode": "fixed", "mean": [0.0] * bands, "std": [scenes[0].value_scale] * bands}
+        mean, std = pooled_statistics([scene.statistics for scene in scenes])
+        return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
 
     def batch_tensors(self, scenes: list[Scene], crops: Sequence[Crop], hidden: Optional[list[np.ndarray]],
                       augmented: bool, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -233,15 +220,17 @@ class Trainer:
             scale = torch.tensor([scenes[i].value_scale for i in scene_ids], dtype=torch.float32, device=device)
             x, target, weight = augment(x, target, weight, scale, self.config.augmentation, generator)
         x = normalize(x, *self.normalization_of(scenes, scene_ids))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, target, weight
+        return x.contiguous(memory_format=torch.channels_last), target, weight
 
     def normalization_of(self, scenes: list[Scene], scene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.config.normalization == "per_image":
+        if self.normalization["mode"] == "per_image":
             return (np.array([scenes[i].mean for i in scene_ids]), np.array([scenes[i].std for i in scene_ids]))
-        return (np.zeros((len(scene_ids), len(self.bands))),
-                np.array([[scenes[i].value_scale] * len(self.bands) for i in scene_ids]))
+        return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # -- loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -250,65 +239,73 @@ class Trainer:
         with tempfile.TemporaryDirectory(prefix=".unet_buildings_scratch_", dir=self.output_model.parent) as scratch:
             return self._run(Path(scratch))
 
+    def build_network(self) -> UNet:
+        c = self.config
+        if self.init is not None:
+            return self.init.net.train()
+        return UNet(UNetConfig(len(self.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
+
     def _run(self, scratch_dir: Path) -> TrainResult:
         c = self.config
-        started = time.monotonic()
+        self.started = time.monotonic()
+        self.elapsed_before_s = 0.0  # training time of the run this one resumes
         scenes = self.load_scenes(scratch_dir)
         hidden, val_crops = self.split(scenes)
         train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
-        sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng)
+        sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng, c.building_crop_share)
         train_per_epoch = c.patches_per_epoch - (len(val_crops) if c.validation == "random" else 0)
-        batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / c.batch_size))
-        val_batches = math.ceil(len(val_crops) / c.batch_size)
-        total_steps = batches_per_epoch * c.epochs
+        self.batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / c.batch_size))
+        self.val_batches = math.ceil(len(val_crops) / c.batch_size)
+        total_steps = self.batches_per_epoch * c.epochs
 
-        net = UNet(UNetConfig(len(self.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
+        self.normalization = self.input_normalization(scenes)
+        net = self.build_network()
         self.check_cancel_inside(net)
-        net.to(self.device)
-        if self.device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
+        net.to(self.device, memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(net.parameters(), lr=c.learning_rate)
         info = self.model_info(scenes)
         history: list[dict] = []
         start_epoch, best_state, best_score = 1, None, -math.inf
         if c.resume_from:
-            start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from))
+            start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from), info)
+        self.start_epoch = start_epoch
+        for line in (c.sizing, f"Training on {describe_device(self.device)} in {self.precision}.",
+                     f"Fine-tuning '{c.init_model}'." if self.init is not None else ""):
+            if line:
+                self.reporter.report(0.0, line)
 
-        amp = self.device.type == "cuda"
-        stopped_early = False
+        stop_reason = ""
         for epoch in range(start_epoch, c.epochs + 1):
             epoch_started = time.monotonic()
             net.train()
             train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
-            for batch in range(batches_per_epoch):
+            for batch in range(self.batches_per_epoch):
                 self.reporter.check()
-                progress = ((epoch - 1) * batches_per_epoch + batch) / total_steps
+                progress = ((epoch - 1) * self.batches_per_epoch + batch) / total_steps
                 if c.time_budget_s is not None:
-                    spent = (time.monotonic() - started) / c.time_budget_s
+                    spent = self.elapsed_s() / c.time_budget_s
                     if spent >= 1.0:
-                        stopped_early = True
+                        stop_reason = f"the time budget of {c.time_budget_s / 60:g} min was reached"
                         break
                     progress = max(progress, spent)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate_at(c, progress)
-                x, target, weight = self.batch_tensors(scenes, sampler.draw(c.batch_size), hidden, True, self.torch_rng)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = net(x)
-                loss = masked_loss(logits.float(), target, weight, c.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                train_loss += float(loss.detach())
+                batch_started = time.monotonic()
+                loss, logits, target, weight = self.step(net, optimizer, scenes, sampler, hidden)
+                value = float(loss.detach())
+                if not math.isfinite(value) and self.scaler is None:  # the scaler skips such steps itself
+                    raise TrainingDiverged(self.divergence_message(epoch, batch, value, info))
+                train_loss += value if math.isfinite(value) else 0.0
                 batches_run += 1
                 train_matrix += confusion_counts(logits.detach(), target, weight)
-                self.report_progress(epoch, batch + 1, batches_per_epoch, val_batches, train_loss / (batch + 1), started,
-                                     start_epoch)
+                self.train_batch_s = self.running_mean(self.train_batch_s, time.monotonic() - batch_started)
+                self.report_progress(epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
             if batches_run == 0 and history:  # the budget ran out right at an epoch's start
                 break
             record = {"epoch": epoch, "train_loss": train_loss / max(batches_run, 1), "train_batches": batches_run,
                       "train_accuracy": train_matrix.accuracy, "train_iou": train_matrix.iou,
                       "learning_rate": optimizer.param_groups[0]["lr"]}
-            record.update(self.validate(net, scenes, hidden, val_crops, amp))
+            record.update(self.validate(net, scenes, hidden, val_crops, epoch))
             record["seconds"] = time.monotonic() - epoch_started
             history.append(record)
             score = record[c.select_by]
@@ -319,12 +316,59 @@ class Trainer:
             self.save_epoch(net, optimizer, info, best_state, best_score, record)
             if self.on_epoch:
                 self.on_epoch(dict(record))
-            if stopped_early:
+            if stop_reason:
+                break
+            if c.early_stop_patience and epoch - info.best_epoch >= c.early_stop_patience:
+                stop_reason = f"validation did not improve for {c.early_stop_patience} epochs"
                 break
 
         self.write_history_csv(history)
         return TrainResult(self.output_model, history, info.best_epoch, describe_device(self.device),
-                           history_csv_for(self.output_model), self.checkpoint_dir, stopped_early)
+                           history_csv_for(self.output_model), self.checkpoint_dir, bool(stop_reason), stop_reason,
+                           c.sizing, self.precision)
+
+    def elapsed_s(self) -> float:
+        """Training time so far, a resumed run's earlier time included (the budget covers both)."""
+        return self.elapsed_before_s + time.monotonic() - self.started
+
+    @staticmethod
+    def running_mean(previous: Optional[float], value: float) -> float:
+        return value if previous is None else 0.8 * previous + 0.2 * value
+
+    def step(self, net: UNet, optimizer: torch.optim.Optimizer, scenes: list[Scene], sampler: CropSampler,
+             hidden: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on a fresh batch. Out of GPU memory, the batch size is halved for the
+        rest of training (and said so) and the step is taken again on a smaller batch."""
+        while True:
+            x, target, weight = self.batch_tensors(scenes, sampler.draw(self.batch_size), hidden, True, self.torch_rng)
+            try:
+                with self.autocast():
+                    logits = net(x)
+                loss = masked_loss(logits.float(), target, weight, self.config.loss)
+                optimizer.zero_grad(set_to_none=True)
+                if self.scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                return loss, logits, target, weight
+            except torch.cuda.OutOfMemoryError:
+                del x, target, weight
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise InputError("The GPU ran out of memory for a single crop: choose a smaller base width or "
+                                     "crop size, close other programs using the GPU, or train on the CPU.") from None
+                self.batch_size //= 2
+                self.reporter.report(0.0, f"The GPU ran out of memory: batch size halved to {self.batch_size}.")
+
+    def divergence_message(self, epoch: int, batch: int, value: float, info: ModelInfo) -> str:
+        kept = (f"the model file keeps epoch {info.best_epoch}, the best complete one"
+                if info.best_epoch else "no model file was written")
+        return (f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {value}, so {kept}. "
+                f"Lower the learning rate (now {self.config.learning_rate:g}) or use the default preset.")
 
     def check_cancel_inside(self, net: UNet) -> None:
         """A batch of the paper's network takes many seconds on a CPU: checking for cancel before
@@ -339,7 +383,7 @@ class Trainer:
             block.register_full_backward_pre_hook(check)
 
     @torch.inference_mode()
-    def validate(self, net: UNet, scenes: list[Scene], hidden: list[np.ndarray], crops: list[Crop], amp: bool) -> dict:
+    def validate(self, net: UNet, scenes: list[Scene], hidden: list[np.ndarray], crops: list[Crop], epoch: int) -> dict:
         net.eval()
         c = self.config
         # The paper's validation crops are augmented like its training crops; the same seed
@@ -350,11 +394,12 @@ class Trainer:
         loss_sum, matrix = 0.0, ConfusionMatrix()
         positive_hist = np.zeros(THRESHOLD_BINS, np.int64)
         negative_hist = np.zeros(THRESHOLD_BINS, np.int64)
-        for start in range(0, len(crops), c.batch_size):
+        for index, start in enumerate(range(0, len(crops), self.batch_size)):
             self.reporter.check()
-            chunk = crops[start:start + c.batch_size]
+            batch_started = time.monotonic()
+            chunk = crops[start:start + self.batch_size]
             x, target, weight = self.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            with self.autocast():
                 logits = net(x).float()
             loss_sum += float(masked_loss(logits, target, weight, c.loss)) * len(chunk)
             matrix += confusion_counts(logits, target, weight)
@@ -362,51 +407,68 @@ class Trainer:
             valid = weight > 0
             positive_hist += torch.bincount(bins[valid & (target > 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
             negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
+            self.val_batch_s = self.running_mean(self.val_batch_s, time.monotonic() - batch_started)
+            self.report_progress(epoch, self.batches_per_epoch, index + 1, "validating")
         threshold, tuned_iou = tuned_threshold(positive_hist, negative_hist) if c.tune_threshold else (0.5, matrix.iou)
         return {"val_loss": loss_sum / max(1, len(crops)), "val_accuracy": matrix.accuracy,
                 "val_precision": matrix.precision, "val_recall": matrix.recall, "val_f1": matrix.f1,
                 "val_iou": matrix.iou, "val_threshold": threshold, "val_iou_tuned": tuned_iou}
 
-    def report_progress(self, epoch: int, batch: int, batches: int, val_batches: int, running_loss: float,
-                        started: float, start_epoch: int) -> None:
+    def report_progress(self, epoch: int, train_done: int, val_done: int, detail: str) -> None:
+        """Progress and remaining time from the measured time of training and validation batches
+        (a validation batch, forward only, is guessed at a third of a training batch until one is
+        timed); under a time budget neither can pass the budget."""
         c = self.config
-        per_epoch = batches + val_batches
-        done = (epoch - start_epoch) * per_epoch + batch
-        remaining_work = (c.epochs - start_epoch + 1) * per_epoch - done
-        elapsed = time.monotonic() - started
-        eta_s = elapsed / max(done, 1) * remaining_work
-        fraction = ((epoch - 1) * per_epoch + batch) / (c.epochs * per_epoch)
-        self.reporter.report(fraction, f"epoch {epoch}/{c.epochs}, batch {batch}/{batches}, "
-                                       f"loss {running_loss:.4f}, about {eta_s / 60:.1f} min left")
+        train_s = self.train_batch_s or 0.0
+        val_s = self.val_batch_s if self.val_batch_s is not None else train_s / 3
+        epochs_after = c.epochs - epoch
+        remaining_s = ((self.batches_per_epoch - train_done + epochs_after * self.batches_per_epoch) * train_s
+                       + (self.val_batches - val_done + epochs_after * self.val_batches) * val_s)
+        elapsed = self.elapsed_s()
+        fraction = elapsed / max(elapsed + remaining_s, 1e-9)
+        if c.time_budget_s is not None:
+            remaining_s = min(remaining_s, max(c.time_budget_s - elapsed, 0.0))
+            fraction = max(fraction, elapsed / c.time_budget_s)
+        where = f"epoch {epoch}" if c.time_budget_s is not None else f"epoch {epoch}/{c.epochs}"
+        step = f"batch {train_done}/{self.batches_per_epoch}" if not val_done else \
+            f"validation batch {val_done}/{self.val_batches}"
+        self.reporter.report(fraction, f"{where}, {step}, {detail}, about {remaining_s / 60:.1f} min left")
 
     # -- files ------------------------------------------------------------------------------
     def model_info(self, scenes: list[Scene]) -> ModelInfo:
         c = self.config
-        if c.normalization == "per_image":
-            normalization = {"mode": "per_image", "mean": np.mean([s.mean for s in scenes], 0).tolist(),
-                             "std": np.mean([s.std for s in scenes], 0).tolist()}
-        else:
-            normalization = {"mode": "fixed", "mean": [0.0] * len(self.bands),
-                             "std": [scenes[0].value_scale] * len(self.bands)}
-        return ModelInfo(bands=list(self.bands), normalization=normalization, tile_size_px=c.tile_size_px,
+        ground = scenes[0].ground_pixel_size_m
+        return ModelInfo(bands=list(self.bands), normalization=self.normalization, tile_size_px=c.tile_size_px,
                          threshold=0.5, building_values=list(c.building_values),
-                         pixel_size=list(scenes[0].pixel_size), crs_units=scenes[0].crs_units, preset=c.preset,
-                         training=asdict(replace(c, resume_from=None, seed=self.seed)))
+                         pixel_size=list(scenes[0].pixel_size), crs_units=scenes[0].crs_units,
+                         ground_pixel_size_m=list(ground) if ground else None, preset=c.preset,
+                         training={**asdict(replace(c, resume_from=None, seed=self.seed)),
+                                   "precision_used": self.precision})
 
     def save_epoch(self, net: UNet, optimizer: torch.optim.Optimizer, info: ModelInfo, best_state: dict,
                    best_score: float, record: dict) -> None:
-        """Best model to the output path, a resumable checkpoint (optimizer, RNG, best weights), and
-        for presets that keep them this epoch's model with this epoch's tuned threshold."""
+        """Best model to the output path, a resumable checkpoint (optimizer, RNG, best weights, time
+        spent), and for presets that keep them this epoch's model with this epoch's tuned threshold."""
         info.network = net.config.to_dict()
-        atomic_torch_save(model_payload(best_state, info), self.output_model)
         extra = {"optimizer": optimizer.state_dict(), "best_state_dict": best_state, "best_score": best_score,
+                 "elapsed_s": self.elapsed_s(),
                  "rng": {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()}}
-        atomic_torch_save(model_payload(net.state_dict(), info, extra), self.checkpoint_dir / "last.pt")
+        writes = [(model_payload(best_state, info), self.output_model),
+                  (model_payload(net.state_dict(), info, extra), self.checkpoint_dir / "last.pt")]
         if self.config.keep_epoch_checkpoints:
-            atomic_torch_save(model_payload(net.state_dict(), replace(info, threshold=record["val_threshold"])),
-                              self.checkpoint_dir / f"epoch_{record['epoch']:03d}.pt")
+            writes.append((model_payload(net.state_dict(), replace(info, threshold=record["val_threshold"])),
+                           self.checkpoint_dir / f"epoch_{record['epoch']:03d}.pt"))
+        for payload, path in writes:
+            try:
+                atomic_torch_save(payload, path)
+            except OSError as error:
+                raise InputError(f"Could not write '{path}' ({error.strerror or error}): free some disk space or "
+                                 "choose another folder for the model; the previous epoch's files are kept.") from error
 
-    def resume(self, net: UNet, optimizer: torch.optim.Optimizer, path: Path) -> tuple[int, list, dict, float]:
+    def resume(self, net: UNet, optimizer: torch.optim.Optimizer, path: Path,
+               info: ModelInfo) -> tuple[int, list, dict, float]:
+        """Restores the weights, optimizer, random state, history, best epoch with its threshold and
+        the time already spent, so a resumed run ends as an uninterrupted one would."""
         payload = read_payload(path)
         if "optimizer" not in payload:
             raise InputError(f"'{path}' is a model file, not a training checkpoint: resume from the "
@@ -419,6 +481,8 @@ class Trainer:
         optimizer.load_state_dict(payload["optimizer"])
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         self.torch_rng.set_state(payload["rng"]["torch"])
+        self.elapsed_before_s = float(payload.get("elapsed_s", 0.0))
+        info.best_epoch, info.threshold = saved.best_epoch, saved.threshold
         return saved.epoch + 1, list(saved.history), payload["best_state_dict"], float(payload["best_score"])
 
     def write_history_csv(self, history: list[dict]) -> None:

@@ -105,7 +105,11 @@ def test_training_steps_reduce_the_loss_and_write_model_history_and_checkpoint(s
     assert loaded.info.pixel_size == [0.5, 0.5] and loaded.info.tile_size_px == 32
     assert loaded.info.best_epoch == result.best_epoch and len(loaded.info.history) == 4
     assert 0.05 <= loaded.info.threshold <= 0.95
-    assert loaded.info.normalization["mode"] == "per_image" and len(loaded.info.normalization["mean"]) == 3
+    # the default normalisation: both training images' pixels pooled, fixed for every prediction
+    pixels = np.concatenate([rasterio.open(path).read().reshape(3, -1) for path in scenes[0]], axis=1)
+    assert loaded.info.normalization["mode"] == "fixed"
+    assert loaded.info.normalization["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), rel=1e-6)
+    assert loaded.info.normalization["std"] == pytest.approx(pixels.std(axis=1).tolist(), rel=1e-6)
     with open(result.history_csv_path) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {"val_iou", "val_loss", "train_loss", "seconds"} <= set(rows[0])
@@ -228,7 +232,10 @@ def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_m
         dst.write(labels, 1)
     monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)  # force the memory-mapped path
     scene = sampling.load_scene(tmp_path / "img.tif", tmp_path / "lab.tif", [2], [1, 2, 3, 4], 32, tmp_path / "scratch")
-    assert isinstance(scene.image, np.memmap) and scene.image.dtype == np.uint16 and scene.value_scale == 65535
+    assert isinstance(scene.image, np.memmap) and scene.image.dtype == np.uint16
+    # augmentation and the paper's 0..1 scaling use the data's own high value, not 65535
+    written = np.clip(image, 0, 65535).astype(np.uint16)
+    assert scene.value_scale == pytest.approx(np.percentile(written[:, :, 8:], 99.9), rel=1e-6)
     assert (scene.label[:, :8] == 255).all() and (scene.label[10:30, 10:30] == 1).all()
     result = train(tiny_config(([str(tmp_path / "img.tif")], [str(tmp_path / "lab.tif")]), tmp_path / "m.pt",
                                epochs=1, bands=[1, 2, 3, 4]))
