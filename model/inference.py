@@ -34,7 +34,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import rasterio
@@ -66,6 +66,7 @@ PANEL_WIDTH_TILES = 16
 # Beyond this factor between the input's and the processing pixel size the result is
 # meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
 MAX_RESAMPLE_FACTOR = 16.0
+BatchT = TypeVar("BatchT")  # whatever TileRunner.run_ahead is given, handed back with its result
 METRES_PER_DEGREE = 111_320.0  # along the equator and along meridians (within 1%)
 
 
@@ -293,13 +294,48 @@ class TileRunner:
         return notice
 
     @torch.inference_mode()
+    def _start(self, raw: np.ndarray, valid: np.ndarray) -> Callable[[], np.ndarray]:
+        """Queue a batch on the device; the returned function waits for its probabilities.
+
+        On a GPU every copy is asynchronous: page-locked host buffers both ways (from pageable
+        memory CUDA would block the host until the GPU had finished the batch before) and an event
+        marking the result's arrival. On the CPU the work is done here."""
+        tensor, valid_t = torch.from_numpy(raw), torch.from_numpy(valid)
+        on_gpu = self.device.type == "cuda"
+        if on_gpu:
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            valid_t = valid_t.pin_memory().to(self.device, non_blocking=True)
+        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
+        probabilities = self._in_parts(normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1))
+        if not on_gpu:
+            result = probabilities.numpy()
+            return lambda: result
+        host = torch.empty(probabilities.shape, dtype=probabilities.dtype, pin_memory=True)
+        host.copy_(probabilities, non_blocking=True)
+        arrived = torch.cuda.Event()
+        arrived.record()
+
+        def wait() -> np.ndarray:
+            arrived.synchronize()
+            return host.numpy()
+        return wait
+
     def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(N, C, H, W) raw band values and (N, H, W) validity -> (N, H, W) float32 probabilities."""
-        tensor = torch.from_numpy(raw).to(self.device, non_blocking=True)
-        valid_t = torch.from_numpy(valid).to(self.device, non_blocking=True)
-        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
-        batch = normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1)
-        return self._in_parts(batch).cpu().numpy()
+        return self._start(raw, valid)()
+
+    def run_ahead(self, batches: Iterable[BatchT]) -> Iterator[tuple[BatchT, np.ndarray]]:
+        """``(batch, probabilities)`` for batches that have ``.raw`` and ``.valid``, in order. The
+        next batch is queued on the GPU before a batch's probabilities are handed over, so what the
+        caller does with them (blending, encoding) overlaps the GPU's work instead of idling it."""
+        pending: Optional[tuple[BatchT, Callable[[], np.ndarray]]] = None
+        for batch in batches:
+            started = (batch, self._start(batch.raw, batch.valid))
+            if pending is not None:
+                yield pending[0], pending[1]()
+            pending = started
+        if pending is not None:
+            yield pending[0], pending[1]()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,9 +704,8 @@ def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Gri
     band, panel_index = next(bands_of_panels), 0
     tiles = 0
     try:
-        for batch in reader:
+        for batch, probabilities in runner.run_ahead(reader):
             reporter.check()
-            probabilities = runner(batch.raw, batch.valid)
             while panel_index < batch.panel:
                 band.finish()
                 band, panel_index = next(bands_of_panels), panel_index + 1
