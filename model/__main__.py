@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS
 from .errors import EngineError
 
 
@@ -37,15 +38,20 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", nargs="+", required=True, help="image rasters")
     parser.add_argument("--labels", nargs="+", required=True, help="label rasters or polygon files, in the images' order")
     parser.add_argument("--building-values", default="2", help="class values that are buildings, e.g. '2' or '2,5'")
-    parser.add_argument("--preset", choices=("default", "paper"), default="default")
+    parser.add_argument("--preset", choices=PRESETS, default="default")
     parser.add_argument("--output", required=True, help="model file to write (.pt)")
     for name in ("epochs", "patches-per-epoch", "batch-size", "base-width", "tile-size-px", "seed"):
         parser.add_argument(f"--{name}", type=int, help="default: the preset's value")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--bands", help="1-based band numbers, e.g. '1,2,3' (default: all but alpha)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--resume", help="a checkpoint (…_checkpoints/last.pt) to continue from")
-    parser.add_argument("--time-budget-min", type=float, help="stop after the epoch running when this is reached")
+    parser.add_argument("--time-budget-min", type=float,
+                        help="train for this many minutes (default preset on a CPU: 30 unless --epochs is given)")
+    parser.add_argument("--init-model", help="a model file (.pt) to fine-tune instead of starting from scratch")
+    parser.add_argument("--early-stop-epochs", type=int, help="stop after this many epochs without a better val IoU")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, help="default: the preset's")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: auto (bfloat16 where native)")
 
 
 def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
@@ -58,7 +64,10 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
         patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size, base_width=args.base_width,
         tile_size_px=args.tile_size_px, seed=args.seed, learning_rate=args.learning_rate,
         bands=parse_building_values(args.bands) if args.bands else None, device=args.device,
-        resume_from=args.resume, time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None)
+        resume_from=args.resume, time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
+        init_model=args.init_model, early_stop_patience=args.early_stop_epochs, normalization=args.normalization,
+        precision=args.precision)
+    print(config.sizing or f"{args.preset} preset", file=sys.stderr)
 
     def on_epoch(record: dict) -> None:
         progress.done()
@@ -68,8 +77,11 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
               file=sys.stderr)
 
     result = train(config, progress=progress, on_epoch=on_epoch)
+    best = result.history[[record["epoch"] for record in result.history].index(result.best_epoch)]
     return {"model": str(result.model_path), "best_epoch": result.best_epoch, "device": result.device_description,
-            "history_csv": str(result.history_csv_path), "epochs_run": len(result.history)}
+            "precision": result.precision, "val_iou": best["val_iou_tuned"], "threshold": best["val_threshold"],
+            "stopped_early": result.stop_reason or None, "history_csv": str(result.history_csv_path),
+            "epochs_run": len(result.history)}
 
 
 def _add_predict_options(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +91,7 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", help="building mask GeoTIFF to write")
     parser.add_argument("--threshold", type=float, help="default: the model's tuned threshold")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
 
 
 def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
@@ -186,15 +198,79 @@ RUNNERS = {"train": _run_train, "predict": lambda a, p: _predict(a, p, a.mask), 
            "evaluate": _run_evaluate, "info": _run_info, "export-onnx": _run_export_onnx}
 
 
+# per command: the options it reads files from, and those it writes files to (argparse destinations)
+INPUT_OPTIONS = {"train": ("images", "labels", "resume"), "predict": ("input", "model"),
+                 "extract": ("input", "model"), "vectorize": ("mask", "probability"),
+                 "evaluate": ("prediction", "labels", "aoi"), "info": ("model",), "export-onnx": ("model",)}
+OUTPUT_OPTIONS = {"train": ("output",), "predict": ("probability", "mask"), "extract": ("probability", "mask", "output"),
+                  "vectorize": ("output",), "evaluate": ("error_map", "report", "json"), "export-onnx": ("output",)}
+# formats checked here, before the work, because the engine only meets them when it writes
+POLYGON_SUFFIXES = (".gpkg", ".geojson", ".json")
+OUTPUT_FORMATS = {("train", "output"): ((".pt",), "a model file"), ("export-onnx", "output"): ((".onnx",), "ONNX"),
+                  ("vectorize", "output"): (POLYGON_SUFFIXES, "GeoPackage or GeoJSON"),
+                  ("extract", "output"): (POLYGON_SUFFIXES, "GeoPackage or GeoJSON")}
+ERROR_LOG = Path(tempfile.gettempdir()) / "unet_buildings-error.log"
+
+
+POSITIONAL = {"predict": "input", "extract": "input", "vectorize": "mask", "evaluate": "prediction", "info": "model",
+              "export-onnx": "model"}
+
+
+def _option(command: str, name: str) -> str:
+    """An argument as the usage line names it."""
+    return name if POSITIONAL.get(command) == name else "--" + name.replace("_", "-")
+
+
+def check_command_paths(args: argparse.Namespace) -> None:
+    """Before any work: no output over an input (links included) or another output, in the format its
+    name says, somewhere a file can be written."""
+    from .files import check_output_location, check_output_paths, check_output_suffix
+
+    inputs = {_option(args.command, name): getattr(args, name, None) for name in INPUT_OPTIONS.get(args.command, ())}
+    outputs = {_option(args.command, name): getattr(args, name, None) for name in OUTPUT_OPTIONS.get(args.command, ())}
+    check_output_paths(inputs, outputs)
+    for name, path in outputs.items():
+        if path:
+            format_ = OUTPUT_FORMATS.get((args.command, name.lstrip("-")))
+            if format_:
+                check_output_suffix(path, *format_, name=name)
+            check_output_location(path, name)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     progress = ConsoleProgress()
     try:
+        check_command_paths(args)
         outputs = RUNNERS[args.command](args, progress)
     except EngineError as error:
         progress.done()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        from .files import describe_os_error
+
+        progress.done()
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        progress.done()
+        print("error: out of memory: close other programs or use a smaller --batch-size, then run again.",
+              file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: one sentence here, the traceback in a file to report
+        import traceback
+
+        progress.done()
+        try:
+            ERROR_LOG.write_text("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            where = f"details in the log '{ERROR_LOG}'"
+        except OSError:
+            where = "no log could be written"
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        print(f"error: {args.command} failed unexpectedly ({type(error).__name__}{': ' + detail if detail else ''}); "
+              f"{where}. Please report it with those details.", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         progress.done()
         print("interrupted", file=sys.stderr)

@@ -27,7 +27,6 @@ nodata stays nodata. Files are written under temporary names and renamed when co
 from __future__ import annotations
 
 import math
-import os
 import queue
 import threading
 import time
@@ -46,12 +45,14 @@ from rasterio.windows import Window
 
 from .device import PRECISIONS, autocast_settings, describe_device, precision_name, resolve_device
 from .errors import InputError
-from .files import temporary_beside
+from .files import (GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix,
+                    incomplete_output, publish, temporary_beside)
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .normalization import normalization_for, normalize
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA,
-                      PROBABILITY_U8_SCALE, Grid, check_bands, metres_per_unit, open_raster, valid_mask)
+                      PROBABILITY_U8_SCALE, Grid, check_bands, metres_per_unit, open_raster, valid_mask,
+                      written_geotiff_problem)
 from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d
 
 PROBABILITY_DTYPES = ("uint8", "float32")
@@ -126,11 +127,12 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     image_path = Path(image_path)
     probability_path = Path(probability_path) if probability_path is not None else None
     mask_path = Path(mask_path) if mask_path is not None else None
-    if any(path is not None and path.resolve() == image_path.resolve() for path in (probability_path, mask_path)):
-        raise InputError(f"An output path is the input image '{image_path}': choose another file name.")
+    check_prediction_outputs(image_path, Path(model) if not isinstance(model, LoadedModel) else None,
+                             probability_path, mask_path)
 
     with open_raster(image_path, "image") as dataset:
-        bands = check_bands(dataset, info.bands)
+        bands = check_bands(dataset, info.bands, fix=f"The model was trained on {len(info.bands)}-band imagery "
+                            f"(bands {info.bands}): predict on an image with the same bands as the training images.")
         grid = Grid.of(dataset)
         mean, std = normalization_for(dataset, bands, info.normalization)
         processing = processing_grid(dataset, info, processing_pixel_size)
@@ -153,6 +155,17 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     return PredictionResult(final.probability_path, final.mask_path, threshold, describe_device(torch_device),
                             tiles, time.perf_counter() - started, used.pixel_size, processing is not None,
                             runner.precision_name)
+
+
+def check_prediction_outputs(image_path: Path, model_path: Optional[Path], probability_path: Optional[Path],
+                             mask_path: Optional[Path]) -> None:
+    """Refuse outputs that would overwrite an input or each other, or could not be GeoTIFFs where asked."""
+    outputs = {"probability raster": probability_path, "mask raster": mask_path}
+    check_output_paths({"image": image_path, "model file": model_path}, outputs)
+    for name, path in outputs.items():
+        if path is not None:
+            check_output_suffix(path, GEOTIFF_SUFFIXES, "a GeoTIFF", name)
+            check_output_location(path, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,8 +549,12 @@ class OutputRasters:
                     resampling = Resampling.nearest if output.kind == "mask" else Resampling.average
                     output.dataset.build_overviews(factors, resampling)
             output.dataset.close()
+        for output in self._files:  # GDAL only logs a failed write (a full disk): check before any rename
+            problem = written_geotiff_problem(output.temporary, self.grid.width, self.grid.height)
+            if problem:
+                raise incomplete_output(output.path, problem)
         for output in self._files:
-            os.replace(output.temporary, output.path)
+            publish(output.temporary, output.path)
         self._files = []
 
     def abort(self) -> None:

@@ -2,20 +2,25 @@
 as plain Processing errors, progress and cancel wired to the feedback, styled outputs."""
 from __future__ import annotations
 
+import os
+import time
 from html import escape
 from typing import Callable, Optional
 
 from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsVectorFileWriter,
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .. import ICON_PATH
+from .. import ICON_PATH, LOG_TAG
 from ..dependencies import dependency_problem
 
 DEVICE_OPTIONS = ("auto", "cpu", "cuda")
@@ -122,11 +127,23 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         if problem:
             raise QgsProcessingException(problem)
         from ...model.errors import EngineError
+        from ...model.files import describe_os_error
 
         try:
+            check_destinations(self, parameters, context)
             return self.run_engine(parameters, context, feedback)
+        except QgsProcessingException:
+            raise
         except EngineError as error:  # the engine's messages are written for users: pass them on as they are
             raise QgsProcessingException(str(error)) from error
+        except OSError as error:
+            raise QgsProcessingException(describe_os_error(error)) from error
+        except MemoryError as error:
+            raise QgsProcessingException(f"{self.displayName()} ran out of memory: close other programs or use a "
+                                         "smaller batch size, then run again.") from error
+        except Exception as error:  # a bug: a short sentence here, the traceback in the log for a report
+            log_exception(f"{self.displayName()} failed", error)
+            raise QgsProcessingException(unexpected_error_message(self.displayName(), error)) from error
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         raise NotImplementedError
@@ -157,6 +174,140 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.parameterAsEnumString(parameters, "DEVICE", context)
 
 
+# parameter types whose values are read (files or layers) and must never be overwritten by an output
+INPUT_TYPES = {"raster", "vector", "layer", "multilayer", "file", "source", "mesh", "pointcloud"}
+
+
+def local_file(source: str) -> Optional[str]:
+    """The local file behind a layer source or destination ('a.gpkg|layername=b' -> 'a.gpkg'); None for
+    memory layers, databases and web services."""
+    path = (source or "").split("|")[0].strip()
+    if not path or "://" in path or path.startswith(("memory:", "ogr:", "postgres:", "dbname=")):
+        return None
+    return path
+
+
+def destination_paths(algorithm: QgsProcessingAlgorithm, parameters: dict,
+                      context: QgsProcessingContext) -> dict[str, str]:
+    """Every output file the run will write, by parameter name (temporary outputs and memory layers left out)."""
+    paths = {}
+    for definition in algorithm.parameterDefinitions():
+        if not definition.isDestination() or parameters.get(definition.name()) in (None, ""):
+            continue
+        if definition.type() in ("fileDestination", "folderDestination"):
+            value = algorithm.parameterAsFileOutput(parameters, definition.name(), context)
+        else:
+            value = algorithm.parameterAsOutputLayer(parameters, definition.name(), context)
+        path = local_file(value)
+        if path:
+            paths[definition.name()] = path
+    return paths
+
+
+def input_paths(algorithm: QgsProcessingAlgorithm, parameters: dict,
+                context: QgsProcessingContext) -> dict[str, list[str]]:
+    """Every local file the run reads, by parameter name."""
+    paths: dict[str, list[str]] = {}
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if definition.isDestination() or definition.type() not in INPUT_TYPES or parameters.get(name) in (None, ""):
+            continue
+        if definition.type() == "file":
+            sources = [algorithm.parameterAsFile(parameters, name, context)]
+        elif definition.type() == "multilayer":
+            sources = [layer.source() for layer in algorithm.parameterAsLayerList(parameters, name, context)]
+        else:
+            layer = algorithm.parameterAsLayer(parameters, name, context)
+            sources = [layer.source()] if layer is not None else []
+        files = [path for path in map(local_file, sources) if path]
+        if files:
+            paths[name] = files
+    return paths
+
+
+def check_destinations(algorithm: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> None:
+    """Before any work, for every algorithm alike: no output over an input (links included) or over another
+    output, every output in the format its extension names, and somewhere a file can be written."""
+    import re
+
+    from ...model.files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix
+
+    outputs = destination_paths(algorithm, parameters, context)
+    check_output_paths(input_paths(algorithm, parameters, context), outputs)
+    for name, path in outputs.items():
+        definition = algorithm.parameterDefinition(name)
+        if definition.type() == "rasterDestination":  # the engine writes GeoTIFFs only
+            check_output_suffix(path, GEOTIFF_SUFFIXES, "a GeoTIFF", name)
+        elif definition.type() == "fileDestination":
+            suffixes = tuple(f".{extension.lower()}" for extension in re.findall(r"\*\.(\w+)", definition.fileFilter()))
+            if suffixes:
+                check_output_suffix(path, suffixes, definition.fileFilter().split("(")[0].strip() or "its format", name)
+        if definition.type() != "folderDestination":
+            check_output_location(path, name)
+
+
+def add_feature_checked(sink: QgsFeatureSink, feature: QgsFeature, name: str) -> None:
+    """addFeature that fails loudly: a sink refusing a feature (full disk, format limits) returns False."""
+    if not sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert):
+        reason = sink.lastError() or "the format refused a feature"
+        raise QgsProcessingException(f"Could not write to the output {name} ({reason}): check the free disk space "
+                                     "and the output's format, then run again.")
+
+
+def check_written_features(destination: str, name: str, count: int) -> None:
+    """Read a file output back once its sink is closed (the caller drops its last reference first): the
+    layer opens and holds every feature, else it is removed and the run fails. QGIS's file writers report
+    some failures (a full disk while closing a GeoPackage) only in the log."""
+    from qgis.core import QgsVectorLayer
+
+    from ...model.files import incomplete_output
+
+    path = local_file(destination)
+    if not path or not os.path.isfile(path):
+        return  # a memory layer or a database: nothing on disk to check
+    layer = QgsVectorLayer(destination, "written", "ogr")
+    written = layer.featureCount() if layer.isValid() else -1
+    layer = None
+    if written != count:
+        discard_output(destination)
+        problem = "it cannot be read back" if written < 0 else f"it holds {written} of {count} features"
+        raise QgsProcessingException(f"{name}: {incomplete_output(path, problem)}")
+
+
+def discard_output(destination: str) -> None:
+    """Remove what a failed or cancelled run wrote under an output's final name (a plain file output only;
+    QGIS replaced any earlier file of that name when the run began)."""
+    path = local_file(destination)
+    if not path or destination != path or not os.path.isfile(path):
+        return
+    if path.lower().endswith(".shp"):
+        QgsVectorFileWriter.deleteShapeFile(path)
+        return
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+
+
+def log_exception(what: str, error: BaseException) -> None:
+    import traceback
+
+    from qgis.core import Qgis
+
+    from ..log import log
+
+    log(f"{what}: {''.join(traceback.format_exception(type(error), error, error.__traceback__))}",
+        Qgis.MessageLevel.Critical)
+
+
+def unexpected_error_message(title: str, error: BaseException) -> str:
+    """One sentence for an error nobody foresaw: what failed, the error in short, where the details are."""
+    detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return (f"{title} failed unexpectedly ({type(error).__name__}{': ' + detail if detail else ''}); details in "
+            f"the log (View > Panels > Log Messages, tab '{LOG_TAG}'). Please report it with those details.")
+
+
 def engine_hooks(feedback: QgsProcessingFeedback) -> tuple[Callable[[float, str], None], Callable[[], bool]]:
     """The engine's (progress, cancelled) callables on top of a Processing feedback."""
     last_message: list[str] = [""]
@@ -167,4 +318,30 @@ def engine_hooks(feedback: QgsProcessingFeedback) -> tuple[Callable[[float, str]
             last_message[0] = message
             feedback.setProgressText(message)
 
-    return progress, feedback.isCanceled
+    return progress, cancel_check(feedback)
+
+
+# how often a run on the main thread lets Qt deliver events (qgis_process's Ctrl-C among them)
+EVENT_PUMP_S = 0.25
+
+
+def cancel_check(feedback: QgsProcessingFeedback) -> Callable[[], bool]:
+    """feedback.isCanceled, which on the main thread (qgis_process, processing.run from the console) also
+    lets Qt deliver pending events every EVENT_PUMP_S: qgis_process turns Ctrl-C into a cancel through an
+    event, and otherwise looks at events only when the progress moves by 0.1 %, minutes on a long run.
+    Background tasks (the dock, the toolbox) are left alone: their cancel needs no event here."""
+    from qgis.PyQt.QtCore import QCoreApplication, QThread
+
+    application = QCoreApplication.instance()
+    if application is None or QThread.currentThread() != application.thread():
+        return feedback.isCanceled
+    last_pump = [time.monotonic()]
+
+    def cancelled() -> bool:
+        now = time.monotonic()
+        if now - last_pump[0] >= EVENT_PUMP_S:
+            last_pump[0] = now
+            QCoreApplication.processEvents()
+        return feedback.isCanceled()
+
+    return cancelled

@@ -6,7 +6,6 @@ from pathlib import Path
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
-    QgsFeatureSink,
     QgsGeometry,
     QgsProcessing,
     QgsProcessingContext,
@@ -25,7 +24,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .base import EngineAlgorithm, advanced, engine_hooks
+from .base import EngineAlgorithm, add_feature_checked, advanced, check_written_features, engine_hooks
 
 # output name -> (title, ConfusionMatrix attribute)
 COUNT_OUTPUTS = {"TP": ("True positives (building pixels found)", "tp"),
@@ -157,6 +156,8 @@ class EvaluateAlgorithm(EngineAlgorithm):
             feature = QgsFeature(fields)
             feature.setGeometry(geometry)
             feature.setAttributes([index, shape.area])
-            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
+            add_feature_checked(sink, feature, name)
+        sink = None  # closes the file writer, so the file is complete before it is read back
+        check_written_features(destination, name, len(shapes))
         self.style_output(destination, "buildings")
         return destination

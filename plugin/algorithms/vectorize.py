@@ -23,7 +23,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
-from .base import EngineAlgorithm, advanced, engine_hooks
+from .base import (EngineAlgorithm, add_feature_checked, advanced, check_written_features, discard_output,
+                   engine_hooks)
 
 # Shared with extract
 POLYGON_HELP = {
@@ -80,9 +81,8 @@ def write_buildings(algorithm: EngineAlgorithm, parameters: dict, context: QgsPr
     from ...model.vectorize import polygons_from_mask
 
     fields = building_fields()
-    sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields,
-                                                  QgsWkbTypes.Type.Polygon, crs)
     progress, cancelled = engine_hooks(feedback)
+    # the engine checks the mask when called, so a wrong input is refused before the output exists
     polygons = polygons_from_mask(
         mask_path, probability_path=probability_path or None,
         min_area=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
@@ -90,12 +90,21 @@ def write_buildings(algorithm: EngineAlgorithm, parameters: dict, context: QgsPr
         fill_holes_below=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
         regularize=algorithm.parameterAsBoolean(parameters, "REGULARIZE", context),
         progress=progress, cancelled=cancelled)
-    count = add_features(sink, polygons, fields)
+    sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields,
+                                                  QgsWkbTypes.Type.Polygon, crs)
+    try:
+        count = add_features(sink, polygons, fields)
+        sink = None  # closes the file writer, so the file is complete before it is read back
+        check_written_features(destination, "OUTPUT", count)
+    except BaseException:
+        sink = None
+        discard_output(destination)  # nothing under the final name after a failure or a cancel
+        raise
     algorithm.style_output(destination, "buildings")
     return {"OUTPUT": destination, "BUILDING_COUNT": count}
 
 
-def add_features(sink: QgsFeatureSink, polygons: Iterable, fields: QgsFields) -> int:
+def add_features(sink: QgsFeatureSink, polygons: Iterable, fields: QgsFields, name: str = "OUTPUT") -> int:
     """Engine (shapely geometry, attributes) pairs -> features in the sink; returns how many."""
     count = 0
     for shape, attributes in polygons:
@@ -104,7 +113,7 @@ def add_features(sink: QgsFeatureSink, polygons: Iterable, fields: QgsFields) ->
         feature = QgsFeature(fields)
         feature.setGeometry(geometry)
         feature.setAttributes([attributes.get(field.name()) for field in fields])
-        sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
+        add_feature_checked(sink, feature, name)
         count += 1
     return count
 
