@@ -231,10 +231,10 @@ def check_command_paths(args: argparse.Namespace) -> None:
     check_output_paths(inputs, outputs)
     for name, path in outputs.items():
         if path:
+            check_output_location(path, name)
             format_ = OUTPUT_FORMATS.get((args.command, name.lstrip("-")))
             if format_:
                 check_output_suffix(path, *format_, name=name)
-            check_output_location(path, name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -259,8 +259,8 @@ def check_evaluation_outputs(inputs: dict, error_map_path: str | Path | None, re
                "JSON report": ((".json",), "JSON")}
     for name, path in outputs.items():
         if path:
-            check_output_suffix(path, *formats[name], name=name)
             check_output_location(path, name)
+            check_output_suffix(path, *formats[name], name=name)
 
 
 def _score_window(matrix: ConfusionMatrix, excluded: dict[str, int], building: np.ndarray,

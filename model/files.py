@@ -122,6 +122,9 @@ def describe_os_error(error: OSError, path: Optional[PathLike] = None) -> str:
     if code == errno.EIO:
         return (f"Reading or writing {where} failed with an input/output error (a failing disk or a lost network "
                 "drive?): check the disk and run again.")
+    if code is None and name == "" and str(error):  # GDAL's read and write errors (rasterio) name the file inside
+        return (f"Reading or writing a raster failed ({str(error)[:300]}): the file may be damaged or truncated, or "
+                "its disk full or gone; check it and run again.")
     detail = error.strerror or str(error)
     return (f"Could not read or write {where} ({detail}): check the path, the free disk space and the "
             "permissions, then run again.")

@@ -164,8 +164,8 @@ def check_prediction_outputs(image_path: Path, model_path: Optional[Path], proba
     check_output_paths({"image": image_path, "model file": model_path}, outputs)
     for name, path in outputs.items():
         if path is not None:
-            check_output_suffix(path, GEOTIFF_SUFFIXES, "a GeoTIFF", name)
             check_output_location(path, name)
+            check_output_suffix(path, GEOTIFF_SUFFIXES, "a GeoTIFF", name)
 
 
 # ---------------------------------------------------------------------------------------------

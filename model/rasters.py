@@ -77,10 +77,18 @@ def open_raster(path: str | Path, role: str = "image") -> rasterio.io.DatasetRea
     if not path.exists():
         raise InputError(f"The {role} raster '{path}' does not exist.")
     try:
-        return rasterio.open(path)
+        dataset = rasterio.open(path)
     except rasterio.errors.RasterioIOError as error:
         raise InputError(f"The {role} '{path}' cannot be read as a raster ({error}). "
                          "Pick a GeoTIFF or another GDAL-readable raster.") from error
+    try:  # a truncated file opens (its header is at the start) and fails at its last blocks: try both corners
+        for row, column in ((0, 0), (dataset.height - 1, dataset.width - 1)):
+            dataset.read(1, window=Window(column, row, 1, 1))
+    except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as error:
+        dataset.close()
+        raise InputError(f"The {role} '{path}' is damaged or truncated: its pixels cannot be read. Copy or export "
+                         "it again.") from error
+    return dataset
 
 
 def check_bands(dataset: rasterio.io.DatasetReader, bands: Sequence[int], role: str = "image",

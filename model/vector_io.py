@@ -3,13 +3,14 @@
 renamed when complete, so a failed or cancelled run leaves no half-written layer."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import shapely
 
 from .errors import InputError
-from .files import check_output_location, replaced_when_done
+from .files import check_output_location, incomplete_output, replaced_when_done
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # (attribute key in the features, field name on disk, OGR field type name)
@@ -38,35 +39,48 @@ def write_polygons(features: Iterable[tuple[shapely.Geometry, dict]], path: Unio
 
     with replaced_when_done(path, ".part" + path.suffix, verify=problem) as temporary:
         temporary.unlink()  # OGR drivers refuse to create over an existing file
-        source = ogr.GetDriverByName(driver_name).CreateDataSource(str(temporary))
+        source = layer = definition = None
         try:
-            reference = None
-            if crs_wkt:
-                reference = osr.SpatialReference()
-                reference.ImportFromWkt(crs_wkt)
-                # keep x = easting / longitude whatever the CRS's official axis order
-                reference.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            layer = source.CreateLayer(layer_name, reference, ogr.wkbPolygon)
-            for _, field_name, field_type in FIELDS:
-                layer.CreateField(ogr.FieldDefn(field_name, getattr(ogr, field_type)))
-            definition = layer.GetLayerDefn()
-            layer.StartTransaction()
-            for geometry, attributes in features:
-                feature = ogr.Feature(definition)
-                feature.SetGeometry(ogr.CreateGeometryFromWkb(shapely.to_wkb(geometry)))
-                for key, field_name, _ in FIELDS:
-                    value = attributes.get(key)
-                    if value is not None:
-                        feature.SetField(field_name, value)
-                layer.CreateFeature(feature)
-                count += 1
-                if count % TRANSACTION_FEATURES == 0:
-                    layer.CommitTransaction()
-                    layer.StartTransaction()
-            layer.CommitTransaction()
+            with _blamed_on(path):
+                source = ogr.GetDriverByName(driver_name).CreateDataSource(str(temporary))
+                reference = None
+                if crs_wkt:
+                    reference = osr.SpatialReference()
+                    reference.ImportFromWkt(crs_wkt)
+                    # keep x = easting / longitude whatever the CRS's official axis order
+                    reference.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+                layer = source.CreateLayer(layer_name, reference, ogr.wkbPolygon)
+                for _, field_name, field_type in FIELDS:
+                    layer.CreateField(ogr.FieldDefn(field_name, getattr(ogr, field_type)))
+                definition = layer.GetLayerDefn()
+                layer.StartTransaction()
+            for geometry, attributes in features:  # an error of the features' source passes through as it is
+                with _blamed_on(path):
+                    feature = ogr.Feature(definition)
+                    feature.SetGeometry(ogr.CreateGeometryFromWkb(shapely.to_wkb(geometry)))
+                    for key, field_name, _ in FIELDS:
+                        value = attributes.get(key)
+                        if value is not None:
+                            feature.SetField(field_name, value)
+                    layer.CreateFeature(feature)
+                    count += 1
+                    if count % TRANSACTION_FEATURES == 0:
+                        layer.CommitTransaction()
+                        layer.StartTransaction()
+            with _blamed_on(path):
+                layer.CommitTransaction()
         finally:
             source = layer = definition = None  # closing flushes and finalises the file before the rename
     return count
+
+
+@contextmanager
+def _blamed_on(path: Path) -> Iterator[None]:
+    """OGR's errors (RuntimeError with exceptions on; a full disk among them) as one sentence naming the output."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise incomplete_output(path, str(error)) from error
 
 
 def written_layer_problem(path: Union[str, Path], layer_name: str, count: int) -> Optional[str]:
