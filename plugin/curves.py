@@ -32,10 +32,10 @@ class CurvesWidget(QWidget):
             layout.addWidget(self.table)
             return
         self.table = None
-        self.figure = Figure(figsize=(3.2, 3.0), tight_layout=True)
+        self.figure = Figure(figsize=(3.2, 4.2), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         # as wide as the dock, never wider: a narrow dock must not scroll sideways
-        self.canvas.setMinimumSize(120, 240)
+        self.canvas.setMinimumSize(120, 340)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         layout.addWidget(self.canvas)
         self.clear()
@@ -60,17 +60,22 @@ class CurvesWidget(QWidget):
             self.table.setItem(row, column, QTableWidgetItem(text))
 
     def _draw(self) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         self.figure.clear()
         epochs = [record.get("epoch") for record in self.records]
         for index, (title, series) in enumerate(PANELS):
             axes = self.figure.add_subplot(len(PANELS), 1, index + 1)
             axes.set_title(title, fontsize=9)
             axes.tick_params(labelsize=7)
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
             for key, label in series:
                 values = [record.get(key, float("nan")) for record in self.records]
                 if values:
                     axes.plot(epochs, values, marker="o", markersize=3, label=label)
             if self.records:
-                axes.legend(fontsize=7)
+                # below the plot, never over the lines (tight_layout makes room for it)
+                axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False,
+                            handlelength=1.5, columnspacing=1.0)
         self.figure.axes[-1].set_xlabel("epoch", fontsize=8)
         self.canvas.draw_idle()

@@ -1,30 +1,38 @@
-"""The dock: pick layers and a model, press Train, Predict or Evaluate.
+"""The dock: pick layers and a model, press Train, Predict, Evaluate or Export for Deepness.
 
-Each button runs the provider's own Processing algorithm (train, extract, evaluate) as a background
-task, so the dock and the toolbox share one code path and QGIS never freezes. Results are added to the
-project, styled, when the task has finished. The layout is meant for a narrow (~350 px) dock: forms wrap
-their labels above the fields when space runs out, buttons sit in a grid, everything scrolls vertically.
+Each button runs the provider's own Processing algorithm (train, extract, evaluate, export) as a
+background task, so the dock and the toolbox share one code path and QGIS never freezes. Results are added
+to the project, styled, in a group per run at the top of the layer tree, when the task has finished. Files
+go to a real folder (the user's choice, remembered; else beside the project file or the image) under names
+that never replace an earlier run's. The layout is meant for a narrow (~350 px) dock: forms wrap their
+labels above the fields when space runs out, buttons sit in a grid, everything scrolls vertically.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Callable, Optional
 
 from qgis.core import (
     Qgis,
+    QgsApplication,
     QgsMapLayer,
     QgsMapLayerProxyModel,
     QgsProcessingUtils,
     QgsProject,
     QgsRasterLayer,
+    QgsRectangle,
+    QgsSettings,
     QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.gui import QgsCheckableComboBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QProcess, Qt, QTimer
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -43,16 +51,79 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import DISPLAY_NAME
+from . import DISPLAY_NAME, PROVIDER_ID
+from .algorithms.predict import starter_model
 from .algorithms.train import PRESETS
 from .curves import CurvesWidget
 from .dependencies import dependency_problem, install_arguments, install_command, missing_requirements
 from .epochs import parse_epoch
-from .layers import add_styled_layer
+from .layers import add_result_group, add_styled_layer, is_plugin_output, layer_file
 from .log import log
 from .tasks import AlgorithmRun
 
 ERROR_STYLE = "QLabel { color: #a40000; }"
+SETTINGS_GROUP = "unet_buildings/dock/"
+DEFAULT_TRAINING_MINUTES = 30
+DEFAULT_MIN_AREA_M2 = 2.0  # speckles below this are no buildings (the toolbox default keeps every blob)
+DEFAULT_SIMPLIFY_M = 0.2  # about a pixel of 0.1-0.3 m imagery: removes the staircase, keeps the corners
+MAX_MESSAGE_CHARS = 500
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# parts of a library's message that are advice for programmers, not for the person at the map
+NOT_FOR_USERS = re.compile(r"weights_only|Traceback|safe_globals|add_safe_globals|pytorch\.org", re.IGNORECASE)
+
+
+def setting(key: str, default=None):
+    return QgsSettings().value(SETTINGS_GROUP + key, default)
+
+
+def remember(key: str, value) -> None:
+    QgsSettings().setValue(SETTINGS_GROUP + key, value)
+
+
+def readable(text: str) -> str:
+    """An error as one plain line for the dock and the message bar (the log keeps the whole text): no
+    terminal escape codes, no parenthesised library advice (torch's "weights_only=False" among it), no
+    line breaks, at most MAX_MESSAGE_CHARS characters."""
+    text = ANSI_ESCAPE.sub("", text)
+    kept, depth, start = [], 0, 0
+    for index, character in enumerate(text):  # drop "( ... )" groups that hold programmer advice
+        if character == "(":
+            if depth == 0:
+                kept.append(text[start:index])
+                start = index
+            depth += 1
+        elif character == ")" and depth:
+            depth -= 1
+            if depth == 0:
+                group = text[start:index + 1]
+                if not NOT_FOR_USERS.search(group) and "\n" not in group:
+                    kept.append(group)
+                start = index + 1
+    kept.append(text[start:])
+    lines = [line for line in " ".join(kept).splitlines() if line.strip() and not NOT_FOR_USERS.search(line)]
+    line = re.sub(r"\s+", " ", " ".join(lines)).strip()
+    line = re.sub(r"\s+([.,;:])(?=\s|$)", r"\1", line)  # where a dropped group left "word ."
+    if len(line) > MAX_MESSAGE_CHARS:
+        line = line[:MAX_MESSAGE_CHARS].rsplit(" ", 1)[0] + "... (the whole message is in the log)"
+    return line or "The run failed: the details are in the log."
+
+
+def breakable(text: str) -> str:
+    """Long paths get break opportunities (zero-width spaces after separators), so a word-wrapped label
+    wraps them instead of widening the dock."""
+    return re.sub(r"([/\\_.-])(?=\S)", "\\1\u200b", text)
+
+
+def numbered(folder: Path, names: list[str]) -> list[Path]:
+    """``names`` holding ``{n}`` in ``folder``, with the first run number none of whose files exists yet:
+    '' for the first run, then '_2', '_3'... so nothing written earlier is ever replaced."""
+    number = 1
+    while True:
+        suffix = "" if number == 1 else f"_{number}"
+        paths = [folder / name.format(n=suffix) for name in names]
+        if not any(path.exists() for path in paths):
+            return paths
+        number += 1
 
 
 def file_stem(name: str) -> str:
@@ -71,9 +142,28 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
+def is_image_layer(layer: QgsMapLayer) -> bool:
+    return isinstance(layer, QgsRasterLayer) and not is_plugin_output(layer)
+
+
 def is_label_layer(layer: QgsMapLayer) -> bool:
-    return isinstance(layer, QgsRasterLayer) or (
-        isinstance(layer, QgsVectorLayer) and layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry)
+    return (isinstance(layer, QgsRasterLayer) or (
+        isinstance(layer, QgsVectorLayer) and layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry)) \
+        and not is_plugin_output(layer)
+
+
+def label_values(layer: QgsMapLayer) -> Optional[tuple[list[int], Optional[float]]]:
+    """(class values, nodata value) of a byte label raster, from a sample of its pixels; None for other
+    layers (polygons, non-byte rasters)."""
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        return None
+    provider = layer.dataProvider()
+    if provider.dataType(1) != Qgis.DataType.Byte:
+        return None
+    histogram = provider.histogram(1, 256, -0.5, 255.5, QgsRectangle(), 250_000)
+    values = [value for value, count in enumerate(histogram.histogramVector) if count]
+    nodata = provider.sourceNoDataValue(1) if provider.sourceHasNoDataValue(1) else None
+    return [value for value in values if value != nodata], nodata
 
 
 def narrow_form(parent: Optional[QWidget] = None) -> QFormLayout:
@@ -137,11 +227,12 @@ class BuildingsDock(QgsDockWidget):
         self.iface = iface
         self.current_run: Optional[AlgorithmRun] = None
         self.install_process: Optional[QProcess] = None
+        self.quiet = False  # True while the dock itself changes layers and pickers: that makes nothing stale
         self.clock_timer = QTimer(self)
         self.clock_timer.setInterval(1000)
         self.clock_timer.timeout.connect(self.show_time)
-        self._build()
         self.problem = dependency_problem()
+        self._build()
         self.install_arguments = install_arguments(missing_requirements()) if self.problem else []
         self.dependency_label.setVisible(bool(self.problem))
         self.dependency_label.setText(self.problem or "")
@@ -165,26 +256,26 @@ class BuildingsDock(QgsDockWidget):
         layout.addWidget(self.install_button)
 
         form = narrow_form()
-        self.image_combo = shrinkable(QgsMapLayerComboBox())
-        self.image_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
-        self.image_combo.setToolTip("The image Predict finds buildings in.")
-        form.addRow("Image", self.image_combo)
         self.model_widget = shrinkable(QgsFileWidget())
         self.model_widget.setFilter("Model files (*.pt)")
         self.model_widget.fileChanged.connect(self.show_model_history)
         form.addRow("Model file", self.model_widget)
         self.output_widget = shrinkable(QgsFileWidget())
         self.output_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.output_widget.lineEdit().setPlaceholderText("temporary folder")
+        self.output_widget.lineEdit().setPlaceholderText("beside the project file, else beside the image")
+        self.output_widget.setToolTip("Where models, rasters, buildings and reports are written. Empty: the project "
+                                      "file's folder, else the image's folder. Your choice is remembered.")
         form.addRow("Output folder", self.output_widget)
-        self.building_values_edit = shrinkable(QLineEdit("2"))
-        self.building_values_edit.setToolTip("Label raster values that mean building, comma-separated.")
+        self.building_values_edit = shrinkable(QLineEdit(str(setting("building_values", "1"))))
+        self.building_values_edit.setToolTip("Label raster values that mean building, comma-separated. Remembered.")
+        self.building_values_edit.editingFinished.connect(
+            lambda: remember("building_values", self.building_values_edit.text().strip()))
         form.addRow("Building values", self.building_values_edit)
         layout.addLayout(form)
 
         training = QGroupBox("Training")
         training_form = narrow_form(training)
-        self.train_images = shrinkable(LayerChecklist(lambda layer: isinstance(layer, QgsRasterLayer)))
+        self.train_images = shrinkable(LayerChecklist(is_image_layer))
         self.train_images.setToolTip("Tick the images to train on.")
         training_form.addRow("Images", self.train_images)
         self.train_labels = shrinkable(LayerChecklist(is_label_layer))
@@ -194,8 +285,12 @@ class BuildingsDock(QgsDockWidget):
         self.pairs_label = QLabel()
         self.pairs_label.setWordWrap(True)
         training_form.addRow(self.pairs_label)
+        self.label_values_label = QLabel()
+        self.label_values_label.setWordWrap(True)
+        training_form.addRow(self.label_values_label)
         for checklist in (self.train_images, self.train_labels):
             checklist.checkedItemsChanged.connect(self.show_pairs)
+        self.train_labels.checkedItemsChanged.connect(self.show_label_values)
         self.preset_combo = shrinkable(QComboBox())
         self.preset_combo.addItems(PRESETS)
         training_form.addRow("Preset", self.preset_combo)
@@ -203,7 +298,50 @@ class BuildingsDock(QgsDockWidget):
         self.epochs_spin.setRange(0, 1000)
         self.epochs_spin.setSpecialValueText("preset's value")
         training_form.addRow("Epochs", self.epochs_spin)
+        self.minutes_spin = shrinkable(QSpinBox())
+        self.minutes_spin.setRange(0, 10_000)
+        self.minutes_spin.setSuffix(" minutes")
+        self.minutes_spin.setSpecialValueText("no time limit")
+        self.minutes_spin.setValue(DEFAULT_TRAINING_MINUTES)
+        self.minutes_spin.setToolTip("Training stops after this time with the best model so far.")
+        training_form.addRow("Train for", self.minutes_spin)
         layout.addWidget(training)
+
+        prediction = QGroupBox("Prediction")
+        prediction_form = narrow_form(prediction)
+        self.image_combo = shrinkable(QgsMapLayerComboBox())
+        self.image_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.image_combo.setExceptedLayerList([])
+        self.image_combo.setToolTip("The image Predict finds buildings in.")
+        prediction_form.addRow("Image", self.image_combo)
+        self.threshold_spin = shrinkable(QDoubleSpinBox())
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setSpecialValueText("model's tuned value")
+        self.threshold_spin.setToolTip("Probability from which a pixel counts as building.")
+        prediction_form.addRow("Threshold", self.threshold_spin)
+        self.min_area_spin = shrinkable(QDoubleSpinBox())
+        self.min_area_spin.setRange(0.0, 100_000.0)
+        self.min_area_spin.setDecimals(1)
+        self.min_area_spin.setSuffix(" m²")
+        self.min_area_spin.setValue(DEFAULT_MIN_AREA_M2)
+        self.min_area_spin.setToolTip("Smaller blobs are dropped (square map units of the image's CRS).")
+        prediction_form.addRow("Minimum area", self.min_area_spin)
+        self.simplify_spin = shrinkable(QDoubleSpinBox())
+        self.simplify_spin.setRange(0.0, 100.0)
+        self.simplify_spin.setDecimals(2)
+        self.simplify_spin.setSingleStep(0.1)
+        self.simplify_spin.setSuffix(" m")
+        self.simplify_spin.setValue(DEFAULT_SIMPLIFY_M)
+        self.simplify_spin.setToolTip("Outline simplification tolerance (map units of the image's CRS).")
+        prediction_form.addRow("Simplify", self.simplify_spin)
+        self.regularize_check = shrinkable(QCheckBox("Square corners"))
+        self.regularize_check.setToolTip("Regularise the outlines: right angles along each building's main direction.")
+        prediction_form.addRow(self.regularize_check)
+        self.visible_area_check = shrinkable(QCheckBox("Only the visible map area"))
+        self.visible_area_check.setToolTip("Predict only the part of the image inside the map canvas's extent.")
+        prediction_form.addRow(self.visible_area_check)
+        layout.addWidget(prediction)
 
         buttons = QGridLayout()
         self.train_button = QPushButton("Train")
@@ -215,6 +353,10 @@ class BuildingsDock(QgsDockWidget):
                                                 (self.cancel_button, self.cancel))):
             button.clicked.connect(slot)
             buttons.addWidget(button, index // 2, index % 2)
+        self.export_button = QPushButton("Export for Deepness")
+        self.export_button.setToolTip("Writes the model file as ONNX for the Deepness plugin, in the output folder.")
+        self.export_button.clicked.connect(self.export)
+        buttons.addWidget(self.export_button, 2, 0, 1, 2)
         layout.addLayout(buttons)
 
         self.progress_bar = QProgressBar()
@@ -225,6 +367,10 @@ class BuildingsDock(QgsDockWidget):
         layout.addWidget(self.time_label)
         self.status_label = QLabel("Ready.")
         self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long message wraps: it never widens the dock and pushes the buttons out of sight
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_label.setMinimumWidth(60)
         layout.addWidget(self.status_label)
         self.device_label = QLabel()
         self.device_label.setWordWrap(True)
@@ -251,11 +397,17 @@ class BuildingsDock(QgsDockWidget):
         evaluation_form.addRow("Labels", self.reference_combo)
         evaluation_layout.addLayout(evaluation_form)
         self.matrix_table = QTableWidget(2, 2)
-        self.matrix_table.setHorizontalHeaderLabels(["pred. building", "pred. other"])
-        self.matrix_table.setVerticalHeaderLabels(["building", "other"])
+        # two-line headers: "predicted building" fits a narrow dock without being clipped
+        self.matrix_table.setHorizontalHeaderLabels(["predicted\nbuilding", "predicted\nother"])
+        self.matrix_table.setVerticalHeaderLabels(["true\nbuilding", "true\nother"])
         self.matrix_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.matrix_table.setMaximumHeight(90)
+        self.matrix_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.matrix_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.matrix_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.matrix_table.setMinimumWidth(60)
+        self.matrix_table.setFixedHeight(self.matrix_table.horizontalHeader().sizeHint().height()
+                                         + sum(self.matrix_table.verticalHeader().sectionSizeHint(row)
+                                               for row in (0, 1)) + 2 * self.matrix_table.frameWidth() + 2)
         evaluation_layout.addWidget(self.matrix_table)
         self.scores_label = QLabel()
         self.scores_label.setWordWrap(True)
@@ -268,6 +420,20 @@ class BuildingsDock(QgsDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
         self.setWidget(scroll)
+
+        remembered = setting("output_folder", "")
+        if remembered and Path(remembered).is_dir():
+            self.output_widget.setFilePath(remembered)
+        self.output_widget.fileChanged.connect(self.remember_output_folder)
+        starter = starter_model()
+        if starter is not None:
+            self.model_widget.setFilePath(str(starter))
+            self.model_widget.setToolTip(f"Default: the starter model shipped with the plugin ({starter.name}).")
+        for combo in (self.image_combo, self.prediction_combo, self.reference_combo):
+            combo.layerChanged.connect(self.inputs_changed)
+        for checklist in (self.train_images, self.train_labels):
+            checklist.checkedItemsChanged.connect(self.inputs_changed)
+        QgsProject.instance().layersRemoved.connect(self.inputs_changed)
         self.show_pairs()
 
     def describe_device(self) -> str:
@@ -278,9 +444,33 @@ class BuildingsDock(QgsDockWidget):
         return f"Device: {describe_device(resolve_device('auto'))}"
 
     # -- inputs --------------------------------------------------------------------------------
-    def output_folder(self) -> Path:
-        folder = Path(self.output_widget.filePath() or QgsProcessingUtils.tempFolder())
-        folder.mkdir(parents=True, exist_ok=True)
+    def remember_output_folder(self, path: str) -> None:
+        if path:
+            remember("output_folder", path)
+
+    def default_output_folder(self, near: Optional[QgsMapLayer]) -> Optional[Path]:
+        """The project file's folder, else the folder of ``near``'s file: the first one that can be written."""
+        candidates = [QgsProject.instance().absolutePath(), str(Path(layer_file(near)).parent) if layer_file(near) else ""]
+        for folder in candidates:
+            if folder and Path(folder).is_dir() and os.access(folder, os.W_OK):
+                return Path(folder)
+        return None
+
+    def output_folder(self, near: Optional[QgsMapLayer] = None) -> Path:
+        """Where a run writes: the chosen folder, else beside the project or ``near``'s file. Only when none
+        of them can be written, the temporary folder, and the user is told plainly that it is temporary."""
+        chosen = self.output_widget.filePath()
+        if chosen:
+            folder = Path(chosen)
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        folder = self.default_output_folder(near)
+        if folder is not None:
+            return folder
+        folder = Path(QgsProcessingUtils.tempFolder())
+        self.tell(f"No output folder is chosen and neither the project's nor the image's folder can be written: "
+                  f"the results go to the temporary folder {folder}, which QGIS deletes when it quits. Choose an "
+                  "output folder to keep them.", Qgis.MessageLevel.Warning)
         return folder
 
     def training_pairs(self) -> tuple[list[QgsMapLayer], list[QgsMapLayer], str]:
@@ -299,18 +489,54 @@ class BuildingsDock(QgsDockWidget):
         self.pairs_label.setText(problem if problem else "\n".join(
             f"{image.name()} ↔ {label.name()}" for image, label in zip(images, labels)))
 
+    def show_label_values(self, *_) -> None:
+        """Says which values the first ticked label raster holds, and picks building value 1 for 0/1 labels
+        when the building values set match nothing in them."""
+        found = next(((layer, values) for layer in self.train_labels.ticked_layers()
+                      if (values := label_values(layer)) is not None), None)
+        if found is None:
+            self.label_values_label.setText("")
+            return
+        layer, (values, nodata) = found
+        text = f"'{layer.name()}' holds the values {', '.join(map(str, values)) or 'none'}"
+        text += f" ({nodata:g} = no data)." if nodata is not None else "."
+        chosen = {part.strip() for part in self.building_values_edit.text().replace(";", ",").split(",") if part.strip()}
+        if values and not chosen & {str(value) for value in values}:
+            if set(values) <= {0, 1}:
+                self.building_values_edit.setText("1")
+                text += " Building values set to 1."
+            else:
+                text += f" None of the building values ({self.building_values_edit.text()}) is among them."
+        self.label_values_label.setText(text)
+
+    def inputs_changed(self, *_) -> None:
+        """The layers changed: what the dock says about the previous inputs is stale."""
+        if self.quiet or self.current_run is not None:
+            return
+        self.clear_results()
+        self.status_label.setText("Ready.")
+        self.status_label.setStyleSheet("")
+
+    def clear_results(self) -> None:
+        self.time_label.setText("")
+        self.matrix_table.clearContents()
+        self.scores_label.setText("")
+
     def require(self, value, what: str) -> bool:
         if not value:
             self.tell(f"Pick {what} first.", Qgis.MessageLevel.Warning)
         return bool(value)
 
     def tell(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
-        """The status line and the plugin's log tab; warnings and errors also to the message bar (errors
-        stay until closed, so a failure that happens while the user looks elsewhere is not missed)."""
-        self.status_label.setText(text)
+        """The status line and the message bar get one readable line; the plugin's log tab the whole text.
+        Warnings and errors also go to the message bar (errors stay until closed, so a failure that happens
+        while the user looks elsewhere is not missed)."""
+        line = readable(text)
+        self.status_label.setText(breakable(line))
+        self.status_label.setStyleSheet(ERROR_STYLE if level == Qgis.MessageLevel.Critical else "")
         log(text, level)
         if level != Qgis.MessageLevel.Info:
-            self.iface.messageBar().pushMessage(DISPLAY_NAME, text, level,
+            self.iface.messageBar().pushMessage(DISPLAY_NAME, line, level,
                                                 0 if level == Qgis.MessageLevel.Critical else 8)
 
     def show_model_history(self, path: str) -> None:
@@ -335,12 +561,16 @@ class BuildingsDock(QgsDockWidget):
         if problem:
             self.tell(problem, Qgis.MessageLevel.Warning)
             return
+        model_path, = numbered(self.output_folder(images[0]), [f"{file_stem(images[0].name())}_model{{n}}.pt"])
         parameters = {"IMAGES": [layer.id() for layer in images], "LABELS": [layer.id() for layer in labels],
                       "BUILDING_VALUES": self.building_values_edit.text(),
                       "PRESET": self.preset_combo.currentText(),
-                      "OUTPUT_MODEL": str(self.output_folder() / f"{file_stem(images[0].name())}_model.pt")}
+                      "OUTPUT_MODEL": str(model_path)}
         if self.epochs_spin.value():
             parameters["EPOCHS"] = self.epochs_spin.value()
+        if self.minutes_spin.value() and algorithm_takes("train", "TIME_BUDGET_MIN"):
+            parameters["TIME_BUDGET_MIN"] = self.minutes_spin.value()
+        remember("building_values", self.building_values_edit.text().strip())
         self.curves.clear()
 
         def trained(results: dict) -> None:
@@ -354,38 +584,84 @@ class BuildingsDock(QgsDockWidget):
         image, model = self.image_combo.currentLayer(), self.model_widget.filePath()
         if not (self.require(image, "an image layer") and self.require(model, "a model file")):
             return
-        stem = self.output_folder() / file_stem(image.name())
-        parameters = {"INPUT": image.id(), "MODEL": model, "OUTPUT": f"{stem}_buildings.gpkg",
-                      "OUTPUT_PROBABILITY": f"{stem}_probability.tif", "OUTPUT_MASK": f"{stem}_mask.tif"}
+        stem = file_stem(image.name())
+        buildings, probability, mask = numbered(self.output_folder(image), [
+            f"{stem}_buildings{{n}}.gpkg", f"{stem}_probability{{n}}.tif", f"{stem}_mask{{n}}.tif"])
+        parameters = {"INPUT": image.id(), "MODEL": model, "OUTPUT": str(buildings),
+                      "OUTPUT_PROBABILITY": str(probability), "OUTPUT_MASK": str(mask),
+                      "MIN_AREA": self.min_area_spin.value(), "SIMPLIFY": self.simplify_spin.value(),
+                      "REGULARIZE": self.regularize_check.isChecked()}
+        if self.threshold_spin.value() > 0:
+            parameters["THRESHOLD"] = self.threshold_spin.value()
+        if self.visible_area_check.isChecked():
+            parameters["EXTENT"] = self.canvas_extent()
+        run_name = buildings.stem.replace("_buildings", " buildings", 1) if buildings.stem != f"{stem}_buildings" \
+            else f"{image.name()} buildings"
 
         def predicted(results: dict) -> None:
             name = image.name()
-            add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability")
+            group = add_result_group(run_name)
+            add_styled_layer(results["OUTPUT"], f"{name} buildings", "buildings", group=group)
             # the outlines say what the mask says: the mask starts switched off so the probability shows
-            mask = add_styled_layer(results["OUTPUT_MASK"], f"{name} building mask", "mask", visible=False)
-            add_styled_layer(results["OUTPUT"], f"{name} buildings", "buildings")
-            if mask is not None:
-                self.prediction_combo.setLayer(mask)
-            self.tell(f"{results['BUILDING_COUNT']:.0f} buildings found.", Qgis.MessageLevel.Success)
+            mask_layer = add_styled_layer(results["OUTPUT_MASK"], f"{name} building mask", "mask", visible=False,
+                                          group=group)
+            add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability",
+                             group=group)
+            if mask_layer is not None:
+                self.prediction_combo.setLayer(mask_layer)
+            self.tell(f"{results['BUILDING_COUNT']:.0f} buildings found; written to {buildings.parent}.",
+                      Qgis.MessageLevel.Success)
 
         self.start("extract", parameters, predicted)
+
+    def canvas_extent(self) -> str:
+        """The map canvas's extent as a Processing extent value (with its CRS)."""
+        canvas = self.iface.mapCanvas()
+        extent, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+        return (f"{extent.xMinimum()!r},{extent.xMaximum()!r},{extent.yMinimum()!r},{extent.yMaximum()!r} "
+                f"[{crs.authid()}]")
 
     def evaluate(self) -> None:
         prediction, labels = self.prediction_combo.currentLayer(), self.reference_combo.currentLayer()
         if not (self.require(prediction, "a prediction layer (press Predict first)")
                 and self.require(labels, "the label layer to score against (Evaluation > Labels)")):
             return
-        stem = self.output_folder() / file_stem(prediction.name())
+        stem = file_stem(prediction.name())
+        report, error_map, false_positives, missed = numbered(self.output_folder(prediction), [
+            f"{stem}_evaluation{{n}}.html", f"{stem}_errors{{n}}.tif", f"{stem}_false_positives{{n}}.gpkg",
+            f"{stem}_missed{{n}}.gpkg"])
         parameters = {"PREDICTION": prediction.id(), "LABELS": labels.id(),
                       "BUILDING_VALUES": self.building_values_edit.text(),
-                      "OUTPUT_REPORT": f"{stem}_evaluation.html", "OUTPUT_ERROR_MAP": f"{stem}_errors.tif"}
+                      "OUTPUT_REPORT": str(report), "OUTPUT_ERROR_MAP": str(error_map)}
+        if algorithm_takes("evaluate", "OUTPUT_MISSED"):
+            parameters.update(OUTPUT_FALSE_POSITIVES=str(false_positives), OUTPUT_MISSED=str(missed))
 
         def evaluated(results: dict) -> None:
             self.show_evaluation(results)
-            add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{prediction.name()} errors", "error_map")
+            group = add_result_group(f"{prediction.name()} evaluation")
+            for key, title in (("OUTPUT_FALSE_POSITIVES", "false positives"), ("OUTPUT_MISSED", "missed buildings")):
+                if results.get(key):
+                    add_styled_layer(results[key], f"{prediction.name()} {title}", key.lower()[7:], group=group)
+            add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{prediction.name()} errors", "error_map", group=group)
             self.tell(f"IoU {results['IOU']:.3f}, F1 {results['F1']:.3f}.", Qgis.MessageLevel.Success)
 
         self.start("evaluate", parameters, evaluated)
+
+    def export(self) -> None:
+        model = self.model_widget.filePath()
+        if not self.require(model, "a model file"):
+            return
+        # beside the model unless a folder is chosen (the starter model's folder is the plugin's: not there)
+        folder = Path(model).parent
+        if self.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
+            folder = self.output_folder()
+        onnx, = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
+
+        def exported(results: dict) -> None:
+            self.tell(f"Written {results['OUTPUT']}: in Deepness, pick it as the model and press \"Load default "
+                      "parameters\".", Qgis.MessageLevel.Success)
+
+        self.start("export", {"MODEL": model, "OUTPUT": str(onnx)}, exported)
 
     def cancel(self) -> None:
         if self.current_run is not None:
@@ -451,9 +727,11 @@ class BuildingsDock(QgsDockWidget):
         run.progress_changed.connect(self.show_progress)
         run.info.connect(self.show_info)
         run.finished.connect(lambda ok, results, error: self.finish(ok, results, error, on_success))
+        self.clear_results()  # the previous run's time, matrix and scores say nothing about this one
         self.current_run = run
         self.set_running(True)
         self.progress_bar.setValue(0)
+        self.status_label.setStyleSheet("")
         self.status_label.setText(f"Running {algorithm_id}...")
         run.start()
         self.show_time()
@@ -466,15 +744,26 @@ class BuildingsDock(QgsDockWidget):
             run.deleteLater()
         if ok:
             self.progress_bar.setValue(100)
-            on_success(results)
+            self.quiet = True  # the results it adds and picks are not a change of the user's inputs
+            try:
+                on_success(results)
+            finally:
+                self.quiet = False
         else:
             self.tell(error, Qgis.MessageLevel.Critical if "ancel" not in error else Qgis.MessageLevel.Warning)
 
     def set_running(self, running: bool) -> None:
-        for button in (self.train_button, self.predict_button, self.evaluate_button):
+        run_buttons = (self.train_button, self.predict_button, self.evaluate_button, self.export_button)
+        # Cancel first, and the focus onto it: a disabled button with the focus hands it on to the next
+        # widget down the dock, and the scroll area then scrolls that widget into view
+        self.cancel_button.setEnabled(running)
+        if running and any(button.hasFocus() for button in run_buttons):
+            self.cancel_button.setFocus(Qt.FocusReason.OtherFocusReason)
+        for button in run_buttons:
             button.setEnabled(not running and not self.problem)
         self.install_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        if not running and self.cancel_button.hasFocus():
+            self.cancel_button.clearFocus()
         if running:
             self.clock_timer.start()
         else:
@@ -507,3 +796,9 @@ class BuildingsDock(QgsDockWidget):
                            for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA"))
         report = Path(results["OUTPUT_REPORT"]).as_uri()
         self.scores_label.setText(f"{scores}. <a href=\"{report}\">Open the report</a>")
+
+
+def algorithm_takes(algorithm_id: str, parameter: str) -> bool:
+    """Whether the provider's algorithm has ``parameter`` (so the dock passes only what it understands)."""
+    algorithm = QgsApplication.processingRegistry().algorithmById(f"{PROVIDER_ID}:{algorithm_id}")
+    return algorithm is not None and algorithm.parameterDefinition(parameter) is not None

@@ -6,6 +6,7 @@ from typing import Optional
 
 from qgis.core import (
     Qgis,
+    QgsLayerTreeGroup,
     QgsMapLayer,
     QgsProcessingContext,
     QgsProcessingException,
@@ -22,7 +23,37 @@ from qgis.core import (
 from . import RESOURCES_DIR
 from .log import log
 
-STYLE_KINDS = ("buildings", "probability", "mask", "error_map")
+STYLE_KINDS = ("buildings", "probability", "mask", "error_map", "false_positives", "missed")
+VECTOR_KINDS = ("buildings", "false_positives", "missed")
+# custom layer property naming what the plugin wrote into a layer (a STYLE_KINDS value): such layers are
+# results, never training images or labels
+OUTPUT_PROPERTY = "unet_buildings/output"
+# the tag the engine writes into its GeoTIFFs (model.rasters.KIND_TAG), for outputs loaded from disk
+KIND_TAG = "UNET_BUILDINGS_KIND"
+
+
+def layer_file(layer: QgsMapLayer) -> str:
+    """The local file behind a layer, '' when there is none."""
+    provider = layer.providerType() if layer is not None else ""
+    if provider not in ("gdal", "ogr"):
+        return ""
+    path = QgsProviderRegistry.instance().decodeUri(provider, layer.source()).get("path") or ""
+    return path if path and Path(path).is_file() else ""
+
+
+def is_plugin_output(layer: QgsMapLayer) -> bool:
+    """A probability, mask, error map or building layer this plugin wrote (added by the dock or the toolbox,
+    or a GeoTIFF the engine tagged, loaded by hand)."""
+    if layer.customProperty(OUTPUT_PROPERTY):
+        return True
+    if isinstance(layer, QgsRasterLayer) and layer.providerType() == "gdal":
+        path = layer_file(layer)
+        if path:
+            from osgeo import gdal
+
+            dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+            return dataset is not None and bool(dataset.GetMetadataItem(KIND_TAG))
+    return False
 
 
 def raster_path(layer: QgsRasterLayer, role: str) -> str:
@@ -99,6 +130,7 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> None:
         apply_style(layer, self.kind)
+        layer.setCustomProperty(OUTPUT_PROPERTY, self.kind)
 
     @classmethod
     def for_output(cls, destination: str, kind: str) -> "StylePostProcessor":
@@ -113,16 +145,25 @@ def style_on_completion(context: QgsProcessingContext, destination: str, kind: s
             StylePostProcessor.for_output(destination, kind))
 
 
-def add_styled_layer(path: str, name: str, kind: str, visible: bool = True) -> Optional[QgsMapLayer]:
-    """Adds a file the engine wrote to the project with the plugin's style (switched off in the layer
-    tree when not ``visible``). Main thread only."""
-    layer = QgsVectorLayer(path, name, "ogr") if kind == "buildings" else QgsRasterLayer(path, name)
+def add_result_group(name: str) -> QgsLayerTreeGroup:
+    """A group for one run's results at the top of the layer tree, where they are seen: never under the
+    layer that happens to be selected (which may be the image, hiding them)."""
+    return QgsProject.instance().layerTreeRoot().insertGroup(0, name)
+
+
+def add_styled_layer(path: str, name: str, kind: str, visible: bool = True,
+                     group: Optional[QgsLayerTreeGroup] = None) -> Optional[QgsMapLayer]:
+    """Adds a file the engine wrote to the project with the plugin's style: at the end of ``group``, or at
+    the top of the layer tree without one; switched off when not ``visible``. Main thread only."""
+    layer = QgsVectorLayer(path, name, "ogr") if kind in VECTOR_KINDS else QgsRasterLayer(path, name)
     if not layer.isValid():
         log(f"Could not load '{path}' as a layer.", Qgis.MessageLevel.Warning)
         return None
     apply_style(layer, kind)
+    layer.setCustomProperty(OUTPUT_PROPERTY, kind)
     project = QgsProject.instance()
-    project.addMapLayer(layer)
+    project.addMapLayer(layer, False)  # placed here, not where the selected layer would put it
+    node = group.addLayer(layer) if group is not None else project.layerTreeRoot().insertLayer(0, layer)
     if not visible:
-        project.layerTreeRoot().findLayer(layer.id()).setItemVisibilityChecked(False)
+        node.setItemVisibilityChecked(False)
     return layer

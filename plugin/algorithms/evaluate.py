@@ -132,14 +132,14 @@ class EvaluateAlgorithm(EngineAlgorithm):
         feedback.pushInfo("Scores: " + ", ".join(f"{name.lower()} {outputs[name]:.4f}" for name in SCORE_OUTPUTS))
         self.style_output(error_map, "error_map")
         crs = QgsCoordinateReferenceSystem.fromWkt(result.grid.crs_wkt or "")
-        for name, shapes in (("OUTPUT_FALSE_POSITIVES", result.false_positive_objects),
-                             ("OUTPUT_MISSED", result.missed_objects)):
-            outputs[name] = self.write_objects(parameters, name, context, shapes, crs)
+        for name, shapes, kind in (("OUTPUT_FALSE_POSITIVES", result.false_positive_objects, "false_positives"),
+                                   ("OUTPUT_MISSED", result.missed_objects, "missed")):
+            outputs[name] = self.write_objects(parameters, name, context, shapes, crs, kind)
         return {**outputs, "OUTPUT_REPORT": report, "OUTPUT_REPORT_JSON": report_json,
                 "OUTPUT_ERROR_MAP": error_map or None}
 
     def write_objects(self, parameters: dict, name: str, context: QgsProcessingContext, shapes: list,
-                      crs: QgsCoordinateReferenceSystem):
+                      crs: QgsCoordinateReferenceSystem, kind: str):
         """Unmatched buildings (engine shapely polygons) into an optional sink; its destination, or None."""
         from .vectorize import typed_field
 
@@ -159,5 +159,5 @@ class EvaluateAlgorithm(EngineAlgorithm):
             add_feature_checked(sink, feature, name)
         sink = None  # closes the file writer, so the file is complete before it is read back
         check_written_features(destination, name, len(shapes))
-        self.style_output(destination, "buildings")
+        self.style_output(destination, kind)
         return destination

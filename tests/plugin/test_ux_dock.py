@@ -1,0 +1,378 @@
+"""Issue 13 in the dock, as a QGIS user lives with it: nothing lost (real output folders, new names), nothing
+hidden (results on top, readable errors, nothing stale), and the issue's polish items. Real QGIS, real runs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsLayerTreeGroup,
+    QgsLayerTreeRegistryBridge,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSettings,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtWidgets import QGroupBox
+
+from .conftest import PIXEL_M, make_scene, write_raster
+from .test_dock import wait_for
+
+LEFT, TOP = 500000, 9000000
+
+
+@pytest.fixture
+def fresh_dock(plugin, qgis_new_project, qgis_iface):
+    """A dock as a new user first sees it: no remembered settings, an unsaved project."""
+    from unet_buildings.plugin.dock import SETTINGS_GROUP, BuildingsDock
+
+    QgsSettings().remove(SETTINGS_GROUP.rstrip("/"))
+    dock = BuildingsDock(qgis_iface)
+    yield dock
+    if dock.current_run is not None:
+        dock.cancel()
+        wait_for(dock)
+    dock.deleteLater()
+    QgsSettings().remove(SETTINGS_GROUP.rstrip("/"))
+    QgsProject.instance().clear()
+
+
+def add_raster(path, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def predict(dock, image, model_file) -> dict:
+    dock.image_combo.setLayer(image)
+    dock.model_widget.setFilePath(str(model_file))
+    dock.predict_button.click()
+    parameters = dict(dock.current_run.parameters)
+    wait_for(dock)
+    return parameters
+
+
+# -- 2. the results never land in a temporary folder silently ---------------------------------------
+def test_outputs_go_beside_the_image_when_no_folder_is_chosen(fresh_dock, model_file, tmp_path) -> None:
+    scene = make_scene(tmp_path / "imagery")
+    image = add_raster(scene.image, "scene")
+    assert fresh_dock.output_widget.filePath() == ""
+    parameters = predict(fresh_dock, image, model_file)
+    assert parameters["OUTPUT"] == str(tmp_path / "imagery" / "scene_buildings.gpkg")
+    assert (tmp_path / "imagery" / "scene_mask.tif").is_file()
+
+
+def test_outputs_go_beside_the_project_file(fresh_dock, model_file, tmp_path) -> None:
+    scene = make_scene(tmp_path / "imagery")
+    (tmp_path / "project").mkdir()
+    QgsProject.instance().setFileName(str(tmp_path / "project" / "city.qgz"))
+    parameters = predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
+    assert parameters["OUTPUT_MASK"] == str(tmp_path / "project" / "scene_mask.tif")
+
+
+def test_the_chosen_output_folder_is_remembered(fresh_dock, qgis_iface, tmp_path) -> None:
+    from unet_buildings.plugin.dock import BuildingsDock
+
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    again = BuildingsDock(qgis_iface)
+    try:
+        assert again.output_widget.filePath() == str(tmp_path)
+    finally:
+        again.deleteLater()
+
+
+# -- 3. no silent overwrite ------------------------------------------------------------------------
+def test_predicting_again_writes_new_files_and_keeps_the_loaded_layers(fresh_dock, scene, model_file,
+                                                                      tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    image = add_raster(scene.image, "scene")
+    first = predict(fresh_dock, image, model_file)
+    second = predict(fresh_dock, image, model_file)
+    assert second["OUTPUT_MASK"] == str(tmp_path / "scene_mask_2.tif")
+    assert second["OUTPUT"] == str(tmp_path / "scene_buildings_2.gpkg")
+    assert {first[key] for key in ("OUTPUT", "OUTPUT_MASK", "OUTPUT_PROBABILITY")}.isdisjoint(second.values())
+    masks = [layer for layer in QgsProject.instance().mapLayers().values() if layer.name() == "scene building mask"]
+    assert len(masks) == 2 and all(layer.isValid() for layer in masks)
+    assert {layer.source() for layer in masks} == {first["OUTPUT_MASK"], second["OUTPUT_MASK"]}
+
+
+def test_training_again_picks_a_new_model_name(fresh_dock, scene, tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    (tmp_path / "scene_model.pt").write_bytes(b"an earlier model")
+    fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
+    fresh_dock.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    fresh_dock.train_button.click()
+    assert fresh_dock.current_run.parameters["OUTPUT_MODEL"] == str(tmp_path / "scene_model_2.pt")
+    fresh_dock.cancel_button.click()
+    wait_for(fresh_dock)
+    assert (tmp_path / "scene_model.pt").read_bytes() == b"an earlier model"
+
+
+# -- 4. results on top of the layer tree, in a group per run -----------------------------------------
+def test_results_go_on_top_of_the_layer_tree_whatever_layer_is_selected(fresh_dock, scene, model_file,
+                                                                        tmp_path) -> None:
+    project = QgsProject.instance()
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    image = add_raster(scene.image, "scene")
+    add_raster(scene.labels, "labels")
+    root = project.layerTreeRoot()
+    # as when the user has selected the bottom layer (the image): QGIS would insert new layers below it
+    project.layerTreeRegistryBridge().setLayerInsertionPoint(
+        QgsLayerTreeRegistryBridge.InsertionPoint(root, len(root.children())))
+    predict(fresh_dock, image, model_file)
+    top = root.children()[0]
+    assert isinstance(top, QgsLayerTreeGroup) and top.name() == "scene buildings"
+    assert [node.name() for node in top.children()] == \
+        ["scene buildings", "scene building mask", "scene building probability"]
+
+
+# -- 5. errors in one readable line; nothing stale -------------------------------------------------
+@pytest.fixture
+def foreign_model(tmp_path):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "someone_elses_checkpoint_with_a_long_name_that_does_not_fit_a_narrow_dock.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1)}, path)
+    return path
+
+
+def test_a_foreign_model_file_gives_one_readable_line(fresh_dock, scene, foreign_model, qgis_iface) -> None:
+    fresh_dock.setFloating(True)
+    fresh_dock.resize(350, 900)
+    fresh_dock.show()
+    qgis_iface.messageBar().clear_messages()
+    predict(fresh_dock, add_raster(scene.image, "scene"), foreign_model)
+    QCoreApplication.processEvents()
+    shown = fresh_dock.status_label.text().replace("\u200b", "")
+    message, = qgis_iface.messageBar().get_messages(2)
+    for text in (shown, message):
+        assert "is not a model file this plugin can" in text and "Pick a .pt file" in text
+        assert "\x1b" not in text and "\n" not in text and "weights_only" not in text
+        assert len(text) <= 500
+    assert fresh_dock.widget().horizontalScrollBar().maximum() == 0  # the dock did not grow sideways
+    fresh_dock.setFloating(False)
+
+
+def test_torchs_own_message_becomes_one_plain_line(unet_buildings, foreign_model) -> None:
+    """Whatever an engine message quotes from torch (escape codes, several lines, weights_only=False advice)."""
+    import torch
+
+    from unet_buildings.plugin.dock import readable
+
+    with pytest.raises(Exception) as caught:
+        torch.load(foreign_model, weights_only=True)
+    quoted = (f"'{foreign_model}' is not a model file this plugin can read safely ({caught.value}). "
+              "Pick a .pt file written by the U-Net Building Extractor.")
+    assert "\x1b[" in quoted and "weights_only" in quoted  # what torch says today
+    line = readable(quoted)
+    assert line == (f"'{foreign_model}' is not a model file this plugin can read safely. "
+                    "Pick a .pt file written by the U-Net Building Extractor.")
+
+
+def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_file, foreign_model,
+                                                     tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    image = add_raster(scene.image, "scene")
+    labels = add_raster(scene.labels, "labels")
+    predict(fresh_dock, image, model_file)
+    fresh_dock.reference_combo.setLayer(labels)
+    fresh_dock.building_values_edit.setText("2")
+    fresh_dock.evaluate_button.click()
+    wait_for(fresh_dock)
+    assert fresh_dock.matrix_table.item(0, 0) is not None and "took" in fresh_dock.time_label.text()
+    fresh_dock.model_widget.setFilePath(str(foreign_model))
+    fresh_dock.predict_button.click()  # a new run: the old matrix, scores and timing go at once
+    assert fresh_dock.matrix_table.item(0, 0) is None and fresh_dock.scores_label.text() == ""
+    assert "took" not in fresh_dock.time_label.text()
+    wait_for(fresh_dock)
+    assert "Pick a .pt file" in fresh_dock.status_label.text().replace("\u200b", "")
+    fresh_dock.image_combo.setLayer(labels)  # the user changes the input: the error is no longer about it
+    assert fresh_dock.status_label.text() == "Ready." and fresh_dock.time_label.text() == ""
+
+
+# -- 6. polish -------------------------------------------------------------------------------------
+def test_train_does_not_scroll_the_dock(fresh_dock, scene) -> None:
+    fresh_dock.setFloating(True)
+    fresh_dock.resize(350, 420)
+    fresh_dock.show()
+    fresh_dock.activateWindow()
+    fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
+    fresh_dock.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    scroll = fresh_dock.widget()
+    scroll.ensureWidgetVisible(fresh_dock.train_button)
+    QCoreApplication.processEvents()
+    before = scroll.verticalScrollBar().value()
+    fresh_dock.train_button.setFocus()
+    QCoreApplication.processEvents()
+    assert fresh_dock.train_button.hasFocus()
+    fresh_dock.train_button.click()
+    QCoreApplication.processEvents()
+    assert scroll.verticalScrollBar().value() == before
+    fresh_dock.cancel_button.click()
+    wait_for(fresh_dock)
+    fresh_dock.setFloating(False)
+
+
+def test_the_predict_image_sits_under_a_prediction_heading(fresh_dock) -> None:
+    parent = fresh_dock.image_combo.parentWidget()
+    assert isinstance(parent, QGroupBox) and parent.title() == "Prediction"
+
+
+def test_training_pickers_leave_out_the_plugins_own_outputs(fresh_dock, scene, model_file, tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
+    add_raster(scene.mask, "a mask loaded from disk")  # tagged by the engine as a mask
+    images = [fresh_dock.train_images.itemText(index) for index in range(fresh_dock.train_images.count())]
+    labels = [fresh_dock.train_labels.itemText(index) for index in range(fresh_dock.train_labels.count())]
+    assert images == ["scene"] and labels == ["scene"]
+
+
+def test_building_values_say_what_the_labels_hold_and_follow_0_1_labels(fresh_dock, qgis_iface, tmp_path) -> None:
+    from unet_buildings.plugin.dock import BuildingsDock
+
+    binary = np.zeros((1, 64, 64), np.uint8)
+    binary[0, 8:24, 8:24] = 1
+    binary[0, :, 60:] = 255
+    layer = add_raster(write_raster(tmp_path / "binary_labels.tif", binary, 255), "binary labels")
+    fresh_dock.building_values_edit.setText("2")
+    fresh_dock.train_labels.tick([layer])
+    assert fresh_dock.building_values_edit.text() == "1"
+    assert "holds the values 0, 1 (255 = no data)" in fresh_dock.label_values_label.text()
+
+    fresh_dock.building_values_edit.setText("4")
+    fresh_dock.building_values_edit.editingFinished.emit()
+    again = BuildingsDock(qgis_iface)
+    try:
+        assert again.building_values_edit.text() == "4"  # remembered
+    finally:
+        again.deleteLater()
+
+
+def test_the_new_users_building_value_is_1(fresh_dock) -> None:
+    assert fresh_dock.building_values_edit.text() == "1"
+
+
+def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
+    fresh_dock.setFloating(True)
+    fresh_dock.resize(350, 900)
+    fresh_dock.show()
+    QCoreApplication.processEvents()
+    table = fresh_dock.matrix_table
+    header = table.horizontalHeader()
+    metrics = header.fontMetrics()
+    for column in range(table.columnCount()):
+        text = table.horizontalHeaderItem(column).text()
+        widest = max(metrics.horizontalAdvance(line) for line in text.split("\n"))
+        assert widest + 6 <= header.sectionSize(column), f"'{text}' is clipped"
+        assert header.height() >= metrics.height() * len(text.split("\n"))
+    fresh_dock.setFloating(False)
+
+
+def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock) -> None:
+    curves = fresh_dock.curves
+    curves.clear()
+    for epoch in (1, 2, 3):
+        curves.add_epoch({"epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1.1 / epoch, "train_accuracy": 0.8,
+                          "val_accuracy": 0.7, "val_iou": 0.2 * epoch})
+    curves.canvas.resize(330, 340)
+    curves.canvas.draw()
+    renderer = curves.canvas.get_renderer()
+    for axes in curves.figure.axes:
+        ticks = [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        legend = axes.get_legend().get_window_extent(renderer)
+        plot = axes.get_window_extent(renderer)
+        assert not legend.overlaps(plot), "the legend covers the plot"
+
+
+# -- 7. Predict's own settings and the visible map area ----------------------------------------------
+def test_predict_passes_clean_footprint_settings(fresh_dock, scene, model_file, tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    parameters = predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
+    assert parameters["MIN_AREA"] == pytest.approx(2.0) and parameters["SIMPLIFY"] == pytest.approx(0.2)
+    assert parameters["REGULARIZE"] is False and "THRESHOLD" not in parameters and "EXTENT" not in parameters
+    fresh_dock.threshold_spin.setValue(0.3)
+    fresh_dock.regularize_check.setChecked(True)
+    parameters = predict(fresh_dock, fresh_dock.image_combo.currentLayer(), model_file)
+    assert parameters["THRESHOLD"] == pytest.approx(0.3) and parameters["REGULARIZE"] is True
+
+
+def test_predict_only_the_visible_map_area(fresh_dock, scene, model_file, qgis_iface, tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32736"))
+    canvas.resize(400, 400)
+    canvas.setExtent(QgsRectangle(LEFT, TOP - 20 * PIXEL_M, LEFT + 20 * PIXEL_M, TOP))
+    fresh_dock.visible_area_check.setChecked(True)
+    parameters = predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
+    assert parameters["EXTENT"].endswith("[EPSG:32736]")
+    shown = canvas.extent()  # the canvas widens the extent to its own shape
+    with rasterio.open(parameters["OUTPUT_MASK"]) as mask:
+        assert mask.width < 64 or mask.height < 64  # not the whole 64 x 64 scene
+        left, bottom, right, top = mask.bounds
+        assert left >= shown.xMinimum() - PIXEL_M and right <= shown.xMaximum() + PIXEL_M
+        assert bottom >= shown.yMinimum() - PIXEL_M and top <= shown.yMaximum() + PIXEL_M
+
+
+# -- 9. export for Deepness from the dock; 10. evaluate's vector errors; 11. time budget, starter model -----
+def test_export_for_deepness_writes_onnx_files_under_new_names(fresh_dock, model_file, tmp_path) -> None:
+    pytest.importorskip("onnx")
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.model_widget.setFilePath(str(model_file))
+    for expected in ("tiny.onnx", "tiny_2.onnx"):
+        fresh_dock.export_button.click()
+        wait_for(fresh_dock)
+        assert (tmp_path / expected).is_file()
+    assert "Load default parameters" in fresh_dock.status_label.text()
+
+
+def test_evaluate_adds_false_positive_and_missed_buildings(fresh_dock, scene, tmp_path) -> None:
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    mask = add_raster(scene.mask, "prediction")
+    fresh_dock.prediction_combo.setLayer(mask)
+    fresh_dock.reference_combo.setLayer(add_raster(scene.labels, "labels"))
+    fresh_dock.building_values_edit.setText("2")
+    fresh_dock.evaluate_button.click()
+    wait_for(fresh_dock)
+    names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
+    assert {"prediction false positives", "prediction missed buildings", "prediction errors"} <= names
+
+
+def test_train_for_minutes_reaches_the_train_algorithm_when_it_takes_it(fresh_dock, scene, tmp_path) -> None:
+    from unet_buildings.plugin.dock import algorithm_takes
+
+    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    assert fresh_dock.minutes_spin.value() == 30
+    fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
+    fresh_dock.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    fresh_dock.minutes_spin.setValue(7)
+    fresh_dock.train_button.click()
+    parameters = fresh_dock.current_run.parameters
+    fresh_dock.cancel_button.click()
+    wait_for(fresh_dock)
+    if algorithm_takes("train", "TIME_BUDGET_MIN"):
+        assert parameters["TIME_BUDGET_MIN"] == 7
+    else:  # the train algorithm does not have it yet: nothing it would refuse is passed
+        assert "TIME_BUDGET_MIN" not in parameters
+
+
+def test_the_starter_model_is_the_default_model_when_shipped(plugin, qgis_iface, model_file, monkeypatch,
+                                                             tmp_path) -> None:
+    from unet_buildings.plugin.algorithms import predict as predict_module
+    from unet_buildings.plugin.dock import BuildingsDock
+
+    monkeypatch.setattr(predict_module, "STARTER_MODEL", tmp_path / "not_shipped.pt")
+    without = BuildingsDock(qgis_iface)
+    monkeypatch.setattr(predict_module, "STARTER_MODEL", model_file)
+    with_starter = BuildingsDock(qgis_iface)
+    try:
+        assert without.model_widget.filePath() == ""
+        assert with_starter.model_widget.filePath() == str(model_file)
+    finally:
+        without.deleteLater()
+        with_starter.deleteLater()
