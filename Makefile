@@ -22,10 +22,20 @@ setup: $(VENV)/.installed .qgis-plugins/$(PLUGIN)
 system-packages:
 	bash scripts/install_system_packages.sh $(APT_PACKAGES)
 
+# GDAL's bindings are built against the system numpy's major version: pip must stay on it (numpy 1 on
+# Debian 12, numpy 2 where the system has moved on), never pin one globally.
+NUMPY_CONSTRAINT := $(SYSTEM_PYTHON) -c 'import numpy; m = int(numpy.__version__.split(".")[0]); print(f"numpy>={m},<{m + 1}")'
+
 $(VENV)/.installed: requirements.txt | system-packages
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(NUMPY_CONSTRAINT) > $(VENV)/constraints.txt 2>/dev/null || : > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -r requirements.txt -c $(VENV)/constraints.txt
+	touch $@
+
+# test-only packages (pytest, pytest-qgis, hypothesis, onnxruntime), on top of the plugin's own
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-dev.txt -c $(VENV)/constraints.txt
 	touch $@
 
 .qgis-plugins/$(PLUGIN):
@@ -34,7 +44,7 @@ $(VENV)/.installed: requirements.txt | system-packages
 demo: setup
 	$(QGIS_ENV) bash scripts/demo.sh
 
-test: setup
+test: setup $(VENV)/.installed-dev
 	$(QGIS_ENV) $(PY) -m pytest -q tests
 
 bench: setup
