@@ -24,10 +24,9 @@ from typing import Optional
 
 import torch
 
+from .choices import DEVICE_CHOICES, PRECISIONS
 from .errors import InputError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 NATIVE_BF16_CUDA_CAPABILITY = (8, 0)
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPUINFO = Path("/proc/cpuinfo")

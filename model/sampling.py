@@ -161,7 +161,7 @@ class CropSampler:
     (labelled, training-side) area. A ``building_share`` of the crops is centred (with a random
     shift of up to a quarter crop) on a random building pixel; the others are uniform positions,
     drawn again while they hold less than a quarter of usable pixels (nodata, unlabelled land or
-    held-out validation blocks teach nothing)."""
+    held-out validation blocks teach nothing), the best of a few draws kept."""
 
     def __init__(self, scenes: Sequence[Scene], crop_px: int, usable: Sequence[np.ndarray],
                  rng: np.random.Generator, building_share: float = 0.0) -> None:
@@ -185,12 +185,16 @@ class CropSampler:
             row, col = index.buildings[self.rng.integers(len(index.buildings))]
             jitter = self.rng.integers(-shift, shift + 1, 2)
             return index.clamp(row - half + jitter[0], col - half + jitter[1])
+        best, best_fraction = (0, 0), -1.0
         for _ in range(REDRAWS):
             row = int(self.rng.integers(0, index.height - self.crop_px + 1))
             col = int(self.rng.integers(0, index.width - self.crop_px + 1))
-            if index.usable_fraction(row, col) >= MIN_USABLE_FRACTION:
-                break
-        return row, col
+            fraction = index.usable_fraction(row, col)
+            if fraction >= MIN_USABLE_FRACTION:
+                return row, col
+            if fraction > best_fraction:
+                best, best_fraction = (row, col), fraction
+        return best
 
 
 def validation_crops(scene_index: int, scene: Scene, blocks: np.ndarray, crop_px: int) -> list[Crop]:

@@ -134,6 +134,7 @@ class Trainer:
         # seconds per training and per validation batch, measured as training goes (remaining time)
         self.train_batch_s: Optional[float] = None
         self.val_batch_s: Optional[float] = None
+        self.fraction_shown = 0.0
 
     def _validate_config(self) -> None:
         c = self.config
@@ -429,6 +430,7 @@ class Trainer:
         if c.time_budget_s is not None:
             remaining_s = min(remaining_s, max(c.time_budget_s - elapsed, 0.0))
             fraction = max(fraction, elapsed / c.time_budget_s)
+        self.fraction_shown = fraction = max(fraction, self.fraction_shown)  # a bar never moves back
         where = f"epoch {epoch}" if c.time_budget_s is not None else f"epoch {epoch}/{c.epochs}"
         step = f"batch {train_done}/{self.batches_per_epoch}" if not val_done else \
             f"validation batch {val_done}/{self.val_batches}"
