@@ -43,6 +43,10 @@ PREDICTION_HELP = {
               "outputs cover that part only). Empty: the whole image.",
     "THRESHOLD": "Probability from which a pixel counts as building, between 0 and 1. Empty: the threshold "
                  "tuned on validation data when the model was trained.",
+    "PIXEL_SIZE": "(advanced) Pixel size the network runs at, in the image's map units. Empty: the model's "
+                  "training resolution, compared on the ground (Web Mercator at any latitude, UTM, feet and "
+                  "degrees alike), the image resampled to it and the results back to the image's grid; 0: the "
+                  "image's own pixels, as they are.",
     "BATCH_SIZE": "(advanced) Tiles predicted at once. Larger is faster on a GPU but needs more memory.",
     "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
     "TTA": "(advanced) Test-time augmentation: average the predictions of the 8 flips and quarter turns of "
@@ -51,7 +55,7 @@ PREDICTION_HELP = {
 
 
 def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
-    """INPUT, MODEL, THRESHOLD and EXTENT, plus the advanced BATCH_SIZE, DEVICE, TTA."""
+    """INPUT, MODEL, THRESHOLD and EXTENT, plus the advanced PIXEL_SIZE, BATCH_SIZE, DEVICE, TTA."""
     algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Image"))
     starter = starter_model()
     algorithm.addParameter(QgsProcessingParameterFile("MODEL", "Model file (.pt)", extension="pt",
@@ -61,6 +65,9 @@ def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
         QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0))
     algorithm.addParameter(QgsProcessingParameterExtent(
         "EXTENT", "Area of interest (empty: the whole image)", optional=True))
+    algorithm.addParameter(advanced(QgsProcessingParameterNumber(
+        "PIXEL_SIZE", "Processing pixel size in map units (empty: the model's resolution; 0: the image's own)",
+        QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0)))
     algorithm.addParameter(advanced(QgsProcessingParameterNumber(
         "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Type.Integer, defaultValue=8, minValue=1)))
     algorithm.addParameter(advanced(device_parameter()))
@@ -88,14 +95,27 @@ def run_prediction(algorithm: EngineAlgorithm, parameters: dict, context: QgsPro
     if not extent.isNull():
         image = clipped_image(image, layer, extent, feedback)
     progress, cancelled = engine_hooks(feedback)
-    return predict_raster(
+    result = predict_raster(
         image, algorithm.parameterAsFile(parameters, "MODEL", context),
         probability_path=probability_path or None, mask_path=mask_path or None,
         threshold=algorithm.optional_number(parameters, "THRESHOLD", context),
         batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
         device=algorithm.device(parameters, context),
         tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
+        processing_pixel_size=processing_pixel_size(algorithm.optional_number(parameters, "PIXEL_SIZE", context)),
         progress=progress, cancelled=cancelled)
+    size_x, size_y = result.processing_pixel_size
+    how = "resampled to the model's resolution and back" if result.resampled else "the image's own pixels"
+    feedback.pushInfo(f"Predicted {result.tile_count} tiles at {size_x:.4g} x {size_y:.4g} map units per pixel "
+                      f"({how}) on {result.device_description}, {result.precision}, in {result.seconds:.1f} s.")
+    return result
+
+
+def processing_pixel_size(value: Optional[float]):
+    """PIXEL_SIZE as the engine takes it: None (the model's resolution), "native" (0) or a size."""
+    if value is None:
+        return None
+    return "native" if value == 0 else value
 
 
 def clipped_image(image: str, layer: QgsRasterLayer, extent: QgsRectangle, feedback: QgsProcessingFeedback) -> str:
