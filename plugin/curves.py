@@ -4,8 +4,8 @@ from __future__ import annotations
 from qgis.PyQt.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 # (history key, label) per panel; keys as in the training history records
-PANELS = (("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
-          ("Accuracy and IoU", (("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
+PANELS = (("Loss per epoch", (("train_loss", "train"), ("val_loss", "validation"))),
+          ("Accuracy and IoU per epoch", (("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
                                 ("val_iou", "validation IoU"))))
 COLUMNS = tuple(key for _, series in PANELS for key, _ in series)
 
@@ -68,14 +68,16 @@ class CurvesWidget(QWidget):
             axes = self.figure.add_subplot(len(PANELS), 1, index + 1)
             axes.set_title(title, fontsize=9)
             axes.tick_params(labelsize=7)
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers
             for key, label in series:
                 values = [record.get(key, float("nan")) for record in self.records]
                 if values:
                     axes.plot(epochs, values, marker="o", markersize=3, label=label)
             if self.records:
-                # below the plot, never over the lines (tight_layout makes room for it)
-                axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False,
-                            handlelength=1.5, columnspacing=1.0)
-        self.figure.axes[-1].set_xlabel("epoch", fontsize=8)
+                # half an epoch either side: a single epoch still gets a whole-number tick, not 0.95...1.05
+                axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+                # below the plot, never over the lines (tight_layout makes room for it); the titles say
+                # "per epoch", so no axis label competes with the legend for that space
+                axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series),
+                            frameon=False, handlelength=1.2, columnspacing=0.8, handletextpad=0.4)
         self.canvas.draw_idle()

@@ -301,9 +301,10 @@ class BuildingsDock(QgsDockWidget):
         self.minutes_spin = shrinkable(QSpinBox())
         self.minutes_spin.setRange(0, 10_000)
         self.minutes_spin.setSuffix(" minutes")
-        self.minutes_spin.setSpecialValueText("no time limit")
+        self.minutes_spin.setSpecialValueText("preset's value")
         self.minutes_spin.setValue(DEFAULT_TRAINING_MINUTES)
-        self.minutes_spin.setToolTip("Training stops after this time with the best model so far.")
+        self.minutes_spin.setToolTip("Training stops after this time with the best model so far (the preset's "
+                                     "value: 30 minutes on a computer without a GPU).")
         training_form.addRow("Train for", self.minutes_spin)
         layout.addWidget(training)
 
@@ -450,7 +451,8 @@ class BuildingsDock(QgsDockWidget):
 
     def default_output_folder(self, near: Optional[QgsMapLayer]) -> Optional[Path]:
         """The project file's folder, else the folder of ``near``'s file: the first one that can be written."""
-        candidates = [QgsProject.instance().absolutePath(), str(Path(layer_file(near)).parent) if layer_file(near) else ""]
+        near_file = layer_file(near) if near is not None else ""
+        candidates = [QgsProject.instance().absolutePath(), str(Path(near_file).parent) if near_file else ""]
         for folder in candidates:
             if folder and Path(folder).is_dir() and os.access(folder, os.W_OK):
                 return Path(folder)
@@ -500,7 +502,8 @@ class BuildingsDock(QgsDockWidget):
         layer, (values, nodata) = found
         text = f"'{layer.name()}' holds the values {', '.join(map(str, values)) or 'none'}"
         text += f" ({nodata:g} = no data)." if nodata is not None else "."
-        chosen = {part.strip() for part in self.building_values_edit.text().replace(";", ",").split(",") if part.strip()}
+        chosen = {part.strip() for part in self.building_values_edit.text().replace(";", ",").split(",")
+                  if part.strip()}
         if values and not chosen & {str(value) for value in values}:
             if set(values) <= {0, 1}:
                 self.building_values_edit.setText("1")

@@ -1,11 +1,19 @@
-"""Runs inside the QGIS desktop (``qgis --code scripts/gui_check.py``): loads the sample image, opens
-the plugin's dock at the width a user would give it (~360 px), picks the model (its training curves
-show), presses Predict, waits for the result layers, saves a screenshot and quits.
+"""Runs inside the QGIS desktop (``qgis --code scripts/gui_check.py``): walks train -> predict -> evaluate
+through the plugin dock's own buttons, as a user would, with a screenshot after each step.
 
-Paths come from the environment (set by scripts/gui_check.sh): GUI_CHECK_IMAGE, GUI_CHECK_MODEL,
-GUI_CHECK_OUTPUT (folder), GUI_CHECK_SCREENSHOT (png). The outcome is written to <screenshot>.txt.
+It loads the sample scenes 1 and 2 with their labels (training) and the held-out scene 3 with its labels,
+opens the dock at the width a user would give it (~360 px), ticks the training pairs, sets building value 2
+and "Train for" GUI_CHECK_TRAIN_MINUTES minutes, presses Train; then picks scene 3 and presses Predict; then
+picks scene 3's labels and presses Evaluate. Screenshots: <prefix>-1-train.png (live curves),
+<prefix>-2-predict.png (the buildings on the map), <prefix>-3-evaluate.png (confusion matrix, error map), and
+the last one also as GUI_CHECK_SCREENSHOT.
+
+Paths come from the environment (set by scripts/gui_check.sh): GUI_CHECK_SAMPLE (folder of the sample
+scenes), GUI_CHECK_OUTPUT (the dock's output folder), GUI_CHECK_SCREENSHOT (png), GUI_CHECK_TRAIN_MINUTES.
+The outcome is one line in <screenshot>.txt.
 """
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -13,10 +21,20 @@ from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.utils import iface, plugins
 
-TIMEOUT_S = 150
+TRAIN_MINUTES = int(os.environ.get("GUI_CHECK_TRAIN_MINUTES", "2"))
+STEP_TIMEOUT_S = TRAIN_MINUTES * 60 + 240  # training also validates and saves after its budget
 DOCK_WIDTH_PX = 360
+sample = Path(os.environ["GUI_CHECK_SAMPLE"])
 screenshot = Path(os.environ["GUI_CHECK_SCREENSHOT"])
-started = time.monotonic()
+steps_done: list[str] = []
+dock = None
+layers = {}
+
+
+def shot(step: str) -> Path:
+    path = screenshot.with_name(f"{screenshot.stem}-{step}.png")
+    iface.mainWindow().grab().save(str(path))
+    return path
 
 
 def finish(message: str) -> None:
@@ -26,30 +44,79 @@ def finish(message: str) -> None:
     QTimer.singleShot(500, QgsApplication.exit)
 
 
-def capture() -> None:
-    iface.mapCanvas().refreshAllLayers()
-    QTimer.singleShot(3000, save)  # let the canvas render the new layers
+def fail(step: str) -> None:
+    shot(step)
+    finish(f"failed at {step}: {dock.status_label.text() if dock else ''}")
 
 
-def save() -> None:
-    iface.mainWindow().grab().save(str(screenshot))
-    names = sorted(layer.name() for layer in QgsProject.instance().mapLayers().values())
-    finish(f"ok: {dock.status_label.text()} ({dock.time_label.text()}) | layers: {', '.join(names)}")
+def after_run(step: str, check, then) -> None:
+    """Waits for the dock's run, then lets the map render, checks the outcome, screenshots, goes on."""
+    started = time.monotonic()
+
+    def poll() -> None:
+        if dock.current_run is not None:
+            if time.monotonic() - started > STEP_TIMEOUT_S:
+                dock.cancel()
+                fail(step)
+            else:
+                QTimer.singleShot(500, poll)
+            return
+        if not check():
+            fail(step)
+            return
+        iface.mapCanvas().refreshAllLayers()
+        QTimer.singleShot(3000, done)
+
+    def done() -> None:
+        steps_done.append(f"{step}: {dock.status_label.text().replace(chr(0x200b), '')} ({dock.time_label.text()})")
+        shot(step)
+        then()
+
+    QTimer.singleShot(500, poll)
 
 
-def wait() -> None:
-    if time.monotonic() - started > TIMEOUT_S:
-        iface.mainWindow().grab().save(str(screenshot))
-        finish(f"timeout: {dock.status_label.text()}")
-    elif dock.current_run is None:
-        failed = "buildings" not in " ".join(layer.name() for layer in QgsProject.instance().mapLayers().values())
-        if failed:
-            iface.mainWindow().grab().save(str(screenshot))
-            finish(f"failed: {dock.status_label.text()}")
-        else:
-            capture()
-    else:
-        QTimer.singleShot(500, wait)
+def project_names() -> list[str]:
+    return [layer.name() for layer in QgsProject.instance().mapLayers().values()]
+
+
+def show(widget) -> None:
+    """Scrolls the dock to a widget for the screenshot (the dock itself never scrolls on its own)."""
+    dock.widget().ensureWidgetVisible(widget, 0, 0)
+
+
+def train() -> None:
+    dock.output_widget.setFilePath(os.environ["GUI_CHECK_OUTPUT"])
+    dock.building_values_edit.setText("2")
+    dock.train_images.tick([layers["scene_1"], layers["scene_2"]])
+    dock.train_labels.tick([layers["scene_1_labels"], layers["scene_2_labels"]])
+    dock.minutes_spin.setValue(TRAIN_MINUTES)
+    dock.train_button.click()
+    show(dock.curves)
+    after_run("1-train", lambda: Path(dock.model_widget.filePath()).is_file() and "Model written" in
+              dock.status_label.text(), predict)
+
+
+def predict() -> None:
+    canvas = iface.mapCanvas()
+    for name in ("scene_1", "scene_2", "scene_1_labels", "scene_2_labels", "scene_3_labels"):
+        QgsProject.instance().layerTreeRoot().findLayer(layers[name].id()).setItemVisibilityChecked(False)
+    canvas.setExtent(layers["scene_3"].extent())
+    dock.image_combo.setLayer(layers["scene_3"])
+    show(dock.predict_button)
+    dock.predict_button.click()
+    after_run("2-predict", lambda: "scene_3 buildings" in project_names(), evaluate)
+
+
+def evaluate() -> None:
+    dock.reference_combo.setLayer(layers["scene_3_labels"])
+    dock.evaluate_button.click()
+    show(dock.scores_label)  # the matrix and the scores under it
+    after_run("3-evaluate", lambda: dock.matrix_table.item(0, 0) is not None, succeed)
+
+
+def succeed() -> None:
+    shutil.copyfile(screenshot.with_name(f"{screenshot.stem}-3-evaluate.png"), screenshot)
+    finish("ok: " + " | ".join(steps_done) + f" | layers: {', '.join(sorted(project_names()))}")
 
 
 def start() -> None:
@@ -59,17 +126,13 @@ def start() -> None:
         return
     iface.mainWindow().resize(1400, 900)
     iface.mainWindow().showMaximized()
-    image = iface.addRasterLayer(os.environ["GUI_CHECK_IMAGE"], "sample image")
+    for name in ("scene_1", "scene_1_labels", "scene_2", "scene_2_labels", "scene_3", "scene_3_labels"):
+        layers[name] = iface.addRasterLayer(str(sample / f"{name}.tif"), name)
     plugin = plugins["unet_buildings"]
     plugin.action.setChecked(True)  # the toolbar button
     dock = plugin.dock
     iface.mainWindow().resizeDocks([dock], [DOCK_WIDTH_PX], Qt.Orientation.Horizontal)
-    dock.image_combo.setLayer(image)
-    dock.model_widget.setFilePath(os.environ["GUI_CHECK_MODEL"])
-    dock.output_widget.setFilePath(os.environ["GUI_CHECK_OUTPUT"])
-    dock.predict_button.click()
-    QTimer.singleShot(500, wait)
+    QTimer.singleShot(500, train)
 
 
-dock = None
 QTimer.singleShot(2000, start)  # after QGIS has finished starting up and loading plugins

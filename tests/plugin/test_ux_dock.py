@@ -273,21 +273,28 @@ def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
     fresh_dock.setFloating(False)
 
 
-def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock) -> None:
+@pytest.mark.parametrize("epochs", [(1,), (1, 2, 3)], ids=["one epoch", "three epochs"])
+def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock, epochs) -> None:
     curves = fresh_dock.curves
     curves.clear()
-    for epoch in (1, 2, 3):
+    for epoch in epochs:
         curves.add_epoch({"epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1.1 / epoch, "train_accuracy": 0.8,
                           "val_accuracy": 0.7, "val_iou": 0.2 * epoch})
-    curves.canvas.resize(330, 340)
+    curves.canvas.resize(330, curves.canvas.height())
     curves.canvas.draw()
     renderer = curves.canvas.get_renderer()
+    figure = curves.figure.get_window_extent(renderer)
+    texts = []
     for axes in curves.figure.axes:
         ticks = [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
         assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
         legend = axes.get_legend().get_window_extent(renderer)
-        plot = axes.get_window_extent(renderer)
-        assert not legend.overlaps(plot), "the legend covers the plot"
+        assert not legend.overlaps(axes.get_window_extent(renderer)), "the legend covers the plot"
+        assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0, "the legend is cut off"
+        texts.append(legend)
+        texts.extend(label.get_window_extent(renderer) for label in (axes.title, axes.xaxis.label)
+                     if label.get_text())
+    assert not [(a, b) for i, a in enumerate(texts) for b in texts[i + 1:] if a.overlaps(b)], "texts overlap"
 
 
 # -- 7. Predict's own settings and the visible map area ----------------------------------------------

@@ -13,7 +13,8 @@ TEST_ONLY = ("pytest", "pytest-qgis", "hypothesis", "onnxruntime")
 
 def requirement_names(path) -> list[str]:
     lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return [re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower() for line in lines if line and not line.startswith("-")]
+    return [re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower()
+            for line in lines if line and not line.startswith("-")]
 
 
 def test_runtime_requirements_hold_no_numpy_pin_and_no_test_packages() -> None:
