@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from model.device import cpu_has_native_bf16  # noqa: E402  (after the path set-up above)
 from model.modelfile import ModelInfo, save_model  # noqa: E402
 from model.network import UNet, UNetConfig  # noqa: E402
-from model.training import masked_loss  # noqa: E402
+from model.objective import masked_loss  # noqa: E402
 
 TILE_PX = 256
 WIDTHS = (16, 32)

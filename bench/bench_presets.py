@@ -5,7 +5,9 @@ Trains each run on zanzibar_1 + kampala_1 from ``../shared/data`` (or ``$UNET_SH
 with the same wall-clock budget (``time_budget_s``: the budget cuts the running epoch, which is
 still validated and saved), then predicts banepa_1, a scene none saw, and scores the mask
 against its labels (0 background, 1 building, 255 no data). Prints IoU, F1, precision, recall
-and kappa side by side, and the crops each run trained on per second.
+and kappa side by side, the crops each run trained on per second, and how much the probability of
+the same pixels changes between the whole test scene and a shifted 700 px clip of it (extent
+dependence: what per-image normalisation costs).
 
 A run is a preset with optional overrides, e.g. ``default``, ``paper`` or
 ``default:normalization=per_image,base_width=32``; each runs once per ``--minutes`` value.
@@ -26,7 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import rasterio
 import torch
+from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,21 +80,46 @@ def run_preset(spec: str, data: Path, folder: Path, budget_s: float, seed: int,
     print(f"  [{spec}] {config.sizing or 'paper preset'}", flush=True)
     started = time.monotonic()
     result = train(config, on_epoch=lambda r: print(
-        f"  [{preset}] epoch {r['epoch']}: {r['train_batches']} batches, train loss {r['train_loss']:.4f}, "
+        f"  [{spec}] epoch {r['epoch']}: {r['train_batches']} batches, train loss {r['train_loss']:.4f}, "
         f"val IoU {r['val_iou']:.4f}, {r['seconds']:.0f} s", flush=True))
     train_s = time.monotonic() - started
     test = data / TEST_SCENE
     started = time.monotonic()
     prediction = predict_raster(test / "image.tif", result.model_path, mask_path=folder / f"{run_name}_mask.tif",
+                                probability_path=folder / f"{run_name}_probability.tif", probability_dtype="float32",
                                 device=device)
     predict_s = time.monotonic() - started
     scores = evaluate(prediction.mask_path, test / "labels.tif", BUILDING_VALUES).scores()
+    shift = extent_dependence(test / "image.tif", result.model_path, prediction.probability_path, folder, run_name,
+                              device)
     best = result.history[result.best_epoch - 1]
     crops = sum(record["train_batches"] for record in result.history) * config.batch_size
     return {"scores": scores, "threshold": prediction.threshold, "epochs": len(result.history),
             "train_loss": result.history[-1]["train_loss"],
             "crops": crops, "val_iou": best["val_iou_tuned"], "train_s": train_s, "predict_s": predict_s,
-            "device": result.device_description, "precision": result.precision, "config": config}
+            "device": result.device_description, "precision": result.precision, "config": config,
+            "shift": shift}
+
+
+CLIP = Window(137, 211, 700, 700)  # a shifted clip of the test scene, as a user's smaller extent
+
+
+def extent_dependence(image: Path, model: Path, full_probability: Path, folder: Path, run_name: str,
+                      device: str) -> float:
+    """Mean |difference| of the building probability of the same pixels predicted in the whole test
+    scene and in a shifted clip of it: what the normalisation (and tile placement) make of extent."""
+    clip = folder / f"{run_name}_clip.tif"
+    with rasterio.open(image) as source:
+        profile = {**source.profile, "width": CLIP.width, "height": CLIP.height,
+                   "transform": source.window_transform(CLIP)}
+        with rasterio.open(clip, "w", **profile) as target:
+            target.write(source.read(window=CLIP))
+            target.write_mask(source.read_masks(1, window=CLIP))
+    clipped = predict_raster(clip, model, probability_path=folder / f"{run_name}_clip_probability.tif",
+                             probability_dtype="float32", device=device)
+    with rasterio.open(full_probability) as full, rasterio.open(clipped.probability_path) as part:
+        a, b = full.read(1, window=CLIP, masked=True), part.read(1, masked=True)
+    return float(np.abs(a - b).mean())
 
 
 def main() -> int:
@@ -126,7 +156,7 @@ def main() -> int:
                                                                args.paper_patches, args.device)
 
     names = list(results)
-    width = max(12, *(len(name) + 2 for name in names))
+    width = 12
     print()
     for index, name in enumerate(names):
         print(f"  column {index + 1}: {name}")
@@ -135,6 +165,7 @@ def main() -> int:
     rows += [("best-epoch val IoU", lambda r: f"{r['val_iou']:.4f}"),
              ("last epoch's train loss", lambda r: f"{r['train_loss']:.4g}"),  # shows a diverged run
              ("threshold", lambda r: f"{r['threshold']:.2f}"),
+             ("mean |dp| whole vs clip", lambda r: f"{r['shift']:.4f}"),
              ("base width / batch norm",
               lambda r: f"{r['config'].base_width}/{'yes' if r['config'].batch_norm else 'no'}"),
              ("epochs (last one cut)", lambda r: str(r["epochs"])),

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from .augment import AugmentConfig
-from .choices import NORMALIZATIONS, PRESETS
+from .choices import PRESETS
 from .errors import InputError
+
 CPU_DEFAULT_BUDGET_MIN = 30.0
 
 

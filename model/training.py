@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import math
 import tempfile
 import time
@@ -18,24 +17,33 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .augment import augment
+from .checkpoints import checkpoint_dir_for, history_csv_for, read_checkpoint, save_epoch_files, write_history_csv
+from .choices import NORMALIZATIONS
 from .device import autocast_settings, describe_device, describe_precision, resolve_device
 from .errors import EngineError, InputError
-from .files import replaced_when_done
 from .metrics import ConfusionMatrix
-from .modelfile import ModelInfo, atomic_torch_save, model_payload, read_payload
+from .modelfile import ModelInfo
 from .network import UNet, UNetConfig
 from .normalization import normalize, pooled_statistics
+from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import LABEL_IGNORE
-from .choices import NORMALIZATIONS
 from .recipe import PAPER_PRESET, TrainConfig  # noqa: F401  (part of the training API)
-from .sampling import (Crop, CropSampler, Scene, default_bands, evenly_spread, gather, load_scene,
-                       validation_block_px, validation_blocks, validation_crops)
+from .sampling import (
+    Crop,
+    CropSampler,
+    Scene,
+    default_bands,
+    evenly_spread,
+    gather,
+    load_scene,
+    validation_block_px,
+    validation_blocks,
+    validation_crops,
+)
 
-THRESHOLD_BINS = 100  # validation probabilities are histogrammed in 1 % steps to tune the threshold
 EpochFn = Callable[[dict], None]
 
 
@@ -55,60 +63,6 @@ class TrainResult:
     stop_reason: str = ""  # why, in words, when it stopped early
     sizing: str = ""  # what the preset chose for this device, and why
     precision: str = ""  # the arithmetic training ran in, and why
-
-
-def checkpoint_dir_for(output_model: Path) -> Path:
-    return output_model.with_name(output_model.stem + "_checkpoints")
-
-
-def history_csv_for(output_model: Path) -> Path:
-    return output_model.with_name(output_model.stem + "_history.csv")
-
-
-WARMUP_FRACTION = 0.05
-
-
-def learning_rate_at(config: TrainConfig, progress: float) -> float:
-    """The rate at ``progress`` (0..1) through training: a pure function, so a resumed run continues
-    the schedule exactly. Linear warm-up, then cosine decay to 1 % of the peak."""
-    if config.schedule == "constant":
-        return config.learning_rate
-    if progress < WARMUP_FRACTION:
-        return config.learning_rate * max(progress / WARMUP_FRACTION, 0.01)
-    decay = min((progress - WARMUP_FRACTION) / (1 - WARMUP_FRACTION), 1.0)
-    return config.learning_rate * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decay)))
-
-
-def masked_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean BCE over valid pixels (weight 1), plus soft Dice on them for "bce_dice"."""
-    valid = weight.sum().clamp_min(1.0)
-    loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum") / valid
-    if kind == "bce_dice":
-        probability = torch.sigmoid(logits) * weight
-        overlap = (probability * target).sum()
-        loss = loss + 1 - (2 * overlap + 1) / (probability.sum() + (target * weight).sum() + 1)
-    return loss
-
-
-def confusion_counts(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> ConfusionMatrix:
-    predicted = logits > 0  # probability > 0.5
-    truth = target > 0.5
-    valid = weight > 0
-    tp = int((predicted & truth & valid).sum())
-    fp = int((predicted & ~truth & valid).sum())
-    fn = int((~predicted & truth & valid).sum())
-    return ConfusionMatrix(tn=int(valid.sum()) - tp - fp - fn, fp=fp, fn=fn, tp=tp)
-
-
-def tuned_threshold(positive_hist: np.ndarray, negative_hist: np.ndarray) -> tuple[float, float]:
-    """The probability threshold (bin edge) maximising building IoU, and that IoU."""
-    tp = positive_hist[::-1].cumsum()[::-1]  # pixels at or above each bin's lower edge
-    fp = negative_hist[::-1].cumsum()[::-1]
-    fn = positive_hist.sum() - tp
-    iou = tp / np.maximum(tp + fp + fn, 1)
-    candidates = np.arange(5, THRESHOLD_BINS - 4)  # 0.05 .. 0.95: avoid degenerate extremes
-    best = candidates[np.argmax(iou[candidates])]
-    return float(best) / THRESHOLD_BINS, float(iou[best])
 
 
 class Trainer:
@@ -311,7 +265,8 @@ class Trainer:
             history.append(record)
             score = record[c.select_by]
             if score > best_score or best_state is None:
-                best_score, best_state = score, copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+                best_score = score
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
                 info.best_epoch, info.threshold = epoch, record["val_threshold"]
             info.epoch, info.history = epoch, history
             self.save_epoch(net, optimizer, info, best_state, best_score, record)
@@ -323,7 +278,7 @@ class Trainer:
                 stop_reason = f"validation did not improve for {c.early_stop_patience} epochs"
                 break
 
-        self.write_history_csv(history)
+        write_history_csv(history_csv_for(self.output_model), history)
         return TrainResult(self.output_model, history, info.best_epoch, describe_device(self.device),
                            history_csv_for(self.output_model), self.checkpoint_dir, bool(stop_reason), stop_reason,
                            c.sizing, self.precision)
@@ -449,36 +404,16 @@ class Trainer:
 
     def save_epoch(self, net: UNet, optimizer: torch.optim.Optimizer, info: ModelInfo, best_state: dict,
                    best_score: float, record: dict) -> None:
-        """Best model to the output path, a resumable checkpoint (optimizer, RNG, best weights, time
-        spent), and for presets that keep them this epoch's model with this epoch's tuned threshold."""
-        info.network = net.config.to_dict()
-        extra = {"optimizer": optimizer.state_dict(), "best_state_dict": best_state, "best_score": best_score,
+        state = {"optimizer": optimizer.state_dict(), "best_state_dict": best_state, "best_score": best_score,
                  "elapsed_s": self.elapsed_s(),
                  "rng": {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()}}
-        writes = [(model_payload(best_state, info), self.output_model),
-                  (model_payload(net.state_dict(), info, extra), self.checkpoint_dir / "last.pt")]
-        if self.config.keep_epoch_checkpoints:
-            writes.append((model_payload(net.state_dict(), replace(info, threshold=record["val_threshold"])),
-                           self.checkpoint_dir / f"epoch_{record['epoch']:03d}.pt"))
-        for payload, path in writes:
-            try:
-                atomic_torch_save(payload, path)
-            except OSError as error:
-                raise InputError(f"Could not write '{path}' ({error.strerror or error}): free some disk space or "
-                                 "choose another folder for the model; the previous epoch's files are kept.") from error
+        save_epoch_files(self.output_model, net, info, best_state, state, record, self.config.keep_epoch_checkpoints)
 
     def resume(self, net: UNet, optimizer: torch.optim.Optimizer, path: Path,
                info: ModelInfo) -> tuple[int, list, dict, float]:
         """Restores the weights, optimizer, random state, history, best epoch with its threshold and
         the time already spent, so a resumed run ends as an uninterrupted one would."""
-        payload = read_payload(path)
-        if "optimizer" not in payload:
-            raise InputError(f"'{path}' is a model file, not a training checkpoint: resume from the "
-                             f"'last.pt' in the model's _checkpoints folder.")
-        saved = ModelInfo.from_dict(payload["info"])
-        if UNetConfig.from_dict(saved.network) != net.config:
-            raise InputError(f"The checkpoint '{path}' was trained with another network "
-                             f"({saved.network}); use the same preset and widths to resume.")
+        payload, saved = read_checkpoint(path, net.config)
         net.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         self.rng.bit_generator.state = payload["rng"]["numpy"]
@@ -486,13 +421,6 @@ class Trainer:
         self.elapsed_before_s = float(payload.get("elapsed_s", 0.0))
         info.best_epoch, info.threshold = saved.best_epoch, saved.threshold
         return saved.epoch + 1, list(saved.history), payload["best_state_dict"], float(payload["best_score"])
-
-    def write_history_csv(self, history: list[dict]) -> None:
-        with replaced_when_done(history_csv_for(self.output_model)) as temporary, \
-                open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
 
 
 def train(config: TrainConfig, progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None,
