@@ -236,14 +236,14 @@ def check_destinations(algorithm: QgsProcessingAlgorithm, parameters: dict, cont
     check_output_paths(input_paths(algorithm, parameters, context), outputs)
     for name, path in outputs.items():
         definition = algorithm.parameterDefinition(name)
+        if definition.type() != "folderDestination":
+            check_output_location(path, name)
         if definition.type() == "rasterDestination":  # the engine writes GeoTIFFs only
             check_output_suffix(path, GEOTIFF_SUFFIXES, "a GeoTIFF", name)
         elif definition.type() == "fileDestination":
             suffixes = tuple(f".{extension.lower()}" for extension in re.findall(r"\*\.(\w+)", definition.fileFilter()))
             if suffixes:
                 check_output_suffix(path, suffixes, definition.fileFilter().split("(")[0].strip() or "its format", name)
-        if definition.type() != "folderDestination":
-            check_output_location(path, name)
 
 
 def add_feature_checked(sink: QgsFeatureSink, feature: QgsFeature, name: str) -> None:
