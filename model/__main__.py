@@ -1,7 +1,8 @@
 """Command line for the engine, without QGIS: ``python -m model <command> ...`` from the repository
 root (or ``python -m unet_buildings.model`` where the plugin is installed as a package).
 
-Commands: train, predict, vectorize, extract, evaluate, info, export-onnx. Run one with --help for its options.
+Commands: train, predict, vectorize, extract, evaluate, info, export-onnx, assemble (joins the shards of
+``predict --shard K/N``, see shards.py). Run one with --help for its options.
 """
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
 def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: Optional[str]) -> dict:
     from .inference import predict_raster
 
+    if getattr(args, "shard", None):
+        from .shards import shard_predictor
+        predict_raster = shard_predictor(args.shard)  # noqa: F811  (the same call, for one shard)
     result = predict_raster(args.input, args.model, probability_path=args.probability, mask_path=mask_path,
                             threshold=args.threshold, batch_size=args.batch_size, device=args.device,
                             progress=progress)
@@ -165,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     predict = commands.add_parser("predict", help="probability and/or mask rasters for an image")
     _add_predict_options(predict)
+    predict.add_argument("--shard", help="K/N: only the K-th of N bands of rows, written beside each output as "
+                                         "<name>.shard-K-of-N.tif; join them with 'assemble'")
+    assemble = commands.add_parser("assemble", help="join the shards of predictions made with --shard K/N")
+    assemble.add_argument("outputs", nargs="+", help="the outputs named in the prediction (a .vrt name: a VRT "
+                                                     "referring to the shards)")
+    assemble.add_argument("--shards", type=int, required=True, help="N, the number of shards")
+    assemble.add_argument("--remove-shards", action="store_true", help="delete the shard files once joined")
     vectorize = commands.add_parser("vectorize", help="building polygons from a mask raster")
     vectorize.add_argument("mask", help="mask raster (1 building, 0 background)")
     vectorize.add_argument("--output", required=True, help="GeoPackage (.gpkg) or GeoJSON to write")
@@ -193,9 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    from .shards import assemble
+
+    return {"assembled": [str(assemble(Path(output), args.shards, remove_shards=args.remove_shards,
+                                       progress=progress)) for output in args.outputs]}
+
+
 RUNNERS = {"train": _run_train, "predict": lambda a, p: _predict(a, p, a.mask), "extract": _run_extract,
            "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
-           "evaluate": _run_evaluate, "info": _run_info, "export-onnx": _run_export_onnx}
+           "evaluate": _run_evaluate, "info": _run_info, "export-onnx": _run_export_onnx,
+           "assemble": _run_assemble}
 
 
 # per command: the options it reads files from, and those it writes files to (argparse destinations)

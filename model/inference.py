@@ -53,7 +53,7 @@ from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA,
                       PROBABILITY_U8_SCALE, Grid, check_bands, metres_per_unit, open_raster, valid_mask,
                       written_geotiff_problem)
-from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d
+from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d, rows_extent
 
 PROBABILITY_DTYPES = ("uint8", "float32")
 OUTPUT_BLOCK_PX = 256
@@ -90,6 +90,7 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
                    device: str = "auto", tile_size_px: Optional[int] = None, overlap_px: Optional[int] = None,
                    tta: bool = False, processing_pixel_size: Union[float, Sequence[float], str, None] = None,
                    precision: str = "auto", overviews: bool = False, panel_width_px: Optional[int] = None,
+                   rows: Optional[tuple[int, int]] = None,
                    progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> PredictionResult:
     """Predict building probability for ``image_path`` and write a probability and/or mask GeoTIFF.
 
@@ -102,7 +103,10 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     float16 on older GPUs, else float32). ``tta`` averages the 8 flips / 90° rotations of every
     tile (8x slower).
     ``panel_width_px`` None is ``PANEL_WIDTH_TILES`` tiles but at least ``PANEL_WIDTH_PX``; it
-    bounds memory and does not change the result.
+    bounds memory and does not change the result. ``rows`` ``(start, end)`` predicts only those
+    rows of the input (a shard, see ``shards.py``): the outputs cover them, every pixel as in a
+    prediction of the whole input (the tiles touching them run, with the whole input's
+    normalisation); on the input's own pixels only.
     """
     started = time.perf_counter()
     reporter = Reporter.of(progress, cancelled)
@@ -120,10 +124,9 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     threshold = float(info.threshold if threshold is None else threshold)
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"The threshold must be between 0 and 1, got {threshold}.")
-    tile_size_px = int(tile_size_px or info.tile_size_px)
+    tile_size_px, overlap_px = tiling_options(info, tile_size_px, overlap_px)
     if panel_width_px is None:
         panel_width_px = max(PANEL_WIDTH_PX, PANEL_WIDTH_TILES * tile_size_px)
-    overlap_px = int(tile_size_px // 4 if overlap_px is None else overlap_px)
     image_path = Path(image_path)
     probability_path = Path(probability_path) if probability_path is not None else None
     mask_path = Path(mask_path) if mask_path is not None else None
@@ -136,12 +139,17 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
         grid = Grid.of(dataset)
         mean, std = normalization_for(dataset, bands, info.normalization)
         processing = processing_grid(dataset, info, processing_pixel_size)
+        if rows is not None and processing is not None:
+            raise InputError("A share of the rows is predicted on the image's own pixels only, and this image's "
+                             "pixels differ from the model's: set the processing pixel size to 'native', or "
+                             "resample the image to the model's pixel size first (gdalwarp -tr).")
         runner = TileRunner(loaded.net, torch_device, mean, std, precision, tta)
-        final = OutputRasters(grid, probability_path, probability_dtype, mask_path, threshold, overviews)
+        written = grid if rows is None else grid.window_grid(Window(0, rows[0], grid.width, rows[1] - rows[0]))
+        final = OutputRasters(written, probability_path, probability_dtype, mask_path, threshold, overviews)
         try:
             if processing is None:
                 tiles = _predict_grid(dataset, bands, grid, final, runner, tile_size_px, overlap_px,
-                                      batch_size, panel_width_px, reporter)
+                                      batch_size, panel_width_px, reporter, rows)
             else:
                 tiles = _predict_resampled(dataset, bands, grid, processing, final, runner, tile_size_px,
                                            overlap_px, batch_size, panel_width_px, reporter)
@@ -155,6 +163,12 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     return PredictionResult(final.probability_path, final.mask_path, threshold, describe_device(torch_device),
                             tiles, time.perf_counter() - started, used.pixel_size, processing is not None,
                             runner.precision_name)
+
+
+def tiling_options(info: ModelInfo, tile_size_px: Optional[int], overlap_px: Optional[int]) -> tuple[int, int]:
+    """(tile size, overlap) in pixels: the given ones, else the model's tile and a quarter of it."""
+    tile_size_px = int(tile_size_px or info.tile_size_px)
+    return tile_size_px, int(tile_size_px // 4 if overlap_px is None else overlap_px)
 
 
 def check_prediction_outputs(image_path: Path, model_path: Optional[Path], probability_path: Optional[Path],
@@ -580,9 +594,9 @@ class _TileBatch:
 
 
 def _read_tiles(source: rasterio.io.DatasetReader, bands: list[int], layout: TileLayout,
-                panels: Sequence[Panel], batch_size: int) -> Iterator[_TileBatch]:
+                panels: Sequence[Panel], batch_size: int, row_off: int = 0) -> Iterator[_TileBatch]:
     """Batches of tiles, panel by panel, each in row-major order; tiles wholly in nodata are left
-    out and a batch never spans two panels.
+    out and a batch never spans two panels. ``layout`` starts at row ``row_off`` of ``source``.
 
     Each tile row of a panel is one read of a strip of rows (one GDAL call, each file block decoded
     once per strip, whatever the size of GDAL's block cache), cut into tiles in memory."""
@@ -593,7 +607,8 @@ def _read_tiles(source: rasterio.io.DatasetReader, bands: list[int], layout: Til
     for panel_index, panel in enumerate(panels):
         batch = _TileBatchBuilder(batch_size, panel_index)
         for row_index, top in enumerate(layout.rows):
-            strip_window = Window(panel.extent_left, top, panel.extent_width, min(tile_h, layout.height - top))
+            strip_window = Window(panel.extent_left, row_off + top, panel.extent_width,
+                                  min(tile_h, layout.height - top))
             strip = source.read(bands, window=strip_window)
             if strip.dtype not in (np.uint8, np.int16, np.float32):
                 strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
@@ -705,16 +720,38 @@ class _RowBand:
             self._finish_row()
 
 
+class _RowRange:
+    """Passes on to ``sink`` only the rows ``[start, end)`` of what it is given, numbered from 0."""
+
+    def __init__(self, sink: OutputRasters, start: int, end: int) -> None:
+        self.sink, self.start, self.end = sink, start, end
+
+    def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None:
+        first, last = max(row_off, self.start), min(row_off + len(probability), self.end)
+        if first < last:
+            self.sink.write(col_off, first - self.start, probability[first - row_off:last - row_off])
+
+
 def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Grid, sink: OutputRasters,
                   runner: TileRunner, tile_size_px: int, overlap_px: int, batch_size: int, panel_width_px: int,
-                  reporter: Reporter) -> int:
+                  reporter: Reporter, rows: Optional[tuple[int, int]] = None) -> int:
     """Predict every tile of ``source`` (whose pixels are ``grid``) into ``sink``, panel by panel;
-    returns the number of tiles run."""
-    layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, runner.net.config.size_multiple_px)
+    returns the number of tiles run. With ``rows`` only the tile rows touching those output rows
+    run, and only those rows reach ``sink``, numbered from 0."""
+    multiple = runner.net.config.size_multiple_px
+    layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, multiple)
+    row_off = 0
+    if rows is not None:
+        row_off, bottom, first = rows_extent(layout, *rows)
+        whole = layout
+        layout = plan_tiles(grid.width, bottom - row_off, tile_size_px, overlap_px, multiple)
+        if layout.rows != tuple(top - row_off for top in whole.rows[first:first + len(layout.rows)]):
+            raise RuntimeError(f"The tile rows of rows {rows} do not line up with the whole raster's.")
+        sink = _RowRange(sink, rows[0] - row_off, rows[1] - row_off)
     panels = plan_panels(layout, panel_width_px)
     tile_total = len(layout.rows) * sum(panel.end_column - panel.first_column for panel in panels)
     writer = BackgroundWriter(sink.write)
-    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, batch_size))
+    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, batch_size, row_off))
     # Every panel gets a band, including panels without a tile to run (all nodata), so that
     # every output pixel is written.
     bands_of_panels = (_RowBand(layout, panel, writer.put) for panel in panels)

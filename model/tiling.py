@@ -81,6 +81,20 @@ def plan_panels(layout: TileLayout, panel_width_px: int) -> tuple[Panel, ...]:
     return tuple(panels)
 
 
+def rows_extent(layout: TileLayout, start: int, end: int) -> tuple[int, int, int]:
+    """For the output rows ``[start, end)``: the pixel rows ``[top, bottom)`` spanned by every tile
+    row touching them, and the index of the first such tile row (the row analogue of a panel).
+
+    A layout planned over ``[top, bottom)`` alone is the whole layout's tile rows from that index,
+    shifted by ``top`` (the grid is regular from the top and its last row ends on the edge), so
+    rows predicted over that extent get exactly the tiles and weights of a whole prediction."""
+    if not 0 <= start < end <= layout.height:
+        raise InputError(f"Output rows [{start}, {end}) are not within the raster's {layout.height} rows.")
+    touching = [index for index, top in enumerate(layout.rows) if top < end and top + layout.tile_height_px > start]
+    first, last = touching[0], touching[-1]
+    return layout.rows[first], min(layout.rows[last] + layout.tile_height_px, layout.height), first
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
