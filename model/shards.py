@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import os
 import re
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from xml.etree import ElementTree
 
 from .errors import InputError
 from .progress import CancelFn, ProgressFn, Reporter
+
+if TYPE_CHECKING:  # the command line imports this module before it needs torch or rasterio
+    from .inference import PredictionResult
+    from .modelfile import LoadedModel
 
 SHARD_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 GDAL_TYPES = {"uint8": "Byte", "float32": "Float32"}  # the encodings prediction writes

@@ -12,11 +12,9 @@ may flip, and a tiny random network has many of them.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 
 from model.device import autocast_settings, precision_name

@@ -122,12 +122,13 @@ def test_prediction_says_once_that_it_reduced_the_batch_and_writes_the_same_rast
     info = ModelInfo(bands=[1, 2, 3], normalization={"mode": "fixed", "mean": [128.0] * 3, "std": [64.0] * 3},
                      tile_size_px=32)
     net = tiny_net()
-    outputs, messages = {}, []
+    outputs, messages = {}, {"plain": [], "short": []}
     for name, model in (("plain", net), ("short", OutOfMemoryAbove(net, limit=2))):
         predict_raster(image, LoadedModel(model, info), probability_path=tmp_path / f"{name}.tif",
                        probability_dtype="float32", batch_size=8, device="cpu", precision="float32",
-                       progress=lambda percent, message: messages.append(message) if name == "short" else None)
+                       progress=lambda percent, message, said=messages[name]: said.append(message))
         with rasterio.open(tmp_path / f"{name}.tif") as dataset:
             outputs[name] = dataset.read(1)
     np.testing.assert_array_equal(outputs["short"], outputs["plain"])
-    assert sum("Out of GPU memory" in message for message in messages) == 1
+    assert sum("Out of GPU memory" in message for message in messages["short"]) == 1
+    assert not any("Out of GPU memory" in message for message in messages["plain"])
