@@ -26,7 +26,6 @@ nodata stays nodata. Files are written under temporary names and renamed when co
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -47,6 +46,7 @@ from .device import PRECISIONS, autocast_settings, describe_device, precision_na
 from .errors import InputError
 from .files import (GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix,
                     incomplete_output, publish, temporary_beside)
+from .ground import ground_pixel_size_m
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .normalization import normalization_for, normalize
 from .progress import CancelFn, ProgressFn, Reporter
@@ -68,7 +68,6 @@ PANEL_WIDTH_TILES = 16
 # meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
 MAX_RESAMPLE_FACTOR = 16.0
 BatchT = TypeVar("BatchT")  # whatever TileRunner.run_ahead is given, handed back with its result
-METRES_PER_DEGREE = 111_320.0  # along the equator and along meridians (within 1%)
 
 
 @dataclass
@@ -188,22 +187,23 @@ def check_prediction_outputs(image_path: Path, model_path: Optional[Path], proba
 def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> Optional[tuple[float, float]]:
     """The model's training pixel size expressed in the input CRS's units, or None when unknown.
 
-    A model trained in metres applied to a geographic (degrees) raster gets degrees at the raster's
-    centre latitude, so a pixel covers the same ground as in training."""
+    Sizes are matched on the ground (``ground.py``): a model trained on 0.15 m Web Mercator pixels
+    near the equator gets 0.15 ground metres on a Web Mercator image at 50 degrees (0.23 Web
+    Mercator "metres"), on UTM, feet or degrees alike. Model files from before ground sizes were
+    stored fall back to their CRS's unit name (metres, feet; degrees at the centre latitude)."""
+    native = Grid.of(dataset).pixel_size
+    input_ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
+    if info.ground_pixel_size_m and input_ground:
+        return (native[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
+                native[1] * float(info.ground_pixel_size_m[1]) / input_ground[1])
     if not info.pixel_size:
         return None
     size_x, size_y = (float(value) for value in info.pixel_size)
     model_metres = metres_per_unit(info.crs_units or "")
-    crs = dataset.crs
-    if model_metres is None or crs is None:
+    if model_metres is None or input_ground is None:
         return size_x, size_y  # units unknown on one side: assume the same units
-    if crs.is_geographic:
-        bounds = dataset.bounds
-        latitude = math.radians(max(-89.0, min(89.0, (bounds.top + bounds.bottom) / 2)))
-        return (size_x * model_metres / (METRES_PER_DEGREE * math.cos(latitude)),
-                size_y * model_metres / METRES_PER_DEGREE)
-    input_metres = crs.linear_units_factor[1]
-    return size_x * model_metres / input_metres, size_y * model_metres / input_metres
+    # the old model's pixel in metres, over the input's ground metres per unit
+    return (size_x * model_metres * native[0] / input_ground[0], size_y * model_metres * native[1] / input_ground[1])
 
 
 def processing_grid(dataset: rasterio.io.DatasetReader, info: ModelInfo,

@@ -40,7 +40,7 @@ class TrainConfig:
     validation_fraction: float = 0.2  # share of crops for "random" validation (paper 4:1)
     max_validation_crops: int = 64  # spatial validation: a fixed, evenly spread subset beyond this
     building_crop_share: float = 0.3  # share of training crops centred on a (training-side) building
-    normalization: str = "dataset"  # see choices.NORMALIZATIONS
+    normalization: str = "per_image"  # see choices.NORMALIZATIONS
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     select_by: str = "val_iou_tuned"  # history column that picks the best epoch
     tune_threshold: bool = True

@@ -26,7 +26,7 @@ from .errors import EngineError, InputError
 from .metrics import ConfusionMatrix
 from .modelfile import ModelInfo
 from .network import UNet, UNetConfig
-from .normalization import normalize, pooled_statistics
+from .normalization import normalize, pooled_statistics, with_contrast_floor
 from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import LABEL_IGNORE
@@ -45,6 +45,7 @@ from .sampling import (
 )
 
 EpochFn = Callable[[dict], None]
+PER_IMAGE_MIN_STD_FRACTION = 0.5  # no image is stretched to more than twice the training images' contrast
 
 
 class TrainingDiverged(EngineError):
@@ -155,12 +156,12 @@ class Trainer:
         c, bands = self.config, len(self.bands)
         if self.init is not None:  # fine-tuning keeps the input scaling the weights were trained for
             return dict(self.init.info.normalization)
-        if c.normalization == "per_image":  # the mean of the images' statistics, for the record only
-            return {"mode": "per_image", "mean": np.mean([s.mean for s in scenes], 0).tolist(),
-                    "std": np.mean([s.std for s in scenes], 0).tolist()}
         if c.normalization == "fixed":
             return {"mode": "fixed", "mean": [0.0] * bands, "std": [scenes[0].value_scale] * bands}
         mean, std = pooled_statistics([scene.statistics for scene in scenes])
+        if c.normalization == "per_image":  # pooled numbers for the record (and exports); the floor applies
+            return {"mode": "per_image", "mean": mean, "std": std,
+                    "min_std": [value * PER_IMAGE_MIN_STD_FRACTION for value in std]}
         return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
 
     def batch_tensors(self, scenes: list[Scene], crops: Sequence[Crop], hidden: Optional[list[np.ndarray]],
@@ -179,7 +180,8 @@ class Trainer:
 
     def normalization_of(self, scenes: list[Scene], scene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.normalization["mode"] == "per_image":
-            return (np.array([scenes[i].mean for i in scene_ids]), np.array([scenes[i].std for i in scene_ids]))
+            return (np.array([scenes[i].mean for i in scene_ids]),
+                    np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]))
         return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
 
     def autocast(self):

@@ -20,10 +20,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ...model.choices import DEVICE_CHOICES
 from .. import ICON_PATH, LOG_TAG
 from ..dependencies import dependency_problem
-
-DEVICE_OPTIONS = ("auto", "cpu", "cuda")
 
 CITATION = (
     "<h3>Method</h3><p>A U-Net (O. Ronneberger, P. Fischer, T. Brox, <i>U-Net: Convolutional Networks for "
@@ -40,7 +39,7 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 def device_parameter() -> QgsProcessingParameterEnum:
     # static strings: scripts and qgis_process pass DEVICE=cpu rather than an index
     return QgsProcessingParameterEnum("DEVICE", "Device (auto = the GPU when torch sees one, else the CPU)",
-                                      options=list(DEVICE_OPTIONS), defaultValue="auto", usesStaticStrings=True)
+                                      options=list(DEVICE_CHOICES), defaultValue="auto", usesStaticStrings=True)
 
 
 TEMPORARY_MODEL_WARNING = ("<b>Left empty, the model goes to a temporary file that QGIS deletes when it quits:</b> "

@@ -105,11 +105,13 @@ def test_training_steps_reduce_the_loss_and_write_model_history_and_checkpoint(s
     assert loaded.info.pixel_size == [0.5, 0.5] and loaded.info.tile_size_px == 32
     assert loaded.info.best_epoch == result.best_epoch and len(loaded.info.history) == 4
     assert 0.05 <= loaded.info.threshold <= 0.95
-    # the default normalisation: both training images' pixels pooled, fixed for every prediction
+    # the default normalisation: each image by its own statistics, never stretched past twice the
+    # contrast of the training images (both images' pixels pooled)
     pixels = np.concatenate([rasterio.open(path).read().reshape(3, -1) for path in scenes[0]], axis=1)
-    assert loaded.info.normalization["mode"] == "fixed"
-    assert loaded.info.normalization["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), rel=1e-6)
-    assert loaded.info.normalization["std"] == pytest.approx(pixels.std(axis=1).tolist(), rel=1e-6)
+    normalization = loaded.info.normalization
+    assert normalization["mode"] == "per_image"
+    assert normalization["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), rel=1e-6)
+    assert normalization["min_std"] == pytest.approx((pixels.std(axis=1) / 2).tolist(), rel=1e-6)
     with open(result.history_csv_path) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {"val_iou", "val_loss", "train_loss", "seconds"} <= set(rows[0])
