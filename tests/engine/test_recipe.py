@@ -254,3 +254,19 @@ def test_inputs_too_small_or_without_buildings_get_the_right_advice(tmp_path):
     empty.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     with pytest.raises(InputError, match="no building polygon over the image"):
         train(config_for(([image], [str(empty)]), tmp_path / "m.pt"))
+
+
+def test_a_nearly_uniform_image_is_not_stretched_past_the_contrast_floor(tmp_path):
+    """Fields or water: per-image statistics alone would stretch faint noise to a town's contrast."""
+    from model.normalization import normalization_for
+
+    flat = np.full((1, 64, 64), 120.0) + np.random.default_rng(0).normal(0, 2, (1, 64, 64))
+    path = tmp_path / "field.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="float32",
+                       crs="EPSG:32636", transform=from_origin(500000, 9000000, 0.5, 0.5)) as dataset:
+        dataset.write(flat.astype(np.float32))
+    with rasterio.open(path) as dataset:
+        mean, std = normalization_for(dataset, [1], {"mode": "per_image", "min_std": [25.0]})
+        assert mean == pytest.approx([120.0], abs=0.2) and std == [25.0]  # not the image's own 2.0
+        _, own = normalization_for(dataset, [1], {"mode": "per_image"})  # model files from before the floor
+        assert own == pytest.approx([2.0], rel=0.05)
