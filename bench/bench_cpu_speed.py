@@ -102,8 +102,9 @@ def prediction_settings(net: UNet, tiles: torch.Tensor, onnx_path: Path) -> dict
         return torch.sigmoid(logits.float()).numpy()
 
     def onnx_runtime() -> np.ndarray:
-        # the exported graph holds normalisation and sigmoid: raw values in, probabilities out
-        return session.run(None, {input_name: (tiles.numpy() * 64.0 + 128.0).astype(np.float32)})[0]
+        # the exported graph takes Deepness' input, band values / 255, and holds our normalisation
+        # and the sigmoid: raw values (tiles * 64 + 128 under this model's statistics) / 255 in
+        return session.run(None, {input_name: ((tiles.numpy() * 64.0 + 128.0) / 255.0).astype(np.float32)})[0]
 
     return {"torch float32": torch_float32, "torch bfloat16 + channels_last": torch_bf16_channels_last,
             "ONNX Runtime float32": onnx_runtime}
