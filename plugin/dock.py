@@ -666,6 +666,17 @@ class BuildingsDock(QgsDockWidget):
 
         self.start("export", {"MODEL": model, "OUTPUT": str(onnx)}, exported)
 
+    def shut_down(self) -> None:
+        """Before the plugin unloads or reloads: a running task is cancelled and waited for, so none
+        of the plugin's code runs on once its modules are gone."""
+        run, self.current_run = self.current_run, None
+        if run is not None and not run.cancel_and_wait():
+            log(f"The {run.algorithm_id} task had not stopped 30 s after it was cancelled.")
+        if self.install_process is not None:
+            self.install_process.kill()
+            self.install_process.waitForFinished(5000)
+            self.install_process = None
+
     def cancel(self) -> None:
         if self.current_run is not None:
             self.status_label.setText("Cancelling...")

@@ -44,7 +44,7 @@ class UNetBuildingsPlugin:
 
     def unload(self) -> None:
         if self.dock is not None:
-            self.dock.cancel()
+            self.dock.shut_down()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

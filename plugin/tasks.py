@@ -74,6 +74,22 @@ class AlgorithmRun(QObject):
         if self.task is not None:
             self.task.cancel()
 
+    def cancel_and_wait(self, timeout_s: float = 30.0) -> bool:
+        """Cancels the task and blocks until its work has stopped (the engine looks for a cancel
+        before every U-Net block, so about a second): for unloading the plugin, when none of its
+        code may go on running. Nothing is reported any more: the signals are disconnected first.
+        False when the task did not stop within ``timeout_s``."""
+        for signal in (self.progress_changed, self.info, self.finished):
+            try:
+                signal.disconnect()
+            except TypeError:  # nothing was connected
+                pass
+        task = self.task
+        if task is None:
+            return True
+        task.cancel()
+        return task.waitForFinished(int(timeout_s * 1000))
+
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_at if self.started_at else 0.0
 

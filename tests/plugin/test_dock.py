@@ -250,3 +250,28 @@ def test_dock_fits_a_350_px_wide_dock_area(dock) -> None:
         right_edge = button.mapTo(scroll.widget(), button.rect().topRight()).x()
         assert 0 < right_edge <= viewport_width, button.text()
     dock.setFloating(False)
+
+
+def test_unloading_while_training_cancels_the_task_and_waits_for_it(plugin, scene, tmp_path) -> None:
+    """Reloading the plugin (Plugin Reloader, the plugin manager) mid-training: the task stops
+    within seconds, nothing more is reported to the dock being removed, and no model is written."""
+    plugin.show_dock(True)
+    model = tmp_path / "model.pt"
+    plugin.dock.start("train", {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)],
+                                "BUILDING_VALUES": "2", "EPOCHS": 50, "PATCHES_PER_EPOCH": 100_000,
+                                "BATCH_SIZE": 4, "BASE_WIDTH": 8, "TILE_SIZE": 32, "DEVICE": "cpu",
+                                "OUTPUT_MODEL": str(model)}, lambda results: None)
+    task = plugin.dock.current_run.task
+    deadline = time.monotonic() + 30
+    while "epoch 1" not in task.description() and task.progress() <= 0 and time.monotonic() < deadline:
+        QCoreApplication.processEvents()  # until training has really started
+        time.sleep(0.05)
+    started = time.monotonic()
+    plugin.unload()
+    assert time.monotonic() - started < 15
+    assert QgsApplication.taskManager().countActiveTasks() == 0
+    for _ in range(20):  # the task manager's late signals reach nothing that is gone
+        QCoreApplication.processEvents()
+    assert not model.exists()
+    plugin.initGui()
+    assert QgsApplication.processingRegistry().providerById("unet_buildings") is not None
