@@ -206,6 +206,28 @@ def test_resumed_run_writes_the_same_model_file_as_an_uninterrupted_one(pair, tm
     assert read_payload(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt")["elapsed_s"] > 0
 
 
+def test_resume_restores_the_best_epoch_and_the_time_already_spent(pair, tmp_path):
+    """Without restoring them, a resumed run would report best epoch 0 (threshold 0.5) when no later
+    epoch improves, and would train past its budget."""
+    done = train(config_for(pair, tmp_path / "done.pt", epochs=2))
+    last = str(checkpoint_dir_for(tmp_path / "done.pt") / "last.pt")
+    again = train(config_for(pair, tmp_path / "done.pt", epochs=2, resume_from=last))  # nothing left to train
+    assert (again.best_epoch, load_model(again.model_path).info.threshold) == \
+        (done.best_epoch, load_model(done.model_path).info.threshold)
+
+    budget = 600.0
+    part = []
+    with pytest.raises(Exception):  # cancelled after its first epoch
+        train(config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=budget),
+              cancelled=lambda: len(part) == 1, on_epoch=part.append)
+    last = checkpoint_dir_for(tmp_path / "part.pt") / "last.pt"
+    spent = read_payload(last)["elapsed_s"]
+    # a budget the first run already used up: the resumed run stops at once
+    resumed = train(config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=spent * 0.99,
+                               resume_from=str(last)))
+    assert resumed.stopped_early and "time budget" in resumed.stop_reason and len(resumed.history) == 1
+
+
 def test_early_stop_ends_training_when_validation_stops_improving(pair, tmp_path):
     result = train(config_for(pair, tmp_path / "m.pt", epochs=10, learning_rate=1e-12, early_stop_patience=2))
     assert result.stopped_early and "did not improve for 2 epochs" in result.stop_reason
