@@ -24,24 +24,9 @@ from model.modelfile import ModelInfo, load_model, read_payload, save_model
 from model.network import UNet, UNetConfig
 from model.rasters import LABEL_IGNORE
 from model.recipe import CPU_DEFAULT_BUDGET_MIN, DEFAULT_SIZES, TrainConfig, default_sizes
-from model.sampling import (CropSampler, evenly_spread, gather, load_scene, validation_block_px,
-                            validation_blocks)
+from model.sampling import CropSampler, evenly_spread, gather, load_scene, validation_block_px, validation_blocks
 from model.training import TrainingDiverged, checkpoint_dir_for, train
-
-
-def write_pair(folder: Path, name: str, labels: np.ndarray, *, seed: int = 0, crs: str = "EPSG:32636",
-               transform: Affine = from_origin(500000, 9000000, 0.5, 0.5)) -> tuple[str, str]:
-    """An RGB image whose class-2 pixels are bright, and its class raster."""
-    rng = np.random.default_rng(seed)
-    image = rng.normal(70, 12, (3, *labels.shape))
-    image[:, labels == 2] += 110
-    profile = dict(driver="GTiff", width=labels.shape[1], height=labels.shape[0], crs=crs, transform=transform)
-    image_path, label_path = folder / f"{name}.tif", folder / f"{name}_labels.tif"
-    with rasterio.open(image_path, "w", count=3, dtype="uint8", **profile) as dst:
-        dst.write(np.clip(image, 0, 255).astype(np.uint8))
-    with rasterio.open(label_path, "w", count=1, dtype="uint8", **profile) as dst:
-        dst.write(labels, 1)
-    return str(image_path), str(label_path)
+from tests.engine.scenes import write_pair
 
 
 def squares(size_px: int, count: int, seed: int) -> np.ndarray:

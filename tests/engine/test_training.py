@@ -15,6 +15,7 @@ from model.errors import Cancelled, InputError
 from model.modelfile import load_model, read_payload
 from model.network import UNet, UNetConfig, count_conv_layers, count_parameters
 from model.training import PAPER_PRESET, TrainConfig, checkpoint_dir_for, masked_loss, train, tuned_threshold
+from tests.engine.scenes import write_pair
 
 
 def write_scene(folder: Path, name: str, seed: int, size_px: int = 96) -> tuple[str, str]:
@@ -25,16 +26,7 @@ def write_scene(folder: Path, name: str, seed: int, size_px: int = 96) -> tuple[
     for _ in range(8):
         row, col = rng.integers(0, size_px - 12, 2)
         labels[row:row + 10, col:col + 10] = 2
-    image = rng.normal(70, 12, (3, size_px, size_px))
-    image[:, labels == 2] += 110
-    profile = dict(driver="GTiff", width=size_px, height=size_px, crs="EPSG:32636",
-                   transform=from_origin(500000, 9000000, 0.5, 0.5))
-    image_path, label_path = folder / f"{name}.tif", folder / f"{name}_labels.tif"
-    with rasterio.open(image_path, "w", count=3, dtype="uint8", **profile) as dst:
-        dst.write(np.clip(image, 0, 255).astype(np.uint8))
-    with rasterio.open(label_path, "w", count=1, dtype="uint8", **profile) as dst:
-        dst.write(labels, 1)
-    return str(image_path), str(label_path)
+    return write_pair(folder, name, labels, rng=rng)
 
 
 @pytest.fixture
