@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 from bench_inference import NORMALIZATION, bare_tiles, make_image  # noqa: E402  (bench/ is on sys.path)
 from bench_training import SAMPLE, SCENES, training_samples_per_s  # noqa: E402
 from model.device import autocast_settings, describe_device, precision_name  # noqa: E402
-from model.inference import TileRunner, predict_raster  # noqa: E402
+from model.inference import predict_raster  # noqa: E402
+from model.runner import TileRunner  # noqa: E402
 from model.modelfile import LoadedModel, ModelInfo, load_model, save_model  # noqa: E402
 from model.network import UNet, UNetConfig  # noqa: E402
 from model.training import TrainConfig  # noqa: E402

@@ -35,7 +35,8 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.inference import TileRunner, predict_raster  # noqa: E402
+from model.inference import predict_raster  # noqa: E402
+from model.runner import TileRunner  # noqa: E402
 from model.modelfile import ModelInfo, load_model, save_model  # noqa: E402
 from model.network import UNet, UNetConfig  # noqa: E402
 from model.tiling import plan_tiles  # noqa: E402

@@ -23,40 +23,38 @@ raster is warped back onto the input's grid. Outputs are always on the input's e
 Output encodings are those of ``rasters.py``: probability uint8 ``round(p * 254)`` (nodata 255) or
 float32 (nodata -1), mask uint8 1/0 (nodata 255) with ``p >= threshold`` as building. Input
 nodata stays nodata. Files are written under temporary names and renamed when complete.
+
+This module holds the tile loop; the processing grid is chosen in ``resolution.py``, the network
+runs in ``runner.py``, the reader and writer threads are ``background.py`` and the output files
+``outputs.py``.
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import rasterio
-import torch
-from affine import Affine
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from .device import PRECISIONS, autocast_settings, describe_device, precision_name, resolve_device
+from .background import BackgroundWriter, Prefetcher
+from .device import PRECISIONS, describe_device, resolve_device
 from .errors import InputError
-from .files import (GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix,
-                    incomplete_output, publish, temporary_beside)
-from .ground import ground_pixel_size_m
+from .files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix, temporary_beside
 from .modelfile import LoadedModel, ModelInfo, load_model
-from .normalization import normalization_for, normalize
+from .normalization import normalization_for
+from .outputs import OUTPUT_BLOCK_PX, OutputRasters
 from .progress import CancelFn, ProgressFn, Reporter
-from .rasters import (KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA,
-                      PROBABILITY_U8_SCALE, Grid, check_bands, metres_per_unit, open_raster, valid_mask,
-                      written_geotiff_problem)
+from .rasters import Grid, check_bands, open_raster, valid_mask
+from .resolution import processing_grid
+from .runner import TileRunner
 from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d, rows_extent
 
 PROBABILITY_DTYPES = ("uint8", "float32")
-OUTPUT_BLOCK_PX = 256
 # Pixel sizes within this relative difference of the model's are processed as they are:
 # resampling by a few percent costs a blur and buys nothing.
 PIXEL_SIZE_TOLERANCE = 0.05
@@ -67,7 +65,6 @@ PANEL_WIDTH_TILES = 16
 # Beyond this factor between the input's and the processing pixel size the result is
 # meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
 MAX_RESAMPLE_FACTOR = 16.0
-BatchT = TypeVar("BatchT")  # whatever TileRunner.run_ahead is given, handed back with its result
 
 
 @dataclass
@@ -179,405 +176,6 @@ def check_prediction_outputs(image_path: Path, model_path: Optional[Path], proba
         if path is not None:
             check_output_location(path, name)
             check_output_suffix(path, GEOTIFF_SUFFIXES, "a GeoTIFF", name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Processing resolution
-
-def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> Optional[tuple[float, float]]:
-    """The model's training pixel size expressed in the input CRS's units, or None when unknown.
-
-    Sizes are matched on the ground (``ground.py``): a model trained on 0.15 m Web Mercator pixels
-    near the equator gets 0.15 ground metres on a Web Mercator image at 50 degrees (0.23 Web
-    Mercator "metres"), on UTM, feet or degrees alike. Model files from before ground sizes were
-    stored fall back to their CRS's unit name (metres, feet; degrees at the centre latitude)."""
-    native = Grid.of(dataset).pixel_size
-    input_ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
-    if info.ground_pixel_size_m and input_ground:
-        return (native[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
-                native[1] * float(info.ground_pixel_size_m[1]) / input_ground[1])
-    if not info.pixel_size:
-        return None
-    size_x, size_y = (float(value) for value in info.pixel_size)
-    model_metres = metres_per_unit(info.crs_units or "")
-    if model_metres is None or input_ground is None:
-        return size_x, size_y  # units unknown on one side: assume the same units
-    # the old model's pixel in metres, over the input's ground metres per unit
-    return (size_x * model_metres * native[0] / input_ground[0], size_y * model_metres * native[1] / input_ground[1])
-
-
-def processing_grid(dataset: rasterio.io.DatasetReader, info: ModelInfo,
-                    processing_pixel_size: Union[float, Sequence[float], str, None]) -> Optional[Grid]:
-    """The grid the network runs on, or None to run on the input's own pixels."""
-    grid = Grid.of(dataset)
-    if isinstance(processing_pixel_size, str):
-        if processing_pixel_size != "native":
-            raise InputError(f"The processing pixel size must be a number, [x, y] or 'native', "
-                             f"not {processing_pixel_size!r}.")
-        return None
-    if dataset.crs is None:
-        if processing_pixel_size is None:
-            return None  # pixels without a georeference have no size to match: run on them as they are
-        raise InputError(f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
-                         "resampled to a pixel size: leave the processing pixel size empty.")
-    if processing_pixel_size is None:
-        target = model_pixel_size_in_input_units(dataset, info)
-        if target is None:
-            return None
-    else:
-        values = [float(value) for value in np.atleast_1d(processing_pixel_size)]
-        target = (values[0], values[-1])
-    if min(target) <= 0:
-        raise InputError(f"The processing pixel size must be positive, got {target}.")
-    native = grid.pixel_size
-    factors = (target[0] / native[0], target[1] / native[1])
-    if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):
-        return None
-    if any(not 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR for factor in factors):
-        raise InputError(f"The image's pixels ({native[0]:.6g} x {native[1]:.6g}) differ from the processing "
-                         f"pixel size ({target[0]:.6g} x {target[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
-                         "times: use imagery close to the model's training resolution, or set the processing "
-                         "pixel size explicitly ('native' to run on the image's own pixels).")
-    width = max(1, round(grid.width / factors[0]))
-    height = max(1, round(grid.height / factors[1]))
-    # Scaling the input's geotransform keeps its origin, orientation and extent.
-    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
-    return Grid(grid.crs_wkt, transform, width, height)
-
-
-# ---------------------------------------------------------------------------------------------
-# Running the network
-
-class TileRunner:
-    """Normalises raw tiles and runs the network on them: inference mode, channels_last, autocast,
-    optional test-time augmentation. Returns float32 probabilities.
-
-    Out of GPU memory, a batch is run again in halves (down to single tiles), and later batches
-    keep the smaller size: the first time, ``take_notice`` returns a message saying so."""
-
-    def __init__(self, net: torch.nn.Module, device: torch.device, mean: Sequence[float], std: Sequence[float],
-                 precision: str = "auto", tta: bool = False) -> None:
-        self.device = device
-        self.mean, self.std = list(mean), list(std)
-        self.tta = tta
-        self._autocast_dtype, _ = autocast_settings(device, precision)
-        self.precision_name = precision_name(self._autocast_dtype)
-        self.batch_limit: Optional[int] = None  # tiles per forward pass once memory ran out
-        self._notice: Optional[str] = None
-        self._notice_from: Optional[int] = None
-        # Mutating the caller's network is harmless: eval mode and memory format change no weights.
-        self.net = net.to(device=device, memory_format=torch.channels_last).eval()
-
-    def _autocast(self):
-        if self._autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            logits = self.net(batch.contiguous(memory_format=torch.channels_last))
-        return torch.sigmoid(logits.float())[:, 0]
-
-    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        if not self.tta:
-            return self._forward(batch)
-        total = torch.zeros(batch.shape[0], batch.shape[2], batch.shape[3], device=self.device)
-        for flip in (False, True):
-            flipped = batch.flip(-1) if flip else batch
-            for turns in range(4):
-                probability = self._forward(torch.rot90(flipped, turns, (-2, -1)))
-                probability = torch.rot90(probability, -turns, (-2, -1))
-                total += probability.flip(-1) if flip else probability
-        return total / 8
-
-    def _in_parts(self, batch: torch.Tensor) -> torch.Tensor:
-        """``_probabilities`` over the batch, in parts of at most ``batch_limit`` tiles, halving the
-        limit whenever the GPU runs out of memory."""
-        parts: list[torch.Tensor] = []
-        start = 0
-        while start < len(batch):
-            size = min(self.batch_limit or len(batch), len(batch) - start)
-            try:
-                parts.append(self._probabilities(batch[start:start + size]))
-                start += size
-                continue
-            except torch.cuda.OutOfMemoryError:
-                if size == 1:
-                    raise InputError("The GPU ran out of memory on a single tile: free GPU memory (close other "
-                                     "programs using it), use a smaller tile size, or predict on the CPU.") from None
-            # Outside the except block, so the exception's frames (holding GPU tensors) are freed.
-            self.batch_limit = size // 2
-            # One message per batch however often it halved: from the size that failed first.
-            self._notice_from = self._notice_from or size
-            self._notice = (f"Out of GPU memory with {self._notice_from} tiles per batch: continuing with "
-                            f"{self.batch_limit} or fewer.")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    def take_notice(self) -> Optional[str]:
-        """A message about a reduced batch size, returned once (then None)."""
-        notice, self._notice, self._notice_from = self._notice, None, None
-        return notice
-
-    @torch.inference_mode()
-    def _start(self, raw: np.ndarray, valid: np.ndarray) -> Callable[[], np.ndarray]:
-        """Queue a batch on the device; the returned function waits for its probabilities.
-
-        On a GPU every copy is asynchronous: page-locked host buffers both ways (from pageable
-        memory CUDA would block the host until the GPU had finished the batch before) and an event
-        marking the result's arrival. On the CPU the work is done here."""
-        tensor, valid_t = torch.from_numpy(raw), torch.from_numpy(valid)
-        on_gpu = self.device.type == "cuda"
-        if on_gpu:
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-            valid_t = valid_t.pin_memory().to(self.device, non_blocking=True)
-        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
-        probabilities = self._in_parts(normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1))
-        if not on_gpu:
-            result = probabilities.numpy()
-            return lambda: result
-        host = torch.empty(probabilities.shape, dtype=probabilities.dtype, pin_memory=True)
-        host.copy_(probabilities, non_blocking=True)
-        arrived = torch.cuda.Event()
-        arrived.record()
-
-        def wait() -> np.ndarray:
-            arrived.synchronize()
-            return host.numpy()
-        return wait
-
-    def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) raw band values and (N, H, W) validity -> (N, H, W) float32 probabilities."""
-        return self._start(raw, valid)()
-
-    def run_ahead(self, batches: Iterable[BatchT]) -> Iterator[tuple[BatchT, np.ndarray]]:
-        """``(batch, probabilities)`` for batches that have ``.raw`` and ``.valid``, in order. The
-        next batch is queued on the GPU before a batch's probabilities are handed over, so what the
-        caller does with them (blending, encoding) overlaps the GPU's work instead of idling it."""
-        pending: Optional[tuple[BatchT, Callable[[], np.ndarray]]] = None
-        for batch in batches:
-            started = (batch, self._start(batch.raw, batch.valid))
-            if pending is not None:
-                yield pending[0], pending[1]()
-            pending = started
-        if pending is not None:
-            yield pending[0], pending[1]()
-
-
-# ---------------------------------------------------------------------------------------------
-# Background threads
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_DONE = object()
-
-
-class Prefetcher:
-    """Runs a producer in a background thread, ``depth`` items ahead of the consumer, so reading
-    overlaps compute. Errors in the producer surface in the consumer; ``close`` stops it early."""
-
-    def __init__(self, produce: Callable[[], Iterator], depth: int = 2) -> None:
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True, name="unet-reader")
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, produce: Callable[[], Iterator]) -> None:
-        try:
-            for item in produce():
-                if not self._put(item):
-                    return
-            self._put(_DONE)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            self._put(_Failure(error))
-
-    def __iter__(self) -> Iterator:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-class BackgroundWriter:
-    """Hands blocks of rows to ``write(col_off, row_off, rows)`` in a background thread
-    (compression and disk writes overlap compute). The first error is re-raised on the next
-    ``put`` or on ``finish``."""
-
-    def __init__(self, write: Callable[[int, int, np.ndarray], None], depth: int = 1) -> None:
-        self._write = write
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="unet-writer")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None:  # after an error keep draining so ``put`` never blocks forever
-                try:
-                    self._write(*item)
-                except BaseException as error:
-                    self._error = error
-
-    def put(self, col_off: int, row_off: int, rows: np.ndarray) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put((col_off, row_off, rows))
-
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing outputs
-
-def _create_geotiff(path: Path, grid: Grid, dtype: str, nodata: float, kind: str) -> rasterio.io.DatasetWriter:
-    block = OUTPUT_BLOCK_PX
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype=dtype,
-                   crs=grid.crs, transform=grid.transform, nodata=nodata, compress="deflate",
-                   predictor=3 if dtype == "float32" else 2, BIGTIFF="IF_SAFER")
-    if grid.width >= block and grid.height >= block:  # GeoTIFF tiles larger than the raster only waste space
-        profile.update(tiled=True, blockxsize=block, blockysize=block)
-    dataset = rasterio.open(path, "w", **profile)
-    dataset.update_tags(**{KIND_TAG: kind})
-    return dataset
-
-
-@dataclass
-class _OutputFile:
-    path: Path
-    temporary: Path
-    dataset: rasterio.io.DatasetWriter
-    kind: str
-    pending: list  # encoded rows not yet making a whole GeoTIFF block row
-
-
-class OutputRasters:
-    """The probability and/or mask GeoTIFFs of one prediction, fed with float32 probability rows
-    (NaN = nodata) one column panel at a time, each top to bottom. Rows are encoded at once (1 byte
-    a pixel for uint8 outputs) and written in whole GeoTIFF block rows of the panel, so each
-    compressed block is written once whatever the size of GDAL's block cache when panel borders
-    are multiples of the block size. Files live under temporary names until ``commit``."""
-
-    def __init__(self, grid: Grid, probability_path: Optional[Path], probability_dtype: str,
-                 mask_path: Optional[Path], threshold: float, overviews: bool = False) -> None:
-        self.grid = grid
-        self.probability_path, self.mask_path = probability_path, mask_path
-        self.probability_dtype = probability_dtype
-        self.threshold = threshold
-        self.overviews = overviews
-        self._pending_col_off = 0
-        self._pending_row_off = 0
-        self._pending_rows = 0
-        self._files: list[_OutputFile] = []
-        try:
-            if probability_path is not None:
-                nodata = PROBABILITY_U8_NODATA if probability_dtype == "uint8" else PROBABILITY_F32_NODATA
-                self._open(probability_path, probability_dtype, nodata, "probability")
-            if mask_path is not None:
-                self._open(mask_path, "uint8", MASK_NODATA, "mask")
-        except BaseException:
-            self.abort()
-            raise
-
-    def _open(self, path: Path, dtype: str, nodata: float, kind: str) -> None:
-        temporary = temporary_beside(path, ".part.tif")
-        try:
-            dataset = _create_geotiff(temporary, self.grid, dtype, nodata, kind)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        self._files.append(_OutputFile(path, temporary, dataset, kind, []))
-
-    def _encode(self, kind: str, probability: np.ndarray, nodata: np.ndarray) -> np.ndarray:
-        if kind == "mask":
-            encoded = (probability >= self.threshold).view(np.uint8)  # NaN compares False
-            encoded[nodata] = MASK_NODATA
-        elif self.probability_dtype == "uint8":
-            scaled = probability * PROBABILITY_U8_SCALE
-            np.nan_to_num(scaled, copy=False)
-            encoded = np.rint(scaled, out=scaled).astype(np.uint8)
-            encoded[nodata] = PROBABILITY_U8_NODATA
-        else:
-            encoded = probability.copy()
-            encoded[nodata] = PROBABILITY_F32_NODATA
-        return encoded
-
-    def _flush(self, rows: int) -> None:
-        for output in self._files:
-            block = np.concatenate(output.pending) if len(output.pending) > 1 else output.pending[0]
-            window = Window(self._pending_col_off, self._pending_row_off, block.shape[1], rows)
-            output.dataset.write(block[:rows], 1, window=window)
-            output.pending = [block[rows:]] if rows < len(block) else []
-        self._pending_row_off += rows
-        self._pending_rows -= rows
-
-    def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None:
-        """Within a panel (same ``col_off`` and width) rows must arrive top to bottom without gaps;
-        a new ``col_off`` starts the next panel."""
-        if self._pending_rows and col_off != self._pending_col_off:
-            self._flush(self._pending_rows)  # the previous panel's last rows
-        if not self._pending_rows:
-            self._pending_col_off, self._pending_row_off = col_off, row_off
-        nodata = np.isnan(probability)
-        for output in self._files:
-            output.pending.append(self._encode(output.kind, probability, nodata))
-        self._pending_rows += probability.shape[0]
-        complete = self._pending_rows - self._pending_rows % OUTPUT_BLOCK_PX
-        if complete:
-            self._flush(complete)
-
-    def commit(self) -> None:
-        if self._pending_rows:
-            self._flush(self._pending_rows)
-        for output in self._files:
-            if self.overviews:
-                longest = max(self.grid.width, self.grid.height)
-                factors = [2 ** level for level in range(1, 16) if longest >> level >= OUTPUT_BLOCK_PX]
-                if factors:
-                    resampling = Resampling.nearest if output.kind == "mask" else Resampling.average
-                    output.dataset.build_overviews(factors, resampling)
-            output.dataset.close()
-        for output in self._files:  # GDAL only logs a failed write (a full disk): check before any rename
-            problem = written_geotiff_problem(output.temporary, self.grid.width, self.grid.height)
-            if problem:
-                raise incomplete_output(output.path, problem)
-        for output in self._files:
-            publish(output.temporary, output.path)
-        self._files = []
-
-    def abort(self) -> None:
-        for output in self._files:
-            try:
-                output.dataset.close()
-            finally:
-                output.temporary.unlink(missing_ok=True)
-        self._files = []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -800,7 +398,8 @@ def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], gri
                 WarpedVRT(staged_dataset, crs=dataset.crs, transform=grid.transform, width=grid.width,
                           height=grid.height, resampling=Resampling.bilinear) as back:
             step = reporter.sub(0.9, 1.0)
-            windows = [Window(left, top, min(panel_width_px, grid.width - left), min(OUTPUT_BLOCK_PX, grid.height - top))
+            windows = [Window(left, top, min(panel_width_px, grid.width - left),
+                              min(OUTPUT_BLOCK_PX, grid.height - top))
                        for left in range(0, grid.width, panel_width_px)
                        for top in range(0, grid.height, OUTPUT_BLOCK_PX)]
             for done, window in enumerate(windows, 1):

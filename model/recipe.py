@@ -1,7 +1,7 @@
 """Training recipes: the options of one run (``TrainConfig``), the paper's preset, and our default
 recipe sized for the device it runs on and the time it is given.
 
-The default recipe's sizes were chosen by measurement (``bench/bench_cpu_recipe.py`` for the CPU
+The default recipe's sizes were chosen by measurement (``bench/bench_cpu_speed.py`` for the CPU
 speed of each setting, ``bench/bench_presets.py`` for test IoU after a CPU budget): on a CPU the
 narrow network sees several times more crops in the same minutes than a wider one, and that wins on
 a short budget; a GPU trains the wider network as fast as the CPU trains the narrow one.

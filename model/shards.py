@@ -171,7 +171,7 @@ def assemble(output: Union[str, Path], count: int, *, remove_shards: bool = Fals
     from rasterio.windows import Window
 
     from .files import replaced_when_done, temporary_beside
-    from .inference import _create_geotiff
+    from .outputs import _create_geotiff
     from .rasters import Grid
 
     output = Path(output)
