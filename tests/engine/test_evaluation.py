@@ -11,7 +11,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import reproject, Resampling
 
-from model import evaluation
+from model import comparison
 from model.errors import Cancelled, InputError
 from model.evaluation import evaluate
 
@@ -72,7 +72,7 @@ def random_pair(tmp_path):
 
 def test_random_rasters_score_exactly_like_numpy(random_pair, tmp_path, monkeypatch):
     mask_path, classes_path, mask, classes = random_pair
-    monkeypatch.setattr(evaluation, "WINDOW_PIXELS", 217 * 64)  # several windows, one partial
+    monkeypatch.setattr(comparison, "WINDOW_PIXELS", 217 * 64)  # several windows, one partial
     result = evaluate(mask_path, classes_path, [2, 4], error_map_path=tmp_path / "out" / "errors.tif",
                       object_scores=False)
     truth = (classes == 2) | (classes == 4)
@@ -231,8 +231,8 @@ def test_polygon_labels_and_polygon_predictions(tmp_path):
 
 def test_objects_cut_by_windows_are_joined(tmp_path, monkeypatch):
     # windows of 16 rows x 24 columns: edges at rows 16, 32, 48 and columns 24, 48
-    monkeypatch.setattr(evaluation, "WINDOW_PIXELS", 24 * 16)
-    monkeypatch.setattr(evaluation, "MAX_WINDOW_WIDTH_PX", 24)
+    monkeypatch.setattr(comparison, "WINDOW_PIXELS", 24 * 16)
+    monkeypatch.setattr(comparison, "MAX_WINDOW_WIDTH_PX", 24)
     predicted = np.zeros((64, 64), np.uint8)
     predicted[10:40, 18:28] = 1  # cut into six pieces
     predicted[10:40, 30:34] = 1
@@ -245,7 +245,7 @@ def test_objects_cut_by_windows_are_joined(tmp_path, monkeypatch):
     mask = write_raster(tmp_path / "mask.tif", predicted, kind="mask", **tiles)
     labels = write_raster(tmp_path / "labels.tif", truth, **tiles)
     with rasterio.open(mask) as dataset:
-        assert len(list(evaluation._windows(evaluation.Grid.of(dataset), 16))) == 12
+        assert len(list(comparison.comparison_windows(comparison.Grid.of(dataset), 16))) == 12
     result = evaluate(mask, labels, [1])
     assert (result.objects.predicted, result.objects.true, result.objects.matched) == (3, 3, 2)
     assert result.objects.mean_matched_iou == pytest.approx((1 + 28 / 30) / 2)
@@ -278,7 +278,7 @@ def test_reports_hold_the_numbers_and_escape_text(tmp_path):
 
 def test_cancel_leaves_no_output_and_progress_reaches_100(random_pair, tmp_path, monkeypatch):
     mask_path, classes_path, _, _ = random_pair
-    monkeypatch.setattr(evaluation, "WINDOW_PIXELS", 217 * 16)
+    monkeypatch.setattr(comparison, "WINDOW_PIXELS", 217 * 16)
     calls = []
     with pytest.raises(Cancelled):
         evaluate(mask_path, classes_path, error_map_path=tmp_path / "out" / "errors.tif",
