@@ -26,7 +26,8 @@ LEFT, TOP = 500000, 9000000
 @pytest.fixture
 def fresh_dock(plugin, qgis_new_project, qgis_iface):
     """A dock as a new user first sees it: no remembered settings, an unsaved project."""
-    from unet_buildings.plugin.dock import SETTINGS_GROUP, BuildingsDock
+    from unet_buildings.plugin.dock import BuildingsDock
+    from unet_buildings.plugin.dock_widgets import SETTINGS_GROUP
 
     QgsSettings().remove(SETTINGS_GROUP.rstrip("/"))
     dock = BuildingsDock(qgis_iface)
