@@ -19,6 +19,7 @@ The user can always force ``float32`` (or a type of their choice, float16 only o
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -102,6 +103,11 @@ def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[Op
         raise InputError("float16 precision needs a CUDA GPU; use 'bfloat16' or 'float32' on the CPU.")
     dtype = _DTYPES.get(precision)
     return dtype, dtype is torch.float16
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> AbstractContextManager:
+    """The context that runs a network in ``dtype`` (from ``autocast_settings``); none for float32."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def precision_name(dtype: Optional[torch.dtype]) -> str:

@@ -2,13 +2,13 @@
 test-time augmentation, out-of-GPU-memory halving, and batches queued ahead on a GPU."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager
 from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
 
-from .device import autocast_settings, precision_name
+from .device import autocast, autocast_settings, precision_name
 from .errors import InputError
 from .normalization import normalize
 
@@ -35,10 +35,8 @@ class TileRunner:
         # Mutating the caller's network is harmless: eval mode and memory format change no weights.
         self.net = net.to(device=device, memory_format=torch.channels_last).eval()
 
-    def _autocast(self):
-        if self._autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+    def _autocast(self) -> AbstractContextManager:
+        return autocast(self.device, self._autocast_dtype)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with self._autocast():

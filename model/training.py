@@ -21,10 +21,10 @@ import torch
 from .augment import augment
 from .checkpoints import checkpoint_dir_for, history_csv_for, read_checkpoint, save_epoch_files, write_history_csv
 from .choices import NORMALIZATIONS
-from .device import autocast_settings, describe_device, describe_precision, resolve_device
+from .device import autocast, autocast_settings, describe_device, describe_precision, resolve_device
 from .errors import EngineError, InputError
 from .metrics import ConfusionMatrix
-from .modelfile import ModelInfo
+from .modelfile import LoadedModel, ModelInfo, load_model
 from .network import UNet, UNetConfig
 from .normalization import normalize, pooled_statistics, with_contrast_floor
 from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
@@ -110,11 +110,9 @@ class Trainer:
                 or c.normalization not in NORMALIZATIONS or c.schedule not in ("cosine", "constant"):
             raise InputError("Unknown validation, loss, normalisation or schedule option.")
 
-    def _load_init_model(self):
+    def _load_init_model(self) -> Optional[LoadedModel]:
         if not self.config.init_model or self.config.resume_from:  # a checkpoint holds its own weights
             return None
-        from .modelfile import load_model
-
         return load_model(Path(self.config.init_model))
 
     # -- data -------------------------------------------------------------------------------
@@ -184,10 +182,8 @@ class Trainer:
                     np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]))
         return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
 
-    def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.autocast_dtype)
 
     # -- loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
