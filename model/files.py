@@ -100,28 +100,30 @@ def check_output_suffix(path: PathLike, suffixes: Sequence[str], format_name: st
                          f"{' or '.join(suffixes)} (not '{suffix or 'no extension'}').")
 
 
+# one sentence per operating-system error, naming the file ({where}) and what to do
+_DISK_FULL = "The disk holding {where} is full: free some space or choose another location, then run again."
+_NO_PERMISSION = "No permission to use {where}: choose a location you may write to, or change its permissions."
+OS_ERROR_ADVICE = {
+    errno.ENOSPC: _DISK_FULL, getattr(errno, "EDQUOT", errno.ENOSPC): _DISK_FULL, errno.EFBIG: _DISK_FULL,
+    errno.EACCES: _NO_PERMISSION, errno.EPERM: _NO_PERMISSION,
+    errno.EROFS: "{where} is on a read-only disk: choose another location.",
+    errno.ENOENT: "{where} or its folder does not exist: check the path.",
+    errno.EISDIR: "{where} is a folder where a file is expected: give a file name.",
+    errno.ENOTDIR: "Part of the path {where} is a file where a folder is expected: check the path.",
+    errno.ENAMETOOLONG: "The path {where} is too long: choose a shorter file name or folder.",
+    errno.EIO: "Reading or writing {where} failed with an input/output error (a failing disk or a lost network "
+               "drive?): check the disk and run again.",
+}
+
+
 def describe_os_error(error: OSError, path: Optional[PathLike] = None) -> str:
     """One sentence for an operating-system error: which file, what happened, what to do."""
     name = path if path is not None else (error.filename or "")
     where = f"'{name}'" if name else "a file"
     code = error.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
-        return f"The disk holding {where} is full: free some space or choose another location, then run again."
-    if code in (errno.EACCES, errno.EPERM):
-        return f"No permission to use {where}: choose a location you may write to, or change its permissions."
-    if code == errno.EROFS:
-        return f"{where} is on a read-only disk: choose another location."
-    if code == errno.ENOENT:
-        return f"{where} or its folder does not exist: check the path."
-    if code == errno.EISDIR:
-        return f"{where} is a folder where a file is expected: give a file name."
-    if code == errno.ENOTDIR:
-        return f"Part of the path {where} is a file where a folder is expected: check the path."
-    if code == errno.ENAMETOOLONG:
-        return f"The path {where} is too long: choose a shorter file name or folder."
-    if code == errno.EIO:
-        return (f"Reading or writing {where} failed with an input/output error (a failing disk or a lost network "
-                "drive?): check the disk and run again.")
+    advice = OS_ERROR_ADVICE.get(code)
+    if advice:
+        return advice.format(where=where)
     if code is None and name == "" and str(error):  # GDAL's read and write errors (rasterio) name the file inside
         return (f"Reading or writing a raster failed ({str(error)[:300]}): the file may be damaged or truncated, or "
                 "its disk full or gone; check it and run again.")
