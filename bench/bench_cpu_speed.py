@@ -17,6 +17,7 @@ Every figure of one table is measured in the same run, one after the other, so t
 a noisy machine even where the absolute numbers drift. Run from the repository root:
 ``.venv/bin/python bench/bench_cpu_speed.py [--seconds 10] [--compile]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -52,12 +53,13 @@ def per_second(run: Callable[[], None], items: int, seconds: float) -> float:
     return calls * items / (time.perf_counter() - started)
 
 
-def autocast(dtype: Optional[torch.dtype]):
+def autocast(dtype: torch.dtype | None):
     return torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def training_rate(width: int, batch: int, dtype: Optional[torch.dtype], channels_last: bool, seconds: float,
-                  compiled: bool = False) -> float:
+def training_rate(
+    width: int, batch: int, dtype: torch.dtype | None, channels_last: bool, seconds: float, compiled: bool = False
+) -> float:
     torch.manual_seed(0)
     net = UNet(UNetConfig(3, width, batch_norm=True)).train()
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -106,8 +108,11 @@ def prediction_settings(net: UNet, tiles: torch.Tensor, onnx_path: Path) -> dict
         # and the sigmoid: raw values (tiles * 64 + 128 under this model's statistics) / 255 in
         return session.run(None, {input_name: ((tiles.numpy() * 64.0 + 128.0) / 255.0).astype(np.float32)})[0]
 
-    return {"torch float32": torch_float32, "torch bfloat16 + channels_last": torch_bf16_channels_last,
-            "ONNX Runtime float32": onnx_runtime}
+    return {
+        "torch float32": torch_float32,
+        "torch bfloat16 + channels_last": torch_bf16_channels_last,
+        "ONNX Runtime float32": onnx_runtime,
+    }
 
 
 def prediction_table(width: int, batch: int, seconds: float, folder: Path) -> None:
@@ -121,8 +126,9 @@ def prediction_table(width: int, batch: int, seconds: float, folder: Path) -> No
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_var.uniform_(0.5, 2.0)
                 module.running_mean.uniform_(-0.2, 0.2)
-    info = ModelInfo(bands=[1, 2, 3], tile_size_px=TILE_PX,
-                     normalization={"mode": "fixed", "mean": [128.0] * 3, "std": [64.0] * 3})
+    info = ModelInfo(
+        bands=[1, 2, 3], tile_size_px=TILE_PX, normalization={"mode": "fixed", "mean": [128.0] * 3, "std": [64.0] * 3}
+    )
     save_model(folder / f"w{width}.pt", net, info)
     export_onnx(folder / f"w{width}.pt", folder / f"w{width}.onnx")
     tiles = torch.randn(batch, 3, TILE_PX, TILE_PX)
@@ -135,9 +141,11 @@ def prediction_table(width: int, batch: int, seconds: float, folder: Path) -> No
         rates[name] = per_second(run, batch, seconds)
         difference = np.abs(run().reshape(reference.shape) - reference)
         print(f"{name:<34} {rates[name]:>8.2f} {difference.max():>9.4f} {difference.mean():>10.5f}", flush=True)
-    print(f"torch bfloat16 + channels_last / ONNX Runtime: "
-          f"{rates['torch bfloat16 + channels_last'] / rates['ONNX Runtime float32']:.2f}x; "
-          f"/ torch float32: {rates['torch bfloat16 + channels_last'] / rates['torch float32']:.2f}x")
+    print(
+        f"torch bfloat16 + channels_last / ONNX Runtime: "
+        f"{rates['torch bfloat16 + channels_last'] / rates['ONNX Runtime float32']:.2f}x; "
+        f"/ torch float32: {rates['torch bfloat16 + channels_last'] / rates['torch float32']:.2f}x"
+    )
 
 
 def scene_table(model: Path, image: Path, labels: Path, folder: Path) -> None:
@@ -148,9 +156,15 @@ def scene_table(model: Path, image: Path, labels: Path, folder: Path) -> None:
     probabilities = {}
     for precision in ("float32", "bfloat16"):
         started = time.perf_counter()
-        result = predict_raster(image, model, probability_path=folder / f"p_{precision}.tif",
-                                mask_path=folder / f"m_{precision}.tif", probability_dtype="float32",
-                                precision=precision, device="cpu")
+        result = predict_raster(
+            image,
+            model,
+            probability_path=folder / f"p_{precision}.tif",
+            mask_path=folder / f"m_{precision}.tif",
+            probability_dtype="float32",
+            precision=precision,
+            device="cpu",
+        )
         seconds = time.perf_counter() - started
         iou = evaluate(result.mask_path, labels, [1]).scores()["iou"]
         import rasterio
@@ -171,12 +185,18 @@ def main() -> int:
     parser.add_argument("--labels", type=Path)
     args = parser.parse_args()
     threads = torch.get_num_threads()
-    print(f"CPU: {threads} threads, native bfloat16: {'yes' if cpu_has_native_bf16() else 'no'} "
-          "(on a CPU without it, bfloat16 is emulated and slower than float32)")
+    print(
+        f"CPU: {threads} threads, native bfloat16: {'yes' if cpu_has_native_bf16() else 'no'} "
+        "(on a CPU without it, bfloat16 is emulated and slower than float32)"
+    )
 
     print(f"\nTraining steps, {TILE_PX} px, batch 8, samples/s:")
-    settings = [("float32", None, False), ("float32 + channels_last", None, True),
-                ("bfloat16", torch.bfloat16, False), ("bfloat16 + channels_last", torch.bfloat16, True)]
+    settings = [
+        ("float32", None, False),
+        ("float32 + channels_last", None, True),
+        ("bfloat16", torch.bfloat16, False),
+        ("bfloat16 + channels_last", torch.bfloat16, True),
+    ]
     print(f"{'setting':<28} {'threads':>7}" + "".join(f"{'width ' + str(w):>10}" for w in WIDTHS))
     baseline = {}
     for thread_count in sorted({1, threads}):

@@ -12,6 +12,7 @@ Synthetic scenes (a tiled DEFLATE uint8 mask and a 5-class label raster on the s
 
 Run from the repository root: ``.venv/bin/python bench/bench_evaluation.py``.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -47,9 +48,20 @@ def make_scene(folder: Path, height: int, width: int, seed: int = 0) -> tuple[Pa
     predicted = np.roll(buildings, 3, axis=1) & np.kron(rng.random(cells) < 0.9, footprint)[:height, :width]
     predicted |= np.kron(rng.random(cells) < 0.03, footprint)[:height, :width]
     predicted[:, :64] = 255
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs="EPSG:32636",
-                   transform=Affine(0.5, 0, 500_000, 0, -0.5, 9_000_000), tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate", nodata=255)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32636",
+        transform=Affine(0.5, 0, 500_000, 0, -0.5, 9_000_000),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        nodata=255,
+    )
     mask_path, label_path = folder / f"mask_{height}x{width}.tif", folder / f"classes_{height}x{width}.tif"
     with rasterio.open(mask_path, "w", **profile) as dataset:
         dataset.write(predicted.astype(np.uint8), 1)
@@ -98,54 +110,77 @@ def measure_rss(mask_path: Path, label_path: Path, cache_mb: str | None) -> floa
     return growth
 
 
+def print_in_memory_scoring(mask_path: Path, label_path: Path, seconds: float, evaluated: ConfusionMatrix) -> None:
+    """The same pixels scored by bare numpy in memory, beside evaluate's file-to-file time."""
+    with rasterio.open(mask_path) as dataset:
+        predicted = dataset.read(1)
+    with rasterio.open(label_path) as dataset:
+        classes = dataset.read(1)
+    valid = predicted != 255
+    # 0 TN, 1 FP, 2 FN, 3 TP, 4 not scored: the bincount alone is timed, codes made beforehand
+    codes = np.where(valid, ((classes == 2).view(np.uint8) << 1) | (predicted == 1).view(np.uint8), 4)
+    bincount_seconds, counts = timed(lambda: np.bincount(codes.ravel(), minlength=5)[:4])
+    update_seconds, matrix = timed(lambda: ConfusionMatrix().update(predicted == 1, classes == 2, valid))
+    assert matrix == evaluated and list(counts) == [matrix.tn, matrix.fp, matrix.fn, matrix.tp]
+    pixels = predicted.size
+    height, width = predicted.shape
+    print(f"pixel scoring, {width}x{height} mask vs class raster on the same grid (files, DEFLATE):")
+    print(f"  evaluate                            {seconds:7.3f} s  {pixels / seconds / 1e6:7.1f} MP/s")
+    print(
+        f"  bare np.bincount, arrays in memory  {bincount_seconds:7.3f} s  "
+        f"{pixels / bincount_seconds / 1e6:7.1f} MP/s   evaluate / bincount = {seconds / bincount_seconds:.2f}"
+    )
+    print(
+        f"  ConfusionMatrix.update, in memory   {update_seconds:7.3f} s  {pixels / update_seconds / 1e6:7.1f} MP/s"
+        f"   bincount / update = {bincount_seconds / update_seconds:.1f}"
+    )
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         size = 8192
         mask_path, label_path = make_scene(folder, size, size)
-        pixels = size * size
         evaluate(mask_path, label_path, [2], object_scores=False)  # warm the file cache and GDAL
         seconds, result = timed(lambda: evaluate(mask_path, label_path, [2], object_scores=False))
 
-        with rasterio.open(mask_path) as dataset:
-            predicted = dataset.read(1)
-        with rasterio.open(label_path) as dataset:
-            classes = dataset.read(1)
-        valid = predicted != 255
-        # 0 TN, 1 FP, 2 FN, 3 TP, 4 not scored: the bincount alone is timed, codes made beforehand
-        codes = np.where(valid, ((classes == 2).view(np.uint8) << 1) | (predicted == 1).view(np.uint8), 4)
-        bincount_seconds, counts = timed(lambda: np.bincount(codes.ravel(), minlength=5)[:4])
-        update_seconds, matrix = timed(lambda: ConfusionMatrix().update(predicted == 1, classes == 2, valid))
-        assert matrix == result.matrix and list(counts) == [matrix.tn, matrix.fp, matrix.fn, matrix.tp]
-        print(f"pixel scoring, {size}x{size} mask vs class raster on the same grid (files, DEFLATE):")
-        print(f"  evaluate                            {seconds:7.3f} s  {pixels / seconds / 1e6:7.1f} MP/s")
-        print(f"  bare np.bincount, arrays in memory  {bincount_seconds:7.3f} s  "
-              f"{pixels / bincount_seconds / 1e6:7.1f} MP/s   evaluate / bincount = {seconds / bincount_seconds:.2f}")
-        print(f"  ConfusionMatrix.update, in memory   {update_seconds:7.3f} s  {pixels / update_seconds / 1e6:7.1f} MP/s"
-              f"   bincount / update = {bincount_seconds / update_seconds:.1f}")
-        del predicted, classes, valid, codes
+        print_in_memory_scoring(mask_path, label_path, seconds, result.matrix)
 
         width = 7848
         height = -(-PAPER_PIXELS // width)
         paper_mask, paper_labels = make_scene(folder, height, width, seed=1)
         evaluate(paper_mask, paper_labels, [2], object_scores=False)
         pixel_seconds, _ = timed(lambda: evaluate(paper_mask, paper_labels, [2], object_scores=False))
-        full_seconds, full = timed(lambda: evaluate(
-            paper_mask, paper_labels, [2], error_map_path=folder / "errors.tif",
-            report_html_path=folder / "report.html", report_json_path=folder / "report.json"), repeats=1)
+        full_seconds, full = timed(
+            lambda: evaluate(
+                paper_mask,
+                paper_labels,
+                [2],
+                error_map_path=folder / "errors.tif",
+                report_html_path=folder / "report.html",
+                report_json_path=folder / "report.json",
+            ),
+            repeats=1,
+        )
         print(f"paper-size scene, {height}x{width} = {height * width / 1e6:.1f} MP:")
-        print(f"  pixel scores                        {pixel_seconds:7.3f} s  "
-              f"{height * width / pixel_seconds / 1e6:7.1f} MP/s")
-        print(f"  + error map + {full.objects.true:,} true / {full.objects.predicted:,} predicted objects + reports"
-              f" {full_seconds:7.3f} s")
+        print(
+            f"  pixel scores                        {pixel_seconds:7.3f} s  "
+            f"{height * width / pixel_seconds / 1e6:7.1f} MP/s"
+        )
+        print(
+            f"  + error map + {full.objects.true:,} true / {full.objects.predicted:,} predicted objects + reports"
+            f" {full_seconds:7.3f} s"
+        )
 
         small_mask, small_labels = make_scene(folder, 4096, 4096, seed=2)
         print("peak RSS growth of one evaluation (pixel scores), fresh process each:")
         for cache_mb, cache in (("16", "GDAL cache capped at 16 MB"), (None, "GDAL's default cache   ")):
             growth_small = measure_rss(small_mask, small_labels, cache_mb)
             growth_large = measure_rss(mask_path, label_path, cache_mb)
-            print(f"  {cache}: 16.8 MP {growth_small:6.1f} MB, 67.1 MP {growth_large:6.1f} MB "
-                  f"(ratio {growth_large / max(growth_small, 1e-9):.2f} for 4x the pixels)")
+            print(
+                f"  {cache}: 16.8 MP {growth_small:6.1f} MB, 67.1 MP {growth_large:6.1f} MB "
+                f"(ratio {growth_large / max(growth_small, 1e-9):.2f} for 4x the pixels)"
+            )
 
 
 if __name__ == "__main__":

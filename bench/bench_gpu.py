@@ -21,6 +21,7 @@ Run from the repository root: ``python bench/bench_gpu.py [--seconds 10] [--devi
    and the ratio end-to-end / bare (target >= 0.85). A third run with a network that costs nothing
    gives the rate the reading, blending and writing alone allow: the ceiling for end to end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench_inference import NORMALIZATION, bare_tiles, make_image  # noqa: E402  (bench/ is on sys.path)
 from bench_training import SAMPLE, SCENES, training_samples_per_s  # noqa: E402
+
 from model.device import autocast_settings, describe_device, precision_name  # noqa: E402
 from model.inference import predict_raster  # noqa: E402
-from model.runner import TileRunner  # noqa: E402
 from model.modelfile import LoadedModel, ModelInfo, load_model, save_model  # noqa: E402
 from model.network import UNet, UNetConfig  # noqa: E402
+from model.runner import TileRunner  # noqa: E402
 from model.training import TrainConfig  # noqa: E402
 
 PAPER_CROP_STEPS = 1_000_000  # 10 epochs x 100,000 crops
@@ -81,7 +83,7 @@ def matmul_peak_tflops(device: torch.device) -> float:
     b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    return 2 * size ** 3 / best_seconds(lambda: a @ b, device, 10) / 1e12
+    return 2 * size**3 / best_seconds(lambda: a @ b, device, 10) / 1e12
 
 
 def paper_network(base_width: int) -> UNet:
@@ -101,8 +103,9 @@ def sample_flops(base_width: int, crop_px: int, backward: bool) -> float:
     return float(counter.get_total_flops())
 
 
-def bare_training(device: torch.device, base_width: int, crop_px: int, batch_size: int, precision: str,
-                  steps: int) -> tuple[float, float]:
+def bare_training(
+    device: torch.device, base_width: int, crop_px: int, batch_size: int, precision: str, steps: int
+) -> tuple[float, float]:
     """(samples/s, peak memory GB) of forward + backward + Adam on a resident batch."""
     net = paper_network(base_width).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
@@ -132,13 +135,22 @@ def bare_training(device: torch.device, base_width: int, crop_px: int, batch_siz
     return steps * batch_size / seconds, memory_gb
 
 
-def real_loop_samples_per_s(folder: Path, device: torch.device, base_width: int, crop_px: int, batch_size: int,
-                            precision: str, seconds: float) -> float:
+def real_loop_samples_per_s(
+    folder: Path, device: torch.device, base_width: int, crop_px: int, batch_size: int, precision: str, seconds: float
+) -> float:
     config = TrainConfig.for_preset(
-        "paper", images=[str(SAMPLE / f"{name}.tif") for name in SCENES],
-        labels=[str(SAMPLE / f"{name}_labels.tif") for name in SCENES], building_values=[2],
-        output_model=str(folder / f"paper_{batch_size}.pt"), batch_size=batch_size, base_width=base_width,
-        tile_size_px=crop_px, device=device.type, precision=precision, seed=0)
+        "paper",
+        images=[str(SAMPLE / f"{name}.tif") for name in SCENES],
+        labels=[str(SAMPLE / f"{name}_labels.tif") for name in SCENES],
+        building_values=[2],
+        output_model=str(folder / f"paper_{batch_size}.pt"),
+        batch_size=batch_size,
+        base_width=base_width,
+        tile_size_px=crop_px,
+        device=device.type,
+        precision=precision,
+        seed=0,
+    )
     rate, _ = training_samples_per_s(config, seconds)
     return rate
 
@@ -147,10 +159,14 @@ def training(folder: Path, device: torch.device, peak: float, args: argparse.Nam
     base_width, crop_px, batch_sizes = args.base_width, args.crop_px, args.batch_sizes
     flops = sample_flops(base_width, crop_px, backward=True)
     auto = precision_name(autocast_settings(device, "auto")[0])
-    print(f"\n2. Training the paper network: base width {base_width}, {crop_px} px crops, "
-          f"{flops / 1e9:.1f} GFLOP per sample (forward + backward)")
-    print(f"{'batch':>5} {'precision':>9} {'bare samples/s':>15} {'TFLOP/s':>8} {'of peak':>8} {'memory GB':>10} "
-          f"{'loop samples/s':>15} {'loop/bare':>10} {'1M crop-steps':>14}")
+    print(
+        f"\n2. Training the paper network: base width {base_width}, {crop_px} px crops, "
+        f"{flops / 1e9:.1f} GFLOP per sample (forward + backward)"
+    )
+    print(
+        f"{'batch':>5} {'precision':>9} {'bare samples/s':>15} {'TFLOP/s':>8} {'of peak':>8} {'memory GB':>10} "
+        f"{'loop samples/s':>15} {'loop/bare':>10} {'1M crop-steps':>14}"
+    )
     best_loop = 0.0
     for batch_size in batch_sizes:
         for precision in dict.fromkeys([auto, "float32"]):
@@ -162,19 +178,27 @@ def training(folder: Path, device: torch.device, peak: float, args: argparse.Nam
                 best_loop = max(best_loop, loop)
                 loop_text = f"{loop:>15.1f} {loop / rate:>10.2f} {PAPER_CROP_STEPS / loop / 60:>10.1f} min"
             memory = f"{memory_gb:>10.2f}" if device.type == "cuda" else f"{'-':>10}"
-            print(f"{batch_size:>5} {precision:>9} {rate:>15.1f} {achieved:>8.2f} {achieved / peak:>8.1%} "
-                  f"{memory} {loop_text}", flush=True)
+            print(
+                f"{batch_size:>5} {precision:>9} {rate:>15.1f} {achieved:>8.2f} {achieved / peak:>8.1%} "
+                f"{memory} {loop_text}",
+                flush=True,
+            )
     if device.type == "cuda":  # does letting cuDNN time its algorithms for these fixed shapes pay?
         torch.backends.cudnn.benchmark = True
         rate, _ = bare_training(device, base_width, crop_px, batch_sizes[-1], auto, args.steps)
         torch.backends.cudnn.benchmark = False
-        print(f"{batch_sizes[-1]:>5} {auto:>9} {rate:>15.1f} {rate * flops / 1e12:>8.2f} {rate * flops / 1e12 / peak:>8.1%}"
-              "   with torch.backends.cudnn.benchmark = True")
+        print(
+            f"{batch_sizes[-1]:>5} {auto:>9} {rate:>15.1f} {rate * flops / 1e12:>8.2f} "
+            f"{rate * flops / 1e12 / peak:>8.1%}"
+            "   with torch.backends.cudnn.benchmark = True"
+        )
     minutes = PAPER_CROP_STEPS / best_loop / 60
-    print(f"Projected paper protocol ({PAPER_CROP_STEPS:,} crop-steps) at the best real-loop rate: {minutes:.1f} min "
-          f"({PAPER_HOURS * 60 / minutes:.2g}x the paper's ~{PAPER_HOURS:g} h; target {TARGET_MINUTES:g} min: "
-          f"{'met' if minutes <= TARGET_MINUTES else 'NOT met'})"
-          + ("" if base_width == 64 and crop_px == 256 else " [not the paper's sizes: a smoke run]"))
+    print(
+        f"Projected paper protocol ({PAPER_CROP_STEPS:,} crop-steps) at the best real-loop rate: {minutes:.1f} min "
+        f"({PAPER_HOURS * 60 / minutes:.2g}x the paper's ~{PAPER_HOURS:g} h; target {TARGET_MINUTES:g} min: "
+        f"{'met' if minutes <= TARGET_MINUTES else 'NOT met'})"
+        + ("" if base_width == 64 and crop_px == 256 else " [not the paper's sizes: a smoke run]")
+    )
 
 
 class FreeNetwork(torch.nn.Module):
@@ -193,18 +217,30 @@ def prediction(folder: Path, device: torch.device, peak: float, args: argparse.N
     size_px, tile_px, batch_size = args.raster_px, args.crop_px, args.predict_batch
     started = time.perf_counter()
     image = make_image(folder / "image.tif", size_px)
-    print(f"\n3. Prediction, {size_px}x{size_px} px RGB GeoTIFF (deflate, 256 px blocks; made in "
-          f"{time.perf_counter() - started:.1f} s), {tile_px} px tiles, overlap {OVERLAP_PX} px, batch {batch_size}, "
-          f"precision auto, probability + mask written")
+    print(
+        f"\n3. Prediction, {size_px}x{size_px} px RGB GeoTIFF (deflate, 256 px blocks; made in "
+        f"{time.perf_counter() - started:.1f} s), {tile_px} px tiles, overlap {OVERLAP_PX} px, batch {batch_size}, "
+        f"precision auto, probability + mask written"
+    )
     model_path = folder / "paper.pt"
-    save_model(model_path, paper_network(args.base_width),
-               ModelInfo(bands=[1, 2, 3], normalization=NORMALIZATION, tile_size_px=tile_px))
+    save_model(
+        model_path,
+        paper_network(args.base_width),
+        ModelInfo(bands=[1, 2, 3], normalization=NORMALIZATION, tile_size_px=tile_px),
+    )
     loaded = load_model(model_path, device)
     megapixels = size_px * size_px / 1e6
 
     def end_to_end(model: LoadedModel) -> tuple[float, int]:
-        result = predict_raster(image, model, probability_path=folder / "p.tif", mask_path=folder / "m.tif",
-                                batch_size=batch_size, device=device.type, overlap_px=OVERLAP_PX)
+        result = predict_raster(
+            image,
+            model,
+            probability_path=folder / "p.tif",
+            mask_path=folder / "m.tif",
+            batch_size=batch_size,
+            device=device.type,
+            overlap_px=OVERLAP_PX,
+        )
         return result.seconds, result.tile_count
 
     end_to_end(loaded)  # warm-up: cuDNN, the allocator, the page cache
@@ -213,8 +249,10 @@ def prediction(folder: Path, device: torch.device, peak: float, args: argparse.N
 
     tiles, valid = bare_tiles(image, tile_px, OVERLAP_PX)
     runner = TileRunner(loaded.net, device, NORMALIZATION["mean"], NORMALIZATION["std"])
-    batches = [_Batch(tiles[start:start + batch_size], valid[start:start + batch_size])
-               for start in range(0, len(tiles), batch_size)]
+    batches = [
+        _Batch(tiles[start : start + batch_size], valid[start : start + batch_size])
+        for start in range(0, len(tiles), batch_size)
+    ]
 
     def bare() -> None:
         for _ in runner.run_ahead(batches):
@@ -223,14 +261,21 @@ def prediction(folder: Path, device: torch.device, peak: float, args: argparse.N
     bare_s = best_seconds(bare, device, 2) * engine_tiles / len(tiles)  # the same tile count as the engine ran
     tile_flops = sample_flops(args.base_width, tile_px, backward=False)
     ratio = bare_s / engine_s
-    print(f"   end to end        {megapixels / engine_s:8.2f} MP/s  ({engine_s:.2f} s, {engine_tiles} tiles: "
-          f"{len(tiles)} of the tile grid, those at column-panel borders twice)")
-    print(f"   bare model        {megapixels / bare_s:8.2f} MP/s  ({bare_s:.2f} s for as many tiles; "
-          f"{engine_tiles * tile_flops / bare_s / 1e12:.2f} TFLOP/s = {engine_tiles * tile_flops / bare_s / 1e12 / peak:.1%}"
-          f" of peak, precision {runner.precision_name})")
+    print(
+        f"   end to end        {megapixels / engine_s:8.2f} MP/s  ({engine_s:.2f} s, {engine_tiles} tiles: "
+        f"{len(tiles)} of the tile grid, those at column-panel borders twice)"
+    )
+    print(
+        f"   bare model        {megapixels / bare_s:8.2f} MP/s  ({bare_s:.2f} s for as many tiles; "
+        f"{engine_tiles * tile_flops / bare_s / 1e12:.2f} TFLOP/s = "
+        f"{engine_tiles * tile_flops / bare_s / 1e12 / peak:.1%}"
+        f" of peak, precision {runner.precision_name})"
+    )
     print(f"   no network        {megapixels / free_s:8.2f} MP/s  ({free_s:.2f} s: reading, blending, writing alone)")
-    print(f"   end to end / bare = {ratio:.2f} ({'within' if ratio >= TARGET_RATIO else 'BELOW'} the "
-          f"{TARGET_RATIO} target)")
+    print(
+        f"   end to end / bare = {ratio:.2f} ({'within' if ratio >= TARGET_RATIO else 'BELOW'} the "
+        f"{TARGET_RATIO} target)"
+    )
 
 
 class _Batch:
@@ -251,8 +296,13 @@ def main() -> int:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-prediction", action="store_true")
     args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          args.device if args.device != "auto" else "cpu")
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else args.device
+        if args.device != "auto"
+        else "cpu"
+    )
     width, crop, batches, raster, predict_batch = SIZES["cuda" if device.type == "cuda" else "cpu"]
     args.base_width = args.base_width or width
     args.crop_px = args.crop_px or crop
@@ -261,9 +311,15 @@ def main() -> int:
     args.predict_batch = args.predict_batch or predict_batch
     args.steps = args.steps or (20 if device.type == "cuda" else 2)
 
-    print(f"torch {torch.__version__}, rasterio {rasterio.__version__}, {describe_device(device)}"
-          + (f", compute capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))}"
-             if device.type == "cuda" else "") + f", precision auto = {precision_name(autocast_settings(device)[0])}")
+    print(
+        f"torch {torch.__version__}, rasterio {rasterio.__version__}, {describe_device(device)}"
+        + (
+            f", compute capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))}"
+            if device.type == "cuda"
+            else ""
+        )
+        + f", precision auto = {precision_name(autocast_settings(device)[0])}"
+    )
     peak = matmul_peak_tflops(device)
     print(f"\n1. bfloat16 matmul peak: {peak:.1f} TFLOP/s")
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as scratch:

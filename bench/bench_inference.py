@@ -17,6 +17,7 @@ Run from the repository root: ``.venv/bin/python bench/bench_inference.py [--qui
    Rasters wider than one column panel (4096 px) run the tiles straddling panel borders twice:
    the tile count is printed against that of one panel, the compute this flat memory costs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.inference import predict_raster  # noqa: E402
-from model.runner import TileRunner  # noqa: E402
 from model.modelfile import ModelInfo, load_model, save_model  # noqa: E402
 from model.network import UNet, UNetConfig  # noqa: E402
+from model.runner import TileRunner  # noqa: E402
 from model.tiling import plan_tiles  # noqa: E402
 
 TARGET_RATIO = 1.15
@@ -48,17 +49,32 @@ NORMALIZATION = {"mode": "fixed", "mean": [128.0] * 3, "std": [64.0] * 3}
 
 def make_model(path: Path, base_width: int, tile_size_px: int = 256) -> Path:
     torch.manual_seed(0)
-    save_model(path, UNet(UNetConfig(base_width=base_width)),
-               ModelInfo(bands=[1, 2, 3], normalization=NORMALIZATION, tile_size_px=tile_size_px))
+    save_model(
+        path,
+        UNet(UNetConfig(base_width=base_width)),
+        ModelInfo(bands=[1, 2, 3], normalization=NORMALIZATION, tile_size_px=tile_size_px),
+    )
     return path
 
 
 def make_image(path: Path, size_px: int, rows_per_write: int = 1024) -> Path:
     """A textured RGB GeoTIFF, written in bands of rows so making it needs little memory."""
     rng = np.random.default_rng(0)
-    with rasterio.open(path, "w", driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(500000, 100000, 0.3, 0.3), tiled=True,
-                       blockxsize=256, blockysize=256, compress="deflate") as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size_px,
+        height=size_px,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 100000, 0.3, 0.3),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    ) as dataset:
         for top in range(0, size_px, rows_per_write):
             rows = min(rows_per_write, size_px - top)
             block = rng.integers(0, 255, (3, rows, size_px), dtype=np.uint8)
@@ -92,14 +108,16 @@ def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
         started = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - started)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def bare_tiles(image: Path, tile_px: int, overlap_px: int) -> tuple[np.ndarray, np.ndarray]:
     with rasterio.open(image) as dataset:
         data = dataset.read()
     layout = plan_tiles(data.shape[2], data.shape[1], tile_px, overlap_px, 16)
-    tiles = np.stack([data[:, top:top + tile_px, left:left + tile_px] for top in layout.rows for left in layout.columns])
+    tiles = np.stack(
+        [data[:, top : top + tile_px, left : left + tile_px] for top in layout.rows for left in layout.columns]
+    )
     return tiles, np.ones((len(tiles), tile_px, tile_px), bool)
 
 
@@ -112,7 +130,7 @@ def timed(function) -> tuple[float, float]:
 
 def bare_run(runner: TileRunner, tiles: np.ndarray, valid: np.ndarray, batch_size: int) -> None:
     for start in range(0, len(tiles), batch_size):
-        runner(tiles[start:start + batch_size], valid[start:start + batch_size])
+        runner(tiles[start : start + batch_size], valid[start : start + batch_size])
 
 
 def engine_vs_bare(folder: Path, base_width: int, size_px: int, batch_size: int, peak_gflops: float) -> None:
@@ -129,18 +147,34 @@ def engine_vs_bare(folder: Path, base_width: int, size_px: int, batch_size: int,
     bare_runs, engine_runs, results = [], [], []
     for _ in range(3):
         bare_runs.append(timed(lambda: bare_run(runner, tiles, valid, batch_size)))
-        engine_runs.append(timed(lambda: results.append(predict_raster(
-            image, loaded, probability_path=folder / "p.tif", mask_path=folder / "m.tif",
-            batch_size=batch_size, device="cpu", overlap_px=overlap_px))))
-    (bare, bare_cpu), (engine, engine_cpu) = (tuple(min(column) for column in zip(*runs)) for runs in (bare_runs, engine_runs))
+        engine_runs.append(
+            timed(
+                lambda: results.append(
+                    predict_raster(
+                        image,
+                        loaded,
+                        probability_path=folder / "p.tif",
+                        mask_path=folder / "m.tif",
+                        batch_size=batch_size,
+                        device="cpu",
+                        overlap_px=overlap_px,
+                    )
+                )
+            )
+        )
+    (bare, bare_cpu), (engine, engine_cpu) = (
+        tuple(min(column) for column in zip(*runs)) for runs in (bare_runs, engine_runs)
+    )
     assert results[-1].tile_count == len(tiles)
     megapixels = size_px * size_px / 1e6
-    print(f"base width {base_width:3d}, {size_px}x{size_px} px, {len(tiles)} tiles of {tile_px} px: "
-          f"engine {engine:.2f} s, bare model {bare:.2f} s, engine/bare = {engine / bare:.3f} "
-          f"({'within' if engine / bare <= TARGET_RATIO else 'ABOVE'} the {TARGET_RATIO} target), "
-          f"CPU time engine/bare = {engine_cpu / bare_cpu:.3f}; "
-          f"{megapixels / engine:.2f} MP/s, {len(tiles) / engine:.2f} tiles/s, "
-          f"{flops / bare / 1e9:.1f} GFLOP/s in the model = {flops / bare / 1e9 / peak_gflops:.0%} of matmul")
+    print(
+        f"base width {base_width:3d}, {size_px}x{size_px} px, {len(tiles)} tiles of {tile_px} px: "
+        f"engine {engine:.2f} s, bare model {bare:.2f} s, engine/bare = {engine / bare:.3f} "
+        f"({'within' if engine / bare <= TARGET_RATIO else 'ABOVE'} the {TARGET_RATIO} target), "
+        f"CPU time engine/bare = {engine_cpu / bare_cpu:.3f}; "
+        f"{megapixels / engine:.2f} MP/s, {len(tiles) / engine:.2f} tiles/s, "
+        f"{flops / bare / 1e9:.1f} GFLOP/s in the model = {flops / bare / 1e9 / peak_gflops:.0%} of matmul"
+    )
 
 
 def bf16_vs_fp32(base_width: int, batch_size: int = 4, tile_px: int = 256) -> None:
@@ -154,15 +188,18 @@ def bf16_vs_fp32(base_width: int, batch_size: int = 4, tile_px: int = 256) -> No
         runner = TileRunner(net, torch.device("cpu"), NORMALIZATION["mean"], NORMALIZATION["std"], precision)
         runner(tiles[:batch_size], valid[:batch_size])
         started = time.perf_counter()
-        output = np.concatenate([runner(tiles[s:s + batch_size], valid[s:s + batch_size])
-                                 for s in range(0, len(tiles), batch_size)])
+        output = np.concatenate(
+            [runner(tiles[s : s + batch_size], valid[s : s + batch_size]) for s in range(0, len(tiles), batch_size)]
+        )
         results[precision] = (time.perf_counter() - started, output)
     (fp32_s, fp32), (bf16_s, bf16) = results["float32"], results["bfloat16"]
-    print(f"base width {base_width:3d}: bfloat16 time / float32 time = {bf16_s / fp32_s:.2f}, "
-          f"largest probability difference {np.abs(fp32 - bf16).max():.4f}")
+    print(
+        f"base width {base_width:3d}: bfloat16 time / float32 time = {bf16_s / fp32_s:.2f}, "
+        f"largest probability difference {np.abs(fp32 - bf16).max():.4f}"
+    )
 
 
-MEMORY_CHILD = """
+MEMORY_CHILD = r"""
 import re, sys, time
 sys.path.insert(0, {root!r})
 from model.inference import predict_raster
@@ -182,17 +219,25 @@ def memory(folder: Path, sizes: list[int]) -> None:
     for size_px in sizes:
         one_panel = plan_tiles(size_px, size_px, 256, 64, 16).tile_count
         image = make_image(folder / f"mem_{size_px}.tif", size_px)
-        code = MEMORY_CHILD.format(root=str(ROOT), image=str(image), model=str(model_path), out=str(folder / f"out_{size_px}"))
-        output = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+        code = MEMORY_CHILD.format(
+            root=str(ROOT), image=str(image), model=str(model_path), out=str(folder / f"out_{size_px}")
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+        )
         peak_mb, seconds, tiles = output.stdout.split()
         peaks.append(float(peak_mb))
-        print(f"{size_px}x{size_px} px ({size_px * size_px / 1e6:.0f} MP): peak RSS {float(peak_mb):.0f} MB, "
-              f"{float(seconds):.1f} s, {tiles} tiles ({int(tiles) / one_panel:.3f}x one panel's), "
-              f"{size_px * size_px / 1e6 / float(seconds):.2f} MP/s (base width 4)")
+        print(
+            f"{size_px}x{size_px} px ({size_px * size_px / 1e6:.0f} MP): peak RSS {float(peak_mb):.0f} MB, "
+            f"{float(seconds):.1f} s, {tiles} tiles ({int(tiles) / one_panel:.3f}x one panel's), "
+            f"{size_px * size_px / 1e6 / float(seconds):.2f} MP/s (base width 4)"
+        )
         for path in folder.glob(f"*{size_px}*"):
             path.unlink()
-    print(f"peak RSS largest - smallest = {peaks[-1] - peaks[0]:.0f} MB (GDAL block cache capped at {GDAL_CACHE_MB} MB) "
-          f"(ratio {peaks[-1] / peaks[0]:.3f}) for {sizes[-1] ** 2 / sizes[0] ** 2:.0f}x the pixels")
+    print(
+        f"peak RSS largest - smallest = {peaks[-1] - peaks[0]:.0f} MB (GDAL block cache capped at {GDAL_CACHE_MB} MB) "
+        f"(ratio {peaks[-1] / peaks[0]:.3f}) for {sizes[-1] ** 2 / sizes[0] ** 2:.0f}x the pixels"
+    )
 
 
 def main() -> None:

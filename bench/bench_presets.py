@@ -19,6 +19,7 @@ the budget, so it runs with ``--paper-patches`` crops per epoch (20 % of them va
 Run from the repository root: ``.venv/bin/python bench/bench_presets.py [--minutes 20]``.
 Exits 0 with a message when the data folder is absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,57 +67,95 @@ def parse_run(spec: str) -> tuple[str, dict]:
     return preset, overrides
 
 
-def run_preset(spec: str, data: Path, folder: Path, budget_s: float, seed: int,
-               paper_patches: int, device: str) -> dict:
+def run_preset(
+    spec: str, data: Path, folder: Path, budget_s: float, seed: int, paper_patches: int, device: str
+) -> dict:
     """Train one run under the budget, predict the test scene, score it; a dict of figures."""
     preset, overrides = parse_run(spec)
     if preset == "paper":
         overrides.setdefault("patches_per_epoch", paper_patches)
     run_name = f"{spec}@{budget_s / 60:g}min".replace(":", "_").replace(",", "_").replace("=", "-")
     config = TrainConfig.for_preset(
-        preset, images=[str(data / name / "image.tif") for name in TRAIN_SCENES],
-        labels=[str(data / name / "labels.tif") for name in TRAIN_SCENES], building_values=BUILDING_VALUES,
-        output_model=str(folder / f"{run_name}.pt"), seed=seed, device=device, time_budget_s=budget_s, **overrides)
+        preset,
+        images=[str(data / name / "image.tif") for name in TRAIN_SCENES],
+        labels=[str(data / name / "labels.tif") for name in TRAIN_SCENES],
+        building_values=BUILDING_VALUES,
+        output_model=str(folder / f"{run_name}.pt"),
+        seed=seed,
+        device=device,
+        time_budget_s=budget_s,
+        **overrides,
+    )
     print(f"  [{spec}] {config.sizing or 'paper preset'}", flush=True)
     started = time.monotonic()
-    result = train(config, on_epoch=lambda r: print(
-        f"  [{spec}] epoch {r['epoch']}: {r['train_batches']} batches, train loss {r['train_loss']:.4f}, "
-        f"val IoU {r['val_iou']:.4f}, {r['seconds']:.0f} s", flush=True))
+    result = train(
+        config,
+        on_epoch=lambda r: print(
+            f"  [{spec}] epoch {r['epoch']}: {r['train_batches']} batches, train loss {r['train_loss']:.4f}, "
+            f"val IoU {r['val_iou']:.4f}, {r['seconds']:.0f} s",
+            flush=True,
+        ),
+    )
     train_s = time.monotonic() - started
     test = data / TEST_SCENE
     started = time.monotonic()
-    prediction = predict_raster(test / "image.tif", result.model_path, mask_path=folder / f"{run_name}_mask.tif",
-                                probability_path=folder / f"{run_name}_probability.tif", probability_dtype="float32",
-                                device=device)
+    prediction = predict_raster(
+        test / "image.tif",
+        result.model_path,
+        mask_path=folder / f"{run_name}_mask.tif",
+        probability_path=folder / f"{run_name}_probability.tif",
+        probability_dtype="float32",
+        device=device,
+    )
     predict_s = time.monotonic() - started
     scores = evaluate(prediction.mask_path, test / "labels.tif", BUILDING_VALUES).scores()
-    shift = extent_dependence(test / "image.tif", result.model_path, prediction.probability_path, folder, run_name,
-                              device)
+    shift = extent_dependence(
+        test / "image.tif", result.model_path, prediction.probability_path, folder, run_name, device
+    )
     best = result.history[result.best_epoch - 1]
     crops = sum(record["train_batches"] for record in result.history) * config.batch_size
-    return {"scores": scores, "threshold": prediction.threshold, "epochs": len(result.history),
-            "train_loss": result.history[-1]["train_loss"],
-            "crops": crops, "val_iou": best["val_iou_tuned"], "train_s": train_s, "predict_s": predict_s,
-            "device": result.device_description, "precision": result.precision, "config": config,
-            "shift": shift}
+    return {
+        "scores": scores,
+        "threshold": prediction.threshold,
+        "epochs": len(result.history),
+        "train_loss": result.history[-1]["train_loss"],
+        "crops": crops,
+        "val_iou": best["val_iou_tuned"],
+        "train_s": train_s,
+        "predict_s": predict_s,
+        "device": result.device_description,
+        "precision": result.precision,
+        "config": config,
+        "shift": shift,
+    }
 
 
 CLIP = Window(137, 211, 700, 700)  # a shifted clip of the test scene, as a user's smaller extent
 
 
-def extent_dependence(image: Path, model: Path, full_probability: Path, folder: Path, run_name: str,
-                      device: str) -> float:
+def extent_dependence(
+    image: Path, model: Path, full_probability: Path, folder: Path, run_name: str, device: str
+) -> float:
     """Mean |difference| of the building probability of the same pixels predicted in the whole test
     scene and in a shifted clip of it: what the normalisation (and tile placement) make of extent."""
     clip = folder / f"{run_name}_clip.tif"
     with rasterio.open(image) as source:
-        profile = {**source.profile, "width": CLIP.width, "height": CLIP.height,
-                   "transform": source.window_transform(CLIP)}
+        profile = {
+            **source.profile,
+            "width": CLIP.width,
+            "height": CLIP.height,
+            "transform": source.window_transform(CLIP),
+        }
         with rasterio.open(clip, "w", **profile) as target:
             target.write(source.read(window=CLIP))
             target.write_mask(source.read_masks(1, window=CLIP))
-    clipped = predict_raster(clip, model, probability_path=folder / f"{run_name}_clip_probability.tif",
-                             probability_dtype="float32", device=device)
+    clipped = predict_raster(
+        clip,
+        model,
+        probability_path=folder / f"{run_name}_clip_probability.tif",
+        probability_dtype="float32",
+        device=device,
+    )
     with rasterio.open(full_probability) as full, rasterio.open(clipped.probability_path) as part:
         a, b = full.read(1, window=CLIP, masked=True), part.read(1, masked=True)
     return float(np.abs(a - b).mean())
@@ -124,12 +163,21 @@ def extent_dependence(image: Path, model: Path, full_probability: Path, folder: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0],
-                        help="training budgets per run (default 10 30)")
-    parser.add_argument("--runs", nargs="+", default=["default", "paper"],
-                        help="presets with optional overrides (default: default paper)")
-    parser.add_argument("--paper-patches", type=int, default=1000,
-                        help="paper preset crops per epoch, 20 %% of them validation (paper: 100,000)")
+    parser.add_argument(
+        "--minutes", type=float, nargs="+", default=[10.0, 30.0], help="training budgets per run (default 10 30)"
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=["default", "paper"],
+        help="presets with optional overrides (default: default paper)",
+    )
+    parser.add_argument(
+        "--paper-patches",
+        type=int,
+        default=1000,
+        help="paper preset crops per epoch, 20 %% of them validation (paper: 100,000)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     parser.add_argument("--keep", help="folder to keep the models and masks in (default: a temporary one)")
@@ -141,19 +189,25 @@ def main() -> int:
         print(f"skipped: the real scenes {missing} are not in {data} (set UNET_SHARED_DATA to their folder)")
         return 0
 
-    print(f"Runs {args.runs} after {args.minutes} min of training each on {' + '.join(TRAIN_SCENES)}, "
-          f"tested on {TEST_SCENE}; torch threads {torch.get_num_threads()}, device {args.device}")
-    print(f"Paper preset: {args.paper_patches} crops per epoch instead of {PAPER_PRESET['patches_per_epoch']:,} "
-          f"({round(args.paper_patches * PAPER_PRESET['validation_fraction'])} validation crops); "
-          f"every other paper value kept.", flush=True)
+    print(
+        f"Runs {args.runs} after {args.minutes} min of training each on {' + '.join(TRAIN_SCENES)}, "
+        f"tested on {TEST_SCENE}; torch threads {torch.get_num_threads()}, device {args.device}"
+    )
+    print(
+        f"Paper preset: {args.paper_patches} crops per epoch instead of {PAPER_PRESET['patches_per_epoch']:,} "
+        f"({round(args.paper_patches * PAPER_PRESET['validation_fraction'])} validation crops); "
+        f"every other paper value kept.",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench_presets_") as scratch:
         folder = Path(args.keep or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         results = {}
         for minutes in args.minutes:
             for spec in args.runs:
-                results[f"{spec}@{minutes:g}min"] = run_preset(spec, data, folder, minutes * 60, args.seed,
-                                                               args.paper_patches, args.device)
+                results[f"{spec}@{minutes:g}min"] = run_preset(
+                    spec, data, folder, minutes * 60, args.seed, args.paper_patches, args.device
+                )
 
     names = list(results)
     width = 12
@@ -162,18 +216,19 @@ def main() -> int:
         print(f"  column {index + 1}: {name}")
     print(f"\n{'':<28}" + "".join(f"{'column ' + str(i + 1):>{width}}" for i in range(len(names))))
     rows = [(f"test {score} ({TEST_SCENE})", lambda r, s=score: f"{r['scores'][s]:.4f}") for score in SCORES]
-    rows += [("best-epoch val IoU", lambda r: f"{r['val_iou']:.4f}"),
-             ("last epoch's train loss", lambda r: f"{r['train_loss']:.4g}"),  # shows a diverged run
-             ("threshold", lambda r: f"{r['threshold']:.2f}"),
-             ("mean |dp| whole vs clip", lambda r: f"{r['shift']:.4f}"),
-             ("base width / batch norm",
-              lambda r: f"{r['config'].base_width}/{'yes' if r['config'].batch_norm else 'no'}"),
-             ("epochs (last one cut)", lambda r: str(r["epochs"])),
-             ("training crops seen", lambda r: str(r["crops"])),
-             ("crops per second", lambda r: f"{r['crops'] / r['train_s']:.2f}"),
-             ("precision", lambda r: r["precision"].split(" ")[0]),
-             ("training + validation s", lambda r: f"{r['train_s']:.0f}"),
-             ("prediction s", lambda r: f"{r['predict_s']:.0f}")]
+    rows += [
+        ("best-epoch val IoU", lambda r: f"{r['val_iou']:.4f}"),
+        ("last epoch's train loss", lambda r: f"{r['train_loss']:.4g}"),  # shows a diverged run
+        ("threshold", lambda r: f"{r['threshold']:.2f}"),
+        ("mean |dp| whole vs clip", lambda r: f"{r['shift']:.4f}"),
+        ("base width / batch norm", lambda r: f"{r['config'].base_width}/{'yes' if r['config'].batch_norm else 'no'}"),
+        ("epochs (last one cut)", lambda r: str(r["epochs"])),
+        ("training crops seen", lambda r: str(r["crops"])),
+        ("crops per second", lambda r: f"{r['crops'] / r['train_s']:.2f}"),
+        ("precision", lambda r: r["precision"].split(" ")[0]),
+        ("training + validation s", lambda r: f"{r['train_s']:.0f}"),
+        ("prediction s", lambda r: f"{r['predict_s']:.0f}"),
+    ]
     for label, cell in rows:
         print(f"{label:<28}" + "".join(f"{cell(results[name]):>{width}}" for name in names))
     for minutes in args.minutes:

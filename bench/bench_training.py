@@ -11,6 +11,7 @@
 
 Run from the repository root: ``.venv/bin/python bench/bench_training.py [--seconds 30]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,18 @@ BATCH_REPORT = re.compile(r"batch (\d+)/")
 def config_for(folder: Path, base_width: int, batch_size: int, device: str) -> TrainConfig:
     # one long epoch: the measurement is cancelled long before it ends, so no validation runs
     return TrainConfig.for_preset(
-        "default", images=[str(SAMPLE / f"{name}.tif") for name in SCENES],
-        labels=[str(SAMPLE / f"{name}_labels.tif") for name in SCENES], building_values=BUILDING_VALUES,
-        output_model=str(folder / f"w{base_width}.pt"), epochs=1, patches_per_epoch=100_000,
-        batch_size=batch_size, base_width=base_width, device=device, seed=0)
+        "default",
+        images=[str(SAMPLE / f"{name}.tif") for name in SCENES],
+        labels=[str(SAMPLE / f"{name}_labels.tif") for name in SCENES],
+        building_values=BUILDING_VALUES,
+        output_model=str(folder / f"w{base_width}.pt"),
+        epochs=1,
+        patches_per_epoch=100_000,
+        batch_size=batch_size,
+        base_width=base_width,
+        device=device,
+        seed=0,
+    )
 
 
 def training_samples_per_s(config: TrainConfig, seconds: float) -> tuple[float, int]:
@@ -101,9 +110,11 @@ def main() -> int:
     widths = [int(value) for value in args.widths.split(",")]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    print(f"Training throughput, 256 px crops, batch {args.batch_size}, default recipe; "
-          f"CPU threads {torch.get_num_threads()}" +
-          (f", GPU {torch.cuda.get_device_name()} (bf16 autocast + channels_last)" if "cuda" in devices else ""))
+    print(
+        f"Training throughput, 256 px crops, batch {args.batch_size}, default recipe; "
+        f"CPU threads {torch.get_num_threads()}"
+        + (f", GPU {torch.cuda.get_device_name()} (bf16 autocast + channels_last)" if "cuda" in devices else "")
+    )
     with tempfile.TemporaryDirectory(prefix="bench_training_") as scratch:
         folder = Path(scratch)
         for device in devices:
@@ -111,12 +122,13 @@ def main() -> int:
             print(f"\n[{device}] data loading alone (draw + gather + augment + normalise): {data:8.1f} samples/s")
             print(f"{'base width':>10} {'train samples/s':>16} {'batches':>8} {'data / step ratio':>18}")
             for width in widths:
-                rate, batches = training_samples_per_s(config_for(folder, width, args.batch_size, device),
-                                                       args.seconds)
+                rate, batches = training_samples_per_s(config_for(folder, width, args.batch_size, device), args.seconds)
                 # the data's share of a step: step time / data time = data rate / step rate
                 print(f"{width:>10} {rate:>16.2f} {batches:>8} {data / rate:>17.1f}x", flush=True)
-    print("\nratio = data-loading samples/s over training samples/s: how many times faster the data "
-          "comes than the network consumes it (data costs 1/ratio of a step).")
+    print(
+        "\nratio = data-loading samples/s over training samples/s: how many times faster the data "
+        "comes than the network consumes it (data costs 1/ratio of a step)."
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ mean probability) and, side by side in the same run, by a bare loop: one
 a shapely polygon and nothing else. Printed: megapixels and polygons per second, the ratio engine
 / bare, the cost of regularisation, and GeoPackage writing speed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,29 @@ def synthetic_mask(size_px: int, seed: int = 0) -> np.ndarray:
         for left in range(0, size_px - 48, 48):
             height, width = rng.integers(8, 40, 2)
             y, x = top + rng.integers(0, 48 - height), left + rng.integers(0, 48 - width)
-            mask[y:y + height, x:x + width] = 1
+            mask[y : y + height, x : x + width] = 1
             if rng.random() < 1 / 6:
-                mask[y + height // 2:y + height, x + width // 2:x + width] = 0
+                mask[y + height // 2 : y + height, x + width // 2 : x + width] = 0
     return mask
 
 
 def write(path: Path, data: np.ndarray, kind: str, nodata: int) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype=data.dtype, crs="EPSG:32633", transform=from_origin(500000, 100000, 0.3, 0.3),
-                       nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype,
+        crs="EPSG:32633",
+        transform=from_origin(500000, 100000, 0.3, 0.3),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    ) as dataset:
         dataset.write(data, 1)
         dataset.update_tags(**{KIND_TAG: kind})
     return path
@@ -77,8 +91,10 @@ def main() -> None:
             with rasterio.open(mask_path) as dataset:
                 data = dataset.read(1)
             building = data == 1
-            return [shapely.geometry.shape(geometry) for geometry, _ in
-                    shapes(data, mask=building, connectivity=4, transform=dataset.transform)]
+            return [
+                shapely.geometry.shape(geometry)
+                for geometry, _ in shapes(data, mask=building, connectivity=4, transform=dataset.transform)
+            ]
 
         runs = {"bare": [], "engine": []}
         for _ in range(2):  # interleaved, best of two: other processes disturb single runs
@@ -88,15 +104,21 @@ def main() -> None:
             runs["engine"].append(seconds)
         bare_s, engine_s = min(runs["bare"]), min(runs["engine"])
         assert len(features) == len(bare_polygons), (len(features), len(bare_polygons))
-        print(f"{size}x{size} px mask, {len(features)} buildings: engine {engine_s:.2f} s "
-              f"({megapixels / engine_s:.1f} MP/s, {len(features) / engine_s:.0f} polygons/s), "
-              f"bare shapes {bare_s:.2f} s, engine/bare = {engine_s / bare_s:.2f}")
-        for label, options in (("with mean probability", {"probability_path": probability_path}),
-                               ("with regularisation", {"regularize": True}),
-                               ("with simplify 0.5 m and min area 5 m2", {"simplify": 0.5, "min_area": 5.0})):
-            seconds, extra = timed(lambda: list(polygons_from_mask(mask_path, **options)))
-            print(f"  {label}: {seconds:.2f} s ({megapixels / seconds:.1f} MP/s, {len(extra)} polygons), "
-                  f"{seconds / engine_s:.2f}x the plain engine")
+        print(
+            f"{size}x{size} px mask, {len(features)} buildings: engine {engine_s:.2f} s "
+            f"({megapixels / engine_s:.1f} MP/s, {len(features) / engine_s:.0f} polygons/s), "
+            f"bare shapes {bare_s:.2f} s, engine/bare = {engine_s / bare_s:.2f}"
+        )
+        for label, options in (
+            ("with mean probability", {"probability_path": probability_path}),
+            ("with regularisation", {"regularize": True}),
+            ("with simplify 0.5 m and min area 5 m2", {"simplify": 0.5, "min_area": 5.0}),
+        ):
+            seconds, extra = timed(lambda options=options: list(polygons_from_mask(mask_path, **options)))
+            print(
+                f"  {label}: {seconds:.2f} s ({megapixels / seconds:.1f} MP/s, {len(extra)} polygons), "
+                f"{seconds / engine_s:.2f}x the plain engine"
+            )
         with rasterio.open(mask_path) as dataset:
             crs_wkt = dataset.crs.to_wkt()
         seconds, count = timed(lambda: write_polygons(features, folder / "buildings.gpkg", crs_wkt))

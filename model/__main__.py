@@ -4,6 +4,7 @@ root (or ``python -m unet_buildings.model`` where the plugin is installed as a p
 Commands: train, predict, vectorize, extract, evaluate, info, export-onnx, assemble (joins the shards of
 ``predict --shard K/N``, see shards.py). Run one with --help for its options.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS
 from .errors import EngineError
@@ -37,7 +38,9 @@ class ConsoleProgress:
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train a U-Net on image / label pairs")
     parser.add_argument("--images", nargs="+", required=True, help="image rasters")
-    parser.add_argument("--labels", nargs="+", required=True, help="label rasters or polygon files, in the images' order")
+    parser.add_argument(
+        "--labels", nargs="+", required=True, help="label rasters or polygon files, in the images' order"
+    )
     parser.add_argument("--building-values", default="2", help="class values that are buildings, e.g. '2' or '2,5'")
     parser.add_argument("--preset", choices=PRESETS, default="default")
     parser.add_argument("--output", required=True, help="model file to write (.pt)")
@@ -47,8 +50,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bands", help="1-based band numbers, e.g. '1,2,3' (default: all but alpha)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--resume", help="a checkpoint (…_checkpoints/last.pt) to continue from")
-    parser.add_argument("--time-budget-min", type=float,
-                        help="train for this many minutes (default preset on a CPU: 30 unless --epochs is given)")
+    parser.add_argument(
+        "--time-budget-min",
+        type=float,
+        help="train for this many minutes (default preset on a CPU: 30 unless --epochs is given)",
+    )
     parser.add_argument("--init-model", help="a model file (.pt) to fine-tune instead of starting from scratch")
     parser.add_argument("--early-stop-epochs", type=int, help="stop after this many epochs without a better val IoU")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, help="default: the preset's")
@@ -60,29 +66,51 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     from .training import TrainConfig, train
 
     config = TrainConfig.for_preset(
-        args.preset, images=args.images, labels=args.labels, output_model=args.output,
-        building_values=parse_building_values(args.building_values), epochs=args.epochs,
-        patches_per_epoch=args.patches_per_epoch, batch_size=args.batch_size, base_width=args.base_width,
-        tile_size_px=args.tile_size_px, seed=args.seed, learning_rate=args.learning_rate,
-        bands=parse_building_values(args.bands) if args.bands else None, device=args.device,
-        resume_from=args.resume, time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
-        init_model=args.init_model, early_stop_patience=args.early_stop_epochs, normalization=args.normalization,
-        precision=args.precision)
+        args.preset,
+        images=args.images,
+        labels=args.labels,
+        output_model=args.output,
+        building_values=parse_building_values(args.building_values),
+        epochs=args.epochs,
+        patches_per_epoch=args.patches_per_epoch,
+        batch_size=args.batch_size,
+        base_width=args.base_width,
+        tile_size_px=args.tile_size_px,
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+        bands=parse_building_values(args.bands) if args.bands else None,
+        device=args.device,
+        resume_from=args.resume,
+        time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
+        init_model=args.init_model,
+        early_stop_patience=args.early_stop_epochs,
+        normalization=args.normalization,
+        precision=args.precision,
+    )
     print(config.sizing or f"{args.preset} preset", file=sys.stderr)
 
     def on_epoch(record: dict) -> None:
         progress.done()
-        print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-              f"val accuracy {record['val_accuracy']:.4f}, val IoU {record['val_iou']:.4f} "
-              f"(tuned {record['val_iou_tuned']:.4f} at {record['val_threshold']:.2f}), {record['seconds']:.0f} s",
-              file=sys.stderr)
+        print(
+            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+            f"val accuracy {record['val_accuracy']:.4f}, val IoU {record['val_iou']:.4f} "
+            f"(tuned {record['val_iou_tuned']:.4f} at {record['val_threshold']:.2f}), {record['seconds']:.0f} s",
+            file=sys.stderr,
+        )
 
     result = train(config, progress=progress, on_epoch=on_epoch)
     best = result.history[[record["epoch"] for record in result.history].index(result.best_epoch)]
-    return {"model": str(result.model_path), "best_epoch": result.best_epoch, "device": result.device_description,
-            "precision": result.precision, "val_iou": best["val_iou_tuned"], "threshold": best["val_threshold"],
-            "stopped_early": result.stop_reason or None, "history_csv": str(result.history_csv_path),
-            "epochs_run": len(result.history)}
+    return {
+        "model": str(result.model_path),
+        "best_epoch": result.best_epoch,
+        "device": result.device_description,
+        "precision": result.precision,
+        "val_iou": best["val_iou_tuned"],
+        "threshold": best["val_threshold"],
+        "stopped_early": result.stop_reason or None,
+        "history_csv": str(result.history_csv_path),
+        "epochs_run": len(result.history),
+    }
 
 
 def _add_predict_options(parser: argparse.ArgumentParser) -> None:
@@ -101,21 +129,33 @@ def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularize", action="store_true", help="square off building outlines")
 
 
-def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: Optional[str]) -> dict:
+def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str | None) -> dict:
     from .inference import predict_raster
 
     if getattr(args, "shard", None):
         from .shards import shard_predictor
+
         predict_raster = shard_predictor(args.shard)  # noqa: F811  (the same call, for one shard)
-    result = predict_raster(args.input, args.model, probability_path=args.probability, mask_path=mask_path,
-                            threshold=args.threshold, batch_size=args.batch_size, device=args.device,
-                            progress=progress)
-    return {"probability": str(result.probability_path) if result.probability_path else None,
-            "mask": str(result.mask_path) if result.mask_path else None, "threshold": result.threshold}
+    result = predict_raster(
+        args.input,
+        args.model,
+        probability_path=args.probability,
+        mask_path=mask_path,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=progress,
+    )
+    return {
+        "probability": str(result.probability_path) if result.probability_path else None,
+        "mask": str(result.mask_path) if result.mask_path else None,
+        "threshold": result.threshold,
+    }
 
 
-def _vectorize(mask: str, probability: Optional[str], output: str, args: argparse.Namespace,
-               progress: ConsoleProgress) -> dict:
+def _vectorize(
+    mask: str, probability: str | None, output: str, args: argparse.Namespace, progress: ConsoleProgress
+) -> dict:
     import rasterio
 
     from .vector_io import write_polygons
@@ -123,8 +163,14 @@ def _vectorize(mask: str, probability: Optional[str], output: str, args: argpars
 
     with rasterio.open(mask) as dataset:
         crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
-    features = polygons_from_mask(mask, probability_path=probability, min_area=args.min_area,
-                                  simplify=args.simplify, regularize=args.regularize, progress=progress)
+    features = polygons_from_mask(
+        mask,
+        probability_path=probability,
+        min_area=args.min_area,
+        simplify=args.simplify,
+        regularize=args.regularize,
+        progress=progress,
+    )
     return {"polygons": output, "buildings": write_polygons(features, output, crs_wkt)}
 
 
@@ -142,9 +188,17 @@ def _run_evaluate(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     from .evaluation import evaluate
     from .rasters import parse_building_values
 
-    result = evaluate(args.prediction, args.labels, parse_building_values(args.building_values),
-                      threshold=args.threshold, aoi=args.aoi, error_map_path=args.error_map,
-                      report_html_path=args.report, report_json_path=args.json, progress=progress)
+    result = evaluate(
+        args.prediction,
+        args.labels,
+        parse_building_values(args.building_values),
+        threshold=args.threshold,
+        aoi=args.aoi,
+        error_map_path=args.error_map,
+        report_html_path=args.report,
+        report_json_path=args.json,
+        progress=progress,
+    )
     return result.to_dict()
 
 
@@ -163,17 +217,22 @@ def _run_export_onnx(args: argparse.Namespace, progress: ConsoleProgress) -> dic
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     predict = commands.add_parser("predict", help="probability and/or mask rasters for an image")
     _add_predict_options(predict)
-    predict.add_argument("--shard", help="K/N: only the K-th of N bands of rows, written beside each output as "
-                                         "<name>.shard-K-of-N.tif; join them with 'assemble'")
+    predict.add_argument(
+        "--shard",
+        help="K/N: only the K-th of N bands of rows, written beside each output as "
+        "<name>.shard-K-of-N.tif; join them with 'assemble'",
+    )
     assemble = commands.add_parser("assemble", help="join the shards of predictions made with --shard K/N")
-    assemble.add_argument("outputs", nargs="+", help="the outputs named in the prediction (a .vrt name: a VRT "
-                                                     "referring to the shards)")
+    assemble.add_argument(
+        "outputs", nargs="+", help="the outputs named in the prediction (a .vrt name: a VRT referring to the shards)"
+    )
     assemble.add_argument("--shards", type=int, required=True, help="N, the number of shards")
     assemble.add_argument("--remove-shards", action="store_true", help="delete the shard files once joined")
     vectorize = commands.add_parser("vectorize", help="building polygons from a mask raster")
@@ -207,32 +266,63 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     from .shards import assemble
 
-    return {"assembled": [str(assemble(Path(output), args.shards, remove_shards=args.remove_shards,
-                                       progress=progress)) for output in args.outputs]}
+    return {
+        "assembled": [
+            str(assemble(Path(output), args.shards, remove_shards=args.remove_shards, progress=progress))
+            for output in args.outputs
+        ]
+    }
 
 
-RUNNERS = {"train": _run_train, "predict": lambda a, p: _predict(a, p, a.mask), "extract": _run_extract,
-           "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
-           "evaluate": _run_evaluate, "info": _run_info, "export-onnx": _run_export_onnx,
-           "assemble": _run_assemble}
+RUNNERS = {
+    "train": _run_train,
+    "predict": lambda a, p: _predict(a, p, a.mask),
+    "extract": _run_extract,
+    "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
+    "evaluate": _run_evaluate,
+    "info": _run_info,
+    "export-onnx": _run_export_onnx,
+    "assemble": _run_assemble,
+}
 
 
 # per command: the options it reads files from, and those it writes files to (argparse destinations)
-INPUT_OPTIONS = {"train": ("images", "labels", "resume"), "predict": ("input", "model"),
-                 "extract": ("input", "model"), "vectorize": ("mask", "probability"),
-                 "evaluate": ("prediction", "labels", "aoi"), "info": ("model",), "export-onnx": ("model",)}
-OUTPUT_OPTIONS = {"train": ("output",), "predict": ("probability", "mask"), "extract": ("probability", "mask", "output"),
-                  "vectorize": ("output",), "evaluate": ("error_map", "report", "json"), "export-onnx": ("output",)}
+INPUT_OPTIONS = {
+    "train": ("images", "labels", "resume"),
+    "predict": ("input", "model"),
+    "extract": ("input", "model"),
+    "vectorize": ("mask", "probability"),
+    "evaluate": ("prediction", "labels", "aoi"),
+    "info": ("model",),
+    "export-onnx": ("model",),
+}
+OUTPUT_OPTIONS = {
+    "train": ("output",),
+    "predict": ("probability", "mask"),
+    "extract": ("probability", "mask", "output"),
+    "vectorize": ("output",),
+    "evaluate": ("error_map", "report", "json"),
+    "export-onnx": ("output",),
+}
 # formats checked here, before the work, because the engine only meets them when it writes
 POLYGON_SUFFIXES = (".gpkg", ".geojson", ".json")
-OUTPUT_FORMATS = {("train", "output"): ((".pt",), "a model file"), ("export-onnx", "output"): ((".onnx",), "ONNX"),
-                  ("vectorize", "output"): (POLYGON_SUFFIXES, "GeoPackage or GeoJSON"),
-                  ("extract", "output"): (POLYGON_SUFFIXES, "GeoPackage or GeoJSON")}
+OUTPUT_FORMATS = {
+    ("train", "output"): ((".pt",), "a model file"),
+    ("export-onnx", "output"): ((".onnx",), "ONNX"),
+    ("vectorize", "output"): (POLYGON_SUFFIXES, "GeoPackage or GeoJSON"),
+    ("extract", "output"): (POLYGON_SUFFIXES, "GeoPackage or GeoJSON"),
+}
 ERROR_LOG = Path(tempfile.gettempdir()) / "unet_buildings-error.log"
 
 
-POSITIONAL = {"predict": "input", "extract": "input", "vectorize": "mask", "evaluate": "prediction", "info": "model",
-              "export-onnx": "model"}
+POSITIONAL = {
+    "predict": "input",
+    "extract": "input",
+    "vectorize": "mask",
+    "evaluate": "prediction",
+    "info": "model",
+    "export-onnx": "model",
+}
 
 
 def _option(command: str, name: str) -> str:
@@ -256,7 +346,7 @@ def check_command_paths(args: argparse.Namespace) -> None:
                 check_output_suffix(path, *format_, name=name)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = ConsoleProgress()
     try:
@@ -274,8 +364,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except MemoryError:
         progress.done()
-        print("error: out of memory: close other programs or use a smaller --batch-size, then run again.",
-              file=sys.stderr)
+        print(
+            "error: out of memory: close other programs or use a smaller --batch-size, then run again.", file=sys.stderr
+        )
         return 2
     except Exception as error:  # a bug: one sentence here, the traceback in a file to report
         import traceback
@@ -287,8 +378,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except OSError:
             where = "no log could be written"
         detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        print(f"error: {args.command} failed unexpectedly ({type(error).__name__}{': ' + detail if detail else ''}); "
-              f"{where}. Please report it with those details.", file=sys.stderr)
+        print(
+            f"error: {args.command} failed unexpectedly ({type(error).__name__}{': ' + detail if detail else ''}); "
+            f"{where}. Please report it with those details.",
+            file=sys.stderr,
+        )
         return 3
     except KeyboardInterrupt:
         progress.done()

@@ -8,6 +8,7 @@ labels as float {0, 1} with a separate validity weight; geometric changes move a
 Value-scale changes (gamma, noise, jitter) work on values divided by the image's ``value_scale``:
 the full range of 8-bit data, the data's own high value for 16-bit and float data.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ class AugmentConfig:
     colour_jitter: float = 0.1  # ours: per-band gain in 1 +- this, offset in +- half of it (0..1 units)
 
     @classmethod
-    def paper(cls) -> "AugmentConfig":
+    def paper(cls) -> AugmentConfig:
         return cls(flips_and_rot90=False, colour_jitter=0.0)
 
 
@@ -36,8 +37,14 @@ def _per_sample(batch: int, probability: float, generator: torch.Generator, devi
     return torch.rand(batch, generator=generator, device=device) < probability
 
 
-def augment(images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, value_scale: torch.Tensor,
-            config: AugmentConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    value_scale: torch.Tensor,
+    config: AugmentConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """images (N, C, H, W) raw values; labels and weights (N, 1, H, W); value_scale (N,) full range."""
     n, device = images.shape[0], images.device
     scale = value_scale.view(n, 1, 1, 1)

@@ -1,10 +1,12 @@
 """The reader and writer threads of prediction: a bounded queue ahead of the network and a writer
 behind it, each handing its failure back to the calling thread."""
+
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -67,7 +69,7 @@ class BackgroundWriter:
     def __init__(self, write: Callable[[int, int, np.ndarray], None], depth: int = 1) -> None:
         self._write = write
         self._queue: queue.Queue = queue.Queue(depth)
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="unet-writer")
         self._thread.start()
 

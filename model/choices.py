@@ -1,6 +1,7 @@
 """The named choices the engine accepts, in one torch-free module: the plugin's parameter lists and
 the command line import them from here, so each list is written once and the plugin can show its
 dialogs before torch is installed."""
+
 from __future__ import annotations
 
 PRESETS = ("default", "paper")

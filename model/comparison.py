@@ -1,10 +1,11 @@
 """What an evaluation compares: the prediction as a mask source (mask, probability or polygons), the
 area of interest, the comparison grid both layers are aligned onto, and its windows."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 import rasterio
@@ -33,15 +34,16 @@ from .rasters import (
 WINDOW_PIXELS = 2 * 1024 * 1024
 MAX_WINDOW_WIDTH_PX = 4096
 
+
 class PredictionSource:
     """The prediction as building / valid pixels on the comparison grid, whatever its kind."""
 
-    def __init__(self, path: Path, threshold: Optional[float]) -> None:
+    def __init__(self, path: Path, threshold: float | None) -> None:
         self.path = path
-        self.threshold: Optional[float] = None
-        self.dataset: Optional[rasterio.io.DatasetReader] = None
-        self._polygon_source: Optional[LabelSource] = None
-        self._cut: Optional[float] = None  # building where value >= cut
+        self.threshold: float | None = None
+        self.dataset: rasterio.io.DatasetReader | None = None
+        self._polygon_source: LabelSource | None = None
+        self._cut: float | None = None  # building where value >= cut
         self._must_be_binary = False
         if is_vector(path):
             self.kind = "polygons"
@@ -53,15 +55,19 @@ class PredictionSource:
             self.dataset.close()
             raise
 
-    def _read_kind(self, threshold: Optional[float]) -> None:
+    def _read_kind(self, threshold: float | None) -> None:
         path, dataset = self.path, self.dataset
         tag = dataset.tags().get(KIND_TAG)
         if tag == "error_map":
-            raise InputError(f"The prediction '{path}' is an error map from an earlier evaluation; pick the "
-                             "mask or probability raster that prediction wrote.")
+            raise InputError(
+                f"The prediction '{path}' is an error map from an earlier evaluation; pick the "
+                "mask or probability raster that prediction wrote."
+            )
         if tag not in ("mask", "probability") and dataset.count != 1:
-            raise InputError(f"The prediction '{path}' has {dataset.count} bands; a prediction must be a "
-                             "single-band mask or probability raster (was the image picked by mistake?).")
+            raise InputError(
+                f"The prediction '{path}' has {dataset.count} bands; a prediction must be a "
+                "single-band mask or probability raster (was the image picked by mistake?)."
+            )
         if tag == "mask" or (tag is None and threshold is None):
             self.kind = "mask"
             self._must_be_binary = tag is None
@@ -69,8 +75,9 @@ class PredictionSource:
             self.kind = "probability"
             self.threshold = 0.5 if threshold is None else float(threshold)
             if not 0.0 <= self.threshold <= 1.0:
-                raise InputError(f"The threshold for the probability raster '{path}' must be between 0 and 1; "
-                                 f"got {self.threshold}.")
+                raise InputError(
+                    f"The threshold for the probability raster '{path}' must be between 0 and 1; got {self.threshold}."
+                )
             if dataset.dtypes[0] == "uint8":
                 # stored value v means p = v / 254: the cut is the first level whose p reaches the threshold,
                 # found on the decoded levels themselves so that it agrees with p >= threshold exactly
@@ -87,14 +94,14 @@ class PredictionSource:
         return self.dataset.block_shapes[0][0] if self.dataset is not None else 512
 
     @property
-    def polygons(self) -> Optional[list]:
+    def polygons(self) -> list | None:
         return self._polygon_source.polygons if self._polygon_source is not None else None
 
     def attach_grid(self, grid: Grid) -> None:
         """A polygon prediction is rasterized onto the comparison grid, like polygon labels."""
         self._polygon_source = LabelSource(self.path, [1], grid, role="prediction")
 
-    def read(self, window: Window) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
         """(building, valid) boolean arrays of a window; valid is None when every pixel has data."""
         if self._polygon_source is not None:
             return self._polygon_source.read(window) == 1, None
@@ -105,8 +112,10 @@ class PredictionSource:
             if valid is not None:
                 odd &= valid
             if odd.any():
-                raise InputError(f"The prediction '{self.path}' holds values other than 0 and 1, so it is not a "
-                                 "mask; give a threshold to score it as a probability or score raster.")
+                raise InputError(
+                    f"The prediction '{self.path}' holds values other than 0 and 1, so it is not a "
+                    "mask; give a threshold to score it as a probability or score raster."
+                )
         building = values == 1 if self._cut is None else values >= self._cut
         return building, valid
 
@@ -117,7 +126,7 @@ class PredictionSource:
             self._polygon_source.close()
 
 
-def valid_pixels(dataset: rasterio.io.DatasetReader, values: np.ndarray, window: Window) -> Optional[np.ndarray]:
+def valid_pixels(dataset: rasterio.io.DatasetReader, values: np.ndarray, window: Window) -> np.ndarray | None:
     """Band 1's data mask for a window, None when all pixels are valid. A plain nodata value is compared
     here directly: it gives what GDAL's mask band gives, several times faster."""
     flags = dataset.mask_flag_enums[0]
@@ -133,11 +142,12 @@ class AreaOfInterest:
     """The area-of-interest polygon(s) as a boolean pixel mask per window."""
 
     def __init__(self, aoi: str | Path | shapely.Geometry, grid: Grid) -> None:
-        self._source: Optional[LabelSource] = None
+        self._source: LabelSource | None = None
         if isinstance(aoi, (str, Path)):
             if not is_vector(aoi):
-                raise InputError(f"The area of interest '{aoi}' must be a polygon layer (GeoPackage, GeoJSON, "
-                                 "shapefile...).")
+                raise InputError(
+                    f"The area of interest '{aoi}' must be a polygon layer (GeoPackage, GeoJSON, shapefile...)."
+                )
             self._source = LabelSource(aoi, [1], grid, role="area of interest")
             geometries = [shapely.geometry.shape(shape) for shape in self._source.polygons]
         else:
@@ -150,15 +160,16 @@ class AreaOfInterest:
 
     def read(self, window: Window) -> np.ndarray:
         sub = self._grid.window_grid(window)
-        return rasterize(self._shapes, out_shape=(sub.height, sub.width), transform=sub.transform,
-                         fill=0, dtype="uint8").view(bool)
+        return rasterize(
+            self._shapes, out_shape=(sub.height, sub.width), transform=sub.transform, fill=0, dtype="uint8"
+        ).view(bool)
 
     def close(self) -> None:
         if self._source is not None:
             self._source.close()
 
 
-def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: Optional[float]) -> Grid:
+def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: float | None) -> Grid:
     if predicted.dataset is not None:
         grid = Grid.of(predicted.dataset)
         require_overlap(labels, "label layer", grid, predicted.path)
@@ -169,21 +180,29 @@ def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: 
         require_overlap(predicted.path, "prediction", grid, labels)
         return grid
     if pixel_size is None or not pixel_size > 0:
-        raise InputError(f"Both the prediction '{predicted.path}' and the labels '{labels}' are polygon layers: "
-                         "give a pixel size (in the prediction layer's map units, e.g. 0.25 for 25 cm) to "
-                         "compare them on a raster grid.")
+        raise InputError(
+            f"Both the prediction '{predicted.path}' and the labels '{labels}' are polygon layers: "
+            "give a pixel size (in the prediction layer's map units, e.g. 0.25 for 25 cm) to "
+            "compare them on a raster grid."
+        )
     crs = vector_extent(predicted.path, "prediction")[1]
     bounds, label_crs = vector_extent(labels, "label layer")
     if bounds is None:
-        raise InputError(f"The label layer '{labels}' has no feature, so it gives no area to score; add an "
-                         "area of interest or pick a label layer that covers the area.")
+        raise InputError(
+            f"The label layer '{labels}' has no feature, so it gives no area to score; add an "
+            "area of interest or pick a label layer that covers the area."
+        )
     bounds = transform_bounds(label_crs, crs, *bounds) if label_crs != crs else bounds
     if isinstance(aoi, (str, Path)) and is_vector(aoi):
         aoi_bounds, aoi_crs = vector_extent(Path(aoi), "area of interest")
         if aoi_bounds is not None:
             aoi_bounds = transform_bounds(aoi_crs, crs, *aoi_bounds) if aoi_crs != crs else aoi_bounds
-            bounds = (max(bounds[0], aoi_bounds[0]), max(bounds[1], aoi_bounds[1]),
-                      min(bounds[2], aoi_bounds[2]), min(bounds[3], aoi_bounds[3]))
+            bounds = (
+                max(bounds[0], aoi_bounds[0]),
+                max(bounds[1], aoi_bounds[1]),
+                min(bounds[2], aoi_bounds[2]),
+                min(bounds[3], aoi_bounds[3]),
+            )
     elif isinstance(aoi, shapely.Geometry) and not aoi.is_empty:
         left, bottom, right, top = aoi.bounds
         bounds = (max(bounds[0], left), max(bounds[1], bottom), min(bounds[2], right), min(bounds[3], top))
@@ -197,7 +216,7 @@ def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: 
     return grid
 
 
-def layer_extent(path: Path, role: str) -> tuple[Optional[tuple], Optional[CRS]]:
+def layer_extent(path: Path, role: str) -> tuple[tuple | None, CRS | None]:
     """(left, bottom, right, top) and CRS of a raster or polygon layer; bounds None for an empty layer."""
     if is_vector(path):
         return vector_extent(path, role)
@@ -205,7 +224,7 @@ def layer_extent(path: Path, role: str) -> tuple[Optional[tuple], Optional[CRS]]
         return tuple(dataset.bounds), dataset.crs
 
 
-def vector_extent(path: Path, role: str) -> tuple[Optional[tuple], CRS]:
+def vector_extent(path: Path, role: str) -> tuple[tuple | None, CRS]:
     _source, layer, crs = open_vector_layer(path, role)
     if layer.GetFeatureCount() == 0:
         return None, crs
@@ -213,7 +232,7 @@ def vector_extent(path: Path, role: str) -> tuple[Optional[tuple], CRS]:
     return (left, bottom, right, top), crs
 
 
-def grid_bounds_of(path: Path, role: str, grid: Grid) -> Optional[tuple]:
+def grid_bounds_of(path: Path, role: str, grid: Grid) -> tuple | None:
     bounds, crs = layer_extent(path, role)
     if bounds is None:
         return None
@@ -228,11 +247,13 @@ def require_overlap(path: Path, role: str, grid: Grid, other: Path) -> None:
         return  # an empty polygon layer: nothing there, background everywhere
     left, bottom, right, top = grid.bounds
     if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
-        raise InputError(f"The {role} '{path}' does not overlap '{other}': nothing can be compared. Check that "
-                         "both cover the same area and carry the right coordinate reference system.")
+        raise InputError(
+            f"The {role} '{path}' does not overlap '{other}': nothing can be compared. Check that "
+            "both cover the same area and carry the right coordinate reference system."
+        )
 
 
-def extent_fraction(path: Path, grid: Grid, role: str) -> Optional[float]:
+def extent_fraction(path: Path, grid: Grid, role: str) -> float | None:
     """Share of a layer's extent (its bounding box, in the grid's CRS) that lies on the comparison grid."""
     bounds = grid_bounds_of(path, role, grid)
     if bounds is None:

@@ -16,12 +16,12 @@ low-precision type costs accuracy and buys no speed:
   float32: float32.
 The user can always force ``float32`` (or a type of their choice, float16 only on CUDA).
 """
+
 from __future__ import annotations
 
 import functools
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -40,8 +40,10 @@ def resolve_device(choice: str = "auto") -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("Device 'cuda' was asked for but torch sees no CUDA GPU: choose 'auto' or 'cpu', "
-                         "or install a CUDA build of torch.")
+        raise InputError(
+            "Device 'cuda' was asked for but torch sees no CUDA GPU: choose 'auto' or 'cpu', "
+            "or install a CUDA build of torch."
+        )
     return torch.device(choice)
 
 
@@ -75,7 +77,7 @@ def _check_precision(precision: str) -> None:
         raise InputError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
 
 
-def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[Optional[torch.dtype], bool]:
+def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, bool]:
     """The autocast type for running a network on ``device``, and whether training needs a GradScaler.
 
     ``precision`` is "auto", "float32", "bfloat16" or "float16". Returns ``(dtype, needs_grad_scaler)``:
@@ -105,13 +107,13 @@ def autocast_settings(device: torch.device, precision: str = "auto") -> tuple[Op
     return dtype, dtype is torch.float16
 
 
-def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """The context that runs a network in ``dtype`` (from ``autocast_settings``); none for float32."""
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def precision_name(dtype: Optional[torch.dtype]) -> str:
-    """"float32", "bfloat16" or "float16": the name of what ``autocast_settings`` chose."""
+def precision_name(dtype: torch.dtype | None) -> str:
+    """ "float32", "bfloat16" or "float16": the name of what ``autocast_settings`` chose."""
     return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
 
 
@@ -127,5 +129,7 @@ def describe_precision(device: torch.device, precision: str = "auto") -> str:
         where = f", compute capability {major}.{minor}"
     elif precision == "auto":
         where = ", the CPU has bfloat16 instructions"
-    return (f"{precision_name(dtype)} autocast ({chosen}{where}"
-            f"{'; training scales the loss (GradScaler)' if scaled else ''})")
+    return (
+        f"{precision_name(dtype)} autocast ({chosen}{where}"
+        f"{'; training scales the loss (GradScaler)' if scaled else ''})"
+    )

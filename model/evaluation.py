@@ -37,15 +37,16 @@ scenes). GDAL's block cache, shared by the whole process, still fills up to its 
 This module scores and writes; ``comparison.py`` reads the inputs onto the comparison grid and
 ``object_polygons.py`` turns building regions into objects.
 """
+
 from __future__ import annotations
 
 import datetime
 import math
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -73,8 +74,13 @@ from .report import write_reports
 ERROR_MAP_NODATA = 255
 ERROR_MAP_CODES = {0: "true negative", 1: "false positive", 2: "false negative", 3: "true positive"}
 # a colour table makes the four classes readable in any GIS, even without the plugin's .qml style
-ERROR_MAP_COLOURS = {0: (235, 235, 235, 255), 1: (228, 26, 28, 255), 2: (55, 126, 184, 255),
-                     3: (77, 175, 74, 255), ERROR_MAP_NODATA: (0, 0, 0, 0)}
+ERROR_MAP_COLOURS = {
+    0: (235, 235, 235, 255),
+    1: (228, 26, 28, 255),
+    2: (55, 126, 184, 255),
+    3: (77, 175, 74, 255),
+    ERROR_MAP_NODATA: (0, 0, 0, 0),
+}
 
 
 @dataclass
@@ -82,18 +88,18 @@ class EvaluationResult:
     """Everything one evaluation measured; ``to_dict()`` is what the JSON report holds."""
 
     matrix: ConfusionMatrix
-    objects: Optional[ObjectScores]
+    objects: ObjectScores | None
     pixel_area: float  # one pixel's area in square map units of the comparison grid
     area_unit: str
     grid: Grid
     excluded_px: dict[str, int]  # outside_aoi, prediction_nodata, label_nodata
-    extent_fraction_compared: dict[str, Optional[float]]  # per layer: share of its extent on the grid
+    extent_fraction_compared: dict[str, float | None]  # per layer: share of its extent on the grid
     inputs: dict
     parameters: dict
-    threshold: Optional[float]  # the threshold applied; None for masks and polygons
-    error_map_path: Optional[Path] = None
-    report_html_path: Optional[Path] = None
-    report_json_path: Optional[Path] = None
+    threshold: float | None  # the threshold applied; None for masks and polygons
+    error_map_path: Path | None = None
+    report_html_path: Path | None = None
+    report_json_path: Path | None = None
     seconds: float = 0.0
     # the buildings object matching left unpaired, in the comparison grid's CRS (empty without object scores):
     # predicted buildings that match no true one, and true buildings no prediction matches
@@ -124,31 +130,54 @@ class EvaluationResult:
             "inputs": self.inputs,
             "parameters": self.parameters,
             "threshold_applied": self.threshold,
-            "grid": {"crs": self.grid.crs.to_string() if self.grid.crs else None, "crs_wkt": self.grid.crs_wkt,
-                     "width_px": self.grid.width, "height_px": self.grid.height,
-                     "pixel_size": list(self.grid.pixel_size), "pixel_area": self.pixel_area,
-                     "area_unit": self.area_unit},
+            "grid": {
+                "crs": self.grid.crs.to_string() if self.grid.crs else None,
+                "crs_wkt": self.grid.crs_wkt,
+                "width_px": self.grid.width,
+                "height_px": self.grid.height,
+                "pixel_size": list(self.grid.pixel_size),
+                "pixel_area": self.pixel_area,
+                "area_unit": self.area_unit,
+            },
             "confusion_matrix": {"pixels": self.matrix.counts(), "area": self.matrix.areas(self.pixel_area)},
             "pixel_scores": self.matrix.scores(),
-            "object_scores": None if self.objects is None else {
-                "iou_threshold": self.objects.iou_threshold, **self.objects.counts(), **self.objects.scores()},
-            "coverage": {"grid_px": self.grid_px, "scored_px": self.scored_px,
-                         "scored_fraction_of_grid": self.scored_px / self.grid_px if self.grid_px else None,
-                         **{f"{cause}_px": count for cause, count in self.excluded_px.items()},
-                         "extent_fraction_compared": self.extent_fraction_compared},
-            "outputs": {"error_map": _text(self.error_map_path), "report_html": _text(self.report_html_path),
-                        "report_json": _text(self.report_json_path)},
+            "object_scores": None
+            if self.objects is None
+            else {"iou_threshold": self.objects.iou_threshold, **self.objects.counts(), **self.objects.scores()},
+            "coverage": {
+                "grid_px": self.grid_px,
+                "scored_px": self.scored_px,
+                "scored_fraction_of_grid": self.scored_px / self.grid_px if self.grid_px else None,
+                **{f"{cause}_px": count for cause, count in self.excluded_px.items()},
+                "extent_fraction_compared": self.extent_fraction_compared,
+            },
+            "outputs": {
+                "error_map": _text(self.error_map_path),
+                "report_html": _text(self.report_html_path),
+                "report_json": _text(self.report_json_path),
+            },
             "seconds": self.seconds,
         }
         return _json_safe(data)
 
 
-def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequence[int] | str = (2,), *,
-             threshold: Optional[float] = None, aoi: str | Path | shapely.Geometry | None = None,
-             error_map_path: str | Path | None = None, report_html_path: str | Path | None = None,
-             report_json_path: str | Path | None = None, object_iou_threshold: float = 0.5,
-             object_scores: bool = True, min_object_area_px: float = 0.0, pixel_size: Optional[float] = None,
-             progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> EvaluationResult:
+def evaluate(
+    prediction: str | Path,
+    labels: str | Path,
+    building_values: Sequence[int] | str = (2,),
+    *,
+    threshold: float | None = None,
+    aoi: str | Path | shapely.Geometry | None = None,
+    error_map_path: str | Path | None = None,
+    report_html_path: str | Path | None = None,
+    report_json_path: str | Path | None = None,
+    object_iou_threshold: float = 0.5,
+    object_scores: bool = True,
+    min_object_area_px: float = 0.0,
+    pixel_size: float | None = None,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+) -> EvaluationResult:
     """Score ``prediction`` against ``labels`` (see the module docstring for inputs and rules).
 
     ``threshold`` applies to probability and untagged score rasters (a mask ignores it).
@@ -164,9 +193,16 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
     for path, role in ((prediction, "prediction"), (labels, "label layer")):
         if not path.exists():
             raise InputError(f"The {role} '{path}' does not exist.")
-    check_evaluation_outputs({"prediction": prediction, "label layer": labels,
-                              "area of interest": aoi if isinstance(aoi, (str, Path)) else None},
-                             error_map_path, report_html_path, report_json_path)
+    check_evaluation_outputs(
+        {
+            "prediction": prediction,
+            "label layer": labels,
+            "area of interest": aoi if isinstance(aoi, (str, Path)) else None,
+        },
+        error_map_path,
+        report_html_path,
+        report_json_path,
+    )
     if object_scores:
         check_iou_threshold(object_iou_threshold)  # before the long pixel pass, not after it
 
@@ -174,8 +210,10 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
         predicted = PredictionSource(prediction, threshold)
         stack.callback(predicted.close)
         grid = comparison_grid(predicted, labels, aoi, pixel_size)
-        fractions = {"prediction": extent_fraction(prediction, grid, "prediction"),
-                     "labels": extent_fraction(labels, grid, "label layer")}
+        fractions = {
+            "prediction": extent_fraction(prediction, grid, "prediction"),
+            "labels": extent_fraction(labels, grid, "label layer"),
+        }
         if predicted.kind == "polygons":
             predicted.attach_grid(grid)
         truth = stack.enter_context(LabelSource(labels, building_values, grid))
@@ -198,8 +236,9 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
                 label = truth.read(window)
                 true_building = label == 1
                 inside = area.read(window) if area is not None else None
-                scored = _score_window(matrix, excluded, building, predicted_valid, true_building,
-                                       label != LABEL_IGNORE, inside)
+                scored = _score_window(
+                    matrix, excluded, building, predicted_valid, true_building, label != LABEL_IGNORE, inside
+                )
                 if error_map is not None:
                     codes = true_building.view(np.uint8) << 1 | building.view(np.uint8)
                     codes[~scored] = ERROR_MAP_NODATA
@@ -212,9 +251,11 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
                     unscored_pieces.add(~scored, window)
                 pixel_reporter.report((index + 1) / len(windows), "Comparing pixels")
             if not matrix.total:  # raised inside the writer's block, so no error map is left behind
-                raise InputError(f"No pixel of '{prediction}' and '{labels}' can be compared: where they "
-                                 "overlap, one of them (or the area of interest) leaves every pixel out. Check "
-                                 "their nodata and the area of interest.")
+                raise InputError(
+                    f"No pixel of '{prediction}' and '{labels}' can be compared: where they "
+                    "overlap, one of them (or the area of interest) leaves every pixel out. Check "
+                    "their nodata and the area of interest."
+                )
         objects = None
         unmatched: tuple[list, list] = ([], [])
         if object_scores:
@@ -229,20 +270,36 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
             unmatched = unmatched_objects(objects, predicted_objects, true_objects, grid)
 
     result = EvaluationResult(
-        matrix=matrix, objects=objects, pixel_area=abs(grid.transform.determinant), area_unit=_area_unit(grid.crs),
-        grid=grid, excluded_px=excluded, extent_fraction_compared=fractions,
-        inputs={"prediction": {"path": str(prediction), "kind": predicted.kind},
-                "labels": {"path": str(labels), "kind": "polygons" if truth.polygons is not None else "class raster",
-                           "building_values": building_values if truth.polygons is None else None},
-                "aoi": None if aoi is None else (str(aoi) if isinstance(aoi, (str, Path)) else "geometry")},
-        parameters={"threshold": threshold, "object_scores": object_scores,
-                    "object_iou_threshold": object_iou_threshold if object_scores else None,
-                    "min_object_area_px": min_object_area_px, "pixel_size": pixel_size},
+        matrix=matrix,
+        objects=objects,
+        pixel_area=abs(grid.transform.determinant),
+        area_unit=_area_unit(grid.crs),
+        grid=grid,
+        excluded_px=excluded,
+        extent_fraction_compared=fractions,
+        inputs={
+            "prediction": {"path": str(prediction), "kind": predicted.kind},
+            "labels": {
+                "path": str(labels),
+                "kind": "polygons" if truth.polygons is not None else "class raster",
+                "building_values": building_values if truth.polygons is None else None,
+            },
+            "aoi": None if aoi is None else (str(aoi) if isinstance(aoi, (str, Path)) else "geometry"),
+        },
+        parameters={
+            "threshold": threshold,
+            "object_scores": object_scores,
+            "object_iou_threshold": object_iou_threshold if object_scores else None,
+            "min_object_area_px": min_object_area_px,
+            "pixel_size": pixel_size,
+        },
         threshold=predicted.threshold,
         error_map_path=Path(error_map_path) if error_map_path else None,
         report_html_path=Path(report_html_path) if report_html_path else None,
         report_json_path=Path(report_json_path) if report_json_path else None,
-        false_positive_objects=unmatched[0], missed_objects=unmatched[1])
+        false_positive_objects=unmatched[0],
+        missed_objects=unmatched[1],
+    )
     result.seconds = time.perf_counter() - started
     if report_html_path or report_json_path:
         write_reports(result.to_dict(), html_path=report_html_path, json_path=report_json_path)
@@ -250,23 +307,36 @@ def evaluate(prediction: str | Path, labels: str | Path, building_values: Sequen
     return result
 
 
-def check_evaluation_outputs(inputs: dict, error_map_path: str | Path | None, report_html_path: str | Path | None,
-                             report_json_path: str | Path | None) -> None:
+def check_evaluation_outputs(
+    inputs: dict,
+    error_map_path: str | Path | None,
+    report_html_path: str | Path | None,
+    report_json_path: str | Path | None,
+) -> None:
     """Before any work: no output over an input or another output, each in the format its name says,
     each where a file can be written."""
     outputs = {"error map": error_map_path, "HTML report": report_html_path, "JSON report": report_json_path}
     check_output_paths(inputs, outputs)
-    formats = {"error map": (GEOTIFF_SUFFIXES, "a GeoTIFF"), "HTML report": ((".html", ".htm"), "HTML"),
-               "JSON report": ((".json",), "JSON")}
+    formats = {
+        "error map": (GEOTIFF_SUFFIXES, "a GeoTIFF"),
+        "HTML report": ((".html", ".htm"), "HTML"),
+        "JSON report": ((".json",), "JSON"),
+    }
     for name, path in outputs.items():
         if path:
             check_output_location(path, name)
             check_output_suffix(path, *formats[name], name=name)
 
 
-def _score_window(matrix: ConfusionMatrix, excluded: dict[str, int], building: np.ndarray,
-                  predicted_valid: Optional[np.ndarray], true_building: np.ndarray, label_valid: np.ndarray,
-                  inside: Optional[np.ndarray]) -> np.ndarray:
+def _score_window(
+    matrix: ConfusionMatrix,
+    excluded: dict[str, int],
+    building: np.ndarray,
+    predicted_valid: np.ndarray | None,
+    true_building: np.ndarray,
+    label_valid: np.ndarray,
+    inside: np.ndarray | None,
+) -> np.ndarray:
     """Count one window into ``matrix`` and ``excluded``; returns the scored pixels."""
     pixels = building.size
     # the exclusion causes nest (outside AOI, then prediction nodata, then label nodata), so each
@@ -296,22 +366,39 @@ def _error_map_writer(path: str | Path | None, grid: Grid):
     if path is None:
         yield None
         return
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
-                   crs=grid.crs, transform=grid.transform, nodata=ERROR_MAP_NODATA, tiled=True,
-                   blockxsize=512, blockysize=512, compress="deflate", zlevel=1, num_threads="all_cpus",
-                   bigtiff="if_safer")
-    def problem(written: Path) -> Optional[str]:
+    profile = dict(
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype="uint8",
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=ERROR_MAP_NODATA,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        zlevel=1,
+        num_threads="all_cpus",
+        bigtiff="if_safer",
+    )
+
+    def problem(written: Path) -> str | None:
         return written_geotiff_problem(written, grid.width, grid.height)
 
-    with replaced_when_done(path, ".part.tif", verify=problem) as temporary, \
-            rasterio.open(temporary, "w", **profile) as dataset:
-        dataset.update_tags(**{KIND_TAG: "error_map"},
-                            **{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()})
+    with (
+        replaced_when_done(path, ".part.tif", verify=problem) as temporary,
+        rasterio.open(temporary, "w", **profile) as dataset,
+    ):
+        dataset.update_tags(
+            **{KIND_TAG: "error_map"}, **{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()}
+        )
         dataset.write_colormap(1, ERROR_MAP_COLOURS)
         yield dataset
 
 
-def _area_unit(crs: Optional[CRS]) -> str:
+def _area_unit(crs: CRS | None) -> str:
     if crs is None:
         return "square map units"
     if crs.is_geographic:
@@ -320,7 +407,7 @@ def _area_unit(crs: Optional[CRS]) -> str:
     return "m²" if units in ("metre", "meter", "m") else f"square {units}"
 
 
-def _text(path: Optional[Path]) -> Optional[str]:
+def _text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 

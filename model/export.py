@@ -13,12 +13,12 @@ What Deepness does with a segmentation model (its ``model_base.py`` / ``segmento
   in percent of the tile, ``seg_thresh``, ``seg_small_segment`` (the size of a median filter applied
   to the mask; 0 for none), ``standardization_mean`` / ``standardization_std``.
 """
+
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -66,9 +66,11 @@ def deepness_normalization(info: ModelInfo) -> tuple[torch.Tensor, torch.Tensor]
     # uint8 training data has means in 0..255 (per_image) or a full range of 255 (fixed);
     # anything larger is 16-bit or float imagery, which Deepness cannot feed.
     if bool((mean + std > DEEPNESS_INPUT_RANGE + 1e-6).any()):
-        raise InputError("This model was trained on imagery beyond 8 bits per band (its normalisation is "
-                         f"mean {settings['mean']}, std {settings['std']}); Deepness feeds 8-bit bands only. "
-                         "Train on 8-bit (Byte) images to export for Deepness.")
+        raise InputError(
+            "This model was trained on imagery beyond 8 bits per band (its normalisation is "
+            f"mean {settings['mean']}, std {settings['std']}); Deepness feeds 8-bit bands only. "
+            "Train on 8-bit (Byte) images to export for Deepness."
+        )
     return (DEEPNESS_INPUT_RANGE / std).float(), (-mean / std).float()
 
 
@@ -86,9 +88,14 @@ def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
         # the normalisation is inside the graph: Deepness must not standardise again
         "standardization_mean": [0.0] * len(info.bands),
         "standardization_std": [1.0] * len(info.bands),
-        "unet_buildings": {"bands": list(info.bands), "normalization": info.normalization,
-                           "building_values": list(info.building_values), "preset": info.preset,
-                           "best_epoch": info.best_epoch, "software_version": info.software_version},
+        "unet_buildings": {
+            "bands": list(info.bands),
+            "normalization": info.normalization,
+            "building_values": list(info.building_values),
+            "preset": info.preset,
+            "best_epoch": info.best_epoch,
+            "software_version": info.software_version,
+        },
     }
     resolution_cm = resolution_cm_per_px(info)
     if resolution_cm is not None:
@@ -96,7 +103,7 @@ def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in metadata.items()}
 
 
-def resolution_cm_per_px(info: ModelInfo) -> Optional[float]:
+def resolution_cm_per_px(info: ModelInfo) -> float | None:
     """The training pixel size in cm (mean of x and y); None when its units are not linear
     (e.g. degrees), and Deepness then asks the user."""
     metres = metres_per_unit(info.crs_units or "")
@@ -106,8 +113,13 @@ def resolution_cm_per_px(info: ModelInfo) -> Optional[float]:
     return round((size_x + size_y) / 2 * metres * 100, 4)
 
 
-def export_onnx(model_path: Union[str, Path], onnx_path: Union[str, Path], *, opset: int = 17,
-                overlap_percent: int = DEFAULT_OVERLAP_PERCENT) -> Path:
+def export_onnx(
+    model_path: str | Path,
+    onnx_path: str | Path,
+    *,
+    opset: int = 17,
+    overlap_percent: int = DEFAULT_OVERLAP_PERCENT,
+) -> Path:
     """Write ``model_path`` (our .pt) as an ONNX model for Deepness and return ``onnx_path``.
 
     The graph takes (N, bands, tile, tile) float32 band values / 255 with a dynamic batch size
@@ -118,8 +130,9 @@ def export_onnx(model_path: Union[str, Path], onnx_path: Union[str, Path], *, op
     try:
         import onnx
     except ImportError as error:
-        raise InputError("ONNX export needs the 'onnx' package: install it into the plugin's Python "
-                         "environment (pip install onnx).") from error
+        raise InputError(
+            "ONNX export needs the 'onnx' package: install it into the plugin's Python environment (pip install onnx)."
+        ) from error
     if not 0 <= overlap_percent < 100:
         raise InputError(f"The tile overlap must be 0 to 99 percent, not {overlap_percent}.")
     onnx_path = Path(onnx_path)
@@ -136,9 +149,16 @@ def export_onnx(model_path: Union[str, Path], onnx_path: Union[str, Path], *, op
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # the network's input-shape checks run once on the example tile, which is the point
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(graph, (example,), temporary, dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            torch.onnx.export(
+                graph,
+                (example,),
+                temporary,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
         model = onnx.load(temporary)
         for key, value in deepness_metadata(info, overlap_percent).items():
             entry = model.metadata_props.add()

@@ -10,6 +10,7 @@ next run that writes in the same folder.
 a symbolic or hard link) or that two outputs share a file. Torch-free: the plugin and the command
 line call it before importing the heavy parts.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,9 +20,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Callable, Union
 
 from .errors import InputError, OutputError
 
@@ -38,6 +40,7 @@ _cleaned_folders: set[str] = set()
 
 # -- where outputs may go ----------------------------------------------------------------------
 
+
 def same_file(first: PathLike, second: PathLike) -> bool:
     """True when both paths name one file: the same path, a symbolic link to it or a hard link."""
     try:
@@ -46,7 +49,7 @@ def same_file(first: PathLike, second: PathLike) -> bool:
         return os.path.normcase(os.path.realpath(first)) == os.path.normcase(os.path.realpath(second))
 
 
-def _paths(value: Union[PathLike, Iterable[PathLike], None]) -> list[Path]:
+def _paths(value: PathLike | Iterable[PathLike] | None) -> list[Path]:
     if value is None or value == "":
         return []
     if isinstance(value, (str, os.PathLike)):
@@ -54,8 +57,9 @@ def _paths(value: Union[PathLike, Iterable[PathLike], None]) -> list[Path]:
     return [Path(item) for item in value if item]
 
 
-def check_output_paths(inputs: Mapping[str, Union[PathLike, Sequence[PathLike], None]],
-                       outputs: Mapping[str, Optional[PathLike]]) -> None:
+def check_output_paths(
+    inputs: Mapping[str, PathLike | Sequence[PathLike] | None], outputs: Mapping[str, PathLike | None]
+) -> None:
     """Refuse an output that is an input or another output, before anything is written.
 
     ``inputs`` and ``outputs`` map the names the user knows (parameter or option names) to paths;
@@ -65,12 +69,15 @@ def check_output_paths(inputs: Mapping[str, Union[PathLike, Sequence[PathLike], 
     for output_name, output in named_outputs:
         for input_name, source in named_inputs:
             if same_file(output, source):
-                raise InputError(f"The output {output_name} '{output}' is the input {input_name} '{source}': "
-                                 f"writing it would destroy that input, so choose another file for {output_name}.")
+                raise InputError(
+                    f"The output {output_name} '{output}' is the input {input_name} '{source}': "
+                    f"writing it would destroy that input, so choose another file for {output_name}."
+                )
     for (first_name, first), (second_name, second) in itertools.combinations(named_outputs, 2):
         if same_file(first, second):
-            raise InputError(f"The outputs {first_name} and {second_name} are both '{first}': give each output "
-                             "its own file name.")
+            raise InputError(
+                f"The outputs {first_name} and {second_name} are both '{first}': give each output its own file name."
+            )
 
 
 def check_output_location(path: PathLike, name: str = "output") -> None:
@@ -79,44 +86,55 @@ def check_output_location(path: PathLike, name: str = "output") -> None:
     does not exist yet is fine (it is made when the output is written)."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"The {name} '{path}' is a folder: give a file name inside it, e.g. "
-                          f"'{path / ('result' + (path.suffix or '.tif'))}'.")
+        raise OutputError(
+            f"The {name} '{path}' is a folder: give a file name inside it, e.g. "
+            f"'{path / ('result' + (path.suffix or '.tif'))}'."
+        )
     existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputError(f"The {name} '{path}' cannot be written: '{existing}' is a file where a folder is "
-                          "expected. Choose a location inside an existing folder.")
+        raise OutputError(
+            f"The {name} '{path}' cannot be written: '{existing}' is a file where a folder is "
+            "expected. Choose a location inside an existing folder."
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"The {name} '{path}' cannot be written: the folder '{existing}' is read-only or not "
-                          "yours to write in. Choose another folder.")
+        raise OutputError(
+            f"The {name} '{path}' cannot be written: the folder '{existing}' is read-only or not "
+            "yours to write in. Choose another folder."
+        )
 
 
 def check_output_suffix(path: PathLike, suffixes: Sequence[str], format_name: str, name: str = "output") -> None:
     """Outputs are written in the format their extension names, or refused: a '.jpg' never holds a GeoTIFF."""
     suffix = Path(path).suffix.lower()
     if suffix not in suffixes:
-        raise InputError(f"The {name} '{path}' is written as {format_name}: give it a name ending in "
-                         f"{' or '.join(suffixes)} (not '{suffix or 'no extension'}').")
+        raise InputError(
+            f"The {name} '{path}' is written as {format_name}: give it a name ending in "
+            f"{' or '.join(suffixes)} (not '{suffix or 'no extension'}')."
+        )
 
 
 # one sentence per operating-system error, naming the file ({where}) and what to do
 _DISK_FULL = "The disk holding {where} is full: free some space or choose another location, then run again."
 _NO_PERMISSION = "No permission to use {where}: choose a location you may write to, or change its permissions."
 OS_ERROR_ADVICE = {
-    errno.ENOSPC: _DISK_FULL, getattr(errno, "EDQUOT", errno.ENOSPC): _DISK_FULL, errno.EFBIG: _DISK_FULL,
-    errno.EACCES: _NO_PERMISSION, errno.EPERM: _NO_PERMISSION,
+    errno.ENOSPC: _DISK_FULL,
+    getattr(errno, "EDQUOT", errno.ENOSPC): _DISK_FULL,
+    errno.EFBIG: _DISK_FULL,
+    errno.EACCES: _NO_PERMISSION,
+    errno.EPERM: _NO_PERMISSION,
     errno.EROFS: "{where} is on a read-only disk: choose another location.",
     errno.ENOENT: "{where} or its folder does not exist: check the path.",
     errno.EISDIR: "{where} is a folder where a file is expected: give a file name.",
     errno.ENOTDIR: "Part of the path {where} is a file where a folder is expected: check the path.",
     errno.ENAMETOOLONG: "The path {where} is too long: choose a shorter file name or folder.",
     errno.EIO: "Reading or writing {where} failed with an input/output error (a failing disk or a lost network "
-               "drive?): check the disk and run again.",
+    "drive?): check the disk and run again.",
 }
 
 
-def describe_os_error(error: OSError, path: Optional[PathLike] = None) -> str:
+def describe_os_error(error: OSError, path: PathLike | None = None) -> str:
     """One sentence for an operating-system error: which file, what happened, what to do."""
     name = path if path is not None else (error.filename or "")
     where = f"'{name}'" if name else "a file"
@@ -125,14 +143,19 @@ def describe_os_error(error: OSError, path: Optional[PathLike] = None) -> str:
     if advice:
         return advice.format(where=where)
     if code is None and name == "" and str(error):  # GDAL's read and write errors (rasterio) name the file inside
-        return (f"Reading or writing a raster failed ({str(error)[:300]}): the file may be damaged or truncated, or "
-                "its disk full or gone; check it and run again.")
+        return (
+            f"Reading or writing a raster failed ({str(error)[:300]}): the file may be damaged or truncated, or "
+            "its disk full or gone; check it and run again."
+        )
     detail = error.strerror or str(error)
-    return (f"Could not read or write {where} ({detail}): check the path, the free disk space and the "
-            "permissions, then run again.")
+    return (
+        f"Could not read or write {where} ({detail}): check the path, the free disk space and the "
+        "permissions, then run again."
+    )
 
 
 # -- writing ------------------------------------------------------------------------------------
+
 
 def current_umask() -> int:
     """The process's umask, read without changing it where the system allows (os.umask sets it)."""
@@ -155,7 +178,7 @@ def publish(temporary: Path, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def clean_leftovers(folder: Path, now: Optional[float] = None) -> list[Path]:
+def clean_leftovers(folder: Path, now: float | None = None) -> list[Path]:
     """Remove what killed runs left in ``folder``: temporary files of processes that no longer run (or,
     where that cannot be told, older than LEFTOVER_AGE_S) and training scratch folders older than that.
     Only names this module's pattern makes are touched. Returns what was removed."""
@@ -223,8 +246,9 @@ _WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFB
 
 
 @contextmanager
-def replaced_when_done(path: PathLike, suffix: str = ".part",
-                       verify: Optional[Callable[[Path], Optional[str]]] = None) -> Iterator[Path]:
+def replaced_when_done(
+    path: PathLike, suffix: str = ".part", verify: Callable[[Path], str | None] | None = None
+) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; when the block succeeds, ``verify(temporary)`` (which
     returns what is wrong with the written file, or None) runs and the file is renamed over ``path``;
     when anything
@@ -255,7 +279,11 @@ def incomplete_output(path: PathLike, detail: str) -> OutputError:
     except OSError:
         full = False
     if full:
-        return OutputError(f"The disk holding '{path}' is full, so the output could not be written completely "
-                           "(nothing was left under that name): free some space or choose another location.")
-    return OutputError(f"Writing '{path}' failed ({detail}), so nothing was left under that name: check the free "
-                       "disk space and the folder, then run again.")
+        return OutputError(
+            f"The disk holding '{path}' is full, so the output could not be written completely "
+            "(nothing was left under that name): free some space or choose another location."
+        )
+    return OutputError(
+        f"Writing '{path}' failed ({detail}), so nothing was left under that name: check the free "
+        "disk space and the folder, then run again."
+    )

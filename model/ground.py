@@ -8,10 +8,10 @@ see buildings half again as large as in training. So pixel sizes are compared on
 distance between the centres of neighbouring pixels at the raster's centre, measured on the WGS84
 ellipsoid after transforming to longitude / latitude.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -27,14 +27,14 @@ def local_distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> floa
     millimetre per metre over a pixel, where a sphere is off by up to 0.6 %."""
     phi = math.radians((lat1 + lat2) / 2)
     w = 1 - WGS84_E2 * math.sin(phi) ** 2
-    meridional = WGS84_A_M * (1 - WGS84_E2) / w ** 1.5
+    meridional = WGS84_A_M * (1 - WGS84_E2) / w**1.5
     prime_vertical = WGS84_A_M / math.sqrt(w)
     north = meridional * math.radians(lat2 - lat1)
     east = prime_vertical * math.cos(phi) * math.radians(lon2 - lon1)
     return math.hypot(north, east)
 
 
-def ground_pixel_size_m(crs: Optional[CRS], transform: Affine, width: int, height: int) -> Optional[tuple[float, float]]:
+def ground_pixel_size_m(crs: CRS | None, transform: Affine, width: int, height: int) -> tuple[float, float] | None:
     """(x, y) ground metres covered by one pixel at the centre of a raster; None without a CRS."""
     if crs is None:
         return None

@@ -28,12 +28,14 @@ This module holds the tile loop; the processing grid is chosen in ``resolution.p
 runs in ``runner.py``, the reader and writer threads are ``background.py`` and the output files
 ``outputs.py``.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -69,8 +71,8 @@ MAX_RESAMPLE_FACTOR = 16.0
 
 @dataclass
 class PredictionResult:
-    probability_path: Optional[Path]
-    mask_path: Optional[Path]
+    probability_path: Path | None
+    mask_path: Path | None
     threshold: float
     device_description: str = ""
     tile_count: int = 0  # tiles the network ran on (tiles wholly in nodata are skipped)
@@ -80,14 +82,27 @@ class PredictionResult:
     precision: str = "float32"
 
 
-def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedModel], *,
-                   probability_path: Union[str, Path, None] = None, mask_path: Union[str, Path, None] = None,
-                   threshold: Optional[float] = None, probability_dtype: str = "uint8", batch_size: int = 8,
-                   device: str = "auto", tile_size_px: Optional[int] = None, overlap_px: Optional[int] = None,
-                   tta: bool = False, processing_pixel_size: Union[float, Sequence[float], str, None] = None,
-                   precision: str = "auto", overviews: bool = False, panel_width_px: Optional[int] = None,
-                   rows: Optional[tuple[int, int]] = None,
-                   progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> PredictionResult:
+def predict_raster(
+    image_path: str | Path,
+    model: str | Path | LoadedModel,
+    *,
+    probability_path: str | Path | None = None,
+    mask_path: str | Path | None = None,
+    threshold: float | None = None,
+    probability_dtype: str = "uint8",
+    batch_size: int = 8,
+    device: str = "auto",
+    tile_size_px: int | None = None,
+    overlap_px: int | None = None,
+    tta: bool = False,
+    processing_pixel_size: float | Sequence[float] | str | None = None,
+    precision: str = "auto",
+    overviews: bool = False,
+    panel_width_px: int | None = None,
+    rows: tuple[int, int] | None = None,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+) -> PredictionResult:
     """Predict building probability for ``image_path`` and write a probability and/or mask GeoTIFF.
 
     ``threshold`` None uses the model's tuned threshold. ``tile_size_px`` None uses the model's
@@ -126,29 +141,58 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
     image_path = Path(image_path)
     probability_path = Path(probability_path) if probability_path is not None else None
     mask_path = Path(mask_path) if mask_path is not None else None
-    check_prediction_outputs(image_path, Path(model) if not isinstance(model, LoadedModel) else None,
-                             probability_path, mask_path)
+    check_prediction_outputs(
+        image_path, Path(model) if not isinstance(model, LoadedModel) else None, probability_path, mask_path
+    )
 
     with open_raster(image_path, "image") as dataset:
-        bands = check_bands(dataset, info.bands, fix=f"The model was trained on {len(info.bands)}-band imagery "
-                            f"(bands {info.bands}): predict on an image with the same bands as the training images.")
+        bands = check_bands(
+            dataset,
+            info.bands,
+            fix=f"The model was trained on {len(info.bands)}-band imagery "
+            f"(bands {info.bands}): predict on an image with the same bands as the training images.",
+        )
         grid = Grid.of(dataset)
         mean, std = normalization_for(dataset, bands, info.normalization)
         processing = processing_grid(dataset, info, processing_pixel_size)
         if rows is not None and processing is not None:
-            raise InputError("A share of the rows is predicted on the image's own pixels only, and this image's "
-                             "pixels differ from the model's: set the processing pixel size to 'native', or "
-                             "resample the image to the model's pixel size first (gdalwarp -tr).")
+            raise InputError(
+                "A share of the rows is predicted on the image's own pixels only, and this image's "
+                "pixels differ from the model's: set the processing pixel size to 'native', or "
+                "resample the image to the model's pixel size first (gdalwarp -tr)."
+            )
         runner = TileRunner(loaded.net, torch_device, mean, std, precision, tta)
         written = grid if rows is None else grid.window_grid(Window(0, rows[0], grid.width, rows[1] - rows[0]))
         final = OutputRasters(written, probability_path, probability_dtype, mask_path, threshold, overviews)
         try:
             if processing is None:
-                tiles = _predict_grid(dataset, bands, grid, final, runner, tile_size_px, overlap_px,
-                                      batch_size, panel_width_px, reporter, rows)
+                tiles = _predict_grid(
+                    dataset,
+                    bands,
+                    grid,
+                    final,
+                    runner,
+                    tile_size_px,
+                    overlap_px,
+                    batch_size,
+                    panel_width_px,
+                    reporter,
+                    rows,
+                )
             else:
-                tiles = _predict_resampled(dataset, bands, grid, processing, final, runner, tile_size_px,
-                                           overlap_px, batch_size, panel_width_px, reporter)
+                tiles = _predict_resampled(
+                    dataset,
+                    bands,
+                    grid,
+                    processing,
+                    final,
+                    runner,
+                    tile_size_px,
+                    overlap_px,
+                    batch_size,
+                    panel_width_px,
+                    reporter,
+                )
             reporter.check()
             final.commit()
         except BaseException:
@@ -156,19 +200,28 @@ def predict_raster(image_path: Union[str, Path], model: Union[str, Path, LoadedM
             raise
     reporter.report(1.0, "Prediction written.")
     used = processing or grid
-    return PredictionResult(final.probability_path, final.mask_path, threshold, describe_device(torch_device),
-                            tiles, time.perf_counter() - started, used.pixel_size, processing is not None,
-                            runner.precision_name)
+    return PredictionResult(
+        final.probability_path,
+        final.mask_path,
+        threshold,
+        describe_device(torch_device),
+        tiles,
+        time.perf_counter() - started,
+        used.pixel_size,
+        processing is not None,
+        runner.precision_name,
+    )
 
 
-def tiling_options(info: ModelInfo, tile_size_px: Optional[int], overlap_px: Optional[int]) -> tuple[int, int]:
+def tiling_options(info: ModelInfo, tile_size_px: int | None, overlap_px: int | None) -> tuple[int, int]:
     """(tile size, overlap) in pixels: the given ones, else the model's tile and a quarter of it."""
     tile_size_px = int(tile_size_px or info.tile_size_px)
     return tile_size_px, int(tile_size_px // 4 if overlap_px is None else overlap_px)
 
 
-def check_prediction_outputs(image_path: Path, model_path: Optional[Path], probability_path: Optional[Path],
-                             mask_path: Optional[Path]) -> None:
+def check_prediction_outputs(
+    image_path: Path, model_path: Path | None, probability_path: Path | None, mask_path: Path | None
+) -> None:
     """Refuse outputs that would overwrite an input or each other, or could not be GeoTIFFs where asked."""
     outputs = {"probability raster": probability_path, "mask raster": mask_path}
     check_output_paths({"image": image_path, "model file": model_path}, outputs)
@@ -181,6 +234,7 @@ def check_prediction_outputs(image_path: Path, model_path: Optional[Path], proba
 # ---------------------------------------------------------------------------------------------
 # The tile loop
 
+
 @dataclass
 class _TileBatch:
     raw: np.ndarray  # (N, C, H, W) band values
@@ -191,8 +245,14 @@ class _TileBatch:
     first_index: int  # position of the first tile in the reading order, for progress
 
 
-def _read_tiles(source: rasterio.io.DatasetReader, bands: list[int], layout: TileLayout,
-                panels: Sequence[Panel], batch_size: int, row_off: int = 0) -> Iterator[_TileBatch]:
+def _read_tiles(
+    source: rasterio.io.DatasetReader,
+    bands: list[int],
+    layout: TileLayout,
+    panels: Sequence[Panel],
+    batch_size: int,
+    row_off: int = 0,
+) -> Iterator[_TileBatch]:
     """Batches of tiles, panel by panel, each in row-major order; tiles wholly in nodata are left
     out and a batch never spans two panels. ``layout`` starts at row ``row_off`` of ``source``.
 
@@ -205,26 +265,26 @@ def _read_tiles(source: rasterio.io.DatasetReader, bands: list[int], layout: Til
     for panel_index, panel in enumerate(panels):
         batch = _TileBatchBuilder(batch_size, panel_index)
         for row_index, top in enumerate(layout.rows):
-            strip_window = Window(panel.extent_left, row_off + top, panel.extent_width,
-                                  min(tile_h, layout.height - top))
+            strip_window = Window(
+                panel.extent_left, row_off + top, panel.extent_width, min(tile_h, layout.height - top)
+            )
             strip = source.read(bands, window=strip_window)
             if strip.dtype not in (np.uint8, np.int16, np.float32):
                 strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
-            strip_valid = (np.ones(strip.shape[1:], bool) if all_valid
-                           else valid_mask(source, bands, strip_window))
+            strip_valid = np.ones(strip.shape[1:], bool) if all_valid else valid_mask(source, bands, strip_window)
             for column_index in range(panel.first_column, panel.end_column):
                 flat_index += 1
                 left = layout.columns[column_index] - panel.extent_left
-                valid = strip_valid[:, left:left + tile_w]
+                valid = strip_valid[:, left : left + tile_w]
                 if not valid.any():
                     continue
-                raw = strip[:, :, left:left + tile_w]
+                raw = strip[:, :, left : left + tile_w]
                 if valid.shape != (tile_h, tile_w):
                     # Only rasters smaller than a tile leave tiles short of pixels: pad as nodata.
                     padded_raw = np.zeros((len(bands), tile_h, tile_w), strip.dtype)
                     padded_valid = np.zeros((tile_h, tile_w), bool)
-                    padded_raw[:, :raw.shape[1], :raw.shape[2]] = raw
-                    padded_valid[:valid.shape[0], :valid.shape[1]] = valid
+                    padded_raw[:, : raw.shape[1], : raw.shape[2]] = raw
+                    padded_valid[: valid.shape[0], : valid.shape[1]] = valid
                     raw, valid = padded_raw, padded_valid
                 full = batch.add(raw, valid, row_index, column_index, flat_index - 1)
                 if full is not None:
@@ -243,7 +303,7 @@ class _TileBatchBuilder:
         self.columns: list[int] = []
         self.first = 0
 
-    def add(self, raw: np.ndarray, valid: np.ndarray, row: int, column: int, flat_index: int) -> Optional[_TileBatch]:
+    def add(self, raw: np.ndarray, valid: np.ndarray, row: int, column: int, flat_index: int) -> _TileBatch | None:
         if not self.raw:
             self.first = flat_index
         self.raw.append(raw)
@@ -285,7 +345,7 @@ class _RowBand:
         total = np.zeros(length + tile_px, np.float32)
         ramp = ramp_1d(tile_px, self.layout.overlap_px)
         for start in starts:
-            total[start:start + tile_px] += ramp
+            total[start : start + tile_px] += ramp
         return total[:length]
 
     def add(self, row_index: int, column_index: int, probability: np.ndarray, valid: np.ndarray) -> None:
@@ -294,8 +354,8 @@ class _RowBand:
         left = self.layout.columns[column_index] - self.panel.extent_left
         width = min(self.layout.tile_width_px, self.panel.extent_width - left)
         height = min(self.layout.tile_height_px, self.layout.height - self.layout.rows[row_index])
-        self.sums[:height, left:left + width] += (probability * self.weights)[:height, :width]
-        self.valid[:height, left:left + width] |= valid[:height, :width]
+        self.sums[:height, left : left + width] += (probability * self.weights)[:height, :width]
+        self.valid[:height, left : left + width] |= valid[:height, :width]
 
     def _finish_row(self) -> None:
         top = self.layout.rows[self.row_index]
@@ -327,12 +387,22 @@ class _RowRange:
     def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None:
         first, last = max(row_off, self.start), min(row_off + len(probability), self.end)
         if first < last:
-            self.sink.write(col_off, first - self.start, probability[first - row_off:last - row_off])
+            self.sink.write(col_off, first - self.start, probability[first - row_off : last - row_off])
 
 
-def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Grid, sink: OutputRasters,
-                  runner: TileRunner, tile_size_px: int, overlap_px: int, batch_size: int, panel_width_px: int,
-                  reporter: Reporter, rows: Optional[tuple[int, int]] = None) -> int:
+def _predict_grid(
+    source: rasterio.io.DatasetReader,
+    bands: list[int],
+    grid: Grid,
+    sink: OutputRasters,
+    runner: TileRunner,
+    tile_size_px: int,
+    overlap_px: int,
+    batch_size: int,
+    panel_width_px: int,
+    reporter: Reporter,
+    rows: tuple[int, int] | None = None,
+) -> int:
     """Predict every tile of ``source`` (whose pixels are ``grid``) into ``sink``, panel by panel;
     returns the number of tiles run. With ``rows`` only the tile rows touching those output rows
     run, and only those rows reach ``sink``, numbered from 0."""
@@ -343,7 +413,7 @@ def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Gri
         row_off, bottom, first = rows_extent(layout, *rows)
         whole = layout
         layout = plan_tiles(grid.width, bottom - row_off, tile_size_px, overlap_px, multiple)
-        if layout.rows != tuple(top - row_off for top in whole.rows[first:first + len(layout.rows)]):
+        if layout.rows != tuple(top - row_off for top in whole.rows[first : first + len(layout.rows)]):
             raise RuntimeError(f"The tile rows of rows {rows} do not line up with the whole raster's.")
         sink = _RowRange(sink, rows[0] - row_off, rows[1] - row_off)
     panels = plan_panels(layout, panel_width_px)
@@ -364,8 +434,10 @@ def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Gri
             for index, (row, column) in enumerate(zip(batch.rows, batch.columns)):
                 band.add(row, column, probabilities[index], batch.valid[index])
             tiles += len(batch.rows)
-            reporter.report((batch.first_index + len(batch.rows)) / tile_total,
-                            runner.take_notice() or f"Predicted {tiles} tiles of {tile_total}")
+            reporter.report(
+                (batch.first_index + len(batch.rows)) / tile_total,
+                runner.take_notice() or f"Predicted {tiles} tiles of {tile_total}",
+            )
         band.finish()
         for band in bands_of_panels:
             band.finish()
@@ -375,9 +447,19 @@ def _predict_grid(source: rasterio.io.DatasetReader, bands: list[int], grid: Gri
     return tiles
 
 
-def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], grid: Grid, processing: Grid,
-                       final: OutputRasters, runner: TileRunner, tile_size_px: int, overlap_px: int,
-                       batch_size: int, panel_width_px: int, reporter: Reporter) -> int:
+def _predict_resampled(
+    dataset: rasterio.io.DatasetReader,
+    bands: list[int],
+    grid: Grid,
+    processing: Grid,
+    final: OutputRasters,
+    runner: TileRunner,
+    tile_size_px: int,
+    overlap_px: int,
+    batch_size: int,
+    panel_width_px: int,
+    reporter: Reporter,
+) -> int:
     """Predict on the processing grid into a temporary float32 raster, then warp it onto the input
     grid, panel by panel so that memory does not follow the width here either."""
     downsampling = processing.pixel_size[0] > grid.pixel_size[0]
@@ -385,23 +467,48 @@ def _predict_resampled(dataset: rasterio.io.DatasetReader, bands: list[int], gri
     try:
         staged = OutputRasters(processing, staged_path, "float32", None, final.threshold)
         try:
-            with WarpedVRT(dataset, crs=dataset.crs, transform=processing.transform, width=processing.width,
-                           height=processing.height, add_alpha=True,
-                           resampling=Resampling.average if downsampling else Resampling.bilinear) as warped:
-                tiles = _predict_grid(warped, bands, processing, staged, runner, tile_size_px, overlap_px,
-                                      batch_size, panel_width_px, reporter.sub(0.0, 0.9))
+            with WarpedVRT(
+                dataset,
+                crs=dataset.crs,
+                transform=processing.transform,
+                width=processing.width,
+                height=processing.height,
+                add_alpha=True,
+                resampling=Resampling.average if downsampling else Resampling.bilinear,
+            ) as warped:
+                tiles = _predict_grid(
+                    warped,
+                    bands,
+                    processing,
+                    staged,
+                    runner,
+                    tile_size_px,
+                    overlap_px,
+                    batch_size,
+                    panel_width_px,
+                    reporter.sub(0.0, 0.9),
+                )
             staged.commit()
         except BaseException:
             staged.abort()
             raise
-        with rasterio.open(staged_path) as staged_dataset, \
-                WarpedVRT(staged_dataset, crs=dataset.crs, transform=grid.transform, width=grid.width,
-                          height=grid.height, resampling=Resampling.bilinear) as back:
+        with (
+            rasterio.open(staged_path) as staged_dataset,
+            WarpedVRT(
+                staged_dataset,
+                crs=dataset.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=Resampling.bilinear,
+            ) as back,
+        ):
             step = reporter.sub(0.9, 1.0)
-            windows = [Window(left, top, min(panel_width_px, grid.width - left),
-                              min(OUTPUT_BLOCK_PX, grid.height - top))
-                       for left in range(0, grid.width, panel_width_px)
-                       for top in range(0, grid.height, OUTPUT_BLOCK_PX)]
+            windows = [
+                Window(left, top, min(panel_width_px, grid.width - left), min(OUTPUT_BLOCK_PX, grid.height - top))
+                for left in range(0, grid.width, panel_width_px)
+                for top in range(0, grid.height, OUTPUT_BLOCK_PX)
+            ]
             for done, window in enumerate(windows, 1):
                 step.check()
                 probability = back.read(1, window=window, masked=True)

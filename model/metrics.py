@@ -3,10 +3,11 @@ object-level matching of building polygons (the SpaceNet measure).
 
 "IoU" here is always the building class's IoU; background IoU and mean IoU are named as such.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import shapely
@@ -25,7 +26,7 @@ class ConfusionMatrix:
     fn: int = 0
     tp: int = 0
 
-    def update(self, predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> "ConfusionMatrix":
+    def update(self, predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> ConfusionMatrix:
         """Add boolean arrays of one window; pixels where ``valid`` is False are not counted."""
         predicted = np.asarray(predicted, dtype=bool)
         truth = np.asarray(truth, dtype=bool)
@@ -46,7 +47,7 @@ class ConfusionMatrix:
         self.tn += counted - predicted_count - truth_count + tp
         return self
 
-    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         return ConfusionMatrix(self.tn + other.tn, self.fp + other.fp, self.fn + other.fn, self.tp + other.tp)
 
     @property
@@ -87,13 +88,20 @@ class ConfusionMatrix:
         if not total:
             return float("nan")
         observed = (self.tp + self.tn) / total
-        expected = ((self.tp + self.fp) * (self.tp + self.fn) + (self.tn + self.fn) * (self.tn + self.fp)) / total ** 2
+        expected = ((self.tp + self.fp) * (self.tp + self.fn) + (self.tn + self.fn) * (self.tn + self.fp)) / total**2
         return _ratio(observed - expected, 1 - expected)
 
     def scores(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "precision": self.precision, "recall": self.recall, "f1": self.f1,
-                "iou": self.iou, "kappa": self.kappa, "background_iou": self.background_iou,
-                "mean_iou": self.mean_iou}
+        return {
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "iou": self.iou,
+            "kappa": self.kappa,
+            "background_iou": self.background_iou,
+            "mean_iou": self.mean_iou,
+        }
 
     def counts(self) -> dict[str, int]:
         return {"tn": self.tn, "fp": self.fp, "fn": self.fn, "tp": self.tp}
@@ -135,23 +143,33 @@ class ObjectScores:
         return _ratio(sum(iou for _, _, iou in self.pairs), self.matched)
 
     def scores(self) -> dict[str, float]:
-        return {"object_precision": self.precision, "object_recall": self.recall, "object_f1": self.f1,
-                "object_mean_matched_iou": self.mean_matched_iou}
+        return {
+            "object_precision": self.precision,
+            "object_recall": self.recall,
+            "object_f1": self.f1,
+            "object_mean_matched_iou": self.mean_matched_iou,
+        }
 
     def counts(self) -> dict[str, int]:
-        return {"predicted_objects": self.predicted, "true_objects": self.true, "matched_objects": self.matched,
-                "false_positive_objects": self.predicted - self.matched,
-                "false_negative_objects": self.true - self.matched}
+        return {
+            "predicted_objects": self.predicted,
+            "true_objects": self.true,
+            "matched_objects": self.matched,
+            "false_positive_objects": self.predicted - self.matched,
+            "false_negative_objects": self.true - self.matched,
+        }
 
 
 def check_iou_threshold(iou_threshold: float) -> None:
     if not 0.0 < iou_threshold <= 1.0:
-        raise InputError(f"The object IoU threshold must be above 0 and at most 1 (SpaceNet uses 0.5); "
-                         f"got {iou_threshold}.")
+        raise InputError(
+            f"The object IoU threshold must be above 0 and at most 1 (SpaceNet uses 0.5); got {iou_threshold}."
+        )
 
 
-def match_objects(predicted: Sequence[shapely.Geometry], truth: Sequence[shapely.Geometry],
-                  iou_threshold: float = 0.5) -> ObjectScores:
+def match_objects(
+    predicted: Sequence[shapely.Geometry], truth: Sequence[shapely.Geometry], iou_threshold: float = 0.5
+) -> ObjectScores:
     """Match predicted building polygons to true ones, one to one, greedily by descending IoU.
 
     Geometries must be valid and in the same coordinates. Only pairs that intersect are measured

@@ -4,13 +4,14 @@ It holds only tensors and plain values (dicts, lists, strings, numbers), so it l
 ``torch.load(weights_only=True)``: a model file from a stranger cannot run code. It is written to a
 temporary name beside the target and renamed, so a crash or cancel never leaves half a file.
 """
+
 from __future__ import annotations
 
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -34,11 +35,11 @@ class ModelInfo:
     tile_size_px: int = 256
     threshold: float = 0.5
     building_values: list = field(default_factory=lambda: [2])
-    pixel_size: Optional[list] = None  # [x, y] in the training rasters' CRS units
+    pixel_size: list | None = None  # [x, y] in the training rasters' CRS units
     crs_units: str = ""
     # [x, y] metres on the ground at the first training image's centre (ground.py): what predictions
     # match, whatever the CRS of either image. None in model files of versions before it existed.
-    ground_pixel_size_m: Optional[list] = None
+    ground_pixel_size_m: list | None = None
     preset: str = "default"
     history: list = field(default_factory=list)  # one dict of numbers per epoch
     training: dict = field(default_factory=dict)  # the training options, for the record
@@ -51,7 +52,7 @@ class ModelInfo:
         return UNetConfig.from_dict(self.network)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ModelInfo":
+    def from_dict(cls, values: dict) -> ModelInfo:
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         return cls(**known)
 
@@ -60,7 +61,7 @@ class ModelInfo:
 class LoadedModel:
     net: UNet
     info: ModelInfo
-    path: Optional[Path] = None
+    path: Path | None = None
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
@@ -71,7 +72,7 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
             raise incomplete_output(path, "torch could not write it") from error
 
 
-def _zip_problem(path: Path) -> Optional[str]:
+def _zip_problem(path: Path) -> str | None:
     """A torch file is a zip archive whose directory is written last: a truncated file has none."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -80,7 +81,7 @@ def _zip_problem(path: Path) -> Optional[str]:
         return f"it cannot be read back: {error}"
 
 
-def model_payload(state_dict: dict, info: ModelInfo, extra: Optional[dict] = None) -> dict:
+def model_payload(state_dict: dict, info: ModelInfo, extra: dict | None = None) -> dict:
     """The dict stored on disk; ``extra`` carries training state (optimizer) in checkpoints."""
     state = {name: tensor.detach().cpu() for name, tensor in state_dict.items()}
     payload = {"format": FORMAT, "info": asdict(info), "state_dict": state}
@@ -89,7 +90,7 @@ def model_payload(state_dict: dict, info: ModelInfo, extra: Optional[dict] = Non
     return payload
 
 
-def save_model(path: Path, net: UNet, info: ModelInfo, extra: Optional[dict] = None) -> None:
+def save_model(path: Path, net: UNet, info: ModelInfo, extra: dict | None = None) -> None:
     info.network = net.config.to_dict()
     atomic_torch_save(model_payload(net.state_dict(), info, extra), path)
 
@@ -102,20 +103,25 @@ def read_payload(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # torch's own text advises weights_only=False: never pass it on
-        raise InputError(f"'{path}' is not a model file this plugin can load safely: it holds Python objects "
-                         "that could run code when loaded. Pick a .pt file written by the U-Net Building "
-                         "Extractor.") from error
+        raise InputError(
+            f"'{path}' is not a model file this plugin can load safely: it holds Python objects "
+            "that could run code when loaded. Pick a .pt file written by the U-Net Building "
+            "Extractor."
+        ) from error
     except OSError as error:
         raise InputError(describe_os_error(error, path)) from error
     except Exception as error:  # a truncated file or another program's file
-        raise InputError(f"'{path}' is damaged or not a model file (it cannot be read as one). Pick a .pt file "
-                         "written by the U-Net Building Extractor, or train the model again.") from error
+        raise InputError(
+            f"'{path}' is damaged or not a model file (it cannot be read as one). Pick a .pt file "
+            "written by the U-Net Building Extractor, or train the model again."
+        ) from error
     if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith(FORMAT_NAME + "/"):
-        raise InputError(f"'{path}' is not a U-Net Building Extractor model file "
-                         f"(expected format {FORMAT!r}).")
+        raise InputError(f"'{path}' is not a U-Net Building Extractor model file (expected format {FORMAT!r}).")
     if payload["format"] != FORMAT:
-        raise InputError(f"'{path}' was written by a newer version of the U-Net Building Extractor (model format "
-                         f"{payload['format']!r}; this version reads {FORMAT!r}): update the plugin to use it.")
+        raise InputError(
+            f"'{path}' was written by a newer version of the U-Net Building Extractor (model format "
+            f"{payload['format']!r}; this version reads {FORMAT!r}): update the plugin to use it."
+        )
     return payload
 
 
@@ -127,14 +133,15 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
 
 
-def info_problem(info: ModelInfo) -> Optional[str]:
+def info_problem(info: ModelInfo) -> str | None:
     """What in a model file's description cannot be used, or None. A file that passes the format check
     can still be damaged or edited by hand: a clear sentence now beats a crash deep in a prediction."""
     network = info.network if isinstance(info.network, dict) else {}
     # bounds far beyond any real model, so that a damaged number cannot ask for all the memory there is
     limits = {"in_bands": 256, "base_width": 1024, "depth": 8}
-    if not isinstance(info.network, dict) or not all(_whole(network.get(name)) and 0 < network[name] <= limit
-                                                     for name, limit in limits.items()):
+    if not isinstance(info.network, dict) or not all(
+        _whole(network.get(name)) and 0 < network[name] <= limit for name, limit in limits.items()
+    ):
         return "its network description is not valid"
     if network.get("upsample", "nearest") not in ("nearest", "bilinear"):
         return f"its up-sampling {network.get('upsample')!r} is unknown"
@@ -151,11 +158,16 @@ def info_problem(info: ModelInfo) -> Optional[str]:
         return "its normalisation settings are not valid"
     if normalization["mode"] == "fixed":
         mean, std = normalization.get("mean"), normalization.get("std")
-        if not all(isinstance(values, list) and len(values) == len(info.bands) and all(map(_number, values))
-                   for values in (mean, std)) or not all(value != 0 for value in std):
+        if not all(
+            isinstance(values, list) and len(values) == len(info.bands) and all(map(_number, values))
+            for values in (mean, std)
+        ) or not all(value != 0 for value in std):
             return "its normalisation numbers do not match its bands"
-    if info.pixel_size is not None and not (isinstance(info.pixel_size, list) and len(info.pixel_size) == 2
-                                            and all(_number(v) and v != 0 for v in info.pixel_size)):
+    if info.pixel_size is not None and not (
+        isinstance(info.pixel_size, list)
+        and len(info.pixel_size) == 2
+        and all(_number(v) and v != 0 for v in info.pixel_size)
+    ):
         return "its pixel size is not two numbers other than 0"
     return None
 
@@ -164,8 +176,9 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     payload = read_payload(path)
 
     def damaged(what: str) -> InputError:
-        return InputError(f"The model file '{path}' is damaged: {what}. Pick another model file or train the "
-                          "model again.")
+        return InputError(
+            f"The model file '{path}' is damaged: {what}. Pick another model file or train the model again."
+        )
 
     if not isinstance(payload.get("info"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise damaged("its description or its weights are missing")

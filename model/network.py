@@ -5,6 +5,7 @@ At the paper's settings (3 bands, base width 64, depth 4, no batch norm) it has 
 returns logits: the sigmoid is applied where probabilities are needed, so training can use the
 numerically stable ``BCEWithLogitsLoss``.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -27,14 +28,14 @@ class UNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "UNetConfig":
+    def from_dict(cls, values: dict) -> UNetConfig:
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         return cls(**known)
 
     @property
     def size_multiple_px(self) -> int:
         """Input height and width must be multiples of this so pooling and up-sampling line up."""
-        return 2 ** self.depth
+        return 2**self.depth
 
 
 class DoubleConv(nn.Sequential):
@@ -70,7 +71,7 @@ class UNet(nn.Module):
         if config.upsample not in ("nearest", "bilinear"):
             raise InputError(f"U-Net up-sampling must be 'nearest' or 'bilinear', not {config.upsample!r}.")
         self.config = config
-        widths = [config.base_width * 2 ** level for level in range(config.depth + 1)]
+        widths = [config.base_width * 2**level for level in range(config.depth + 1)]
         self.encoders = nn.ModuleList()
         channels = config.in_bands
         for width in widths[:-1]:
@@ -79,8 +80,8 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.bottom = DoubleConv(widths[-2], widths[-1], config.batch_norm)
         self.decoders = nn.ModuleList(
-            UpBlock(widths[level + 1], widths[level], widths[level], config)
-            for level in reversed(range(config.depth)))
+            UpBlock(widths[level + 1], widths[level], widths[level], config) for level in reversed(range(config.depth))
+        )
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,11 +99,14 @@ class UNet(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         multiple = self.config.size_multiple_px
         if x.ndim != 4 or x.shape[1] != self.config.in_bands:
-            raise InputError(f"The U-Net expects a batch shaped (N, {self.config.in_bands}, H, W), "
-                             f"got {tuple(x.shape)}: check the number of image bands.")
+            raise InputError(
+                f"The U-Net expects a batch shaped (N, {self.config.in_bands}, H, W), "
+                f"got {tuple(x.shape)}: check the number of image bands."
+            )
         if x.shape[2] % multiple or x.shape[3] % multiple:
-            raise InputError(f"Tile height and width must be multiples of {multiple} px, "
-                             f"got {x.shape[2]}x{x.shape[3]}.")
+            raise InputError(
+                f"Tile height and width must be multiples of {multiple} px, got {x.shape[2]}x{x.shape[3]}."
+            )
 
 
 def count_conv_layers(net: nn.Module) -> int:

@@ -13,10 +13,11 @@ Two modes, recorded in the model file:
   so the model file also stores ``min_std``, half the training images' pooled standard deviation,
   below which no image is stretched.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -46,8 +47,12 @@ def image_statistics(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -
         raise InputError(f"The image '{dataset.name}' has no valid pixels in the chosen bands.")
     pixels = values.data[:, valid]
     std = pixels.std(axis=1)
-    return BandStatistics(pixels.mean(axis=1).tolist(), np.where(std > 1e-6, std, 1.0).tolist(),
-                          float(np.percentile(pixels, 99.9)), int(valid.sum()))
+    return BandStatistics(
+        pixels.mean(axis=1).tolist(),
+        np.where(std > 1e-6, std, 1.0).tolist(),
+        float(np.percentile(pixels, 99.9)),
+        int(valid.sum()),
+    )
 
 
 def image_band_stats(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> tuple[list[float], list[float]]:
@@ -59,9 +64,9 @@ def pooled_statistics(parts: Sequence[BandStatistics]) -> tuple[list[float], lis
     """Per-band mean and std of several images taken together, each weighted by its valid pixels."""
     weights = np.array([part.valid_pixels for part in parts], np.float64)
     means = np.array([part.mean for part in parts])
-    second_moments = np.array([part.std for part in parts]) ** 2 + means ** 2
+    second_moments = np.array([part.std for part in parts]) ** 2 + means**2
     mean = weights @ means / weights.sum()
-    variance = weights @ second_moments / weights.sum() - mean ** 2
+    variance = weights @ second_moments / weights.sum() - mean**2
     std = np.sqrt(np.maximum(variance, 0.0))
     return mean.tolist(), np.where(std > 1e-6, std, 1.0).tolist()
 
@@ -89,7 +94,9 @@ def normalization_for(dataset: rasterio.io.DatasetReader, bands: Sequence[int], 
 def normalize(batch: torch.Tensor, mean, std) -> torch.Tensor:
     """(N, C, H, W) raw values -> float32 standardised values. ``mean`` and ``std`` are per band
     (C,) for the whole batch, or per sample and band (N, C) when crops come from several images."""
+
     def as_4d(values) -> torch.Tensor:
         tensor = torch.as_tensor(values, dtype=torch.float32, device=batch.device)
         return tensor.view(1, -1, 1, 1) if tensor.ndim == 1 else tensor.view(*tensor.shape, 1, 1)
+
     return (batch.float() - as_4d(mean)) / as_4d(std)

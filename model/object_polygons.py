@@ -1,8 +1,7 @@
 """Buildings as objects for object-level scores: regions polygonized window by window and merged
 across window borders, features clipped to the scored area, unmatched ones back in map units."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 import shapely
@@ -30,13 +29,22 @@ class PolygonPieces:
         if not building.any():
             return
         column, row = int(window.col_off), int(window.row_off)
-        found = np.asarray([shapely.geometry.shape(geometry) for geometry, _ in shapes(
-            building.view(np.uint8), mask=building, connectivity=4, transform=Affine.translation(column, row))],
-            dtype=object)
+        found = np.asarray(
+            [
+                shapely.geometry.shape(geometry)
+                for geometry, _ in shapes(
+                    building.view(np.uint8), mask=building, connectivity=4, transform=Affine.translation(column, row)
+                )
+            ],
+            dtype=object,
+        )
         left, top, right, bottom = shapely.bounds(found).T
-        cut = (((left <= column) & (column > 0)) | ((top <= row) & (row > 0))
-               | ((right >= column + window.width) & (column + window.width < self._grid.width))
-               | ((bottom >= row + window.height) & (row + window.height < self._grid.height)))
+        cut = (
+            ((left <= column) & (column > 0))
+            | ((top <= row) & (row > 0))
+            | ((right >= column + window.width) & (column + window.width < self._grid.width))
+            | ((bottom >= row + window.height) & (row + window.height < self._grid.height))
+        )
         self._whole.extend(found[~cut])
         self._cut.extend(found[cut])
 
@@ -56,8 +64,9 @@ def to_pixels(geometries, grid: Grid):
     return shapely.transform(geometries, transform)
 
 
-def building_objects(pieces: Optional[PolygonPieces], polygons: Optional[list], grid: Grid, region: shapely.Geometry,
-             min_area_px: float) -> list[shapely.Geometry]:
+def building_objects(
+    pieces: PolygonPieces | None, polygons: list | None, grid: Grid, region: shapely.Geometry, min_area_px: float
+) -> list[shapely.Geometry]:
     """Buildings in pixel coordinates: polygonized raster regions, or a layer's features clipped to the region."""
     if pieces is not None:
         found = np.asarray(pieces.geometries(), dtype=object)
@@ -90,8 +99,11 @@ def to_map(geometries: list, grid: Grid) -> list:
         x, y = xy[:, 0], xy[:, 1]
         return np.column_stack([forward.a * x + forward.b * y + forward.c, forward.d * x + forward.e * y + forward.f])
 
-    return [shape for shape in map(polygonal, shapely.transform(np.asarray(geometries, dtype=object), transform))
-            if not shape.is_empty]
+    return [
+        shape
+        for shape in map(polygonal, shapely.transform(np.asarray(geometries, dtype=object), transform))
+        if not shape.is_empty
+    ]
 
 
 def polygonal(shape: shapely.Geometry) -> shapely.Geometry:
@@ -100,6 +112,11 @@ def polygonal(shape: shapely.Geometry) -> shapely.Geometry:
         return shape
     polygons = []
     for part in shapely.get_parts(shape):
-        polygons.extend(shapely.get_parts(part) if part.geom_type == "MultiPolygon" else
-                        [part] if part.geom_type == "Polygon" else [])
+        polygons.extend(
+            shapely.get_parts(part)
+            if part.geom_type == "MultiPolygon"
+            else [part]
+            if part.geom_type == "Polygon"
+            else []
+        )
     return shapely.MultiPolygon(polygons)

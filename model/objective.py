@@ -1,5 +1,6 @@
 """What training optimises and how it keeps score: the learning-rate schedule, the loss over valid
 pixels, pixel counts of a batch, and the building threshold tuned on validation."""
+
 from __future__ import annotations
 
 import math

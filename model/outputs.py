@@ -1,11 +1,11 @@
 """The probability and mask GeoTIFFs of a prediction: created on the output grid, written in row
 blocks, encoded as ``rasters.py`` says, verified and renamed into place when complete, removed on
 failure."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import rasterio
@@ -28,9 +28,19 @@ OUTPUT_BLOCK_PX = 256
 
 def _create_geotiff(path: Path, grid: Grid, dtype: str, nodata: float, kind: str) -> rasterio.io.DatasetWriter:
     block = OUTPUT_BLOCK_PX
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype=dtype,
-                   crs=grid.crs, transform=grid.transform, nodata=nodata, compress="deflate",
-                   predictor=3 if dtype == "float32" else 2, BIGTIFF="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype=dtype,
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=nodata,
+        compress="deflate",
+        predictor=3 if dtype == "float32" else 2,
+        BIGTIFF="IF_SAFER",
+    )
     if grid.width >= block and grid.height >= block:  # GeoTIFF tiles larger than the raster only waste space
         profile.update(tiled=True, blockxsize=block, blockysize=block)
     dataset = rasterio.open(path, "w", **profile)
@@ -54,8 +64,15 @@ class OutputRasters:
     compressed block is written once whatever the size of GDAL's block cache when panel borders
     are multiples of the block size. Files live under temporary names until ``commit``."""
 
-    def __init__(self, grid: Grid, probability_path: Optional[Path], probability_dtype: str,
-                 mask_path: Optional[Path], threshold: float, overviews: bool = False) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        probability_path: Path | None,
+        probability_dtype: str,
+        mask_path: Path | None,
+        threshold: float,
+        overviews: bool = False,
+    ) -> None:
         self.grid = grid
         self.probability_path, self.mask_path = probability_path, mask_path
         self.probability_dtype = probability_dtype
@@ -128,7 +145,7 @@ class OutputRasters:
         for output in self._files:
             if self.overviews:
                 longest = max(self.grid.width, self.grid.height)
-                factors = [2 ** level for level in range(1, 16) if longest >> level >= OUTPUT_BLOCK_PX]
+                factors = [2**level for level in range(1, 16) if longest >> level >= OUTPUT_BLOCK_PX]
                 if factors:
                     resampling = Resampling.nearest if output.kind == "mask" else Resampling.average
                     output.dataset.build_overviews(factors, resampling)

@@ -3,10 +3,11 @@
 The engine knows nothing of QGIS feedback objects or Qt tasks: it takes plain callables, and the
 plugin adapts them (``feedback.setProgress``, ``feedback.isCanceled``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 from .errors import Cancelled
 
@@ -34,7 +35,7 @@ class Reporter:
     end_percent: float = 100.0
 
     @classmethod
-    def of(cls, progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> "Reporter":
+    def of(cls, progress: ProgressFn | None = None, cancelled: CancelFn | None = None) -> Reporter:
         return cls(progress or _no_progress, cancelled or _never_cancelled)
 
     def report(self, fraction: float, message: str = "") -> None:
@@ -45,9 +46,12 @@ class Reporter:
         if self.cancelled():
             raise Cancelled()
 
-    def sub(self, start_fraction: float, end_fraction: float) -> "Reporter":
+    def sub(self, start_fraction: float, end_fraction: float) -> Reporter:
         """A reporter for a sub-step covering [start_fraction, end_fraction] of this one."""
         span = self.end_percent - self.start_percent
-        return Reporter(self.progress, self.cancelled,
-                        self.start_percent + start_fraction * span,
-                        self.start_percent + end_fraction * span)
+        return Reporter(
+            self.progress,
+            self.cancelled,
+            self.start_percent + start_fraction * span,
+            self.start_percent + end_fraction * span,
+        )

@@ -4,13 +4,14 @@
 Binary labels use 0 = background, 1 = building, LABEL_IGNORE = no data / not scored.
 The encodings of the rasters the engine writes are defined here too, so every reader agrees.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -46,12 +47,12 @@ class Grid:
     height: int
 
     @classmethod
-    def of(cls, dataset: rasterio.io.DatasetReader) -> "Grid":
+    def of(cls, dataset: rasterio.io.DatasetReader) -> Grid:
         crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
         return cls(crs_wkt, dataset.transform, dataset.width, dataset.height)
 
     @property
-    def crs(self) -> Optional[CRS]:
+    def crs(self) -> CRS | None:
         return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
 
     @property
@@ -61,14 +62,16 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in the grid's CRS."""
-        corners = [self.transform * corner for corner in
-                   ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))]
+        corners = [
+            self.transform * corner for corner in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height))
+        ]
         xs, ys = zip(*corners)
         return min(xs), min(ys), max(xs), max(ys)
 
-    def window_grid(self, window: Window) -> "Grid":
-        return Grid(self.crs_wkt, rasterio.windows.transform(window, self.transform),
-                    int(window.width), int(window.height))
+    def window_grid(self, window: Window) -> Grid:
+        return Grid(
+            self.crs_wkt, rasterio.windows.transform(window, self.transform), int(window.width), int(window.height)
+        )
 
 
 def open_raster(path: str | Path, role: str = "image") -> rasterio.io.DatasetReader:
@@ -79,31 +82,36 @@ def open_raster(path: str | Path, role: str = "image") -> rasterio.io.DatasetRea
     try:
         dataset = rasterio.open(path)
     except rasterio.errors.RasterioIOError as error:
-        raise InputError(f"The {role} '{path}' cannot be read as a raster ({error}). "
-                         "Pick a GeoTIFF or another GDAL-readable raster.") from error
+        raise InputError(
+            f"The {role} '{path}' cannot be read as a raster ({error}). Pick a GeoTIFF or another GDAL-readable raster."
+        ) from error
     try:  # a truncated file opens (its header is at the start) and fails at its last blocks: try both corners
         for row, column in ((0, 0), (dataset.height - 1, dataset.width - 1)):
             dataset.read(1, window=Window(column, row, 1, 1))
     except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as error:
         dataset.close()
-        raise InputError(f"The {role} '{path}' is damaged or truncated: its pixels cannot be read. Copy or export "
-                         "it again.") from error
+        raise InputError(
+            f"The {role} '{path}' is damaged or truncated: its pixels cannot be read. Copy or export it again."
+        ) from error
     return dataset
 
 
-def check_bands(dataset: rasterio.io.DatasetReader, bands: Sequence[int], role: str = "image",
-                fix: Optional[str] = None) -> list[int]:
+def check_bands(
+    dataset: rasterio.io.DatasetReader, bands: Sequence[int], role: str = "image", fix: str | None = None
+) -> list[int]:
     """``fix`` says what to do when a band is missing; by default: pick existing bands (right where the
     user chose the bands, wrong where a model file did)."""
     bands = [int(band) for band in bands]
     bad = [band for band in bands if not 1 <= band <= dataset.count]
     if bad or not bands:
-        raise InputError(f"The {role} '{dataset.name}' has {dataset.count} band(s); band(s) {bad or bands} "
-                         f"do not exist. {fix or f'Pick bands between 1 and {dataset.count}.'}")
+        raise InputError(
+            f"The {role} '{dataset.name}' has {dataset.count} band(s); band(s) {bad or bands} "
+            f"do not exist. {fix or f'Pick bands between 1 and {dataset.count}.'}"
+        )
     return bands
 
 
-def written_geotiff_problem(path: str | Path, width: int, height: int, count: int = 1) -> Optional[str]:
+def written_geotiff_problem(path: str | Path, width: int, height: int, count: int = 1) -> str | None:
     """What is wrong with a GeoTIFF just written, or None when it is complete: it opens, has the expected
     size, and every block of every band has its bytes in the file. GDAL reports a full disk only in its
     log and rasterio does not raise for it; a block it failed to write has no offset, and would read
@@ -133,8 +141,9 @@ def written_geotiff_problem(path: str | Path, width: int, height: int, count: in
         gdal.PopErrorHandler()
 
 
-def valid_mask(dataset: rasterio.io.DatasetReader, bands: Sequence[int], window: Optional[Window] = None,
-               boundless: bool = False) -> np.ndarray:
+def valid_mask(
+    dataset: rasterio.io.DatasetReader, bands: Sequence[int], window: Window | None = None, boundless: bool = False
+) -> np.ndarray:
     """True where every chosen band has data (GDAL masks cover nodata values, alpha and internal masks)."""
     masks = dataset.read_masks(list(bands), window=window, boundless=boundless)
     return np.all(masks > 0, axis=0)
@@ -151,8 +160,9 @@ def parse_building_values(text: str | Iterable[int]) -> list[int]:
         try:
             values = [int(float(part)) for part in parts]
         except ValueError:
-            raise InputError(f"Building class values must be whole numbers separated by commas, e.g. '2' "
-                             f"or '2,5'; got {text!r}.") from None
+            raise InputError(
+                f"Building class values must be whole numbers separated by commas, e.g. '2' or '2,5'; got {text!r}."
+            ) from None
     else:
         values = [int(value) for value in text]
     if not values:
@@ -160,13 +170,15 @@ def parse_building_values(text: str | Iterable[int]) -> list[int]:
     return values
 
 
-def _overlap_check(grid: Grid, bounds: tuple, crs: Optional[CRS], label_path: Path, role: str = "label layer") -> None:
+def _overlap_check(grid: Grid, bounds: tuple, crs: CRS | None, label_path: Path, role: str = "label layer") -> None:
     if crs and grid.crs and crs != grid.crs:
         bounds = transform_bounds(crs, grid.crs, *bounds)
     left, bottom, right, top = grid.bounds
     if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
-        raise InputError(f"The {role} '{label_path}' does not overlap the image: check that both "
-                         "cover the same area and carry the right coordinate reference system.")
+        raise InputError(
+            f"The {role} '{label_path}' does not overlap the image: check that both "
+            "cover the same area and carry the right coordinate reference system."
+        )
 
 
 class LabelSource:
@@ -183,7 +195,7 @@ class LabelSource:
             raise InputError(f"The {role} '{self.path}' does not exist.")
         self._vrt = None
         self._dataset = None
-        self._shapes: Optional[list] = None
+        self._shapes: list | None = None
         if is_vector(self.path):
             self._shapes = _read_polygons(self.path, grid, role)
         else:
@@ -194,25 +206,41 @@ class LabelSource:
         self._dataset = dataset
         _overlap_check(self.grid, tuple(dataset.bounds), dataset.crs, self.path, self.role)
         if Grid.of(dataset) != self.grid:
-            self._vrt = WarpedVRT(dataset, crs=self.grid.crs or dataset.crs, transform=self.grid.transform,
-                                  width=self.grid.width, height=self.grid.height,
-                                  resampling=Resampling.nearest, nodata=LABEL_IGNORE)
+            self._vrt = WarpedVRT(
+                dataset,
+                crs=self.grid.crs or dataset.crs,
+                transform=self.grid.transform,
+                width=self.grid.width,
+                height=self.grid.height,
+                resampling=Resampling.nearest,
+                nodata=LABEL_IGNORE,
+            )
 
-    def read(self, window: Optional[Window] = None) -> np.ndarray:
+    def read(self, window: Window | None = None) -> np.ndarray:
         """uint8 mask of the window: 1 building, 0 background, LABEL_IGNORE where the label has no data."""
         window = window or Window(0, 0, self.grid.width, self.grid.height)
         if self._shapes is not None:
             sub = self.grid.window_grid(window)
             if not self._shapes:
                 return np.zeros((sub.height, sub.width), np.uint8)
-            return rasterize(((shape, 1) for shape in self._shapes), out_shape=(sub.height, sub.width),
-                             transform=sub.transform, fill=0, dtype="uint8")
+            return rasterize(
+                ((shape, 1) for shape in self._shapes),
+                out_shape=(sub.height, sub.width),
+                transform=sub.transform,
+                fill=0,
+                dtype="uint8",
+            )
         source = self._vrt or self._dataset
         # a boundless read goes through a temporary VRT (several times slower): only when needed
-        boundless = not (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= source.width
-                         and window.row_off + window.height <= source.height)
-        classes = source.read(1, window=window, boundless=boundless, fill_value=LABEL_IGNORE
-                              if source.nodata is None else source.nodata)
+        boundless = not (
+            window.col_off >= 0
+            and window.row_off >= 0
+            and window.col_off + window.width <= source.width
+            and window.row_off + window.height <= source.height
+        )
+        classes = source.read(
+            1, window=window, boundless=boundless, fill_value=LABEL_IGNORE if source.nodata is None else source.nodata
+        )
         has_data = source.read_masks(1, window=window, boundless=boundless) > 0
         # one comparison per building value: several times faster than np.isin on large windows
         binary = np.zeros(classes.shape, np.uint8)
@@ -222,7 +250,7 @@ class LabelSource:
         return binary
 
     @property
-    def polygons(self) -> Optional[list]:
+    def polygons(self) -> list | None:
         """The building polygons (GeoJSON-like, in the grid's CRS) of a vector layer; None for a raster."""
         return self._shapes
 
@@ -231,7 +259,7 @@ class LabelSource:
             if handle is not None:
                 handle.close()
 
-    def __enter__(self) -> "LabelSource":
+    def __enter__(self) -> LabelSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -276,7 +304,7 @@ def _read_polygons(path: Path, grid: Grid, role: str = "label layer") -> list:
     return geometries
 
 
-def metres_per_unit(units: str) -> Optional[float]:
+def metres_per_unit(units: str) -> float | None:
     """Metres per unit for the names GDAL / PROJ give linear units; None for unknown names."""
     name = units.strip().lower()
     if name in ("m", "metre", "meter", "metres", "meters"):

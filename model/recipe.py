@@ -6,10 +6,10 @@ speed of each setting, ``bench/bench_presets.py`` for test IoU after a CPU budge
 narrow network sees several times more crops in the same minutes than a wider one, and that wins on
 a short budget; a GPU trains the wider network as fast as the CPU trains the narrow one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Optional
 
 from .augment import AugmentConfig
 from .choices import PRESETS
@@ -25,7 +25,7 @@ class TrainConfig:
     output_model: str
     building_values: list[int] = field(default_factory=lambda: [2])
     preset: str = "default"
-    bands: Optional[list[int]] = None  # None: every band that is not alpha
+    bands: list[int] | None = None  # None: every band that is not alpha
     epochs: int = 20
     patches_per_epoch: int = 1000  # crops drawn per epoch ("random" validation takes a share of them)
     batch_size: int = 8
@@ -44,20 +44,20 @@ class TrainConfig:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     select_by: str = "val_iou_tuned"  # history column that picks the best epoch
     tune_threshold: bool = True
-    early_stop_patience: Optional[int] = None  # stop after this many epochs without a better score
+    early_stop_patience: int | None = None  # stop after this many epochs without a better score
     keep_epoch_checkpoints: bool = False
     device: str = "auto"
     precision: str = "auto"  # "auto": bfloat16 autocast where the device computes it natively
-    seed: Optional[int] = None
-    resume_from: Optional[str] = None
-    init_model: Optional[str] = None  # a model file whose weights training starts from (fine-tuning)
+    seed: int | None = None
+    resume_from: str | None = None
+    init_model: str | None = None  # a model file whose weights training starts from (fine-tuning)
     # Wall-clock limit on training: when reached, the running epoch is cut short, validated and
     # saved, and training ends; the schedule then follows elapsed time rather than steps.
-    time_budget_s: Optional[float] = None
+    time_budget_s: float | None = None
     sizing: str = ""  # what the preset chose for this device and why: logged and kept in the model file
 
     @classmethod
-    def for_preset(cls, preset: str = "default", **overrides) -> "TrainConfig":
+    def for_preset(cls, preset: str = "default", **overrides) -> TrainConfig:
         """The preset's values with the given overrides; an override of None keeps the preset's.
         The default preset sizes itself for the device (see ``default_sizes``)."""
         if preset not in PRESETS:
@@ -81,11 +81,25 @@ class TrainConfig:
 # norm, Adam at lr 0.01, binary cross-entropy, batch 16, 10 epochs, a checkpoint per epoch, the
 # best kept by validation accuracy, probabilities thresholded at 0.5, values scaled to 0..1.
 PAPER_PRESET = dict(
-    epochs=10, patches_per_epoch=100_000, batch_size=16, base_width=64, batch_norm=False,
-    upsample="nearest", tile_size_px=256, learning_rate=0.01, schedule="constant", loss="bce",
-    validation="random", validation_fraction=0.2, normalization="fixed", building_crop_share=0.0,
-    augmentation=AugmentConfig.paper(), select_by="val_accuracy", tune_threshold=False,
-    keep_epoch_checkpoints=True, precision="float32",
+    epochs=10,
+    patches_per_epoch=100_000,
+    batch_size=16,
+    base_width=64,
+    batch_norm=False,
+    upsample="nearest",
+    tile_size_px=256,
+    learning_rate=0.01,
+    schedule="constant",
+    loss="bce",
+    validation="random",
+    validation_fraction=0.2,
+    normalization="fixed",
+    building_crop_share=0.0,
+    augmentation=AugmentConfig.paper(),
+    select_by="val_accuracy",
+    tune_threshold=False,
+    keep_epoch_checkpoints=True,
+    precision="float32",
 )
 
 # The default recipe by device. On a CPU: width 16 (about 3x the crops per minute of width 32 in
@@ -93,10 +107,12 @@ PAPER_PRESET = dict(
 # that ends training unless the user asks for epochs or another budget. On a GPU: the wider network
 # for as many epochs as asked, no budget.
 DEFAULT_SIZES = {
-    "cpu": dict(base_width=16, batch_size=8, tile_size_px=256, patches_per_epoch=600, epochs=200,
-                max_validation_crops=48),
-    "cuda": dict(base_width=32, batch_size=16, tile_size_px=256, patches_per_epoch=2000, epochs=20,
-                 max_validation_crops=128),
+    "cpu": dict(
+        base_width=16, batch_size=8, tile_size_px=256, patches_per_epoch=600, epochs=200, max_validation_crops=48
+    ),
+    "cuda": dict(
+        base_width=32, batch_size=16, tile_size_px=256, patches_per_epoch=2000, epochs=20, max_validation_crops=128
+    ),
 }
 
 
@@ -111,9 +127,14 @@ def default_sizes(device_type: str, given: dict) -> tuple[dict, str]:
     budget = chosen.get("time_budget_s")
     limit = f"for {budget / 60:g} min" if budget else f"for {chosen['epochs']} epochs"
     where = "GPU" if device_type == "cuda" else "CPU, no GPU"
-    reason = ("a narrow network sees about 3x more crops per CPU minute than width 32"
-              if device_type != "cuda" else "the GPU trains the wider network fast")
-    sizing = (f"Default recipe sized for this device ({where}): base width {chosen['base_width']}, "
-              f"batch {chosen['batch_size']}, {chosen['tile_size_px']} px crops, {chosen['patches_per_epoch']} "
-              f"crops per epoch, {limit} ({reason}).")
+    reason = (
+        "a narrow network sees about 3x more crops per CPU minute than width 32"
+        if device_type != "cuda"
+        else "the GPU trains the wider network fast"
+    )
+    sizing = (
+        f"Default recipe sized for this device ({where}): base width {chosen['base_width']}, "
+        f"batch {chosen['batch_size']}, {chosen['tile_size_px']} px crops, {chosen['patches_per_epoch']} "
+        f"crops per epoch, {limit} ({reason})."
+    )
     return sizes, sizing

@@ -3,12 +3,13 @@
 Both are made from ``EvaluationResult.to_dict()``, so they always hold the same numbers. Every piece of
 text that comes from outside (paths, kinds, CRS) is HTML-escaped.
 """
+
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .files import replaced_when_done
 
@@ -30,7 +31,8 @@ OBJECT_SCORES = (
     ("object_mean_matched_iou", "Mean IoU of matched buildings", "average IoU over matched pairs"),
 )
 OBJECT_COUNTS = (
-    ("predicted_objects", "Predicted buildings"), ("true_objects", "True buildings"),
+    ("predicted_objects", "Predicted buildings"),
+    ("true_objects", "True buildings"),
     ("matched_objects", "Matched pairs (true positives)"),
     ("false_positive_objects", "Unmatched predicted buildings (false positives)"),
     ("false_negative_objects", "Unmatched true buildings (false negatives)"),
@@ -90,18 +92,26 @@ def html_report(data: dict) -> str:
     fractions = coverage["extent_fraction_compared"]
     sections += [
         "<h2>What was scored</h2>",
-        _rows_table([
-            ("Comparison grid", f"{_count(data['grid']['width_px'])} &times; {_count(data['grid']['height_px'])} "
-                                f"pixels of {_e(_pixel_size(data['grid']['pixel_size']))} map units, "
-                                f"{_e(data['grid']['crs'] or 'no coordinate reference system')}"),
-            ("Pixels scored", f"{_count(coverage['scored_px'])} ({_percent(coverage['scored_fraction_of_grid'])} "
-                              f"of the grid; {_area(coverage['scored_px'] * data['grid']['pixel_area'], unit)})"),
-            ("Left out: outside the area of interest", _count(coverage["outside_aoi_px"])),
-            ("Left out: no data in the prediction", _count(coverage["prediction_nodata_px"])),
-            ("Left out: no data in the labels", _count(coverage["label_nodata_px"])),
-            ("Share of the prediction's extent compared", _percent(fractions["prediction"])),
-            ("Share of the labels' extent compared", _percent(fractions["labels"])),
-        ]),
+        _rows_table(
+            [
+                (
+                    "Comparison grid",
+                    f"{_count(data['grid']['width_px'])} &times; {_count(data['grid']['height_px'])} "
+                    f"pixels of {_e(_pixel_size(data['grid']['pixel_size']))} map units, "
+                    f"{_e(data['grid']['crs'] or 'no coordinate reference system')}",
+                ),
+                (
+                    "Pixels scored",
+                    f"{_count(coverage['scored_px'])} ({_percent(coverage['scored_fraction_of_grid'])} "
+                    f"of the grid; {_area(coverage['scored_px'] * data['grid']['pixel_area'], unit)})",
+                ),
+                ("Left out: outside the area of interest", _count(coverage["outside_aoi_px"])),
+                ("Left out: no data in the prediction", _count(coverage["prediction_nodata_px"])),
+                ("Left out: no data in the labels", _count(coverage["label_nodata_px"])),
+                ("Share of the prediction's extent compared", _percent(fractions["prediction"])),
+                ("Share of the labels' extent compared", _percent(fractions["labels"])),
+            ]
+        ),
         "<h2>Inputs</h2>",
         _rows_table(_flatten(data["inputs"])),
         "<h2>Parameters</h2>",
@@ -110,40 +120,52 @@ def html_report(data: dict) -> str:
         _rows_table(_flatten({**data["outputs"], "seconds": data["seconds"]})),
     ]
     body = "\n".join(sections)
-    return (f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-            f"<title>Building extraction accuracy</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n"
-            f"</body>\n</html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>Building extraction accuracy</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n"
+        f"</body>\n</html>\n"
+    )
 
 
 def _matrix_table(counts: dict, areas: dict, unit: str) -> str:
     """Laid out like the paper's Table 2: rows are the truth, columns the prediction."""
+
     def cell(key: str) -> str:
-        return (f"<td class='number'>{key.upper()} {_count(counts[key])}<br>"
-                f"<span class='area'>{_area(areas[key], unit)}</span></td>")
+        return (
+            f"<td class='number'>{key.upper()} {_count(counts[key])}<br>"
+            f"<span class='area'>{_area(areas[key], unit)}</span></td>"
+        )
 
     def total(*keys: str) -> str:
-        return (f"<td class='number'>{_count(sum(counts[k] for k in keys))}<br>"
-                f"<span class='area'>{_area(sum(areas[k] for k in keys), unit)}</span></td>")
+        return (
+            f"<td class='number'>{_count(sum(counts[k] for k in keys))}<br>"
+            f"<span class='area'>{_area(sum(areas[k] for k in keys), unit)}</span></td>"
+        )
 
-    return ("<table class='matrix'>\n"
-            "<tr><th></th><th>Predicted non-building</th><th>Predicted building</th><th>Total</th></tr>\n"
-            f"<tr><th>True non-building</th>{cell('tn')}{cell('fp')}{total('tn', 'fp')}</tr>\n"
-            f"<tr><th>True building</th>{cell('fn')}{cell('tp')}{total('fn', 'tp')}</tr>\n"
-            f"<tr><th>Total</th>{total('tn', 'fn')}{total('fp', 'tp')}{total('tn', 'fp', 'fn', 'tp')}</tr>\n"
-            "</table>")
+    return (
+        "<table class='matrix'>\n"
+        "<tr><th></th><th>Predicted non-building</th><th>Predicted building</th><th>Total</th></tr>\n"
+        f"<tr><th>True non-building</th>{cell('tn')}{cell('fp')}{total('tn', 'fp')}</tr>\n"
+        f"<tr><th>True building</th>{cell('fn')}{cell('tp')}{total('fn', 'tp')}</tr>\n"
+        f"<tr><th>Total</th>{total('tn', 'fn')}{total('fp', 'tp')}{total('tn', 'fp', 'fn', 'tp')}</tr>\n"
+        "</table>"
+    )
 
 
 def _scores_table(values: dict, rows: tuple) -> str:
     lines = ["<table>", "<tr><th>Score</th><th>Value</th><th>Computed as</th></tr>"]
-    lines += [f"<tr><td>{_e(name)}</td><td class='number'>{_number(values.get(key))}</td><td>{_e(how)}</td></tr>"
-              for key, name, how in rows]
+    lines += [
+        f"<tr><td>{_e(name)}</td><td class='number'>{_number(values.get(key))}</td><td>{_e(how)}</td></tr>"
+        for key, name, how in rows
+    ]
     return "\n".join(lines + ["</table>"])
 
 
 def _rows_table(rows: list[tuple[str, str]]) -> str:
     """Two-column table; values are already HTML (numbers formatted here, text escaped by the caller)."""
-    return "\n".join(["<table>"] + [f"<tr><th>{_e(name)}</th><td>{value}</td></tr>" for name, value in rows]
-                     + ["</table>"])
+    return "\n".join(
+        ["<table>"] + [f"<tr><th>{_e(name)}</th><td>{value}</td></tr>" for name, value in rows] + ["</table>"]
+    )
 
 
 def _flatten(values: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -165,15 +187,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _count(value: Optional[int]) -> str:
+def _count(value: int | None) -> str:
     return "n/a" if value is None else f"{value:,}"
 
 
-def _number(value: Optional[float]) -> str:
+def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
@@ -201,5 +223,7 @@ def text_report(data: dict) -> str:
     objects = data.get("object_scores")
     if objects:
         for key, name, _formula in OBJECT_SCORES:
-            lines.append(f"{name + ' (IoU >= ' + str(objects['iou_threshold']) + ')':<68}{_number(objects.get(key)):>10}")
+            lines.append(
+                f"{name + ' (IoU >= ' + str(objects['iou_threshold']) + ')':<68}{_number(objects.get(key)):>10}"
+            )
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """The grid the network runs on: the model's training resolution matched on the ground, or what the
 user asked for, and the limits of resampling."""
+
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -21,8 +22,7 @@ PIXEL_SIZE_TOLERANCE = 0.05
 MAX_RESAMPLE_FACTOR = 16.0
 
 
-def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader,
-                                   info: ModelInfo) -> Optional[tuple[float, float]]:
+def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> tuple[float, float] | None:
     """The model's training pixel size expressed in the input CRS's units, or None when unknown.
 
     Sizes are matched on the ground (``ground.py``): a model trained on 0.15 m Web Mercator pixels
@@ -32,8 +32,10 @@ def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader,
     native = Grid.of(dataset).pixel_size
     input_ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
     if info.ground_pixel_size_m and input_ground:
-        return (native[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
-                native[1] * float(info.ground_pixel_size_m[1]) / input_ground[1])
+        return (
+            native[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
+            native[1] * float(info.ground_pixel_size_m[1]) / input_ground[1],
+        )
     if not info.pixel_size:
         return None
     size_x, size_y = (float(value) for value in info.pixel_size)
@@ -44,20 +46,24 @@ def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader,
     return (size_x * model_metres * native[0] / input_ground[0], size_y * model_metres * native[1] / input_ground[1])
 
 
-def processing_grid(dataset: rasterio.io.DatasetReader, info: ModelInfo,
-                    processing_pixel_size: Union[float, Sequence[float], str, None]) -> Optional[Grid]:
+def processing_grid(
+    dataset: rasterio.io.DatasetReader, info: ModelInfo, processing_pixel_size: float | Sequence[float] | str | None
+) -> Grid | None:
     """The grid the network runs on, or None to run on the input's own pixels."""
     grid = Grid.of(dataset)
     if isinstance(processing_pixel_size, str):
         if processing_pixel_size != "native":
-            raise InputError(f"The processing pixel size must be a number, [x, y] or 'native', "
-                             f"not {processing_pixel_size!r}.")
+            raise InputError(
+                f"The processing pixel size must be a number, [x, y] or 'native', not {processing_pixel_size!r}."
+            )
         return None
     if dataset.crs is None:
         if processing_pixel_size is None:
             return None  # pixels without a georeference have no size to match: run on them as they are
-        raise InputError(f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
-                         "resampled to a pixel size: leave the processing pixel size empty.")
+        raise InputError(
+            f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
+            "resampled to a pixel size: leave the processing pixel size empty."
+        )
     if processing_pixel_size is None:
         target = model_pixel_size_in_input_units(dataset, info)
         if target is None:
@@ -72,10 +78,12 @@ def processing_grid(dataset: rasterio.io.DatasetReader, info: ModelInfo,
     if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):
         return None
     if any(not 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR for factor in factors):
-        raise InputError(f"The image's pixels ({native[0]:.6g} x {native[1]:.6g}) differ from the processing "
-                         f"pixel size ({target[0]:.6g} x {target[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
-                         "times: use imagery close to the model's training resolution, or set the processing "
-                         "pixel size explicitly ('native' to run on the image's own pixels).")
+        raise InputError(
+            f"The image's pixels ({native[0]:.6g} x {native[1]:.6g}) differ from the processing "
+            f"pixel size ({target[0]:.6g} x {target[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
+            "times: use imagery close to the model's training resolution, or set the processing "
+            "pixel size explicitly ('native' to run on the image's own pixels)."
+        )
     width = max(1, round(grid.width / factors[0]))
     height = max(1, round(grid.height / factors[1]))
     # Scaling the input's geotransform keeps its origin, orientation and extent.

@@ -1,9 +1,11 @@
 """Running the network on batches of raw tiles: normalisation, precision (autocast), channels_last,
 test-time augmentation, out-of-GPU-memory halving, and batches queued ahead on a GPU."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -22,16 +24,23 @@ class TileRunner:
     Out of GPU memory, a batch is run again in halves (down to single tiles), and later batches
     keep the smaller size: the first time, ``take_notice`` returns a message saying so."""
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, mean: Sequence[float], std: Sequence[float],
-                 precision: str = "auto", tta: bool = False) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        device: torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        precision: str = "auto",
+        tta: bool = False,
+    ) -> None:
         self.device = device
         self.mean, self.std = list(mean), list(std)
         self.tta = tta
         self._autocast_dtype, _ = autocast_settings(device, precision)
         self.precision_name = precision_name(self._autocast_dtype)
-        self.batch_limit: Optional[int] = None  # tiles per forward pass once memory ran out
-        self._notice: Optional[str] = None
-        self._notice_from: Optional[int] = None
+        self.batch_limit: int | None = None  # tiles per forward pass once memory ran out
+        self._notice: str | None = None
+        self._notice_from: int | None = None
         # Mutating the caller's network is harmless: eval mode and memory format change no weights.
         self.net = net.to(device=device, memory_format=torch.channels_last).eval()
 
@@ -63,24 +72,28 @@ class TileRunner:
         while start < len(batch):
             size = min(self.batch_limit or len(batch), len(batch) - start)
             try:
-                parts.append(self._probabilities(batch[start:start + size]))
+                parts.append(self._probabilities(batch[start : start + size]))
                 start += size
                 continue
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
-                    raise InputError("The GPU ran out of memory on a single tile: free GPU memory (close other "
-                                     "programs using it), use a smaller tile size, or predict on the CPU.") from None
+                    raise InputError(
+                        "The GPU ran out of memory on a single tile: free GPU memory (close other "
+                        "programs using it), use a smaller tile size, or predict on the CPU."
+                    ) from None
             # Outside the except block, so the exception's frames (holding GPU tensors) are freed.
             self.batch_limit = size // 2
             # One message per batch however often it halved: from the size that failed first.
             self._notice_from = self._notice_from or size
-            self._notice = (f"Out of GPU memory with {self._notice_from} tiles per batch: continuing with "
-                            f"{self.batch_limit} or fewer.")
+            self._notice = (
+                f"Out of GPU memory with {self._notice_from} tiles per batch: continuing with "
+                f"{self.batch_limit} or fewer."
+            )
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def take_notice(self) -> Optional[str]:
+    def take_notice(self) -> str | None:
         """A message about a reduced batch size, returned once (then None)."""
         notice, self._notice, self._notice_from = self._notice, None, None
         return notice
@@ -110,6 +123,7 @@ class TileRunner:
         def wait() -> np.ndarray:
             arrived.synchronize()
             return host.numpy()
+
         return wait
 
     def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -120,7 +134,7 @@ class TileRunner:
         """``(batch, probabilities)`` for batches that have ``.raw`` and ``.valid``, in order. The
         next batch is queued on the GPU before a batch's probabilities are handed over, so what the
         caller does with them (blending, encoding) overlaps the GPU's work instead of idling it."""
-        pending: Optional[tuple[BatchT, Callable[[], np.ndarray]]] = None
+        pending: tuple[BatchT, Callable[[], np.ndarray]] | None = None
         for batch in batches:
             started = (batch, self._start(batch.raw, batch.valid))
             if pending is not None:

@@ -5,12 +5,13 @@ buildings so scenes where buildings are rare still teach what a building looks l
 Each scene is read once (window reads of the whole grid; the label aligned onto the image grid by
 ``LabelSource``), so drawing a crop is an array slice, never a file access.
 """
+
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from rasterio.windows import Window
@@ -41,7 +42,7 @@ class Scene:
     # 255 for 8-bit data, else the data's own high value (11-14 bit data often sits in uint16):
     # the paper's 0..1 scaling and the value-scale augmentations divide by it
     value_scale: float
-    ground_pixel_size_m: Optional[tuple[float, float]] = None
+    ground_pixel_size_m: tuple[float, float] | None = None
 
     @property
     def mean(self) -> list[float]:
@@ -65,7 +66,7 @@ def default_bands(image_path: str | Path) -> list[int]:
         return [index + 1 for index, interp in enumerate(dataset.colorinterp) if interp.name != _ALPHA]
 
 
-def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Optional[Path]) -> np.ndarray:
+def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Path | None) -> np.ndarray:
     """An array for a scene: in memory when small, else memory-mapped from a scratch file so a
     scene larger than RAM still trains (the OS pages in the crops drawn, not the whole file)."""
     if scratch_dir is None or np.prod(shape) * np.dtype(dtype).itemsize <= IN_MEMORY_LIMIT_BYTES:
@@ -77,16 +78,24 @@ def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Optional[Path]) ->
     return array
 
 
-def load_scene(image_path: str | Path, label_path: str | Path, building_values: Sequence[int],
-               bands: Sequence[int], min_size_px: int, scratch_dir: Optional[Path] = None) -> Scene:
+def load_scene(
+    image_path: str | Path,
+    label_path: str | Path,
+    building_values: Sequence[int],
+    bands: Sequence[int],
+    min_size_px: int,
+    scratch_dir: Path | None = None,
+) -> Scene:
     """Read one image/label pair strip by strip (labels aligned onto the image grid); scenes
     smaller than a crop are padded with ignored pixels."""
     with open_raster(image_path) as dataset, LabelSource(label_path, building_values, Grid.of(dataset)) as labels:
         bands = check_bands(dataset, bands)
         if min(dataset.width, dataset.height) < MIN_IMAGE_PX:
-            raise InputError(f"The image '{image_path}' is only {dataset.width} x {dataset.height} px: training "
-                             f"needs images of at least {MIN_IMAGE_PX} px on each side (better, several "
-                             "hundred).")
+            raise InputError(
+                f"The image '{image_path}' is only {dataset.width} x {dataset.height} px: training "
+                f"needs images of at least {MIN_IMAGE_PX} px on each side (better, several "
+                "hundred)."
+            )
         height, width = max(dataset.height, min_size_px), max(dataset.width, min_size_px)
         image = _scene_array((len(bands), height, width), dataset.dtypes[bands[0] - 1], 0, scratch_dir)
         label = _scene_array((height, width), np.uint8, LABEL_IGNORE, scratch_dir)
@@ -97,8 +106,8 @@ def load_scene(image_path: str | Path, label_path: str | Path, building_values: 
             strip_label = labels.read(window)
             valid = valid_mask(dataset, bands, window)
             strip_label[~valid] = LABEL_IGNORE
-            image[:, rows, :dataset.width] = strip
-            label[rows, :dataset.width] = strip_label
+            image[:, rows, : dataset.width] = strip
+            label[rows, : dataset.width] = strip_label
         statistics = image_statistics(dataset, bands)
         value_scale = 255.0 if image.dtype == np.uint8 else max(statistics.high, 1e-6)
         crs_units = dataset.crs.linear_units if dataset.crs else ""
@@ -106,10 +115,14 @@ def load_scene(image_path: str | Path, label_path: str | Path, building_values: 
         ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
     if not (label == 1).any():
         if labels.polygons is not None:
-            raise InputError(f"The polygon layer '{label_path}' has no building polygon over the image "
-                             f"'{image_path}': check that it holds buildings for this image's area.")
-        raise InputError(f"The label layer '{label_path}' marks no building pixel on the image '{image_path}' "
-                         f"with building value(s) {list(building_values)}: check the building class values.")
+            raise InputError(
+                f"The polygon layer '{label_path}' has no building polygon over the image "
+                f"'{image_path}': check that it holds buildings for this image's area."
+            )
+        raise InputError(
+            f"The label layer '{label_path}' marks no building pixel on the image '{image_path}' "
+            f"with building value(s) {list(building_values)}: check the building class values."
+        )
     return Scene(Path(image_path).stem, image, label, statistics, pixel_size, crs_units, value_scale, ground)
 
 
@@ -163,8 +176,14 @@ class CropSampler:
     drawn again while they hold less than a quarter of usable pixels (nodata, unlabelled land or
     held-out validation blocks teach nothing), the best of a few draws kept."""
 
-    def __init__(self, scenes: Sequence[Scene], crop_px: int, usable: Sequence[np.ndarray],
-                 rng: np.random.Generator, building_share: float = 0.0) -> None:
+    def __init__(
+        self,
+        scenes: Sequence[Scene],
+        crop_px: int,
+        usable: Sequence[np.ndarray],
+        rng: np.random.Generator,
+        building_share: float = 0.0,
+    ) -> None:
         self.scenes = scenes
         self.crop_px = crop_px
         self.rng = rng
@@ -204,8 +223,9 @@ def validation_crops(scene_index: int, scene: Scene, blocks: np.ndarray, crop_px
     for row in range(0, scene.height, crop_px):
         for col in range(0, scene.width, crop_px):
             row0, col0 = min(row, scene.height - crop_px), min(col, scene.width - crop_px)
-            window = blocks[row0:row0 + crop_px, col0:col0 + crop_px] & (scene.label[row0:row0 + crop_px,
-                                                                                      col0:col0 + crop_px] != LABEL_IGNORE)
+            window = blocks[row0 : row0 + crop_px, col0 : col0 + crop_px] & (
+                scene.label[row0 : row0 + crop_px, col0 : col0 + crop_px] != LABEL_IGNORE
+            )
             if window.any():
                 crops.append(Crop(scene_index, row0, col0))
     return crops
@@ -219,8 +239,9 @@ def evenly_spread(crops: list[Crop], limit: int) -> list[Crop]:
     return [crops[int(i)] for i in np.linspace(0, len(crops) - 1, limit).round()]
 
 
-def gather(scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int,
-           hidden: Optional[Sequence[np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gather(
+    scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int, hidden: Sequence[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack crops into (N, C, S, S) float32 images, (N, S, S) uint8 labels and (N,) scene ids.
     Pixels in a scene's ``hidden`` mask (validation areas, when training) are blanked to the
     band means and their labels ignored, so training never sees them."""

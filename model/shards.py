@@ -16,13 +16,15 @@ shard (GNU parallel, a Slurm array).
     python -m model predict big.tif --model m.pt --probability p.tif --mask mask.tif --shard 3/8
     python -m model assemble p.tif mask.tif --shards 8          # or p.vrt mask.vrt
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable
 from xml.etree import ElementTree
 
 from .errors import InputError
@@ -38,15 +40,14 @@ ASSEMBLE_ROWS = 256  # rows copied at a time into an assembled GeoTIFF: one row 
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """"K/N" -> (K, N) with 1 <= K <= N."""
+    """ "K/N" -> (K, N) with 1 <= K <= N."""
     match = SHARD_SPEC.match(text)
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
-        raise InputError(f"A shard is given as K/N with 1 <= K <= N, e.g. '3/8' for the third of eight; "
-                         f"got {text!r}.")
+        raise InputError(f"A shard is given as K/N with 1 <= K <= N, e.g. '3/8' for the third of eight; got {text!r}.")
     return int(match.group(1)), int(match.group(2))
 
 
-def shard_path(output: Union[str, Path], index: int, count: int) -> Path:
+def shard_path(output: str | Path, index: int, count: int) -> Path:
     """Where shard ``index`` of ``count`` of ``output`` is written (always a GeoTIFF)."""
     output = Path(output)
     return output.with_name(f"{output.stem}.shard-{index}-of-{count}.tif")
@@ -57,17 +58,28 @@ def plan_row_shards(tile_rows: Sequence[int], overlap_px: int, height: int, coun
     number of tile rows each. Each border lies ``overlap_px`` below the top of a tile row: the tile
     row above ends there, so only that one tile row is run by both shards."""
     if count > len(tile_rows):
-        raise InputError(f"This raster has {len(tile_rows)} row(s) of tiles: split it into at most "
-                         f"{len(tile_rows)} shard(s), not {count}.")
+        raise InputError(
+            f"This raster has {len(tile_rows)} row(s) of tiles: split it into at most "
+            f"{len(tile_rows)} shard(s), not {count}."
+        )
     borders = [tile_rows[round(index * len(tile_rows) / count)] + overlap_px for index in range(1, count)]
     edges = [0, *borders, height]
     return list(zip(edges[:-1], edges[1:]))
 
 
-def predict_shard(image_path: Union[str, Path], model: Union[str, Path, "LoadedModel"], index: int, count: int, *,
-                  probability_path: Union[str, Path, None] = None, mask_path: Union[str, Path, None] = None,
-                  device: str = "auto", tile_size_px: Optional[int] = None, overlap_px: Optional[int] = None,
-                  **options) -> "PredictionResult":
+def predict_shard(
+    image_path: str | Path,
+    model: str | Path | LoadedModel,
+    index: int,
+    count: int,
+    *,
+    probability_path: str | Path | None = None,
+    mask_path: str | Path | None = None,
+    device: str = "auto",
+    tile_size_px: int | None = None,
+    overlap_px: int | None = None,
+    **options,
+) -> PredictionResult:
     """Shard ``index`` of ``count`` of ``predict_raster(image_path, model, ...)``: the same options,
     written to ``shard_path`` of each output."""
     import rasterio
@@ -85,17 +97,26 @@ def predict_shard(image_path: Union[str, Path], model: Union[str, Path, "LoadedM
         width, height = dataset.width, dataset.height
     layout = plan_tiles(width, height, tile_px, overlap, loaded.net.config.size_multiple_px)
     rows = plan_row_shards(layout.rows, layout.overlap_px, height, count)[index - 1]
-    return predict_raster(image_path, loaded, device=device, tile_size_px=tile_px, overlap_px=overlap, rows=rows,
-                          probability_path=shard_path(probability_path, index, count) if probability_path else None,
-                          mask_path=shard_path(mask_path, index, count) if mask_path else None, **options)
+    return predict_raster(
+        image_path,
+        loaded,
+        device=device,
+        tile_size_px=tile_px,
+        overlap_px=overlap,
+        rows=rows,
+        probability_path=shard_path(probability_path, index, count) if probability_path else None,
+        mask_path=shard_path(mask_path, index, count) if mask_path else None,
+        **options,
+    )
 
 
-def shard_predictor(spec: str) -> Callable[..., "PredictionResult"]:
+def shard_predictor(spec: str) -> Callable[..., PredictionResult]:
     """``predict_raster``'s stand-in for the shard ``spec`` ("K/N"), for the command line."""
     index, count = parse_shard(spec)
 
     def predict(image_path, model, **options):
         return predict_shard(image_path, model, index, count, **options)
+
     return predict
 
 
@@ -116,23 +137,34 @@ def _check_shards(output: Path, count: int) -> tuple[list[_Shard], dict]:
     paths = [shard_path(output, index, count) for index in range(1, count + 1)]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        raise InputError(f"Missing shard output(s) of '{output}': {', '.join(missing)}. Run the prediction with "
-                         f"--shard K/{count} for each of them first.")
+        raise InputError(
+            f"Missing shard output(s) of '{output}': {', '.join(missing)}. Run the prediction with "
+            f"--shard K/{count} for each of them first."
+        )
     shards, first = [], None
     for path in paths:
         with rasterio.open(path) as dataset:
-            described = dict(width=dataset.width, crs=dataset.crs, dtype=dataset.dtypes[0], nodata=dataset.nodata,
-                             kind=dataset.tags().get(KIND_TAG, ""), transform=dataset.transform,
-                             height=dataset.height, tags=dataset.tags())
+            described = dict(
+                width=dataset.width,
+                crs=dataset.crs,
+                dtype=dataset.dtypes[0],
+                nodata=dataset.nodata,
+                kind=dataset.tags().get(KIND_TAG, ""),
+                transform=dataset.transform,
+                height=dataset.height,
+                tags=dataset.tags(),
+            )
         if first is None:
             first = described
         row_off = sum(shard.height for shard in shards)
         expected = first["transform"] * first["transform"].translation(0, row_off)
         same = {key: described[key] == first[key] for key in ("width", "crs", "dtype", "nodata", "kind")}
         if not all(same.values()) or not described["transform"].almost_equals(expected):
-            raise InputError(f"'{path}' does not continue the shards before it (different "
-                             f"{', '.join(key for key, ok in same.items() if not ok) or 'position'}): the shards "
-                             f"of one output come from one input, model and set of options.")
+            raise InputError(
+                f"'{path}' does not continue the shards before it (different "
+                f"{', '.join(key for key, ok in same.items() if not ok) or 'position'}): the shards "
+                f"of one output come from one input, model and set of options."
+            )
         shards.append(_Shard(path, row_off, described["height"]))
     first["height"] = sum(shard.height for shard in shards)
     return shards, first
@@ -143,7 +175,9 @@ def _vrt_text(shards: list[_Shard], raster: dict, relative_to: Path) -> str:
     root = ElementTree.Element("VRTDataset", rasterXSize=str(raster["width"]), rasterYSize=str(raster["height"]))
     if raster["crs"] is not None:
         ElementTree.SubElement(root, "SRS").text = raster["crs"].to_wkt()
-    ElementTree.SubElement(root, "GeoTransform").text = ", ".join(repr(value) for value in raster["transform"].to_gdal())
+    ElementTree.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(value) for value in raster["transform"].to_gdal()
+    )
     if raster["tags"]:  # the output kind and pixel-is-area, as in the shards
         metadata = ElementTree.SubElement(root, "Metadata")
         for key, value in raster["tags"].items():
@@ -153,8 +187,9 @@ def _vrt_text(shards: list[_Shard], raster: dict, relative_to: Path) -> str:
         ElementTree.SubElement(band, "NoDataValue").text = repr(float(raster["nodata"]))
     for shard in shards:
         source = ElementTree.SubElement(band, "SimpleSource")
-        ElementTree.SubElement(source, "SourceFilename", relativeToVRT="1").text = \
-            os.path.relpath(shard.path, relative_to)
+        ElementTree.SubElement(source, "SourceFilename", relativeToVRT="1").text = os.path.relpath(
+            shard.path, relative_to
+        )
         ElementTree.SubElement(source, "SourceBand").text = "1"
         size = dict(xSize=str(raster["width"]), ySize=str(shard.height))
         ElementTree.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
@@ -162,8 +197,14 @@ def _vrt_text(shards: list[_Shard], raster: dict, relative_to: Path) -> str:
     return ElementTree.tostring(root, encoding="unicode")
 
 
-def assemble(output: Union[str, Path], count: int, *, remove_shards: bool = False,
-             progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None) -> Path:
+def assemble(
+    output: str | Path,
+    count: int,
+    *,
+    remove_shards: bool = False,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+) -> Path:
     """Join the ``count`` shards of ``output`` into ``output``: a VRT referring to the shard files when
     its name ends in .vrt, else one GeoTIFF with the encoding, blocks and compression of an unsharded
     prediction (and ``remove_shards`` deletes the shard files afterwards)."""
@@ -188,8 +229,9 @@ def assemble(output: Union[str, Path], count: int, *, remove_shards: bool = Fals
     vrt = temporary_beside(output, ".part.vrt")
     try:
         vrt.write_text(_vrt_text(shards, raster, vrt.parent))
-        grid = Grid(raster["crs"].to_wkt() if raster["crs"] else "", raster["transform"], raster["width"],
-                    raster["height"])
+        grid = Grid(
+            raster["crs"].to_wkt() if raster["crs"] else "", raster["transform"], raster["width"], raster["height"]
+        )
         with replaced_when_done(output, ".part.tif") as temporary, rasterio.open(vrt) as joined:
             written = _create_geotiff(Path(temporary), grid, raster["dtype"], raster["nodata"], raster["kind"])
             try:

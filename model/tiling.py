@@ -17,6 +17,7 @@ width, not the raster's. A panel owns the output columns ``[left, right)`` and r
 the one global layout that touches them; tiles straddling a panel border are run by both panels,
 so each owned pixel gets exactly the tiles, weights and normalisation it would get in one panel.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,11 +74,20 @@ def plan_panels(layout: TileLayout, panel_width_px: int) -> tuple[Panel, ...]:
     for left in range(0, layout.width, panel_width_px):
         right = min(left + panel_width_px, layout.width)
         # Tile starts are sorted, so the tiles touching [left, right) are one contiguous run.
-        touching = [index for index, start in enumerate(layout.columns)
-                    if start < right and start + layout.tile_width_px > left]
+        touching = [
+            index for index, start in enumerate(layout.columns) if start < right and start + layout.tile_width_px > left
+        ]
         first, last = touching[0], touching[-1]
-        panels.append(Panel(left, right, first, last + 1, layout.columns[first],
-                            min(layout.columns[last] + layout.tile_width_px, layout.width)))
+        panels.append(
+            Panel(
+                left,
+                right,
+                first,
+                last + 1,
+                layout.columns[first],
+                min(layout.columns[last] + layout.tile_width_px, layout.width),
+            )
+        )
     return tuple(panels)
 
 
@@ -109,16 +119,26 @@ def tile_starts(length_px: int, tile_px: int, stride_px: int) -> tuple[int, ...]
 
 def plan_tiles(width: int, height: int, tile_size_px: int, overlap_px: int, size_multiple_px: int) -> TileLayout:
     if tile_size_px <= 0 or tile_size_px % size_multiple_px:
-        raise InputError(f"The tile size must be a positive multiple of {size_multiple_px} px "
-                         f"(the network halves it {int(math.log2(size_multiple_px))} times); got {tile_size_px}.")
+        raise InputError(
+            f"The tile size must be a positive multiple of {size_multiple_px} px "
+            f"(the network halves it {int(math.log2(size_multiple_px))} times); got {tile_size_px}."
+        )
     if not 0 <= overlap_px <= tile_size_px // 2:
-        raise InputError(f"The tile overlap must be between 0 and half the tile size ({tile_size_px // 2} px); "
-                         f"got {overlap_px}.")
+        raise InputError(
+            f"The tile overlap must be between 0 and half the tile size ({tile_size_px // 2} px); got {overlap_px}."
+        )
     tile_w = min(tile_size_px, round_up(width, size_multiple_px))
     tile_h = min(tile_size_px, round_up(height, size_multiple_px))
     stride = tile_size_px - overlap_px
-    return TileLayout(width, height, tile_w, tile_h, overlap_px,
-                      tile_starts(width, tile_w, stride), tile_starts(height, tile_h, stride))
+    return TileLayout(
+        width,
+        height,
+        tile_w,
+        tile_h,
+        overlap_px,
+        tile_starts(width, tile_w, stride),
+        tile_starts(height, tile_h, stride),
+    )
 
 
 def ramp_1d(length_px: int, overlap_px: int) -> np.ndarray:
@@ -130,7 +150,7 @@ def ramp_1d(length_px: int, overlap_px: int) -> np.ndarray:
         # each other exactly and sum to 1.
         ramp = np.sin(0.5 * np.pi * (np.arange(ramp_px) + 0.5) / ramp_px) ** 2
         weights[:ramp_px] = ramp
-        weights[length_px - ramp_px:] = ramp[::-1]
+        weights[length_px - ramp_px :] = ramp[::-1]
     return weights
 
 

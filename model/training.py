@@ -4,6 +4,7 @@ One readable loop: draw random crops, augment them on the device, take an Adam s
 cross-entropy (plus Dice in the default recipe), validate after each epoch, keep the best model
 and a resumable checkpoint, report progress, stop promptly when cancelled.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,10 @@ import copy
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,7 +69,7 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, reporter: Reporter, on_epoch: Optional[EpochFn]) -> None:
+    def __init__(self, config: TrainConfig, reporter: Reporter, on_epoch: EpochFn | None) -> None:
         self.config = config
         self.reporter = reporter
         self.on_epoch = on_epoch
@@ -87,15 +89,16 @@ class Trainer:
         self.torch_rng = torch.Generator(device=self.device).manual_seed(seed)
         self.init = self._load_init_model()
         # seconds per training and per validation batch, measured as training goes (remaining time)
-        self.train_batch_s: Optional[float] = None
-        self.val_batch_s: Optional[float] = None
+        self.train_batch_s: float | None = None
+        self.val_batch_s: float | None = None
         self.fraction_shown = 0.0
 
     def _validate_config(self) -> None:
         c = self.config
         if not c.images or len(c.images) != len(c.labels):
-            raise InputError(f"Give one label layer per image: got {len(c.images)} image(s) and "
-                             f"{len(c.labels)} label layer(s).")
+            raise InputError(
+                f"Give one label layer per image: got {len(c.images)} image(s) and {len(c.labels)} label layer(s)."
+            )
         multiple = 2 ** UNetConfig().depth
         if c.tile_size_px % multiple:
             raise InputError(f"The crop size must be a multiple of {multiple} px, not {c.tile_size_px}.")
@@ -106,11 +109,15 @@ class Trainer:
             raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
         if c.time_budget_s is not None and c.time_budget_s <= 0:
             raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
-        if c.validation not in ("spatial", "random") or c.loss not in ("bce", "bce_dice") \
-                or c.normalization not in NORMALIZATIONS or c.schedule not in ("cosine", "constant"):
+        if (
+            c.validation not in ("spatial", "random")
+            or c.loss not in ("bce", "bce_dice")
+            or c.normalization not in NORMALIZATIONS
+            or c.schedule not in ("cosine", "constant")
+        ):
             raise InputError("Unknown validation, loss, normalisation or schedule option.")
 
-    def _load_init_model(self) -> Optional[LoadedModel]:
+    def _load_init_model(self) -> LoadedModel | None:
         if not self.config.init_model or self.config.resume_from:  # a checkpoint holds its own weights
             return None
         return load_model(Path(self.config.init_model))
@@ -119,16 +126,19 @@ class Trainer:
     def load_scenes(self, scratch_dir: Path) -> list[Scene]:
         bands = self.config.bands or default_bands(self.config.images[0])
         if self.init is not None and len(bands) != len(self.init.info.bands):
-            raise InputError(f"The model to fine-tune, '{self.config.init_model}', reads {len(self.init.info.bands)} "
-                             f"band(s) but the images give {len(bands)}: choose {len(self.init.info.bands)} bands "
-                             "(BANDS) or train a new model.")
+            raise InputError(
+                f"The model to fine-tune, '{self.config.init_model}', reads {len(self.init.info.bands)} "
+                f"band(s) but the images give {len(bands)}: choose {len(self.init.info.bands)} bands "
+                "(BANDS) or train a new model."
+            )
         self.bands = bands
         scenes = []
         for index, (image, label) in enumerate(zip(self.config.images, self.config.labels)):
             self.reporter.report(0.0, f"Reading image {index + 1} of {len(self.config.images)}: {Path(image).name}")
             self.reporter.check()
-            scenes.append(load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px,
-                                     scratch_dir))
+            scenes.append(
+                load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px, scratch_dir)
+            )
         return scenes
 
     def split(self, scenes: list[Scene]) -> tuple[list[np.ndarray], list[Crop]]:
@@ -145,8 +155,9 @@ class Trainer:
             hidden.append(blocks)
             crops.extend(validation_crops(index, scene, blocks, crop_px))
         if not crops:
-            raise InputError("The images are too small to hold out a validation area: give larger images "
-                             "or more of them.")
+            raise InputError(
+                "The images are too small to hold out a validation area: give larger images or more of them."
+            )
         return hidden, evenly_spread(crops, self.config.max_validation_crops)
 
     def input_normalization(self, scenes: list[Scene]) -> dict:
@@ -158,12 +169,22 @@ class Trainer:
             return {"mode": "fixed", "mean": [0.0] * bands, "std": [scenes[0].value_scale] * bands}
         mean, std = pooled_statistics([scene.statistics for scene in scenes])
         if c.normalization == "per_image":  # pooled numbers for the record (and exports); the floor applies
-            return {"mode": "per_image", "mean": mean, "std": std,
-                    "min_std": [value * PER_IMAGE_MIN_STD_FRACTION for value in std]}
+            return {
+                "mode": "per_image",
+                "mean": mean,
+                "std": std,
+                "min_std": [value * PER_IMAGE_MIN_STD_FRACTION for value in std],
+            }
         return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
 
-    def batch_tensors(self, scenes: list[Scene], crops: Sequence[Crop], hidden: Optional[list[np.ndarray]],
-                      augmented: bool, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch_tensors(
+        self,
+        scenes: list[Scene],
+        crops: Sequence[Crop],
+        hidden: list[np.ndarray] | None,
+        augmented: bool,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels, scene_ids = gather(scenes, crops, self.config.tile_size_px, hidden)
         device = self.device
         x = torch.from_numpy(images).to(device, non_blocking=True)
@@ -178,8 +199,10 @@ class Trainer:
 
     def normalization_of(self, scenes: list[Scene], scene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.normalization["mode"] == "per_image":
-            return (np.array([scenes[i].mean for i in scene_ids]),
-                    np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]))
+            return (
+                np.array([scenes[i].mean for i in scene_ids]),
+                np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]),
+            )
         return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -222,8 +245,11 @@ class Trainer:
         if c.resume_from:
             start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from), info)
         self.start_epoch = start_epoch
-        for line in (c.sizing, f"Training on {describe_device(self.device)} in {self.precision}.",
-                     f"Fine-tuning '{c.init_model}'." if self.init is not None else ""):
+        for line in (
+            c.sizing,
+            f"Training on {describe_device(self.device)} in {self.precision}.",
+            f"Fine-tuning '{c.init_model}'." if self.init is not None else "",
+        ):
             if line:
                 self.reporter.report(0.0, line)
 
@@ -255,9 +281,14 @@ class Trainer:
                 self.report_progress(epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
             if batches_run == 0 and history:  # the budget ran out right at an epoch's start
                 break
-            record = {"epoch": epoch, "train_loss": train_loss / max(batches_run, 1), "train_batches": batches_run,
-                      "train_accuracy": train_matrix.accuracy, "train_iou": train_matrix.iou,
-                      "learning_rate": optimizer.param_groups[0]["lr"]}
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss / max(batches_run, 1),
+                "train_batches": batches_run,
+                "train_accuracy": train_matrix.accuracy,
+                "train_iou": train_matrix.iou,
+                "learning_rate": optimizer.param_groups[0]["lr"],
+            }
             record.update(self.validate(net, scenes, hidden, val_crops, epoch))
             record["seconds"] = time.monotonic() - epoch_started
             history.append(record)
@@ -277,20 +308,35 @@ class Trainer:
                 break
 
         write_history_csv(history_csv_for(self.output_model), history)
-        return TrainResult(self.output_model, history, info.best_epoch, describe_device(self.device),
-                           history_csv_for(self.output_model), self.checkpoint_dir, bool(stop_reason), stop_reason,
-                           c.sizing, self.precision)
+        return TrainResult(
+            self.output_model,
+            history,
+            info.best_epoch,
+            describe_device(self.device),
+            history_csv_for(self.output_model),
+            self.checkpoint_dir,
+            bool(stop_reason),
+            stop_reason,
+            c.sizing,
+            self.precision,
+        )
 
     def elapsed_s(self) -> float:
         """Training time so far, a resumed run's earlier time included (the budget covers both)."""
         return self.elapsed_before_s + time.monotonic() - self.started
 
     @staticmethod
-    def running_mean(previous: Optional[float], value: float) -> float:
+    def running_mean(previous: float | None, value: float) -> float:
         return value if previous is None else 0.8 * previous + 0.2 * value
 
-    def step(self, net: UNet, optimizer: torch.optim.Optimizer, scenes: list[Scene], sampler: CropSampler,
-             hidden: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        net: UNet,
+        optimizer: torch.optim.Optimizer,
+        scenes: list[Scene],
+        sampler: CropSampler,
+        hidden: list[np.ndarray],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimisation step on a fresh batch. Out of GPU memory, the batch size is halved for the
         rest of training (and said so) and the step is taken again on a smaller batch."""
         while True:
@@ -313,20 +359,28 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
                 if self.batch_size == 1:
-                    raise InputError("The GPU ran out of memory for a single crop: choose a smaller base width or "
-                                     "crop size, close other programs using the GPU, or train on the CPU.") from None
+                    raise InputError(
+                        "The GPU ran out of memory for a single crop: choose a smaller base width or "
+                        "crop size, close other programs using the GPU, or train on the CPU."
+                    ) from None
                 self.batch_size //= 2
                 self.reporter.report(0.0, f"The GPU ran out of memory: batch size halved to {self.batch_size}.")
 
     def divergence_message(self, epoch: int, batch: int, value: float, info: ModelInfo) -> str:
-        kept = (f"the model file keeps epoch {info.best_epoch}, the best complete one"
-                if info.best_epoch else "no model file was written")
-        return (f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {value}, so {kept}. "
-                f"Lower the learning rate (now {self.config.learning_rate:g}) or use the default preset.")
+        kept = (
+            f"the model file keeps epoch {info.best_epoch}, the best complete one"
+            if info.best_epoch
+            else "no model file was written"
+        )
+        return (
+            f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {value}, so {kept}. "
+            f"Lower the learning rate (now {self.config.learning_rate:g}) or use the default preset."
+        )
 
     def check_cancel_inside(self, net: UNet) -> None:
         """A batch of the paper's network takes many seconds on a CPU: checking for cancel before
         each U-Net block, forward and backward, makes cancel take effect within about a second."""
+
         def check(*_args) -> None:
             self.reporter.check()
 
@@ -351,7 +405,7 @@ class Trainer:
         for index, start in enumerate(range(0, len(crops), self.batch_size)):
             self.reporter.check()
             batch_started = time.monotonic()
-            chunk = crops[start:start + self.batch_size]
+            chunk = crops[start : start + self.batch_size]
             x, target, weight = self.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
             with self.autocast():
                 logits = net(x).float()
@@ -364,9 +418,16 @@ class Trainer:
             self.val_batch_s = self.running_mean(self.val_batch_s, time.monotonic() - batch_started)
             self.report_progress(epoch, self.batches_per_epoch, index + 1, "validating")
         threshold, tuned_iou = tuned_threshold(positive_hist, negative_hist) if c.tune_threshold else (0.5, matrix.iou)
-        return {"val_loss": loss_sum / max(1, len(crops)), "val_accuracy": matrix.accuracy,
-                "val_precision": matrix.precision, "val_recall": matrix.recall, "val_f1": matrix.f1,
-                "val_iou": matrix.iou, "val_threshold": threshold, "val_iou_tuned": tuned_iou}
+        return {
+            "val_loss": loss_sum / max(1, len(crops)),
+            "val_accuracy": matrix.accuracy,
+            "val_precision": matrix.precision,
+            "val_recall": matrix.recall,
+            "val_f1": matrix.f1,
+            "val_iou": matrix.iou,
+            "val_threshold": threshold,
+            "val_iou_tuned": tuned_iou,
+        }
 
     def report_progress(self, epoch: int, train_done: int, val_done: int, detail: str) -> None:
         """Progress and remaining time from the measured time of training and validation batches
@@ -376,8 +437,9 @@ class Trainer:
         train_s = self.train_batch_s or 0.0
         val_s = self.val_batch_s if self.val_batch_s is not None else train_s / 3
         epochs_after = c.epochs - epoch
-        remaining_s = ((self.batches_per_epoch - train_done + epochs_after * self.batches_per_epoch) * train_s
-                       + (self.val_batches - val_done + epochs_after * self.val_batches) * val_s)
+        remaining_s = (self.batches_per_epoch - train_done + epochs_after * self.batches_per_epoch) * train_s + (
+            self.val_batches - val_done + epochs_after * self.val_batches
+        ) * val_s
         elapsed = self.elapsed_s()
         fraction = elapsed / max(elapsed + remaining_s, 1e-9)
         if c.time_budget_s is not None:
@@ -385,30 +447,51 @@ class Trainer:
             fraction = max(fraction, elapsed / c.time_budget_s)
         self.fraction_shown = fraction = max(fraction, self.fraction_shown)  # a bar never moves back
         where = f"epoch {epoch}" if c.time_budget_s is not None else f"epoch {epoch}/{c.epochs}"
-        step = f"batch {train_done}/{self.batches_per_epoch}" if not val_done else \
-            f"validation batch {val_done}/{self.val_batches}"
+        step = (
+            f"batch {train_done}/{self.batches_per_epoch}"
+            if not val_done
+            else f"validation batch {val_done}/{self.val_batches}"
+        )
         self.reporter.report(fraction, f"{where}, {step}, {detail}, about {remaining_s / 60:.1f} min left")
 
     # -- files ------------------------------------------------------------------------------
     def model_info(self, scenes: list[Scene]) -> ModelInfo:
         c = self.config
         ground = scenes[0].ground_pixel_size_m
-        return ModelInfo(bands=list(self.bands), normalization=self.normalization, tile_size_px=c.tile_size_px,
-                         threshold=0.5, building_values=list(c.building_values),
-                         pixel_size=list(scenes[0].pixel_size), crs_units=scenes[0].crs_units,
-                         ground_pixel_size_m=list(ground) if ground else None, preset=c.preset,
-                         training={**asdict(replace(c, resume_from=None, seed=self.seed)),
-                                   "precision_used": self.precision})
+        return ModelInfo(
+            bands=list(self.bands),
+            normalization=self.normalization,
+            tile_size_px=c.tile_size_px,
+            threshold=0.5,
+            building_values=list(c.building_values),
+            pixel_size=list(scenes[0].pixel_size),
+            crs_units=scenes[0].crs_units,
+            ground_pixel_size_m=list(ground) if ground else None,
+            preset=c.preset,
+            training={**asdict(replace(c, resume_from=None, seed=self.seed)), "precision_used": self.precision},
+        )
 
-    def save_epoch(self, net: UNet, optimizer: torch.optim.Optimizer, info: ModelInfo, best_state: dict,
-                   best_score: float, record: dict) -> None:
-        state = {"optimizer": optimizer.state_dict(), "best_state_dict": best_state, "best_score": best_score,
-                 "elapsed_s": self.elapsed_s(),
-                 "rng": {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()}}
+    def save_epoch(
+        self,
+        net: UNet,
+        optimizer: torch.optim.Optimizer,
+        info: ModelInfo,
+        best_state: dict,
+        best_score: float,
+        record: dict,
+    ) -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "best_state_dict": best_state,
+            "best_score": best_score,
+            "elapsed_s": self.elapsed_s(),
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()},
+        }
         save_epoch_files(self.output_model, net, info, best_state, state, record, self.config.keep_epoch_checkpoints)
 
-    def resume(self, net: UNet, optimizer: torch.optim.Optimizer, path: Path,
-               info: ModelInfo) -> tuple[int, list, dict, float]:
+    def resume(
+        self, net: UNet, optimizer: torch.optim.Optimizer, path: Path, info: ModelInfo
+    ) -> tuple[int, list, dict, float]:
         """Restores the weights, optimizer, random state, history, best epoch with its threshold and
         the time already spent, so a resumed run ends as an uninterrupted one would."""
         payload, saved = read_checkpoint(path, net.config)
@@ -421,8 +504,12 @@ class Trainer:
         return saved.epoch + 1, list(saved.history), payload["best_state_dict"], float(payload["best_score"])
 
 
-def train(config: TrainConfig, progress: Optional[ProgressFn] = None, cancelled: Optional[CancelFn] = None,
-          on_epoch: Optional[EpochFn] = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+    on_epoch: EpochFn | None = None,
+) -> TrainResult:
     """Train a U-Net on the config's image/label pairs and write the best model to
     ``config.output_model``. Raises ``Cancelled`` when cancelled; the model file then holds the
     best complete epoch so far (if any) and ``<model>_checkpoints/last.pt`` allows resuming."""

@@ -1,11 +1,12 @@
 """Writing building polygons without QGIS: GeoPackage or GeoJSON through GDAL's ``osgeo.ogr``
 (the same GDAL that rasterio and QGIS load). The file is written under a temporary name and
 renamed when complete, so a failed or cancelled run leaves no half-written layer."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
 
 import shapely
 
@@ -14,13 +15,21 @@ from .files import check_output_location, incomplete_output, replaced_when_done
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # (attribute key in the features, field name on disk, OGR field type name)
-FIELDS = (("id", "id", "OFTInteger64"), ("area", "area", "OFTReal"), ("perimeter", "perimeter", "OFTReal"),
-          ("mean_probability", "mean_probability", "OFTReal"))  # the plugin's sink uses the same names
+FIELDS = (
+    ("id", "id", "OFTInteger64"),
+    ("area", "area", "OFTReal"),
+    ("perimeter", "perimeter", "OFTReal"),
+    ("mean_probability", "mean_probability", "OFTReal"),
+)  # the plugin's sink uses the same names
 TRANSACTION_FEATURES = 10_000  # GeoPackage inserts are far faster inside a transaction
 
 
-def write_polygons(features: Iterable[tuple[shapely.Geometry, dict]], path: Union[str, Path], crs_wkt: str,
-                   layer_name: str = "buildings") -> int:
+def write_polygons(
+    features: Iterable[tuple[shapely.Geometry, dict]],
+    path: str | Path,
+    crs_wkt: str,
+    layer_name: str = "buildings",
+) -> int:
     """Write ``(geometry, attributes)`` pairs to a GeoPackage or GeoJSON file (chosen by the
     suffix); returns the number of features written. Attributes missing or None are left null."""
     from osgeo import ogr, osr
@@ -29,12 +38,13 @@ def write_polygons(features: Iterable[tuple[shapely.Geometry, dict]], path: Unio
     path = Path(path)
     driver_name = DRIVERS.get(path.suffix.lower())
     if driver_name is None:
-        raise InputError(f"Polygons can be written as GeoPackage (.gpkg) or GeoJSON (.geojson); "
-                         f"'{path.name}' has another suffix.")
+        raise InputError(
+            f"Polygons can be written as GeoPackage (.gpkg) or GeoJSON (.geojson); '{path.name}' has another suffix."
+        )
     check_output_location(path, "polygon output")
     count = 0
 
-    def problem(written: Path) -> Optional[str]:
+    def problem(written: Path) -> str | None:
         return written_layer_problem(written, layer_name, count)
 
     with replaced_when_done(path, ".part" + path.suffix, verify=problem) as temporary:
@@ -83,7 +93,7 @@ def _blamed_on(path: Path) -> Iterator[None]:
         raise incomplete_output(path, str(error)) from error
 
 
-def written_layer_problem(path: Union[str, Path], layer_name: str, count: int) -> Optional[str]:
+def written_layer_problem(path: str | Path, layer_name: str, count: int) -> str | None:
     """What is wrong with a vector file just written, or None: it opens, holds the layer and all
     ``count`` features (GDAL may report a full disk only in its log)."""
     from osgeo import gdal, ogr

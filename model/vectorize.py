@@ -23,12 +23,13 @@ the rectangle's axes is made exactly parallel to it (corners recomputed as line 
 A result that comes out invalid or changes the area by more than ``MAX_AREA_CHANGE`` falls back
 to the plain simplified outline, so regularisation never destroys a building.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
 
 import numpy as np
 import rasterio
@@ -73,17 +74,27 @@ class _UnionFind:
         self.parent[self.find(first)] = self.find(second)
 
 
-def polygons_from_mask(mask_path: Union[str, Path], *, probability_path: Union[str, Path, None] = None,
-                       min_area: float = 0.0, simplify: float = 0.0, fill_holes_below: float = 0.0,
-                       regularize: bool = False, window_rows_px: int = WINDOW_ROWS_PX,
-                       progress: Optional[ProgressFn] = None,
-                       cancelled: Optional[CancelFn] = None) -> Iterator[tuple[shapely.Geometry, dict]]:
+def polygons_from_mask(
+    mask_path: str | Path,
+    *,
+    probability_path: str | Path | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    fill_holes_below: float = 0.0,
+    regularize: bool = False,
+    window_rows_px: int = WINDOW_ROWS_PX,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+) -> Iterator[tuple[shapely.Geometry, dict]]:
     """Building polygons of a mask raster (non-zero valid pixels are building) as
     ``(shapely polygon in the mask's CRS, {"id", "area", "perimeter", "mean_probability"})``.
 
     Inputs are checked here, before the first polygon is asked for."""
-    for name, value in (("minimum area", min_area), ("simplification tolerance", simplify),
-                        ("hole filling area", fill_holes_below)):
+    for name, value in (
+        ("minimum area", min_area),
+        ("simplification tolerance", simplify),
+        ("hole filling area", fill_holes_below),
+    ):
         if value < 0:
             raise InputError(f"The {name} must be zero or positive, got {value}.")
     if window_rows_px < 1:
@@ -93,48 +104,68 @@ def polygons_from_mask(mask_path: Union[str, Path], *, probability_path: Union[s
     try:
         kind = mask.tags().get(KIND_TAG)
         if kind in ("probability", "error_map"):
-            raise InputError(f"'{mask_path}' is a {kind.replace('_', ' ')} raster: vectorize the mask raster "
-                             "written by the prediction (or predict again with a mask output).")
+            raise InputError(
+                f"'{mask_path}' is a {kind.replace('_', ' ')} raster: vectorize the mask raster "
+                "written by the prediction (or predict again with a mask output)."
+            )
         check_mask_raster(mask, mask_path, sample=kind != "mask")
         if probability_path is not None:
             probability = open_raster(probability_path, "probability")
-            if (probability.width, probability.height, probability.transform) != (mask.width, mask.height, mask.transform):
-                raise InputError(f"The probability raster '{probability_path}' is not on the mask's grid: give "
-                                 "the probability raster written together with this mask.")
+            if (probability.width, probability.height, probability.transform) != (
+                mask.width,
+                mask.height,
+                mask.transform,
+            ):
+                raise InputError(
+                    f"The probability raster '{probability_path}' is not on the mask's grid: give "
+                    "the probability raster written together with this mask."
+                )
     except BaseException:
         mask.close()
         if probability is not None:
             probability.close()
         raise
-    return _stream(mask, probability, min_area, simplify, fill_holes_below, regularize, window_rows_px,
-                   Reporter.of(progress, cancelled))
+    return _stream(
+        mask,
+        probability,
+        min_area,
+        simplify,
+        fill_holes_below,
+        regularize,
+        window_rows_px,
+        Reporter.of(progress, cancelled),
+    )
 
 
 # side of the decimated read that checks an untagged mask's values before any output is made
 MASK_SAMPLE_PX = 512
 
 
-def check_mask_raster(mask: rasterio.io.DatasetReader, path: Union[str, Path], sample: bool) -> None:
+def check_mask_raster(mask: rasterio.io.DatasetReader, path: str | Path, sample: bool) -> None:
     """Refuse what evaluate refuses as a mask: several bands, or (``sample``: a raster without the
     engine's mask tag) values other than 0 and 1 in a decimated read of the whole raster. The full
     check happens while streaming; this one catches an image picked by mistake before anything is written."""
     if mask.count != 1:
-        raise InputError(f"The mask '{path}' has {mask.count} bands; a building mask is a single-band raster "
-                         "of 0 and 1 (was the image picked by mistake?). Pick the mask written by Predict.")
+        raise InputError(
+            f"The mask '{path}' has {mask.count} bands; a building mask is a single-band raster "
+            "of 0 and 1 (was the image picked by mistake?). Pick the mask written by Predict."
+        )
     if sample:
         shape = (min(mask.height, MASK_SAMPLE_PX), min(mask.width, MASK_SAMPLE_PX))
         _check_binary(mask.read(1, out_shape=shape, masked=True), path)
 
 
-def _check_binary(values: np.ma.MaskedArray, path: Union[str, Path]) -> None:
+def _check_binary(values: np.ma.MaskedArray, path: str | Path) -> None:
     data = values.compressed() if np.ma.isMaskedArray(values) else values
     if data.size and (data.min() < 0 or data.max() > 1 or (data.dtype.kind == "f" and np.any(data % 1))):
-        raise InputError(f"The mask '{path}' holds values other than 0 and 1, so it is not a building mask (a "
-                         "probability raster or an image?): pick the mask written by Predict, or threshold the "
-                         "raster into 0 and 1 first.")
+        raise InputError(
+            f"The mask '{path}' holds values other than 0 and 1, so it is not a building mask (a "
+            "probability raster or an image?): pick the mask written by Predict, or threshold the "
+            "raster into 0 and 1 first."
+        )
 
 
-def _add_probability(band: "_Band", values: np.ma.MaskedArray, building: np.ndarray) -> None:
+def _add_probability(band: _Band, values: np.ma.MaskedArray, building: np.ndarray) -> None:
     """Probability sums and counts per piece, over the building pixels that have a probability."""
     selected = building & ~np.ma.getmaskarray(values)
     scale = PROBABILITY_U8_SCALE if values.dtype == np.uint8 else 1.0
@@ -145,9 +176,16 @@ def _add_probability(band: "_Band", values: np.ma.MaskedArray, building: np.ndar
         piece.probability_sum, piece.probability_count = total, count
 
 
-def _stream(mask: rasterio.io.DatasetReader, probability: Optional[rasterio.io.DatasetReader], min_area: float,
-            simplify: float, fill_holes_below: float, regularize: bool, window_rows_px: int,
-            reporter: Reporter) -> Iterator[tuple[shapely.Geometry, dict]]:
+def _stream(
+    mask: rasterio.io.DatasetReader,
+    probability: rasterio.io.DatasetReader | None,
+    min_area: float,
+    simplify: float,
+    fill_holes_below: float,
+    regularize: bool,
+    window_rows_px: int,
+    reporter: Reporter,
+) -> Iterator[tuple[shapely.Geometry, dict]]:
     cleaning = _Cleaning(mask.transform, min_area, simplify, fill_holes_below, regularize)
     open_pieces: list[_Piece] = []  # pieces touching the bottom of the previous band
     open_last_row = np.full(mask.width, -1, np.int64)  # index into open_pieces per column, -1 none
@@ -200,11 +238,17 @@ class _Band:
         self.top, self.shape = top, building.shape
         self.records: list[dict] = []
         if building.any():
-            self.records = [geometry for geometry, _ in shapes(building.view(np.uint8), mask=building,
-                                                                connectivity=4, transform=Affine.translation(0, top))]
+            self.records = [
+                geometry
+                for geometry, _ in shapes(
+                    building.view(np.uint8), mask=building, connectivity=4, transform=Affine.translation(0, top)
+                )
+            ]
         self.pieces = [_Piece(shapely.geometry.shape(record)) for record in self.records]
         self.bounds = shapely.bounds([piece.geometry for piece in self.pieces]).reshape(-1, 4)
-        self.labels = self._burn(range(len(self.records)), 0, building.shape[0]) if full_labels and self.pieces else None
+        self.labels = (
+            self._burn(range(len(self.records)), 0, building.shape[0]) if full_labels and self.pieces else None
+        )
 
     def _burn(self, indexes, row: int, rows: int) -> np.ndarray:
         """Piece index per pixel of ``rows`` band rows from ``row``. Corners are whole numbers and
@@ -212,8 +256,13 @@ class _Band:
         shapes_to_burn = [(self.records[index], index + 1) for index in indexes]
         if not shapes_to_burn:
             return np.full((rows, self.shape[1]), -1, np.int64)
-        burnt = rasterize(shapes_to_burn, out_shape=(rows, self.shape[1]), fill=0, dtype="int32",
-                          transform=Affine.translation(0, self.top + row))
+        burnt = rasterize(
+            shapes_to_burn,
+            out_shape=(rows, self.shape[1]),
+            fill=0,
+            dtype="int32",
+            transform=Affine.translation(0, self.top + row),
+        )
         return burnt.astype(np.int64) - 1
 
     def first_row(self) -> np.ndarray:
@@ -228,8 +277,9 @@ class _Band:
         return self._burn(np.flatnonzero(self.bounds[:, 3] == bottom), self.shape[0] - 1, 1)[0]
 
 
-def _merge(open_pieces: list[_Piece], open_last_row: np.ndarray, pieces: list[_Piece],
-           first_row: np.ndarray) -> tuple[list[tuple[_Piece, list[int]]], list[_Piece]]:
+def _merge(
+    open_pieces: list[_Piece], open_last_row: np.ndarray, pieces: list[_Piece], first_row: np.ndarray
+) -> tuple[list[tuple[_Piece, list[int]]], list[_Piece]]:
     """Join open pieces with the new band's pieces they touch along the border. Returns the new
     band's (possibly merged) pieces, each with the indexes of the band's pieces it contains, and
     the open pieces that nothing continues (finished)."""
@@ -254,9 +304,11 @@ def _merge(open_pieces: list[_Piece], open_last_row: np.ndarray, pieces: list[_P
             piece = parts[0]
         else:
             # Pieces joined along border segments: their union is one polygon.
-            piece = _Piece(shapely.union_all([part.geometry for part in parts]),
-                           sum(part.probability_sum for part in parts),
-                           sum(part.probability_count for part in parts))
+            piece = _Piece(
+                shapely.union_all([part.geometry for part in parts]),
+                sum(part.probability_sum for part in parts),
+                sum(part.probability_count for part in parts),
+            )
         merged.append((piece, new_members))
     return merged, finished
 
@@ -270,12 +322,18 @@ class _Cleaning:
     """Finished pieces -> polygons in map coordinates, cleaned, with attributes; vectorised over
     the pieces a band finishes where shapely allows it."""
 
-    def __init__(self, transform: Affine, min_area: float, simplify: float, fill_holes_below: float,
-                 regularize: bool) -> None:
+    def __init__(
+        self, transform: Affine, min_area: float, simplify: float, fill_holes_below: float, regularize: bool
+    ) -> None:
         self.matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
         self.offset = np.array([transform.c, transform.f])
         self.pixel_size = math.sqrt(abs(transform.determinant))
-        self.min_area, self.simplify, self.fill_holes_below, self.regularize = min_area, simplify, fill_holes_below, regularize
+        self.min_area, self.simplify, self.fill_holes_below, self.regularize = (
+            min_area,
+            simplify,
+            fill_holes_below,
+            regularize,
+        )
 
     def finish(self, pieces: list[_Piece]) -> Iterator[tuple[shapely.Polygon, dict]]:
         if not pieces:
@@ -285,7 +343,9 @@ class _Cleaning:
         order = np.lexsort((bounds[:, 0], bounds[:, 1]))  # top to bottom, then left to right
         geometries = shapely.transform(geometries[order], lambda xy: xy @ self.matrix + self.offset)
         if self.fill_holes_below > 0:
-            geometries = np.array([_fill_holes(geometry, self.fill_holes_below) for geometry in geometries], dtype=object)
+            geometries = np.array(
+                [_fill_holes(geometry, self.fill_holes_below) for geometry in geometries], dtype=object
+            )
         if self.regularize:
             tolerance = max(self.simplify, self.pixel_size)
             geometries = np.array([regularize_polygon(geometry, tolerance) for geometry in geometries], dtype=object)
@@ -333,7 +393,7 @@ def _project(point: tuple[float, float], line: tuple) -> tuple[float, float]:
     return (point[0], py) if kind == "h" else (px, point[1])
 
 
-def _intersect(first: tuple, second: tuple) -> Optional[tuple[float, float]]:
+def _intersect(first: tuple, second: tuple) -> tuple[float, float] | None:
     (_, (x1, y1), (dx1, dy1)), (_, (x2, y2), (dx2, dy2)) = first, second
     denominator = dx1 * dy2 - dy1 * dx2
     if abs(denominator) < 1e-9 * math.hypot(dx1, dy1) * math.hypot(dx2, dy2):
@@ -358,12 +418,17 @@ def regularize_polygon(polygon: shapely.Polygon, tolerance: float) -> shapely.Po
     upright = shapely.affinity.rotate(simplified, -angle, origin=centre)
     snap_tangent = math.tan(math.radians(SNAP_ANGLE_DEG))
     try:
-        rebuilt = shapely.Polygon(_orthogonal_ring(list(upright.exterior.coords), snap_tangent),
-                                  [_orthogonal_ring(list(ring.coords), snap_tangent) for ring in upright.interiors])
+        rebuilt = shapely.Polygon(
+            _orthogonal_ring(list(upright.exterior.coords), snap_tangent),
+            [_orthogonal_ring(list(ring.coords), snap_tangent) for ring in upright.interiors],
+        )
         rebuilt = shapely.affinity.rotate(rebuilt, angle, origin=centre).simplify(0)
     except (ValueError, shapely.errors.GEOSException):
         return simplified
-    if (not rebuilt.is_valid or not isinstance(rebuilt, shapely.Polygon)
-            or abs(rebuilt.area - polygon.area) > MAX_AREA_CHANGE * polygon.area):
+    if (
+        not rebuilt.is_valid
+        or not isinstance(rebuilt, shapely.Polygon)
+        or abs(rebuilt.area - polygon.area) > MAX_AREA_CHANGE * polygon.area
+    ):
         return simplified
     return rebuilt

@@ -4,6 +4,7 @@ Nothing here computes: it turns QGIS layers and parameters into plain values (fi
 and calls the engine in ``model/``, imported inside the functions that need it so that QGIS starts
 (and shows what is missing) even when torch is not installed.
 """
+
 from pathlib import Path
 
 DISPLAY_NAME = "U-Net Building Extractor"

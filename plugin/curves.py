@@ -1,12 +1,17 @@
 """Live training curves for the dock: matplotlib when QGIS's Python has it, else a plain table."""
+
 from __future__ import annotations
 
 from qgis.PyQt.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 # (history key, label) per panel; keys as in the training history records
-PANELS = (("Loss per epoch", (("train_loss", "train"), ("val_loss", "validation"))),
-          ("Accuracy and IoU per epoch", (("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"),
-                                ("val_iou", "validation IoU"))))
+PANELS = (
+    ("Loss per epoch", (("train_loss", "train"), ("val_loss", "validation"))),
+    (
+        "Accuracy and IoU per epoch",
+        (("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"), ("val_iou", "validation IoU")),
+    ),
+)
 COLUMNS = tuple(key for _, series in PANELS for key, _ in series)
 
 
@@ -78,6 +83,14 @@ class CurvesWidget(QWidget):
                 axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
                 # below the plot, never over the lines (tight_layout makes room for it); the titles say
                 # "per epoch", so no axis label competes with the legend for that space
-                axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series),
-                            frameon=False, handlelength=1.2, columnspacing=0.8, handletextpad=0.4)
+                axes.legend(
+                    fontsize=7,
+                    loc="upper center",
+                    bbox_to_anchor=(0.5, -0.12),
+                    ncol=len(series),
+                    frameon=False,
+                    handlelength=1.2,
+                    columnspacing=0.8,
+                    handletextpad=0.4,
+                )
         self.canvas.draw_idle()

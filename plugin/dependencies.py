@@ -5,6 +5,7 @@ its version): the plugin must load, and say what is missing, without torch. Chec
 whatever it cannot work out is logged and reported as a problem with the command that fixes it. The
 dock offers to run the install command, and runs it only once the user has seen it and said yes.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,6 @@ import shlex
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Optional
 
 # module the engine imports -> what pip installs (pins as in requirements.txt)
 ENGINE_MODULES: dict[str, str] = {
@@ -27,7 +27,7 @@ ENGINE_MODULES: dict[str, str] = {
 # modules that come with QGIS / the system, never from pip (GDAL's bindings must match the GDAL library)
 SYSTEM_MODULES: dict[str, str] = {
     "osgeo": "GDAL's Python bindings (Debian/Ubuntu: sudo apt install python3-gdal; Windows and macOS: they "
-             "come with QGIS)",
+    "come with QGIS)",
 }
 MINIMUM_SHAPELY = (2, 0)
 
@@ -43,7 +43,7 @@ def missing_modules() -> list[str]:
     return [module for module in (*ENGINE_MODULES, *SYSTEM_MODULES) if not find_module(module)]
 
 
-def shapely_version() -> Optional[str]:
+def shapely_version() -> str | None:
     """The importable shapely's version, or None when it cannot be imported."""
     try:
         import shapely
@@ -53,7 +53,7 @@ def shapely_version() -> Optional[str]:
         return None
 
 
-def outdated_shapely() -> Optional[str]:
+def outdated_shapely() -> str | None:
     """The version of an importable shapely older than the engine needs (Debian 12's 1.8), else None."""
     if not find_module("shapely"):
         return None  # missing, reported as such
@@ -112,7 +112,7 @@ def inside_qgis_executable() -> bool:
     return not host.lower().startswith("python")
 
 
-def geos_mismatch() -> Optional[str]:
+def geos_mismatch() -> str | None:
     """A shapely wheel carries its own GEOS library. Inside a QGIS executable, QGIS's GEOS is already
     loaded and takes over the functions both define, so a shapely built for another GEOS minor version
     computes wrong geometries without any error (seen: shapely 2.2 (GEOS 3.14) in QGIS 3.22 (GEOS 3.11)
@@ -149,8 +149,11 @@ def shapely_requirement() -> str:
 def missing_requirements() -> list[str]:
     """What pip must install for the engine to run in this Python; empty when nothing is missing."""
     missing = missing_modules()
-    requirements = [shapely_requirement() if module == "shapely" else ENGINE_MODULES[module]
-                    for module in missing if module in ENGINE_MODULES]
+    requirements = [
+        shapely_requirement() if module == "shapely" else ENGINE_MODULES[module]
+        for module in missing
+        if module in ENGINE_MODULES
+    ]
     if outdated_shapely() is not None:
         requirements.append(shapely_requirement())
     elif "shapely" not in missing:
@@ -174,18 +177,20 @@ def _log(message: str) -> None:
         pass
 
 
-def dependency_problem() -> Optional[str]:
+def dependency_problem() -> str | None:
     """None when the engine can run, else the plain message users see (dock and algorithms alike).
     Never raises: the toolbar button and every algorithm call it first."""
     try:
         return _dependency_problem()
     except Exception as error:  # noqa: BLE001
         _log(f"Checking the plugin's Python modules failed: {error!r}")
-        return (f"The U-Net Building Extractor could not check its Python modules ({error}). Install torch, "
-                "rasterio, numpy and shapely 2 for the Python running QGIS, then restart QGIS.")
+        return (
+            f"The U-Net Building Extractor could not check its Python modules ({error}). Install torch, "
+            "rasterio, numpy and shapely 2 for the Python running QGIS, then restart QGIS."
+        )
 
 
-def _dependency_problem() -> Optional[str]:
+def _dependency_problem() -> str | None:
     missing = missing_modules()
     outdated = outdated_shapely()
     requirements = missing_requirements()
@@ -194,23 +199,31 @@ def _dependency_problem() -> Optional[str]:
     reasons = []
     pip_missing = [module for module in missing if module in ENGINE_MODULES]
     if pip_missing:
-        reasons.append(f"The U-Net Building Extractor needs the Python module(s) {', '.join(pip_missing)}, which "
-                       f"the Python running QGIS ({sys.version.split()[0]}, {sys.exec_prefix}) cannot import.")
+        reasons.append(
+            f"The U-Net Building Extractor needs the Python module(s) {', '.join(pip_missing)}, which "
+            f"the Python running QGIS ({sys.version.split()[0]}, {sys.exec_prefix}) cannot import."
+        )
     if outdated is not None:
-        reasons.append(f"The installed shapely {outdated} is too old: the engine needs shapely 2 (its own "
-                       "functions, such as shapely.geos_version, do not exist in shapely 1).")
+        reasons.append(
+            f"The installed shapely {outdated} is too old: the engine needs shapely 2 (its own "
+            "functions, such as shapely.geos_version, do not exist in shapely 1)."
+        )
     elif "shapely" not in missing and requirements and not pip_missing:
         import shapely
         from qgis.core import Qgis
 
-        reasons.append(f"The installed shapely {shapely.__version__} was built for GEOS "
-                       f"{'.'.join(map(str, shapely.geos_version))} but QGIS uses GEOS {Qgis.geosVersion()}; "
-                       "inside QGIS that mix gives wrong building outlines.")
+        reasons.append(
+            f"The installed shapely {shapely.__version__} was built for GEOS "
+            f"{'.'.join(map(str, shapely.geos_version))} but QGIS uses GEOS {Qgis.geosVersion()}; "
+            "inside QGIS that mix gives wrong building outlines."
+        )
     for module in missing:
         if module in SYSTEM_MODULES:
             reasons.append(f"The Python module {module} is missing: it is {SYSTEM_MODULES[module]}.")
     text = " ".join(reasons)
     if requirements:
-        text += (f" Install what is missing with:\n\n    {install_command(install_arguments(requirements))}\n\n"
-                 "then restart QGIS.")
+        text += (
+            f" Install what is missing with:\n\n    {install_command(install_arguments(requirements))}\n\n"
+            "then restart QGIS."
+        )
     return text + " The plugin never installs anything without asking you."

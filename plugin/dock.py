@@ -7,11 +7,12 @@ go to a real folder (the user's choice, remembered; else beside the project file
 that never replace an earlier run's. Its widgets are laid out in ``dock_layout.py``, the pieces they
 are made of live in ``dock_widgets.py`` and installing missing modules in ``install_flow.py``.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from qgis.core import (
     Qgis,
@@ -40,12 +41,12 @@ from .tasks import AlgorithmRun
 
 
 class BuildingsDock(InstallFlow, QgsDockWidget):
-    def __init__(self, iface, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, iface, parent: QWidget | None = None) -> None:
         super().__init__(DISPLAY_NAME, parent)
         self.setObjectName("UNetBuildingsDock")
         self.iface = iface
-        self.current_run: Optional[AlgorithmRun] = None
-        self.install_process: Optional[QProcess] = None
+        self.current_run: AlgorithmRun | None = None
+        self.install_process: QProcess | None = None
         self.quiet = False  # True while the dock itself changes layers and pickers: that makes nothing stale
         self.clock_timer = QTimer(self)
         self.clock_timer.setInterval(1000)
@@ -71,7 +72,7 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         if path:
             remember("output_folder", path)
 
-    def default_output_folder(self, near: Optional[QgsMapLayer]) -> Optional[Path]:
+    def default_output_folder(self, near: QgsMapLayer | None) -> Path | None:
         """The project file's folder, else the folder of ``near``'s file: the first one that can be written."""
         near_file = layer_file(near) if near is not None else ""
         candidates = [QgsProject.instance().absolutePath(), str(Path(near_file).parent) if near_file else ""]
@@ -80,7 +81,7 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
                 return Path(folder)
         return None
 
-    def output_folder(self, near: Optional[QgsMapLayer] = None) -> Path:
+    def output_folder(self, near: QgsMapLayer | None = None) -> Path:
         """Where a run writes: the chosen folder, else beside the project or ``near``'s file. Only when none
         of them can be written, the temporary folder, and the user is told plainly that it is temporary."""
         chosen = self.output_widget.filePath()
@@ -92,9 +93,12 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         if folder is not None:
             return folder
         folder = Path(QgsProcessingUtils.tempFolder())
-        self.tell(f"No output folder is chosen and neither the project's nor the image's folder can be written: "
-                  f"the results go to the temporary folder {folder}, which QGIS deletes when it quits. Choose an "
-                  "output folder to keep them.", Qgis.MessageLevel.Warning)
+        self.tell(
+            f"No output folder is chosen and neither the project's nor the image's folder can be written: "
+            f"the results go to the temporary folder {folder}, which QGIS deletes when it quits. Choose an "
+            "output folder to keep them.",
+            Qgis.MessageLevel.Warning,
+        )
         return folder
 
     def training_pairs(self) -> tuple[list[QgsMapLayer], list[QgsMapLayer], str]:
@@ -103,29 +107,45 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         if not images:
             return images, labels, "Tick the images to train on and one label layer per image."
         if len(images) != len(labels):
-            return images, labels, (f"{len(images)} image(s) but {len(labels)} label layer(s) ticked: tick one "
-                                    "label layer per image (they are paired in name order).")
+            return (
+                images,
+                labels,
+                (
+                    f"{len(images)} image(s) but {len(labels)} label layer(s) ticked: tick one "
+                    "label layer per image (they are paired in name order)."
+                ),
+            )
         return images, labels, ""
 
     def show_pairs(self, *_) -> None:
         images, labels, problem = self.training_pairs()
         self.pairs_label.setStyleSheet(ERROR_STYLE if problem and images else "")
-        self.pairs_label.setText(problem if problem else "\n".join(
-            f"{image.name()} ↔ {label.name()}" for image, label in zip(images, labels)))
+        self.pairs_label.setText(
+            problem
+            if problem
+            else "\n".join(f"{image.name()} ↔ {label.name()}" for image, label in zip(images, labels))
+        )
 
     def show_label_values(self, *_) -> None:
         """Says which values the first ticked label raster holds, and picks building value 1 for 0/1 labels
         when the building values set match nothing in them."""
-        found = next(((layer, values) for layer in self.train_labels.ticked_layers()
-                      if (values := label_values(layer)) is not None), None)
+        found = next(
+            (
+                (layer, values)
+                for layer in self.train_labels.ticked_layers()
+                if (values := label_values(layer)) is not None
+            ),
+            None,
+        )
         if found is None:
             self.label_values_label.setText("")
             return
         layer, (values, nodata) = found
         text = f"'{layer.name()}' holds the values {', '.join(map(str, values)) or 'none'}"
         text += f" ({nodata:g} = no data)." if nodata is not None else "."
-        chosen = {part.strip() for part in self.building_values_edit.text().replace(";", ",").split(",")
-                  if part.strip()}
+        chosen = {
+            part.strip() for part in self.building_values_edit.text().replace(";", ",").split(",") if part.strip()
+        }
         if values and not chosen & {str(value) for value in values}:
             if set(values) <= {0, 1}:
                 self.building_values_edit.setText("1")
@@ -161,8 +181,9 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         self.status_label.setStyleSheet(ERROR_STYLE if level == Qgis.MessageLevel.Critical else "")
         log(text, level)
         if level != Qgis.MessageLevel.Info:
-            self.iface.messageBar().pushMessage(DISPLAY_NAME, line, level,
-                                                0 if level == Qgis.MessageLevel.Critical else 8)
+            self.iface.messageBar().pushMessage(
+                DISPLAY_NAME, line, level, 0 if level == Qgis.MessageLevel.Critical else 8
+            )
 
     def show_model_history(self, path: str) -> None:
         """The training curves recorded in a model file, so a model's quality shows when it is picked."""
@@ -186,11 +207,14 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         if problem:
             self.tell(problem, Qgis.MessageLevel.Warning)
             return
-        model_path, = numbered(self.output_folder(images[0]), [f"{file_stem(images[0].name())}_model{{n}}.pt"])
-        parameters = {"IMAGES": [layer.id() for layer in images], "LABELS": [layer.id() for layer in labels],
-                      "BUILDING_VALUES": self.building_values_edit.text(),
-                      "PRESET": self.preset_combo.currentText(),
-                      "OUTPUT_MODEL": str(model_path)}
+        (model_path,) = numbered(self.output_folder(images[0]), [f"{file_stem(images[0].name())}_model{{n}}.pt"])
+        parameters = {
+            "IMAGES": [layer.id() for layer in images],
+            "LABELS": [layer.id() for layer in labels],
+            "BUILDING_VALUES": self.building_values_edit.text(),
+            "PRESET": self.preset_combo.currentText(),
+            "OUTPUT_MODEL": str(model_path),
+        }
         if self.epochs_spin.value():
             parameters["EPOCHS"] = self.epochs_spin.value()
         if self.minutes_spin.value() and algorithm_takes("train", "TIME_BUDGET_MIN"):
@@ -200,8 +224,10 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
 
         def trained(results: dict) -> None:
             self.model_widget.setFilePath(results["OUTPUT_MODEL"])
-            self.tell(f"Model written to {results['OUTPUT_MODEL']} (best epoch {results['BEST_EPOCH']:.0f}).",
-                      Qgis.MessageLevel.Success)
+            self.tell(
+                f"Model written to {results['OUTPUT_MODEL']} (best epoch {results['BEST_EPOCH']:.0f}).",
+                Qgis.MessageLevel.Success,
+            )
 
         self.start("train", parameters, trained)
 
@@ -210,32 +236,45 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         if not (self.require(image, "an image layer") and self.require(model, "a model file")):
             return
         stem = file_stem(image.name())
-        buildings, probability, mask = numbered(self.output_folder(image), [
-            f"{stem}_buildings{{n}}.gpkg", f"{stem}_probability{{n}}.tif", f"{stem}_mask{{n}}.tif"])
-        parameters = {"INPUT": image.id(), "MODEL": model, "OUTPUT": str(buildings),
-                      "OUTPUT_PROBABILITY": str(probability), "OUTPUT_MASK": str(mask),
-                      "MIN_AREA": self.min_area_spin.value(), "SIMPLIFY": self.simplify_spin.value(),
-                      "REGULARIZE": self.regularize_check.isChecked()}
+        buildings, probability, mask = numbered(
+            self.output_folder(image),
+            [f"{stem}_buildings{{n}}.gpkg", f"{stem}_probability{{n}}.tif", f"{stem}_mask{{n}}.tif"],
+        )
+        parameters = {
+            "INPUT": image.id(),
+            "MODEL": model,
+            "OUTPUT": str(buildings),
+            "OUTPUT_PROBABILITY": str(probability),
+            "OUTPUT_MASK": str(mask),
+            "MIN_AREA": self.min_area_spin.value(),
+            "SIMPLIFY": self.simplify_spin.value(),
+            "REGULARIZE": self.regularize_check.isChecked(),
+        }
         if self.threshold_spin.value() > 0:
             parameters["THRESHOLD"] = self.threshold_spin.value()
         if self.visible_area_check.isChecked():
             parameters["EXTENT"] = self.canvas_extent()
-        run_name = buildings.stem.replace("_buildings", " buildings", 1) if buildings.stem != f"{stem}_buildings" \
+        run_name = (
+            buildings.stem.replace("_buildings", " buildings", 1)
+            if buildings.stem != f"{stem}_buildings"
             else f"{image.name()} buildings"
+        )
 
         def predicted(results: dict) -> None:
             name = image.name()
             group = add_result_group(run_name)
             add_styled_layer(results["OUTPUT"], f"{name} buildings", "buildings", group=group)
             # the outlines say what the mask says: the mask starts switched off so the probability shows
-            mask_layer = add_styled_layer(results["OUTPUT_MASK"], f"{name} building mask", "mask", visible=False,
-                                          group=group)
-            add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability",
-                             group=group)
+            mask_layer = add_styled_layer(
+                results["OUTPUT_MASK"], f"{name} building mask", "mask", visible=False, group=group
+            )
+            add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability", group=group)
             if mask_layer is not None:
                 self.prediction_combo.setLayer(mask_layer)
-            self.tell(f"{results['BUILDING_COUNT']:.0f} buildings found; written to {buildings.parent}.",
-                      Qgis.MessageLevel.Success)
+            self.tell(
+                f"{results['BUILDING_COUNT']:.0f} buildings found; written to {buildings.parent}.",
+                Qgis.MessageLevel.Success,
+            )
 
         self.start("extract", parameters, predicted)
 
@@ -243,21 +282,34 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         """The map canvas's extent as a Processing extent value (with its CRS)."""
         canvas = self.iface.mapCanvas()
         extent, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
-        return (f"{extent.xMinimum()!r},{extent.xMaximum()!r},{extent.yMinimum()!r},{extent.yMaximum()!r} "
-                f"[{crs.authid()}]")
+        return (
+            f"{extent.xMinimum()!r},{extent.xMaximum()!r},{extent.yMinimum()!r},{extent.yMaximum()!r} [{crs.authid()}]"
+        )
 
     def evaluate(self) -> None:
         prediction, labels = self.prediction_combo.currentLayer(), self.reference_combo.currentLayer()
-        if not (self.require(prediction, "a prediction layer (press Predict first)")
-                and self.require(labels, "the label layer to score against (Evaluation > Labels)")):
+        if not (
+            self.require(prediction, "a prediction layer (press Predict first)")
+            and self.require(labels, "the label layer to score against (Evaluation > Labels)")
+        ):
             return
         stem = file_stem(prediction.name())
-        report, error_map, false_positives, missed = numbered(self.output_folder(prediction), [
-            f"{stem}_evaluation{{n}}.html", f"{stem}_errors{{n}}.tif", f"{stem}_false_positives{{n}}.gpkg",
-            f"{stem}_missed{{n}}.gpkg"])
-        parameters = {"PREDICTION": prediction.id(), "LABELS": labels.id(),
-                      "BUILDING_VALUES": self.building_values_edit.text(),
-                      "OUTPUT_REPORT": str(report), "OUTPUT_ERROR_MAP": str(error_map)}
+        report, error_map, false_positives, missed = numbered(
+            self.output_folder(prediction),
+            [
+                f"{stem}_evaluation{{n}}.html",
+                f"{stem}_errors{{n}}.tif",
+                f"{stem}_false_positives{{n}}.gpkg",
+                f"{stem}_missed{{n}}.gpkg",
+            ],
+        )
+        parameters = {
+            "PREDICTION": prediction.id(),
+            "LABELS": labels.id(),
+            "BUILDING_VALUES": self.building_values_edit.text(),
+            "OUTPUT_REPORT": str(report),
+            "OUTPUT_ERROR_MAP": str(error_map),
+        }
         if algorithm_takes("evaluate", "OUTPUT_MISSED"):
             parameters.update(OUTPUT_FALSE_POSITIVES=str(false_positives), OUTPUT_MISSED=str(missed))
 
@@ -280,11 +332,13 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         folder = Path(model).parent
         if self.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
             folder = self.output_folder()
-        onnx, = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
+        (onnx,) = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
 
         def exported(results: dict) -> None:
-            self.tell(f"Written {results['OUTPUT']}: in Deepness, pick it as the model and press \"Load default "
-                      "parameters\".", Qgis.MessageLevel.Success)
+            self.tell(
+                f'Written {results["OUTPUT"]}: in Deepness, pick it as the model and press "Load default parameters".',
+                Qgis.MessageLevel.Success,
+            )
 
         self.start("export", {"MODEL": model, "OUTPUT": str(onnx)}, exported)
 
@@ -380,10 +434,12 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         cells = ((0, 0, "TP"), (0, 1, "FN"), (1, 0, "FP"), (1, 1, "TN"))
         for row, column, name in cells:
             self.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
-        scores = ", ".join(f"{name.lower().replace('_', ' ')} {results[name]:.3f}"
-                           for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA"))
+        scores = ", ".join(
+            f"{name.lower().replace('_', ' ')} {results[name]:.3f}"
+            for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA")
+        )
         report = Path(results["OUTPUT_REPORT"]).as_uri()
-        self.scores_label.setText(f"{scores}. <a href=\"{report}\">Open the report</a>")
+        self.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')
 
 
 def algorithm_takes(algorithm_id: str, parameter: str) -> bool:

@@ -1,5 +1,6 @@
 """The dock's widgets and their layout, for a narrow (~350 px) dock: forms wrap their labels above the
 fields when space runs out, buttons sit in a grid, everything scrolls vertically."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,13 +71,16 @@ def build_dock_widgets(self) -> None:
     self.output_widget = shrinkable(QgsFileWidget())
     self.output_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
     self.output_widget.lineEdit().setPlaceholderText("beside the project file, else beside the image")
-    self.output_widget.setToolTip("Where models, rasters, buildings and reports are written. Empty: the project "
-                                  "file's folder, else the image's folder. Your choice is remembered.")
+    self.output_widget.setToolTip(
+        "Where models, rasters, buildings and reports are written. Empty: the project "
+        "file's folder, else the image's folder. Your choice is remembered."
+    )
     form.addRow("Output folder", self.output_widget)
     self.building_values_edit = shrinkable(QLineEdit(str(setting("building_values", "1"))))
     self.building_values_edit.setToolTip("Label raster values that mean building, comma-separated. Remembered.")
     self.building_values_edit.editingFinished.connect(
-        lambda: remember("building_values", self.building_values_edit.text().strip()))
+        lambda: remember("building_values", self.building_values_edit.text().strip())
+    )
     form.addRow("Building values", self.building_values_edit)
     layout.addLayout(form)
 
@@ -86,8 +90,10 @@ def build_dock_widgets(self) -> None:
     self.train_images.setToolTip("Tick the images to train on.")
     training_form.addRow("Images", self.train_images)
     self.train_labels = shrinkable(LayerChecklist(is_label_layer))
-    self.train_labels.setToolTip("Tick one label layer (class raster or building polygons) per image: they are "
-                                 "paired with the images in name order.")
+    self.train_labels.setToolTip(
+        "Tick one label layer (class raster or building polygons) per image: they are "
+        "paired with the images in name order."
+    )
     training_form.addRow("Labels", self.train_labels)
     self.pairs_label = QLabel()
     self.pairs_label.setWordWrap(True)
@@ -110,8 +116,10 @@ def build_dock_widgets(self) -> None:
     self.minutes_spin.setSuffix(" minutes")
     self.minutes_spin.setSpecialValueText("preset's value")
     self.minutes_spin.setValue(DEFAULT_TRAINING_MINUTES)
-    self.minutes_spin.setToolTip("Training stops after this time with the best model so far (the preset's "
-                                 "value: 30 minutes on a computer without a GPU).")
+    self.minutes_spin.setToolTip(
+        "Training stops after this time with the best model so far (the preset's "
+        "value: 30 minutes on a computer without a GPU)."
+    )
     training_form.addRow("Train for", self.minutes_spin)
     layout.addWidget(training)
 
@@ -156,9 +164,14 @@ def build_dock_widgets(self) -> None:
     self.predict_button = QPushButton("Predict")
     self.evaluate_button = QPushButton("Evaluate")
     self.cancel_button = QPushButton("Cancel")
-    for index, (button, slot) in enumerate(((self.train_button, self.train), (self.predict_button, self.predict),
-                                            (self.evaluate_button, self.evaluate),
-                                            (self.cancel_button, self.cancel))):
+    for index, (button, slot) in enumerate(
+        (
+            (self.train_button, self.train),
+            (self.predict_button, self.predict),
+            (self.evaluate_button, self.evaluate),
+            (self.cancel_button, self.cancel),
+        )
+    ):
         button.clicked.connect(slot)
         buttons.addWidget(button, index // 2, index % 2)
     self.export_button = QPushButton("Export for Deepness")
@@ -191,14 +204,16 @@ def build_dock_widgets(self) -> None:
     evaluation_layout = QVBoxLayout(evaluation)
     evaluation_form = narrow_form()
     self.prediction_combo = shrinkable(QgsMapLayerComboBox())
-    self.prediction_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer |
-                                     QgsMapLayerProxyModel.Filter.PolygonLayer)
+    self.prediction_combo.setFilters(
+        QgsMapLayerProxyModel.Filter.RasterLayer | QgsMapLayerProxyModel.Filter.PolygonLayer
+    )
     self.prediction_combo.setAllowEmptyLayer(True)
     self.prediction_combo.setLayer(None)
     evaluation_form.addRow("Prediction", self.prediction_combo)
     self.reference_combo = shrinkable(QgsMapLayerComboBox())
-    self.reference_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer |
-                                    QgsMapLayerProxyModel.Filter.PolygonLayer)
+    self.reference_combo.setFilters(
+        QgsMapLayerProxyModel.Filter.RasterLayer | QgsMapLayerProxyModel.Filter.PolygonLayer
+    )
     self.reference_combo.setAllowEmptyLayer(True)
     self.reference_combo.setLayer(None)
     self.reference_combo.setToolTip("The labels the prediction is scored against.")
@@ -213,9 +228,12 @@ def build_dock_widgets(self) -> None:
     self.matrix_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     self.matrix_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     self.matrix_table.setMinimumWidth(60)
-    self.matrix_table.setFixedHeight(self.matrix_table.horizontalHeader().sizeHint().height()
-                                     + sum(self.matrix_table.verticalHeader().sectionSizeHint(row)
-                                           for row in (0, 1)) + 2 * self.matrix_table.frameWidth() + 2)
+    self.matrix_table.setFixedHeight(
+        self.matrix_table.horizontalHeader().sizeHint().height()
+        + sum(self.matrix_table.verticalHeader().sectionSizeHint(row) for row in (0, 1))
+        + 2 * self.matrix_table.frameWidth()
+        + 2
+    )
     evaluation_layout.addWidget(self.matrix_table)
     self.scores_label = QLabel()
     self.scores_label.setWordWrap(True)

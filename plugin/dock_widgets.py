@@ -1,10 +1,11 @@
 """What the dock is made of besides its logic: settings it remembers, readable messages, new file
 names that never replace an earlier run's, layer filters, narrow forms and the layer checklist."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from qgis.core import (
     Qgis,
@@ -61,7 +62,7 @@ def readable(text: str) -> str:
         elif character == ")" and depth:
             depth -= 1
             if depth == 0:
-                group = text[start:index + 1]
+                group = text[start : index + 1]
                 if not NOT_FOR_USERS.search(group) and "\n" not in group:
                     kept.append(group)
                 start = index + 1
@@ -113,12 +114,13 @@ def is_image_layer(layer: QgsMapLayer) -> bool:
 
 
 def is_label_layer(layer: QgsMapLayer) -> bool:
-    return (isinstance(layer, QgsRasterLayer) or (
-        isinstance(layer, QgsVectorLayer) and layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry)) \
-        and not is_plugin_output(layer)
+    return (
+        isinstance(layer, QgsRasterLayer)
+        or (isinstance(layer, QgsVectorLayer) and layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry)
+    ) and not is_plugin_output(layer)
 
 
-def label_values(layer: QgsMapLayer) -> Optional[tuple[list[int], Optional[float]]]:
+def label_values(layer: QgsMapLayer) -> tuple[list[int], float | None] | None:
     """(class values, nodata value) of a byte label raster, from a sample of its pixels; None for other
     layers (polygons, non-byte rasters)."""
     if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
@@ -132,7 +134,7 @@ def label_values(layer: QgsMapLayer) -> Optional[tuple[list[int], Optional[float
     return [value for value in values if value != nodata], nodata
 
 
-def narrow_form(parent: Optional[QWidget] = None) -> QFormLayout:
+def narrow_form(parent: QWidget | None = None) -> QFormLayout:
     """A form whose labels go above their fields when the dock is too narrow for both side by side."""
     form = QFormLayout(parent)
     form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -154,7 +156,7 @@ class LayerChecklist(QgsCheckableComboBox):
     """The project's layers that ``accepts`` takes, to tick several, in natural name order (the order in
     which ticked images are paired with ticked labels). Follows layers being added and removed."""
 
-    def __init__(self, accepts: Callable[[QgsMapLayer], bool], parent: Optional[QWidget] = None) -> None:
+    def __init__(self, accepts: Callable[[QgsMapLayer], bool], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.accepts = accepts
         self.setDefaultText("tick one or more layers")
@@ -164,8 +166,10 @@ class LayerChecklist(QgsCheckableComboBox):
 
     def refresh(self, *_) -> None:
         ticked = set(self.checkedItemsData())
-        layers = sorted((layer for layer in QgsProject.instance().mapLayers().values() if self.accepts(layer)),
-                        key=lambda layer: natural_key(layer.name()))
+        layers = sorted(
+            (layer for layer in QgsProject.instance().mapLayers().values() if self.accepts(layer)),
+            key=lambda layer: natural_key(layer.name()),
+        )
         self.blockSignals(True)
         self.clear()
         for layer in layers:
@@ -181,6 +185,7 @@ class LayerChecklist(QgsCheckableComboBox):
     def tick(self, layers: list[QgsMapLayer]) -> None:
         ids = {layer.id() for layer in layers}
         for index in range(self.count()):
-            self.setItemCheckState(index, Qt.CheckState.Checked if self.itemData(index) in ids
-                                   else Qt.CheckState.Unchecked)
+            self.setItemCheckState(
+                index, Qt.CheckState.Checked if self.itemData(index) in ids else Qt.CheckState.Unchecked
+            )
         self.checkedItemsChanged.emit(self.checkedItems())  # setItemCheckState does not emit it

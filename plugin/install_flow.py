@@ -1,5 +1,6 @@
 """Installing the missing Python modules from the dock: the exact command shown and confirmed first,
 then run in the background with its output in the log; nothing is ever installed silently."""
+
 from __future__ import annotations
 
 from qgis.core import (
@@ -20,10 +21,16 @@ class InstallFlow:
     and ``install_arguments``."""
 
     def confirm_install(self, command: str) -> bool:
-        box = QMessageBox(QMessageBox.Icon.Question, DISPLAY_NAME,
-                          "Install the missing Python modules by running this command?", parent=self)
-        box.setInformativeText(f"{command}\n\nIt downloads the packages from the Python Package Index (torch is "
-                               "large: several minutes). Restart QGIS when it has finished.")
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            DISPLAY_NAME,
+            "Install the missing Python modules by running this command?",
+            parent=self,
+        )
+        box.setInformativeText(
+            f"{command}\n\nIt downloads the packages from the Python Package Index (torch is "
+            "large: several minutes). Restart QGIS when it has finished."
+        )
         box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -42,7 +49,8 @@ class InstallFlow:
         process = QProcess(self)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         process.readyReadStandardOutput.connect(
-            lambda: log(bytes(process.readAllStandardOutput()).decode(errors="replace").rstrip()))
+            lambda: log(bytes(process.readAllStandardOutput()).decode(errors="replace").rstrip())
+        )
         process.finished.connect(self.installed)
         process.errorOccurred.connect(self.install_failed_to_start)
         self.install_process = process
@@ -56,12 +64,16 @@ class InstallFlow:
         if exit_code == 0:
             self.tell("Installed. Restart QGIS to use the plugin.", Qgis.MessageLevel.Success)
         else:
-            self.tell(f"The install command failed (exit code {exit_code}); its output is in the log tab "
-                      f"'{DISPLAY_NAME}'.", Qgis.MessageLevel.Critical)
+            self.tell(
+                f"The install command failed (exit code {exit_code}); its output is in the log tab '{DISPLAY_NAME}'.",
+                Qgis.MessageLevel.Critical,
+            )
 
     def install_failed_to_start(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self.install_process = None
             self.set_running(False)
-            self.tell(f"Could not start {self.install_arguments[0]}: run the command yourself in a terminal.",
-                      Qgis.MessageLevel.Critical)
+            self.tell(
+                f"Could not start {self.install_arguments[0]}: run the command yourself in a terminal.",
+                Qgis.MessageLevel.Critical,
+            )

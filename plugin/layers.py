@@ -1,8 +1,8 @@
 """QGIS layers as the plain files the engine reads, and the plugin's styles on the layers it writes."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from qgis.core import (
     Qgis,
@@ -66,11 +66,13 @@ def raster_path(layer: QgsRasterLayer, role: str) -> str:
     raise QgsProcessingException(
         f"The {role} layer '{layer.name()}' is not a local raster file (it comes from "
         f"'{layer.providerType()}'). Save it as a GeoTIFF first (right-click the layer > Export > Save As...) "
-        "and use the saved file.")
+        "and use the saved file."
+    )
 
 
-def vector_path(layer: QgsVectorLayer, role: str, context: QgsProcessingContext,
-                feedback: Optional[QgsProcessingFeedback]) -> str:
+def vector_path(
+    layer: QgsVectorLayer, role: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback | None
+) -> str:
     """The polygon file behind a vector layer, or a temporary GeoPackage copy when the engine could not
     read the layer as it is (memory or database layers, a filter, one layer of a multi-layer file)."""
     from ..model.rasters import is_vector  # the engine decides which files it reads
@@ -83,19 +85,24 @@ def vector_path(layer: QgsVectorLayer, role: str, context: QgsProcessingContext,
     temporary = QgsProcessingUtils.generateTempFilename(f"{role.replace(' ', '_')}.gpkg")
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(layer, temporary, context.transformContext(),
-                                                                   options)
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, temporary, context.transformContext(), options
+    )
     if error != QgsVectorFileWriter.WriterError.NoError:
-        raise QgsProcessingException(f"The {role} layer '{layer.name()}' could not be copied to a temporary "
-                                     f"GeoPackage ({message}). Save it as a GeoPackage and use that file.")
+        raise QgsProcessingException(
+            f"The {role} layer '{layer.name()}' could not be copied to a temporary "
+            f"GeoPackage ({message}). Save it as a GeoPackage and use that file."
+        )
     if feedback is not None:
-        feedback.pushInfo(f"The {role} layer '{layer.name()}' is not a plain local file: using a temporary "
-                          f"copy {temporary}.")
+        feedback.pushInfo(
+            f"The {role} layer '{layer.name()}' is not a plain local file: using a temporary copy {temporary}."
+        )
     return temporary
 
 
-def layer_path(layer: Optional[QgsMapLayer], role: str, context: QgsProcessingContext,
-               feedback: Optional[QgsProcessingFeedback]) -> str:
+def layer_path(
+    layer: QgsMapLayer | None, role: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback | None
+) -> str:
     """Raster or polygon layer -> a path the engine opens."""
     if isinstance(layer, QgsRasterLayer):
         return raster_path(layer, role)
@@ -121,19 +128,23 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     # QGIS takes ownership of a post-processor and deletes it once used (a batch run reusing one finds it
     # deleted), so every output gets its own; Python must still keep the object alive itself, else its
     # Python part is collected while QGIS holds only the C++ pointer. One per destination, replaced on reuse.
-    _instances: dict[str, "StylePostProcessor"] = {}
+    _instances: dict[str, StylePostProcessor] = {}
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
 
-    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802
-                         feedback: QgsProcessingFeedback) -> None:
+    def postProcessLayer(
+        self,
+        layer: QgsMapLayer,
+        context: QgsProcessingContext,  # noqa: N802
+        feedback: QgsProcessingFeedback,
+    ) -> None:
         apply_style(layer, self.kind)
         layer.setCustomProperty(OUTPUT_PROPERTY, self.kind)
 
     @classmethod
-    def for_output(cls, destination: str, kind: str) -> "StylePostProcessor":
+    def for_output(cls, destination: str, kind: str) -> StylePostProcessor:
         cls._instances[destination] = cls(kind)
         return cls._instances[destination]
 
@@ -142,7 +153,8 @@ def style_on_completion(context: QgsProcessingContext, destination: str, kind: s
     """Style ``destination`` if the caller loads it into the project (the toolbox does, a script may not)."""
     if destination and context.willLoadLayerOnCompletion(destination):
         context.layerToLoadOnCompletionDetails(destination).setPostProcessor(
-            StylePostProcessor.for_output(destination, kind))
+            StylePostProcessor.for_output(destination, kind)
+        )
 
 
 def add_result_group(name: str) -> QgsLayerTreeGroup:
@@ -151,8 +163,9 @@ def add_result_group(name: str) -> QgsLayerTreeGroup:
     return QgsProject.instance().layerTreeRoot().insertGroup(0, name)
 
 
-def add_styled_layer(path: str, name: str, kind: str, visible: bool = True,
-                     group: Optional[QgsLayerTreeGroup] = None) -> Optional[QgsMapLayer]:
+def add_styled_layer(
+    path: str, name: str, kind: str, visible: bool = True, group: QgsLayerTreeGroup | None = None
+) -> QgsMapLayer | None:
     """Adds a file the engine wrote to the project with the plugin's style: at the end of ``group``, or at
     the top of the layer tree without one; switched off when not ``visible``. Main thread only."""
     layer = QgsVectorLayer(path, name, "ogr") if kind in VECTOR_KINDS else QgsRasterLayer(path, name)

@@ -1,4 +1,5 @@
 """Messages to the QGIS message log, under the plugin's own tab."""
+
 from qgis.core import Qgis, QgsMessageLog
 
 from . import LOG_TAG

@@ -1,7 +1,6 @@
 """The plugin object QGIS creates: registers the Processing provider and a button that shows the dock."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
@@ -15,8 +14,8 @@ from .provider import UNetBuildingsProvider
 class UNetBuildingsPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface
-        self.provider: Optional[UNetBuildingsProvider] = None
-        self.action: Optional[QAction] = None
+        self.provider: UNetBuildingsProvider | None = None
+        self.action: QAction | None = None
         self.dock = None  # built on first use: it imports the engine to name the device
 
     def initProcessing(self) -> None:  # noqa: N802 (called by QGIS, also for qgis_process)

@@ -1,4 +1,5 @@
 """The Processing provider: the algorithms under "U-Net Building Extractor" in the toolbox."""
+
 from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider
@@ -12,8 +13,14 @@ from .algorithms.predict import PredictAlgorithm
 from .algorithms.train import TrainAlgorithm
 from .algorithms.vectorize import VectorizeAlgorithm
 
-ALGORITHMS = (TrainAlgorithm, PredictAlgorithm, VectorizeAlgorithm, ExtractAlgorithm, EvaluateAlgorithm,
-              ExportAlgorithm)
+ALGORITHMS = (
+    TrainAlgorithm,
+    PredictAlgorithm,
+    VectorizeAlgorithm,
+    ExtractAlgorithm,
+    EvaluateAlgorithm,
+    ExportAlgorithm,
+)
 
 
 class UNetBuildingsProvider(QgsProcessingProvider):

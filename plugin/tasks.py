@@ -4,10 +4,10 @@ The algorithm runs in a QgsProcessingAlgRunnerTask thread; everything that reach
 through Qt signals, which Qt delivers in the main thread, and layers are only touched once the task has
 finished (in the ``finished`` signal's handler, main thread).
 """
+
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from qgis.core import (
     QgsApplication,
@@ -49,7 +49,7 @@ class AlgorithmRun(QObject):
     info = pyqtSignal(str)
     finished = pyqtSignal(bool, dict, str)  # ok, results, error message
 
-    def __init__(self, algorithm_id: str, parameters: dict, parent: Optional[QObject] = None) -> None:
+    def __init__(self, algorithm_id: str, parameters: dict, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.algorithm_id = algorithm_id
         self.parameters = parameters
@@ -95,7 +95,16 @@ class AlgorithmRun(QObject):
 
     def _executed(self, ok: bool, results: dict) -> None:
         self.task = None  # the task manager deletes the task once this signal has been handled
-        error = "" if ok else (self.feedback.errors[-1] if self.feedback.errors else
-                               "Cancelled." if self.feedback.isCanceled() else "The algorithm failed.")
+        error = (
+            ""
+            if ok
+            else (
+                self.feedback.errors[-1]
+                if self.feedback.errors
+                else "Cancelled."
+                if self.feedback.isCanceled()
+                else "The algorithm failed."
+            )
+        )
         log(f"{self.algorithm_id} {'finished' if ok else 'failed: ' + error} after {self.elapsed_s():.1f} s")
         self.finished.emit(ok, dict(results or {}), error)

@@ -12,6 +12,7 @@ Paths come from the environment (set by scripts/gui_check.sh): GUI_CHECK_SAMPLE 
 scenes), GUI_CHECK_OUTPUT (the dock's output folder), GUI_CHECK_SCREENSHOT (png), GUI_CHECK_TRAIN_MINUTES.
 The outcome is one line in <screenshot>.txt.
 """
+
 import os
 import shutil
 import time
@@ -68,7 +69,7 @@ def after_run(step: str, check, then) -> None:
         QTimer.singleShot(3000, done)
 
     def done() -> None:
-        steps_done.append(f"{step}: {dock.status_label.text().replace(chr(0x200b), '')} ({dock.time_label.text()})")
+        steps_done.append(f"{step}: {dock.status_label.text().replace(chr(0x200B), '')} ({dock.time_label.text()})")
         shot(step)
         then()
 
@@ -92,8 +93,11 @@ def train() -> None:
     dock.minutes_spin.setValue(TRAIN_MINUTES)
     dock.train_button.click()
     show(dock.curves)
-    after_run("1-train", lambda: Path(dock.model_widget.filePath()).is_file() and "Model written" in
-              dock.status_label.text(), predict)
+    after_run(
+        "1-train",
+        lambda: Path(dock.model_widget.filePath()).is_file() and "Model written" in dock.status_label.text(),
+        predict,
+    )
 
 
 def predict() -> None:

@@ -5,6 +5,7 @@ command, device, scores) that the README and the dock point to.
 
 Run from the repository root: ``.venv/bin/python scripts/train_starter_model.py [--minutes 30]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,21 +65,40 @@ def main() -> int:
         print(f"The scenes {missing} are not in {data}: set UNET_SHARED_DATA to their folder.", file=sys.stderr)
         return 2
     config = TrainConfig.for_preset(
-        "default", images=[str(data / name / "image.tif") for name in SCENES],
-        labels=[str(data / name / "labels.tif") for name in SCENES], building_values=[1],
-        output_model=str(args.output), base_width=BASE_WIDTH, seed=0, device=args.device,
-        time_budget_s=args.minutes * 60)
+        "default",
+        images=[str(data / name / "image.tif") for name in SCENES],
+        labels=[str(data / name / "labels.tif") for name in SCENES],
+        building_values=[1],
+        output_model=str(args.output),
+        base_width=BASE_WIDTH,
+        seed=0,
+        device=args.device,
+        time_budget_s=args.minutes * 60,
+    )
     print(config.sizing, flush=True)
-    result = train(config, on_epoch=lambda r: print(
-        f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, val IoU {r['val_iou_tuned']:.4f} "
-        f"at {r['val_threshold']:.2f}, {r['seconds']:.0f} s", flush=True))
+    result = train(
+        config,
+        on_epoch=lambda r: print(
+            f"epoch {r['epoch']}: train loss {r['train_loss']:.4f}, val IoU {r['val_iou_tuned']:.4f} "
+            f"at {r['val_threshold']:.2f}, {r['seconds']:.0f} s",
+            flush=True,
+        ),
+    )
     best = next(record for record in result.history if record["epoch"] == result.best_epoch)
     crops = sum(record["train_batches"] for record in result.history) * config.batch_size
     note = PROVENANCE.format(
-        width=BASE_WIDTH, command=f"python scripts/train_starter_model.py --minutes {args.minutes:g}",
-        date=datetime.date.today().isoformat(), device=result.device_description, precision=result.precision,
-        minutes=args.minutes, epochs=len(result.history), crops=crops, best_epoch=result.best_epoch,
-        val_iou=best["val_iou_tuned"], threshold=best["val_threshold"])
+        width=BASE_WIDTH,
+        command=f"python scripts/train_starter_model.py --minutes {args.minutes:g}",
+        date=datetime.date.today().isoformat(),
+        device=result.device_description,
+        precision=result.precision,
+        minutes=args.minutes,
+        epochs=len(result.history),
+        crops=crops,
+        best_epoch=result.best_epoch,
+        val_iou=best["val_iou_tuned"],
+        threshold=best["val_threshold"],
+    )
     args.output.with_suffix(".md").write_text(note)
     # checkpoints and history are for resuming a run, not for shipping
     for leftover in (result.history_csv_path, *result.checkpoint_dir.glob("*")):

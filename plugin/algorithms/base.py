@@ -1,11 +1,12 @@
 """What every algorithm of the provider shares: identity and help, the dependency check, engine errors
 as plain Processing errors, progress and cancel wired to the feedback, styled outputs."""
+
 from __future__ import annotations
 
 import os
 import time
 from html import escape
-from typing import Callable, Optional
+from typing import Callable
 
 from qgis.core import (
     QgsFeature,
@@ -28,7 +29,8 @@ CITATION = (
     "<h3>Method</h3><p>A U-Net (O. Ronneberger, P. Fischer, T. Brox, <i>U-Net: Convolutional Networks for "
     "Biomedical Image Segmentation</i>, MICCAI 2015) applied to buildings as in <i>Remote sensing image "
     "building extraction based on U-net</i>. Errors are reported in plain words; nothing is installed "
-    "without you.</p>")
+    "without you.</p>"
+)
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
@@ -38,27 +40,39 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 
 def device_parameter() -> QgsProcessingParameterEnum:
     # static strings: scripts and qgis_process pass DEVICE=cpu rather than an index
-    return QgsProcessingParameterEnum("DEVICE", "Device (auto = the GPU when torch sees one, else the CPU)",
-                                      options=list(DEVICE_CHOICES), defaultValue="auto", usesStaticStrings=True)
+    return QgsProcessingParameterEnum(
+        "DEVICE",
+        "Device (auto = the GPU when torch sees one, else the CPU)",
+        options=list(DEVICE_CHOICES),
+        defaultValue="auto",
+        usesStaticStrings=True,
+    )
 
 
-TEMPORARY_MODEL_WARNING = ("<b>Left empty, the model goes to a temporary file that QGIS deletes when it quits:</b> "
-                           "choose a file to keep the model.")
+TEMPORARY_MODEL_WARNING = (
+    "<b>Left empty, the model goes to a temporary file that QGIS deletes when it quits:</b> "
+    "choose a file to keep the model."
+)
 
 
 def dialog_order(definitions: list[QgsProcessingParameterDefinition]) -> list[QgsProcessingParameterDefinition]:
     """Parameters in the order QGIS's algorithm dialog shows them: inputs, then the folded "Advanced
     Parameters" group, then the outputs; hidden ones not at all."""
-    shown = [definition for definition in definitions
-             if not definition.flags() & QgsProcessingParameterDefinition.Flag.FlagHidden]
+    shown = [
+        definition
+        for definition in definitions
+        if not definition.flags() & QgsProcessingParameterDefinition.Flag.FlagHidden
+    ]
     inputs = [definition for definition in shown if not definition.isDestination()]
 
     def is_advanced(definition: QgsProcessingParameterDefinition) -> bool:
         return bool(definition.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced)
 
-    return ([definition for definition in inputs if not is_advanced(definition)]
-            + [definition for definition in inputs if is_advanced(definition)]
-            + [definition for definition in shown if definition.isDestination()])
+    return (
+        [definition for definition in inputs if not is_advanced(definition)]
+        + [definition for definition in inputs if is_advanced(definition)]
+        + [definition for definition in shown if definition.isDestination()]
+    )
 
 
 def dialog_label(definition: QgsProcessingParameterDefinition) -> str:
@@ -117,11 +131,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(ICON_PATH))
 
-    def createInstance(self) -> "EngineAlgorithm":  # noqa: N802
+    def createInstance(self) -> EngineAlgorithm:  # noqa: N802
         return type(self)()
 
-    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
-                         feedback: QgsProcessingFeedback) -> dict:
+    def processAlgorithm(
+        self,
+        parameters: dict,
+        context: QgsProcessingContext,  # noqa: N802
+        feedback: QgsProcessingFeedback,
+    ) -> dict:
         problem = dependency_problem()
         if problem:
             raise QgsProcessingException(problem)
@@ -138,8 +156,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         except OSError as error:
             raise QgsProcessingException(describe_os_error(error)) from error
         except MemoryError as error:
-            raise QgsProcessingException(f"{self.displayName()} ran out of memory: close other programs or use a "
-                                         "smaller batch size, then run again.") from error
+            raise QgsProcessingException(
+                f"{self.displayName()} ran out of memory: close other programs or use a "
+                "smaller batch size, then run again."
+            ) from error
         except Exception as error:  # a bug: a short sentence here, the traceback in the log for a report
             log_exception(f"{self.displayName()} failed", error)
             raise QgsProcessingException(unexpected_error_message(self.displayName(), error)) from error
@@ -147,8 +167,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         raise NotImplementedError
 
-    def postProcessAlgorithm(self, context: QgsProcessingContext,  # noqa: N802
-                             feedback: QgsProcessingFeedback) -> dict:
+    def postProcessAlgorithm(
+        self,
+        context: QgsProcessingContext,  # noqa: N802
+        feedback: QgsProcessingFeedback,
+    ) -> dict:
         from ..layers import style_on_completion
 
         for destination, kind in self._styles.items():
@@ -160,14 +183,18 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             self._styles[destination] = kind
 
     # -- parameter values ----------------------------------------------------------------------
-    def optional_number(self, parameters: dict, name: str, context: QgsProcessingContext,
-                        integer: bool = False) -> Optional[float]:
+    def optional_number(
+        self, parameters: dict, name: str, context: QgsProcessingContext, integer: bool = False
+    ) -> float | None:
         """None when an optional number was left empty (so the engine or preset default applies)."""
         value = parameters.get(name)
         if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
             return None
-        return self.parameterAsInt(parameters, name, context) if integer else \
-            self.parameterAsDouble(parameters, name, context)
+        return (
+            self.parameterAsInt(parameters, name, context)
+            if integer
+            else self.parameterAsDouble(parameters, name, context)
+        )
 
     def device(self, parameters: dict, context: QgsProcessingContext) -> str:
         return self.parameterAsEnumString(parameters, "DEVICE", context)
@@ -177,7 +204,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 INPUT_TYPES = {"raster", "vector", "layer", "multilayer", "file", "source", "mesh", "pointcloud"}
 
 
-def local_file(source: str) -> Optional[str]:
+def local_file(source: str) -> str | None:
     """The local file behind a layer source or destination ('a.gpkg|layername=b' -> 'a.gpkg'); None for
     memory layers, databases and web services."""
     path = (source or "").split("|")[0].strip()
@@ -186,8 +213,9 @@ def local_file(source: str) -> Optional[str]:
     return path
 
 
-def destination_paths(algorithm: QgsProcessingAlgorithm, parameters: dict,
-                      context: QgsProcessingContext) -> dict[str, str]:
+def destination_paths(
+    algorithm: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext
+) -> dict[str, str]:
     """Every output file the run will write, by parameter name (temporary outputs and memory layers left out)."""
     paths = {}
     for definition in algorithm.parameterDefinitions():
@@ -203,8 +231,9 @@ def destination_paths(algorithm: QgsProcessingAlgorithm, parameters: dict,
     return paths
 
 
-def input_paths(algorithm: QgsProcessingAlgorithm, parameters: dict,
-                context: QgsProcessingContext) -> dict[str, list[str]]:
+def input_paths(
+    algorithm: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext
+) -> dict[str, list[str]]:
     """Every local file the run reads, by parameter name."""
     paths: dict[str, list[str]] = {}
     for definition in algorithm.parameterDefinitions():
@@ -249,8 +278,10 @@ def add_feature_checked(sink: QgsFeatureSink, feature: QgsFeature, name: str) ->
     """addFeature that fails loudly: a sink refusing a feature (full disk, format limits) returns False."""
     if not sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert):
         reason = sink.lastError() or "the format refused a feature"
-        raise QgsProcessingException(f"Could not write to the output {name} ({reason}): check the free disk space "
-                                     "and the output's format, then run again.")
+        raise QgsProcessingException(
+            f"Could not write to the output {name} ({reason}): check the free disk space "
+            "and the output's format, then run again."
+        )
 
 
 def check_written_features(destination: str, name: str, count: int) -> None:
@@ -296,15 +327,19 @@ def log_exception(what: str, error: BaseException) -> None:
 
     from ..log import log
 
-    log(f"{what}: {''.join(traceback.format_exception(type(error), error, error.__traceback__))}",
-        Qgis.MessageLevel.Critical)
+    log(
+        f"{what}: {''.join(traceback.format_exception(type(error), error, error.__traceback__))}",
+        Qgis.MessageLevel.Critical,
+    )
 
 
 def unexpected_error_message(title: str, error: BaseException) -> str:
     """One sentence for an error nobody foresaw: what failed, the error in short, where the details are."""
     detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    return (f"{title} failed unexpectedly ({type(error).__name__}{': ' + detail if detail else ''}); details in "
-            f"the log (View > Panels > Log Messages, tab '{LOG_TAG}'). Please report it with those details.")
+    return (
+        f"{title} failed unexpectedly ({type(error).__name__}{': ' + detail if detail else ''}); details in "
+        f"the log (View > Panels > Log Messages, tab '{LOG_TAG}'). Please report it with those details."
+    )
 
 
 def engine_hooks(feedback: QgsProcessingFeedback) -> tuple[Callable[[float, str], None], Callable[[], bool]]:

@@ -1,4 +1,5 @@
 """Evaluate: a prediction against labels: confusion matrix, scores, error map and an HTML report."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
+    QgsFields,
     QgsGeometry,
     QgsProcessing,
     QgsProcessingContext,
@@ -20,24 +22,34 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
     QgsProcessingUtils,
-    QgsFields,
     QgsWkbTypes,
 )
 
 from .base import EngineAlgorithm, add_feature_checked, advanced, check_written_features, engine_hooks
 
 # output name -> (title, ConfusionMatrix attribute)
-COUNT_OUTPUTS = {"TP": ("True positives (building pixels found)", "tp"),
-                 "FP": ("False positives (background marked building)", "fp"),
-                 "FN": ("False negatives (building pixels missed)", "fn"),
-                 "TN": ("True negatives", "tn")}
-SCORE_OUTPUTS = {"ACCURACY": ("Overall accuracy", "accuracy"), "PRECISION": ("Precision", "precision"),
-                 "RECALL": ("Recall", "recall"), "F1": ("F1 score", "f1"), "IOU": ("Building IoU", "iou"),
-                 "KAPPA": ("Cohen's kappa", "kappa"), "BACKGROUND_IOU": ("Background IoU", "background_iou"),
-                 "MEAN_IOU": ("Mean IoU (building and background)", "mean_iou")}
+COUNT_OUTPUTS = {
+    "TP": ("True positives (building pixels found)", "tp"),
+    "FP": ("False positives (background marked building)", "fp"),
+    "FN": ("False negatives (building pixels missed)", "fn"),
+    "TN": ("True negatives", "tn"),
+}
+SCORE_OUTPUTS = {
+    "ACCURACY": ("Overall accuracy", "accuracy"),
+    "PRECISION": ("Precision", "precision"),
+    "RECALL": ("Recall", "recall"),
+    "F1": ("F1 score", "f1"),
+    "IOU": ("Building IoU", "iou"),
+    "KAPPA": ("Cohen's kappa", "kappa"),
+    "BACKGROUND_IOU": ("Background IoU", "background_iou"),
+    "MEAN_IOU": ("Mean IoU (building and background)", "mean_iou"),
+}
 # object-level scores (one-to-one matches at OBJECT_IOU), from ObjectScores
-OBJECT_OUTPUTS = {"OBJECT_PRECISION": ("Object precision", "precision"), "OBJECT_RECALL": ("Object recall", "recall"),
-                  "OBJECT_F1": ("Object F1", "f1")}
+OBJECT_OUTPUTS = {
+    "OBJECT_PRECISION": ("Object precision", "precision"),
+    "OBJECT_RECALL": ("Object recall", "recall"),
+    "OBJECT_F1": ("Object F1", "f1"),
+}
 
 
 class EvaluateAlgorithm(EngineAlgorithm):
@@ -45,57 +57,99 @@ class EvaluateAlgorithm(EngineAlgorithm):
     TITLE = "Evaluate buildings against labels"
     GROUP = "Evaluation"
     GROUP_ID = "evaluation"
-    SUMMARY = ("Compares a building prediction with reference labels pixel by pixel (no-data pixels of either "
-               "are not counted): the confusion matrix, overall accuracy, precision, recall, F1, building IoU "
-               "and Cohen's kappa as numeric outputs, plus object-level scores (a predicted building matches "
-               "a true one at IoU >= 0.5) in an HTML report and a JSON file beside it.")
+    SUMMARY = (
+        "Compares a building prediction with reference labels pixel by pixel (no-data pixels of either "
+        "are not counted): the confusion matrix, overall accuracy, precision, recall, F1, building IoU "
+        "and Cohen's kappa as numeric outputs, plus object-level scores (a predicted building matches "
+        "a true one at IoU >= 0.5) in an HTML report and a JSON file beside it."
+    )
     PARAMETER_HELP = {
         "PREDICTION": "The prediction: a building mask raster (1 = building), a probability raster (thresholded "
-                      "with THRESHOLD) or building polygons.",
+        "with THRESHOLD) or building polygons.",
         "LABELS": "The reference: a class raster (any CRS, resolution or extent; aligned onto the prediction) "
-                  "or building polygons.",
+        "or building polygons.",
         "BUILDING_VALUES": "Class values of the label raster that mean building, comma-separated (e.g. 2 or 2,5). "
-                           "Ignored for polygon labels.",
+        "Ignored for polygon labels.",
         "THRESHOLD": "For a probability raster: probability from which a pixel counts as building. Empty: 0.5.",
         "OUTPUT_REPORT": "HTML report with the confusion matrix and every score; a .json file with the same "
-                         "numbers is written beside it.",
+        "numbers is written beside it.",
         "OUTPUT_ERROR_MAP": "Optional error map raster: 0 true negative, 1 false positive, 2 false negative, "
-                            "3 true positive, 255 no data.",
+        "3 true positive, 255 no data.",
         "OUTPUT_FALSE_POSITIVES": "Optional polygon layer of the predicted buildings that match no true building "
-                                  "(at the object match IoU): false alarms. Attributes: id, area (square map "
-                                  "units of the comparison grid).",
+        "(at the object match IoU): false alarms. Attributes: id, area (square map "
+        "units of the comparison grid).",
         "OUTPUT_MISSED": "Optional polygon layer of the true buildings that no predicted building matches: missed "
-                         "buildings. Attributes: id, area.",
+        "buildings. Attributes: id, area.",
         "AOI": "(advanced) Only score pixels inside these polygons.",
         "OBJECT_IOU": "(advanced) IoU from which a predicted building matches a true one in the object scores "
-                      "(OBJECT_PRECISION, OBJECT_RECALL, OBJECT_F1).",
+        "(OBJECT_PRECISION, OBJECT_RECALL, OBJECT_F1).",
         "PIXEL_SIZE": "(advanced) Only when both layers are polygons: the pixel size, in map units of the "
-                      "prediction layer, at which they are compared.",
+        "prediction layer, at which they are compared.",
     }
 
     def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Prediction (mask raster or polygons)"))
         self.addParameter(QgsProcessingParameterMapLayer("LABELS", "Labels (class raster or polygons)"))
         self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
-        self.addParameter(QgsProcessingParameterNumber(
-            "THRESHOLD", "Probability threshold (probability rasters only)", QgsProcessingParameterNumber.Type.Double,
-            optional=True, minValue=0.0, maxValue=1.0))
-        self.addParameter(advanced(QgsProcessingParameterVectorLayer(
-            "AOI", "Area of interest", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            "OBJECT_IOU", "Object match IoU", QgsProcessingParameterNumber.Type.Double, defaultValue=0.5,
-            minValue=0.0, maxValue=1.0)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            "PIXEL_SIZE", "Comparison pixel size for two polygon layers (map units)",
-            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0)))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT_REPORT", "Report", "HTML files (*.html)", optional=True, createByDefault=True))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            "OUTPUT_ERROR_MAP", "Error map", optional=True, createByDefault=False))
-        for name, title in (("OUTPUT_FALSE_POSITIVES", "False-positive buildings"),
-                            ("OUTPUT_MISSED", "Missed buildings")):
-            self.addParameter(QgsProcessingParameterFeatureSink(
-                name, title, QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=False))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "THRESHOLD",
+                "Probability threshold (probability rasters only)",
+                QgsProcessingParameterNumber.Type.Double,
+                optional=True,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterVectorLayer(
+                    "AOI", "Area of interest", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "OBJECT_IOU",
+                    "Object match IoU",
+                    QgsProcessingParameterNumber.Type.Double,
+                    defaultValue=0.5,
+                    minValue=0.0,
+                    maxValue=1.0,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "PIXEL_SIZE",
+                    "Comparison pixel size for two polygon layers (map units)",
+                    QgsProcessingParameterNumber.Type.Double,
+                    optional=True,
+                    minValue=0.0,
+                )
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                "OUTPUT_REPORT", "Report", "HTML files (*.html)", optional=True, createByDefault=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                "OUTPUT_ERROR_MAP", "Error map", optional=True, createByDefault=False
+            )
+        )
+        for name, title in (
+            ("OUTPUT_FALSE_POSITIVES", "False-positive buildings"),
+            ("OUTPUT_MISSED", "Missed buildings"),
+        ):
+            self.addParameter(
+                QgsProcessingParameterFeatureSink(
+                    name, title, QgsProcessing.SourceType.TypeVectorPolygon, optional=True, createByDefault=False
+                )
+            )
         for name, (title, _) in {**COUNT_OUTPUTS, **SCORE_OUTPUTS}.items():
             self.addOutput(QgsProcessingOutputNumber(name, title))
         for name, (title, _) in OBJECT_OUTPUTS.items():
@@ -107,39 +161,69 @@ class EvaluateAlgorithm(EngineAlgorithm):
         from ...model.rasters import parse_building_values
         from ..layers import layer_path
 
-        prediction = layer_path(self.parameterAsLayer(parameters, "PREDICTION", context), "prediction",
-                                context, feedback)
+        prediction = layer_path(
+            self.parameterAsLayer(parameters, "PREDICTION", context), "prediction", context, feedback
+        )
         labels = layer_path(self.parameterAsLayer(parameters, "LABELS", context), "label", context, feedback)
         aoi_layer = self.parameterAsVectorLayer(parameters, "AOI", context)
         aoi = layer_path(aoi_layer, "area of interest", context, feedback) if aoi_layer else None
-        report = (self.parameterAsFileOutput(parameters, "OUTPUT_REPORT", context)
-                  or QgsProcessingUtils.generateTempFilename("evaluation.html"))
+        report = self.parameterAsFileOutput(
+            parameters, "OUTPUT_REPORT", context
+        ) or QgsProcessingUtils.generateTempFilename("evaluation.html")
         report_json = str(Path(report).with_suffix(".json"))
         error_map = self.parameterAsOutputLayer(parameters, "OUTPUT_ERROR_MAP", context)
         progress, cancelled = engine_hooks(feedback)
         result = evaluate(
-            prediction, labels, parse_building_values(self.parameterAsString(parameters, "BUILDING_VALUES", context)),
-            threshold=self.optional_number(parameters, "THRESHOLD", context), aoi=aoi,
-            error_map_path=error_map or None, report_html_path=report, report_json_path=report_json,
+            prediction,
+            labels,
+            parse_building_values(self.parameterAsString(parameters, "BUILDING_VALUES", context)),
+            threshold=self.optional_number(parameters, "THRESHOLD", context),
+            aoi=aoi,
+            error_map_path=error_map or None,
+            report_html_path=report,
+            report_json_path=report_json,
             object_iou_threshold=self.parameterAsDouble(parameters, "OBJECT_IOU", context),
             pixel_size=self.optional_number(parameters, "PIXEL_SIZE", context),
-            progress=progress, cancelled=cancelled)
-        outputs = {name: getattr(result.matrix, attribute)
-                   for name, (_, attribute) in {**COUNT_OUTPUTS, **SCORE_OUTPUTS}.items()}
-        outputs.update({name: getattr(result.objects, attribute) if result.objects else None
-                        for name, (_, attribute) in OBJECT_OUTPUTS.items()})
-        feedback.pushInfo("Confusion matrix (pixels): " + ", ".join(f"{name} {outputs[name]}" for name in COUNT_OUTPUTS))
+            progress=progress,
+            cancelled=cancelled,
+        )
+        outputs = {
+            name: getattr(result.matrix, attribute)
+            for name, (_, attribute) in {**COUNT_OUTPUTS, **SCORE_OUTPUTS}.items()
+        }
+        outputs.update(
+            {
+                name: getattr(result.objects, attribute) if result.objects else None
+                for name, (_, attribute) in OBJECT_OUTPUTS.items()
+            }
+        )
+        feedback.pushInfo(
+            "Confusion matrix (pixels): " + ", ".join(f"{name} {outputs[name]}" for name in COUNT_OUTPUTS)
+        )
         feedback.pushInfo("Scores: " + ", ".join(f"{name.lower()} {outputs[name]:.4f}" for name in SCORE_OUTPUTS))
         self.style_output(error_map, "error_map")
         crs = QgsCoordinateReferenceSystem.fromWkt(result.grid.crs_wkt or "")
-        for name, shapes, kind in (("OUTPUT_FALSE_POSITIVES", result.false_positive_objects, "false_positives"),
-                                   ("OUTPUT_MISSED", result.missed_objects, "missed")):
+        for name, shapes, kind in (
+            ("OUTPUT_FALSE_POSITIVES", result.false_positive_objects, "false_positives"),
+            ("OUTPUT_MISSED", result.missed_objects, "missed"),
+        ):
             outputs[name] = self.write_objects(parameters, name, context, shapes, crs, kind)
-        return {**outputs, "OUTPUT_REPORT": report, "OUTPUT_REPORT_JSON": report_json,
-                "OUTPUT_ERROR_MAP": error_map or None}
+        return {
+            **outputs,
+            "OUTPUT_REPORT": report,
+            "OUTPUT_REPORT_JSON": report_json,
+            "OUTPUT_ERROR_MAP": error_map or None,
+        }
 
-    def write_objects(self, parameters: dict, name: str, context: QgsProcessingContext, shapes: list,
-                      crs: QgsCoordinateReferenceSystem, kind: str):
+    def write_objects(
+        self,
+        parameters: dict,
+        name: str,
+        context: QgsProcessingContext,
+        shapes: list,
+        crs: QgsCoordinateReferenceSystem,
+        kind: str,
+    ):
         """Unmatched buildings (engine shapely polygons) into an optional sink; its destination, or None."""
         from .vectorize import typed_field
 

@@ -1,4 +1,5 @@
 """Extract buildings: predict + vectorize in one step, from an image straight to building polygons."""
+
 from __future__ import annotations
 
 from qgis.core import (
@@ -18,15 +19,17 @@ class ExtractAlgorithm(EngineAlgorithm):
     TITLE = "Extract buildings"
     GROUP = "Prediction"
     GROUP_ID = "prediction"
-    SUMMARY = ("From an image to building polygons in one step: predicts building probability with a trained "
-               "U-Net (as Predict building rasters) and vectorizes the mask (as Vectorize building mask). "
-               "The rasters are kept only when you ask for them.")
+    SUMMARY = (
+        "From an image to building polygons in one step: predicts building probability with a trained "
+        "U-Net (as Predict building rasters) and vectorizes the mask (as Vectorize building mask). "
+        "The rasters are kept only when you ask for them."
+    )
     PARAMETER_HELP = {
         **PREDICTION_HELP,
         **POLYGON_HELP,
         "OUTPUT_PROBABILITY": "Optional: also keep the building probability raster (byte, probability x 254).",
         "OUTPUT_MASK": "Optional: also keep the building mask raster (1 = building). Without it the mask is "
-                       "a temporary file.",
+        "a temporary file.",
     }
 
     def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
@@ -48,5 +51,9 @@ class ExtractAlgorithm(EngineAlgorithm):
         outputs = write_buildings(self, parameters, context, steps, working_mask, working_probability, crs)
         self.style_output(probability_path, "probability")
         self.style_output(mask_path, "mask")
-        return {**outputs, "OUTPUT_PROBABILITY": probability_path or None, "OUTPUT_MASK": mask_path or None,
-                "THRESHOLD_USED": result.threshold}
+        return {
+            **outputs,
+            "OUTPUT_PROBABILITY": probability_path or None,
+            "OUTPUT_MASK": mask_path or None,
+            "THRESHOLD_USED": result.threshold,
+        }

@@ -1,8 +1,8 @@
 """Predict: building probability and/or mask rasters for an image, with a trained model."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from qgis.core import (
     QgsProcessingContext,
@@ -27,7 +27,7 @@ from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
 STARTER_MODEL = RESOURCES_DIR / "models" / "buildings_rgb_starter.pt"
 
 
-def starter_model() -> Optional[Path]:
+def starter_model() -> Path | None:
     """The shipped starter model when it is there (the default model of Predict, Extract and the dock)."""
     return STARTER_MODEL if STARTER_MODEL.is_file() else None
 
@@ -35,22 +35,22 @@ def starter_model() -> Optional[Path]:
 # Shared with extract (same names, same meaning)
 PREDICTION_HELP = {
     "INPUT": "The image to find buildings in: a local raster file with the bands the model was trained on, "
-             "at a similar resolution (the model file records both). Any size: it is read window by window.",
+    "at a similar resolution (the model file records both). Any size: it is read window by window.",
     "MODEL": "A model file (.pt) written by the Train algorithm. It carries the bands, normalisation, tile "
-             "size and tuned threshold it needs. When the plugin ships its starter model "
-             "(resources/models/buildings_rgb_starter.pt, RGB imagery of 0.1-0.3 m), that is the default.",
+    "size and tuned threshold it needs. When the plugin ships its starter model "
+    "(resources/models/buildings_rgb_starter.pt, RGB imagery of 0.1-0.3 m), that is the default.",
     "EXTENT": "Optional area of interest: only the part of the image inside this extent is predicted (the "
-              "outputs cover that part only). Empty: the whole image.",
+    "outputs cover that part only). Empty: the whole image.",
     "THRESHOLD": "Probability from which a pixel counts as building, between 0 and 1. Empty: the threshold "
-                 "tuned on validation data when the model was trained.",
+    "tuned on validation data when the model was trained.",
     "PIXEL_SIZE": "(advanced) Pixel size the network runs at, in the image's map units. Empty: the model's "
-                  "training resolution, compared on the ground (Web Mercator at any latitude, UTM, feet and "
-                  "degrees alike), the image resampled to it and the results back to the image's grid; 0: the "
-                  "image's own pixels, as they are.",
+    "training resolution, compared on the ground (Web Mercator at any latitude, UTM, feet and "
+    "degrees alike), the image resampled to it and the results back to the image's grid; 0: the "
+    "image's own pixels, as they are.",
     "BATCH_SIZE": "(advanced) Tiles predicted at once. Larger is faster on a GPU but needs more memory.",
     "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
     "TTA": "(advanced) Test-time augmentation: average the predictions of the 8 flips and quarter turns of "
-           "every tile. Slightly cleaner edges, about 8 times slower.",
+    "every tile. Slightly cleaner edges, about 8 times slower.",
 }
 
 
@@ -58,33 +58,70 @@ def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
     """INPUT, MODEL, THRESHOLD and EXTENT, plus the advanced PIXEL_SIZE, BATCH_SIZE, DEVICE, TTA."""
     algorithm.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Image"))
     starter = starter_model()
-    algorithm.addParameter(QgsProcessingParameterFile("MODEL", "Model file (.pt)", extension="pt",
-                                                      defaultValue=str(starter) if starter else None))
-    algorithm.addParameter(QgsProcessingParameterNumber(
-        "THRESHOLD", "Building probability threshold (empty: the model's tuned threshold)",
-        QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0))
-    algorithm.addParameter(QgsProcessingParameterExtent(
-        "EXTENT", "Area of interest (empty: the whole image)", optional=True))
-    algorithm.addParameter(advanced(QgsProcessingParameterNumber(
-        "PIXEL_SIZE", "Processing pixel size in map units (empty: the model's resolution; 0: the image's own)",
-        QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0)))
-    algorithm.addParameter(advanced(QgsProcessingParameterNumber(
-        "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Type.Integer, defaultValue=8, minValue=1)))
+    algorithm.addParameter(
+        QgsProcessingParameterFile(
+            "MODEL", "Model file (.pt)", extension="pt", defaultValue=str(starter) if starter else None
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterNumber(
+            "THRESHOLD",
+            "Building probability threshold (empty: the model's tuned threshold)",
+            QgsProcessingParameterNumber.Type.Double,
+            optional=True,
+            minValue=0.0,
+            maxValue=1.0,
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterExtent("EXTENT", "Area of interest (empty: the whole image)", optional=True)
+    )
+    algorithm.addParameter(
+        advanced(
+            QgsProcessingParameterNumber(
+                "PIXEL_SIZE",
+                "Processing pixel size in map units (empty: the model's resolution; 0: the image's own)",
+                QgsProcessingParameterNumber.Type.Double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+    )
+    algorithm.addParameter(
+        advanced(
+            QgsProcessingParameterNumber(
+                "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Type.Integer, defaultValue=8, minValue=1
+            )
+        )
+    )
     algorithm.addParameter(advanced(device_parameter()))
-    algorithm.addParameter(advanced(QgsProcessingParameterBoolean(
-        "TTA", "Test-time augmentation (flips; slower)", defaultValue=False)))
+    algorithm.addParameter(
+        advanced(QgsProcessingParameterBoolean("TTA", "Test-time augmentation (flips; slower)", defaultValue=False))
+    )
 
 
 def add_raster_outputs(algorithm: EngineAlgorithm, create_by_default: bool) -> None:
-    algorithm.addParameter(QgsProcessingParameterRasterDestination(
-        "OUTPUT_PROBABILITY", "Building probability", optional=True, createByDefault=create_by_default))
-    algorithm.addParameter(QgsProcessingParameterRasterDestination(
-        "OUTPUT_MASK", "Building mask", optional=True, createByDefault=create_by_default))
+    algorithm.addParameter(
+        QgsProcessingParameterRasterDestination(
+            "OUTPUT_PROBABILITY", "Building probability", optional=True, createByDefault=create_by_default
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterRasterDestination(
+            "OUTPUT_MASK", "Building mask", optional=True, createByDefault=create_by_default
+        )
+    )
     algorithm.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
 
 
-def run_prediction(algorithm: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
-                   feedback: QgsProcessingFeedback, probability_path: str, mask_path: str):
+def run_prediction(
+    algorithm: EngineAlgorithm,
+    parameters: dict,
+    context: QgsProcessingContext,
+    feedback: QgsProcessingFeedback,
+    probability_path: str,
+    mask_path: str,
+):
     """Runs the engine's prediction on INPUT with MODEL; returns its PredictionResult."""
     from ...model.inference import predict_raster
     from ..layers import raster_path
@@ -96,22 +133,28 @@ def run_prediction(algorithm: EngineAlgorithm, parameters: dict, context: QgsPro
         image = clipped_image(image, layer, extent, feedback)
     progress, cancelled = engine_hooks(feedback)
     result = predict_raster(
-        image, algorithm.parameterAsFile(parameters, "MODEL", context),
-        probability_path=probability_path or None, mask_path=mask_path or None,
+        image,
+        algorithm.parameterAsFile(parameters, "MODEL", context),
+        probability_path=probability_path or None,
+        mask_path=mask_path or None,
         threshold=algorithm.optional_number(parameters, "THRESHOLD", context),
         batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
         device=algorithm.device(parameters, context),
         tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
         processing_pixel_size=processing_pixel_size(algorithm.optional_number(parameters, "PIXEL_SIZE", context)),
-        progress=progress, cancelled=cancelled)
+        progress=progress,
+        cancelled=cancelled,
+    )
     size_x, size_y = result.processing_pixel_size
     how = "resampled to the model's resolution and back" if result.resampled else "the image's own pixels"
-    feedback.pushInfo(f"Predicted {result.tile_count} tiles at {size_x:.4g} x {size_y:.4g} map units per pixel "
-                      f"({how}) on {result.device_description}, {result.precision}, in {result.seconds:.1f} s.")
+    feedback.pushInfo(
+        f"Predicted {result.tile_count} tiles at {size_x:.4g} x {size_y:.4g} map units per pixel "
+        f"({how}) on {result.device_description}, {result.precision}, in {result.seconds:.1f} s."
+    )
     return result
 
 
-def processing_pixel_size(value: Optional[float]):
+def processing_pixel_size(value: float | None):
     """PIXEL_SIZE as the engine takes it: None (the model's resolution), "native" (0) or a size."""
     if value is None:
         return None
@@ -128,16 +171,20 @@ def clipped_image(image: str, layer: QgsRasterLayer, extent: QgsRectangle, feedb
     if inside.isEmpty() or inside.width() < pixel_x or inside.height() < pixel_y:
         raise QgsProcessingException(
             f"The area of interest ({extent.toString(2)}) does not overlap the image '{layer.name()}' "
-            f"({layer.extent().toString(2)}, {layer.crs().authid()}): move the map or pick another extent.")
+            f"({layer.extent().toString(2)}, {layer.crs().authid()}): move the map or pick another extent."
+        )
     path = QgsProcessingUtils.generateTempFilename("image_area_of_interest.vrt")
-    options = gdal.TranslateOptions(format="VRT", projWin=[inside.xMinimum(), inside.yMaximum(),
-                                                           inside.xMaximum(), inside.yMinimum()])
+    options = gdal.TranslateOptions(
+        format="VRT", projWin=[inside.xMinimum(), inside.yMaximum(), inside.xMaximum(), inside.yMinimum()]
+    )
     dataset = gdal.Translate(path, image, options=options)
     if dataset is None:
         raise QgsProcessingException(f"Could not cut the area of interest out of '{image}': {gdal.GetLastErrorMsg()}")
     dataset = None  # closing writes the file
-    feedback.pushInfo(f"Area of interest: {inside.toString(2)} ({inside.width() / pixel_x:.0f} x "
-                      f"{inside.height() / pixel_y:.0f} pixels of the image).")
+    feedback.pushInfo(
+        f"Area of interest: {inside.toString(2)} ({inside.width() / pixel_x:.0f} x "
+        f"{inside.height() / pixel_y:.0f} pixels of the image)."
+    )
     return path
 
 
@@ -146,15 +193,17 @@ class PredictAlgorithm(EngineAlgorithm):
     TITLE = "Predict building rasters"
     GROUP = "Prediction"
     GROUP_ID = "prediction"
-    SUMMARY = ("Runs a trained U-Net over an image, tile by tile with overlapping, smoothly blended tiles "
-               "(no seams), and writes a building probability raster and/or a building mask raster on the "
-               "image's grid (same CRS, extent and pixel size).")
+    SUMMARY = (
+        "Runs a trained U-Net over an image, tile by tile with overlapping, smoothly blended tiles "
+        "(no seams), and writes a building probability raster and/or a building mask raster on the "
+        "image's grid (same CRS, extent and pixel size)."
+    )
     PARAMETER_HELP = {
         **PREDICTION_HELP,
         "OUTPUT_PROBABILITY": "Building probability raster (GeoTIFF, byte 0-254 = probability x 254, "
-                              "255 = no data). Optional.",
+        "255 = no data). Optional.",
         "OUTPUT_MASK": "Building mask raster (GeoTIFF, 1 = building, 0 = background, 255 = no data). "
-                       "Optional; when neither output is chosen the mask is written to a temporary file.",
+        "Optional; when neither output is chosen the mask is written to a temporary file.",
     }
 
     def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
@@ -169,5 +218,8 @@ class PredictAlgorithm(EngineAlgorithm):
         result = run_prediction(self, parameters, context, feedback, probability_path, mask_path)
         self.style_output(probability_path, "probability")
         self.style_output(mask_path, "mask")
-        return {"OUTPUT_PROBABILITY": probability_path or None, "OUTPUT_MASK": mask_path or None,
-                "THRESHOLD_USED": result.threshold}
+        return {
+            "OUTPUT_PROBABILITY": probability_path or None,
+            "OUTPUT_MASK": mask_path or None,
+            "THRESHOLD_USED": result.threshold,
+        }

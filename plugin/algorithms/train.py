@@ -1,7 +1,6 @@
 """Train: a U-Net on images and their building labels, to a model file."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from qgis.core import (
     QgsProcessing,
@@ -24,26 +23,38 @@ from ..epochs import format_epoch
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
 
 # parameter -> TrainConfig field; empty means "the preset's value"
-OPTIONAL_INTEGERS = {"EPOCHS": "epochs", "PATCHES_PER_EPOCH": "patches_per_epoch", "BATCH_SIZE": "batch_size",
-                     "BASE_WIDTH": "base_width", "TILE_SIZE": "tile_size_px", "SEED": "seed",
-                     "EARLY_STOP_EPOCHS": "early_stop_patience"}
+OPTIONAL_INTEGERS = {
+    "EPOCHS": "epochs",
+    "PATCHES_PER_EPOCH": "patches_per_epoch",
+    "BATCH_SIZE": "batch_size",
+    "BASE_WIDTH": "base_width",
+    "TILE_SIZE": "tile_size_px",
+    "SEED": "seed",
+    "EARLY_STOP_EPOCHS": "early_stop_patience",
+}
 PRESET_CHOICE = "preset"  # an enum's "the preset's value"
 
 
-def parse_bands(text: str) -> Optional[list[int]]:
+def parse_bands(text: str) -> list[int] | None:
     """'1,2,3' -> [1, 2, 3]; empty -> None (the engine's default bands)."""
     parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
     try:
         return [int(part) for part in parts] or None
     except ValueError:
-        raise QgsProcessingException(f"Bands must be whole band numbers separated by commas, e.g. 1,2,3; "
-                                     f"got {text!r}.") from None
+        raise QgsProcessingException(
+            f"Bands must be whole band numbers separated by commas, e.g. 1,2,3; got {text!r}."
+        ) from None
 
 
 def preset_number(name: str, title: str) -> QgsProcessingParameterNumber:
     """An optional whole number whose empty value means the preset's."""
-    return QgsProcessingParameterNumber(name, f"{title} (empty: the preset's value)",
-                                        QgsProcessingParameterNumber.Type.Integer, optional=True, minValue=1)
+    return QgsProcessingParameterNumber(
+        name,
+        f"{title} (empty: the preset's value)",
+        QgsProcessingParameterNumber.Type.Integer,
+        optional=True,
+        minValue=1,
+    )
 
 
 class TrainAlgorithm(EngineAlgorithm):
@@ -51,89 +62,149 @@ class TrainAlgorithm(EngineAlgorithm):
     TITLE = "Train building model"
     GROUP = "Training"
     GROUP_ID = "training"
-    SUMMARY = ("Trains a U-Net to tell building pixels from everything else, on random 256 x 256 crops of the "
-               "images (augmented with gamma, rotation, noise, blur and flips) and their labels. Validation "
-               "uses areas training never sees; the epoch with the best validation IoU is kept and the "
-               "building threshold is tuned on validation. One line per epoch reports loss, accuracy, "
-               "precision, recall and IoU.")
+    SUMMARY = (
+        "Trains a U-Net to tell building pixels from everything else, on random 256 x 256 crops of the "
+        "images (augmented with gamma, rotation, noise, blur and flips) and their labels. Validation "
+        "uses areas training never sees; the epoch with the best validation IoU is kept and the "
+        "building threshold is tuned on validation. One line per epoch reports loss, accuracy, "
+        "precision, recall and IoU."
+    )
     PARAMETER_HELP = {
         "IMAGES": "One or more images (local raster files) of the same bands and a similar resolution.",
         "LABELS": "One label layer per image, in the same order: a class raster (any CRS, resolution or "
-                  "extent; aligned onto the image) or building polygons.",
+        "extent; aligned onto the image) or building polygons.",
         "BUILDING_VALUES": "Class values of the label rasters that mean building, comma-separated (e.g. 2, or "
-                           "2,5). Ignored for polygon labels.",
+        "2,5). Ignored for polygon labels.",
         "PRESET": "default: the improved recipe (separate validation areas, stable learning rate, selection by "
-                  "IoU). paper: the paper's recipe exactly (64-filter U-Net, Adam lr 0.01, batch 16, 10 epochs).",
+        "IoU). paper: the paper's recipe exactly (64-filter U-Net, Adam lr 0.01, batch 16, 10 epochs).",
         "EPOCHS": "Number of epochs. Empty: the preset's value (default preset on a GPU: 20; on a CPU, as many as "
-                  "the time budget allows).",
+        "the time budget allows).",
         "TIME_BUDGET_MIN": "Train for this many minutes: the running epoch is cut short, validated and saved, and "
-                           "the learning-rate schedule follows the time. Empty: the preset's (default preset on a "
-                           "computer without a GPU: 30 minutes, unless you set EPOCHS; on a GPU: no limit).",
+        "the learning-rate schedule follows the time. Empty: the preset's (default preset on a "
+        "computer without a GPU: 30 minutes, unless you set EPOCHS; on a GPU: no limit).",
         "INIT_MODEL": "Optional model file (.pt) to start from instead of a new network: fine-tunes it on your "
-                      "labels (its network, bands and input scaling are kept), e.g. to adapt a model to a new "
-                      "city with a few labelled blocks.",
+        "labels (its network, bands and input scaling are kept), e.g. to adapt a model to a new "
+        "city with a few labelled blocks.",
         "OUTPUT_MODEL": "The model file (.pt) to write: weights plus bands, normalisation, tile size, tuned "
-                        "threshold and training history. Beside it go the history as NAME_history.csv and "
-                        "the checkpoints in a folder NAME_checkpoints (NAME: the file name without .pt).",
+        "threshold and training history. Beside it go the history as NAME_history.csv and "
+        "the checkpoints in a folder NAME_checkpoints (NAME: the file name without .pt).",
         "PATCHES_PER_EPOCH": "(advanced) Training crops per epoch. Empty: the preset's value.",
         "BATCH_SIZE": "(advanced) Crops per optimisation step. Empty: the preset's value.",
         "BASE_WIDTH": "(advanced) Filters of the first U-Net level (the paper: 64; each level doubles it). "
-                      "Smaller trains faster. Empty: the preset's value.",
+        "Smaller trains faster. Empty: the preset's value.",
         "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
         "BANDS": "(advanced) Image bands to use, 1-based and comma-separated (e.g. 1,2,3). Empty: every band "
-                 "that is not an alpha band.",
+        "that is not an alpha band.",
         "TILE_SIZE": "(advanced) Side of the square training crops in pixels, a multiple of 16 (the paper: 256). "
-                     "Empty: the preset's value.",
+        "Empty: the preset's value.",
         "SEED": "(advanced) Random seed, for a repeatable run. Empty: a random seed.",
         "EARLY_STOP_EPOCHS": "(advanced) Stop when validation IoU has not improved for this many epochs. Empty: "
-                             "never stop early.",
+        "never stop early.",
         "NORMALIZATION": "(advanced) How band values are scaled: per_image (each image by its own statistics, "
-                         "contrast never stretched past twice the training images': adapts to imagery the model "
-                         "never saw; the default), dataset (the training images' statistics, fixed in the model: a "
-                         "pixel's scaling never depends on the extent you process), fixed (values / full range, "
-                         "the paper's), or the preset's choice.",
+        "contrast never stretched past twice the training images': adapts to imagery the model "
+        "never saw; the default), dataset (the training images' statistics, fixed in the model: a "
+        "pixel's scaling never depends on the extent you process), fixed (values / full range, "
+        "the paper's), or the preset's choice.",
         "PRECISION": "(advanced) auto: bfloat16 where the GPU or CPU computes it natively (about 2.5x faster "
-                     "training on such CPUs), else float32; or force one.",
+        "training on such CPUs), else float32; or force one.",
     }
 
     def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers("IMAGES", "Images", QgsProcessing.SourceType.TypeRaster))
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "LABELS", "Labels (class rasters or building polygons, one per image, same order)",
-            QgsProcessing.SourceType.TypeMapLayer))
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                "LABELS",
+                "Labels (class rasters or building polygons, one per image, same order)",
+                QgsProcessing.SourceType.TypeMapLayer,
+            )
+        )
         self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
-        self.addParameter(QgsProcessingParameterEnum("PRESET", "Preset", options=list(PRESETS), defaultValue="default",
-                                                     usesStaticStrings=True))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                "PRESET", "Preset", options=list(PRESETS), defaultValue="default", usesStaticStrings=True
+            )
+        )
         self.addParameter(preset_number("EPOCHS", "Epochs"))
-        self.addParameter(QgsProcessingParameterNumber(
-            "TIME_BUDGET_MIN", "Train for this many minutes (empty: the preset's; 30 on a computer without a GPU)",
-            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.1))
-        self.addParameter(QgsProcessingParameterFile(
-            "INIT_MODEL", "Start from this model (fine-tune; optional)", extension="pt", optional=True))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "TIME_BUDGET_MIN",
+                "Train for this many minutes (empty: the preset's; 30 on a computer without a GPU)",
+                QgsProcessingParameterNumber.Type.Double,
+                optional=True,
+                minValue=0.1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "INIT_MODEL", "Start from this model (fine-tune; optional)", extension="pt", optional=True
+            )
+        )
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Model file", "Model files (*.pt)"))
         # the preset's recipe is what most users want: its knobs are advanced
-        titles = {"PATCHES_PER_EPOCH": "Crops per epoch", "BATCH_SIZE": "Batch size",
-                  "BASE_WIDTH": "Base width (filters of the first level)"}
+        titles = {
+            "PATCHES_PER_EPOCH": "Crops per epoch",
+            "BATCH_SIZE": "Batch size",
+            "BASE_WIDTH": "Base width (filters of the first level)",
+        }
         for name, title in titles.items():
             self.addParameter(advanced(preset_number(name, title)))
         self.addParameter(advanced(device_parameter()))
         self.addParameter(advanced(QgsProcessingParameterString("BANDS", "Bands (e.g. 1,2,3)", optional=True)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Crop size in pixels (empty: the preset's value)", QgsProcessingParameterNumber.Type.Integer,
-            optional=True, minValue=16)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            "SEED", "Random seed", QgsProcessingParameterNumber.Type.Integer, optional=True)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            "EARLY_STOP_EPOCHS", "Stop after this many epochs without a better validation IoU (empty: never)",
-            QgsProcessingParameterNumber.Type.Integer, optional=True, minValue=1)))
-        self.addParameter(advanced(QgsProcessingParameterEnum(
-            "NORMALIZATION", "Band scaling", options=[PRESET_CHOICE, *NORMALIZATIONS], defaultValue=PRESET_CHOICE,
-            usesStaticStrings=True)))
-        self.addParameter(advanced(QgsProcessingParameterEnum(
-            "PRECISION", "Arithmetic precision", options=list(PRECISIONS), defaultValue="auto",
-            usesStaticStrings=True)))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "TILE_SIZE",
+                    "Crop size in pixels (empty: the preset's value)",
+                    QgsProcessingParameterNumber.Type.Integer,
+                    optional=True,
+                    minValue=16,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "SEED", "Random seed", QgsProcessingParameterNumber.Type.Integer, optional=True
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "EARLY_STOP_EPOCHS",
+                    "Stop after this many epochs without a better validation IoU (empty: never)",
+                    QgsProcessingParameterNumber.Type.Integer,
+                    optional=True,
+                    minValue=1,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterEnum(
+                    "NORMALIZATION",
+                    "Band scaling",
+                    options=[PRESET_CHOICE, *NORMALIZATIONS],
+                    defaultValue=PRESET_CHOICE,
+                    usesStaticStrings=True,
+                )
+            )
+        )
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterEnum(
+                    "PRECISION",
+                    "Arithmetic precision",
+                    options=list(PRECISIONS),
+                    defaultValue="auto",
+                    usesStaticStrings=True,
+                )
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", "Best epoch"))
-        self.addOutput(QgsProcessingOutputNumber("VAL_IOU", "Validation IoU of the best epoch (at its tuned threshold)"))
+        self.addOutput(
+            QgsProcessingOutputNumber("VAL_IOU", "Validation IoU of the best epoch (at its tuned threshold)")
+        )
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD", "Building threshold tuned on validation"))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
         self.addOutput(QgsProcessingOutputFile("HISTORY_CSV", "Training history (CSV)"))
@@ -144,16 +215,21 @@ class TrainAlgorithm(EngineAlgorithm):
         from ..layers import layer_path, raster_path
 
         images = [raster_path(layer, "image") for layer in self.parameterAsLayerList(parameters, "IMAGES", context)]
-        labels = [layer_path(layer, "label", context, feedback)
-                  for layer in self.parameterAsLayerList(parameters, "LABELS", context)]
+        labels = [
+            layer_path(layer, "label", context, feedback)
+            for layer in self.parameterAsLayerList(parameters, "LABELS", context)
+        ]
         if len(images) != len(labels):
             raise QgsProcessingException(
                 f"{len(images)} image(s) but {len(labels)} label layer(s): give one label layer per image, "
-                "in the same order.")
+                "in the same order."
+            )
         budget_min = self.optional_number(parameters, "TIME_BUDGET_MIN", context)
         normalization = self.parameterAsEnumString(parameters, "NORMALIZATION", context)
         config = TrainConfig.for_preset(
-            self.parameterAsEnumString(parameters, "PRESET", context), images=images, labels=labels,
+            self.parameterAsEnumString(parameters, "PRESET", context),
+            images=images,
+            labels=labels,
             building_values=parse_building_values(self.parameterAsString(parameters, "BUILDING_VALUES", context)),
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context),
             device=self.device(parameters, context),
@@ -162,17 +238,31 @@ class TrainAlgorithm(EngineAlgorithm):
             time_budget_s=budget_min * 60 if budget_min else None,
             init_model=self.parameterAsFile(parameters, "INIT_MODEL", context) or None,
             normalization=None if normalization in ("", PRESET_CHOICE) else normalization,
-            **{field: self.optional_number(parameters, name, context, integer=True)
-               for name, field in OPTIONAL_INTEGERS.items()})
+            **{
+                field: self.optional_number(parameters, name, context, integer=True)
+                for name, field in OPTIONAL_INTEGERS.items()
+            },
+        )
         progress, cancelled = engine_hooks(feedback)
-        result = train(config, progress=progress, cancelled=cancelled,
-                       on_epoch=lambda record: feedback.pushInfo(format_epoch(record)))
+        result = train(
+            config,
+            progress=progress,
+            cancelled=cancelled,
+            on_epoch=lambda record: feedback.pushInfo(format_epoch(record)),
+        )
         best = next((record for record in result.history if record.get("epoch") == result.best_epoch), {})
         if result.stop_reason:
             feedback.pushInfo(f"Training ended early: {result.stop_reason}.")
-        feedback.pushInfo(f"Best epoch {result.best_epoch} on {result.device_description}, {result.precision}; "
-                          f"model: {result.model_path}")
+        feedback.pushInfo(
+            f"Best epoch {result.best_epoch} on {result.device_description}, {result.precision}; "
+            f"model: {result.model_path}"
+        )
         # the score that chose the epoch: IoU at the threshold tuned on validation (0.5 when not tuned)
-        return {"OUTPUT_MODEL": str(result.model_path), "BEST_EPOCH": result.best_epoch,
-                "VAL_IOU": best.get("val_iou_tuned"), "THRESHOLD": best.get("val_threshold"),
-                "DEVICE_USED": result.device_description, "HISTORY_CSV": str(result.history_csv_path)}
+        return {
+            "OUTPUT_MODEL": str(result.model_path),
+            "BEST_EPOCH": result.best_epoch,
+            "VAL_IOU": best.get("val_iou_tuned"),
+            "THRESHOLD": best.get("val_threshold"),
+            "DEVICE_USED": result.device_description,
+            "HISTORY_CSV": str(result.history_csv_path),
+        }

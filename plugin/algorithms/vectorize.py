@@ -1,7 +1,8 @@
 """Vectorize: a building mask raster to building polygons in any vector format."""
+
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from qgis.core import (
     Qgis,
@@ -23,38 +24,64 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
-from .base import (EngineAlgorithm, add_feature_checked, advanced, check_written_features, discard_output,
-                   engine_hooks)
+from .base import EngineAlgorithm, add_feature_checked, advanced, check_written_features, discard_output, engine_hooks
 
 # Shared with extract
 POLYGON_HELP = {
     "MIN_AREA": "Smallest building kept, in square map units of the mask's CRS (m² for a metric CRS). "
-                "0 keeps every blob.",
+    "0 keeps every blob.",
     "SIMPLIFY": "Tolerance of the outline simplification, in map units (e.g. about one pixel size). "
-                "0 keeps the pixel staircase.",
+    "0 keeps the pixel staircase.",
     "OUTPUT": "Building polygons with the attributes id, area, perimeter (map units) and mean_probability "
-              "(empty without a probability raster). Any vector format, or a temporary layer.",
+    "(empty without a probability raster). Any vector format, or a temporary layer.",
     "FILL_HOLES": "(advanced) Holes smaller than this area (square map units) are filled: courtyards bigger "
-                  "than it stay.",
+    "than it stay.",
     "REGULARIZE": "(advanced) Square the outlines: right angles along each building's main direction.",
 }
 
 
 def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
     """MIN_AREA, SIMPLIFY, OUTPUT, plus the advanced FILL_HOLES and REGULARIZE."""
-    algorithm.addParameter(QgsProcessingParameterNumber(
-        "MIN_AREA", "Minimum building area (square map units)", QgsProcessingParameterNumber.Type.Double,
-        defaultValue=0.0, minValue=0.0))
-    algorithm.addParameter(QgsProcessingParameterNumber(
-        "SIMPLIFY", "Simplification tolerance (map units)", QgsProcessingParameterNumber.Type.Double,
-        defaultValue=0.0, minValue=0.0))
-    algorithm.addParameter(advanced(QgsProcessingParameterNumber(
-        "FILL_HOLES", "Fill holes smaller than (square map units)", QgsProcessingParameterNumber.Type.Double,
-        defaultValue=0.0, minValue=0.0)))
-    algorithm.addParameter(advanced(QgsProcessingParameterBoolean(
-        "REGULARIZE", "Square the outlines (right angles)", defaultValue=False)))
-    algorithm.addParameter(QgsProcessingParameterFeatureSink(
-        "OUTPUT", "Buildings", QgsProcessing.SourceType.TypeVectorPolygon, defaultValue=QgsProcessing.TEMPORARY_OUTPUT))
+    algorithm.addParameter(
+        QgsProcessingParameterNumber(
+            "MIN_AREA",
+            "Minimum building area (square map units)",
+            QgsProcessingParameterNumber.Type.Double,
+            defaultValue=0.0,
+            minValue=0.0,
+        )
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterNumber(
+            "SIMPLIFY",
+            "Simplification tolerance (map units)",
+            QgsProcessingParameterNumber.Type.Double,
+            defaultValue=0.0,
+            minValue=0.0,
+        )
+    )
+    algorithm.addParameter(
+        advanced(
+            QgsProcessingParameterNumber(
+                "FILL_HOLES",
+                "Fill holes smaller than (square map units)",
+                QgsProcessingParameterNumber.Type.Double,
+                defaultValue=0.0,
+                minValue=0.0,
+            )
+        )
+    )
+    algorithm.addParameter(
+        advanced(QgsProcessingParameterBoolean("REGULARIZE", "Square the outlines (right angles)", defaultValue=False))
+    )
+    algorithm.addParameter(
+        QgsProcessingParameterFeatureSink(
+            "OUTPUT",
+            "Buildings",
+            QgsProcessing.SourceType.TypeVectorPolygon,
+            defaultValue=QgsProcessing.TEMPORARY_OUTPUT,
+        )
+    )
     algorithm.addOutput(QgsProcessingOutputNumber("BUILDING_COUNT", "Number of buildings"))
 
 
@@ -74,9 +101,15 @@ def building_fields() -> QgsFields:
     return fields
 
 
-def write_buildings(algorithm: EngineAlgorithm, parameters: dict, context: QgsProcessingContext,
-                    feedback: QgsProcessingFeedback, mask_path: str, probability_path: Optional[str],
-                    crs: QgsCoordinateReferenceSystem) -> dict:
+def write_buildings(
+    algorithm: EngineAlgorithm,
+    parameters: dict,
+    context: QgsProcessingContext,
+    feedback: QgsProcessingFeedback,
+    mask_path: str,
+    probability_path: str | None,
+    crs: QgsCoordinateReferenceSystem,
+) -> dict:
     """Vectorizes ``mask_path`` into the OUTPUT sink; returns OUTPUT and BUILDING_COUNT."""
     from ...model.vectorize import polygons_from_mask
 
@@ -84,14 +117,16 @@ def write_buildings(algorithm: EngineAlgorithm, parameters: dict, context: QgsPr
     progress, cancelled = engine_hooks(feedback)
     # the engine checks the mask when called, so a wrong input is refused before the output exists
     polygons = polygons_from_mask(
-        mask_path, probability_path=probability_path or None,
+        mask_path,
+        probability_path=probability_path or None,
         min_area=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
         simplify=algorithm.parameterAsDouble(parameters, "SIMPLIFY", context),
         fill_holes_below=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
         regularize=algorithm.parameterAsBoolean(parameters, "REGULARIZE", context),
-        progress=progress, cancelled=cancelled)
-    sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields,
-                                                  QgsWkbTypes.Type.Polygon, crs)
+        progress=progress,
+        cancelled=cancelled,
+    )
+    sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Type.Polygon, crs)
     try:
         count = add_features(sink, polygons, fields)
         sink = None  # closes the file writer, so the file is complete before it is read back
@@ -123,21 +158,27 @@ class VectorizeAlgorithm(EngineAlgorithm):
     TITLE = "Vectorize building mask"
     GROUP = "Prediction"
     GROUP_ID = "prediction"
-    SUMMARY = ("Turns a building mask raster (1 = building) into one polygon per building. Buildings cut by "
-               "the processing windows are merged back; small blobs can be dropped, outlines simplified, "
-               "small holes filled and corners squared.")
+    SUMMARY = (
+        "Turns a building mask raster (1 = building) into one polygon per building. Buildings cut by "
+        "the processing windows are merged back; small blobs can be dropped, outlines simplified, "
+        "small holes filled and corners squared."
+    )
     PARAMETER_HELP = {
-        "INPUT": "Building mask raster, e.g. the mask output of Predict (1 = building, 0 = background, "
-                 "255 = no data).",
+        "INPUT": "Building mask raster, e.g. the mask output of Predict (1 = building, 0 = background, 255 = no data).",
         "PROBABILITY": "(advanced) The probability raster of the same prediction, to fill the mean_probability "
-                       "attribute.",
+        "attribute.",
         **POLYGON_HELP,
     }
 
     def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Building mask"))
-        self.addParameter(advanced(QgsProcessingParameterRasterLayer(
-            "PROBABILITY", "Building probability (for the mean_probability attribute)", optional=True)))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterRasterLayer(
+                    "PROBABILITY", "Building probability (for the mean_probability attribute)", optional=True
+                )
+            )
+        )
         add_polygon_parameters(self)
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
@@ -146,5 +187,6 @@ class VectorizeAlgorithm(EngineAlgorithm):
         mask_layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         probability_layer = self.parameterAsRasterLayer(parameters, "PROBABILITY", context)
         probability_path = raster_path(probability_layer, "probability") if probability_layer else None
-        return write_buildings(self, parameters, context, feedback, raster_path(mask_layer, "mask"),
-                               probability_path, mask_layer.crs())
+        return write_buildings(
+            self, parameters, context, feedback, raster_path(mask_layer, "mask"), probability_path, mask_layer.crs()
+        )

@@ -8,6 +8,7 @@ Scenes 1 and 2 are for training, scene 3 is held out for testing.
 Run from anywhere: ``python resources/sample/make_sample.py`` (deterministic; rewrites the .tif
 files beside this script). Needs numpy, rasterio and shapely.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,8 @@ def box_blur(image: np.ndarray, radius_px: int = 1) -> np.ndarray:
     width = 2 * radius_px + 1
     for dy in range(width):
         for dx in range(width):
-            out += padded[dy:dy + image.shape[0], dx:dx + image.shape[1]]
-    return out / width ** 2
+            out += padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
+    return out / width**2
 
 
 def make_scene(size_px: int, seed: int, has_water: bool, building_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,9 @@ def make_scene(size_px: int, seed: int, has_water: bool, building_count: int) ->
         candidate = box(-width / 2, offset, width / 2, offset + depth)
         candidate = affinity.rotate(candidate, road_angle + rng.choice([0, 180]) + rng.normal(0, 4), origin=(0, 0))
         candidate = affinity.translate(candidate, anchor.x, anchor.y)
-        if not box(2, 2, size_px - 2, size_px - 2).contains(candidate) or any(candidate.intersects(r) for r, _ in roads):
+        if not box(2, 2, size_px - 2, size_px - 2).contains(candidate) or any(
+            candidate.intersects(r) for r, _ in roads
+        ):
             continue
         if any(candidate.distance(other) < 2 for other in buildings):
             continue
@@ -99,7 +102,9 @@ def make_scene(size_px: int, seed: int, has_water: bool, building_count: int) ->
     base += texture[..., None] * np.where(labels == VEGETATION, 1.0, 0.5)[..., None]
 
     shadow_shift_px = (3, 3)
-    shadows = rasterize([(affinity.translate(b, *shadow_shift_px), 1) for b in buildings], out_shape=shape, dtype="uint8")
+    shadows = rasterize(
+        [(affinity.translate(b, *shadow_shift_px), 1) for b in buildings], out_shape=shape, dtype="uint8"
+    )
     base[shadows.astype(bool)] *= 0.45
     for building, rgb in zip(buildings, roofs):
         footprint = rasterize([(building, 1)], out_shape=shape, dtype="uint8").astype(bool)
@@ -114,10 +119,20 @@ def make_scene(size_px: int, seed: int, has_water: bool, building_count: int) ->
 
 def write_scene(name: str, image: np.ndarray, labels: np.ndarray, origin_xy_m: tuple[float, float]) -> None:
     transform = from_origin(*origin_xy_m, PIXEL_SIZE_M, PIXEL_SIZE_M)
-    common = dict(driver="GTiff", width=labels.shape[1], height=labels.shape[0], crs=CRS, transform=transform,
-                  tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-    with rasterio.open(HERE / f"{name}.tif", "w", count=3, dtype="uint8", photometric="RGB", predictor=2,
-                       **common) as dst:
+    common = dict(
+        driver="GTiff",
+        width=labels.shape[1],
+        height=labels.shape[0],
+        crs=CRS,
+        transform=transform,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
+    with rasterio.open(
+        HERE / f"{name}.tif", "w", count=3, dtype="uint8", photometric="RGB", predictor=2, **common
+    ) as dst:
         dst.write(image)
     with rasterio.open(HERE / f"{name}_labels.tif", "w", count=1, dtype="uint8", **common) as dst:
         dst.write(labels, 1)

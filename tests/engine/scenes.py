@@ -1,9 +1,9 @@
 """Tiny georeferenced image / class-raster pairs for the engine tests: class-2 pixels are bright
 roofs on darker, noisy ground, so a few training steps learn them."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import rasterio
@@ -13,9 +13,16 @@ from rasterio.transform import from_origin
 UTM_36_TRANSFORM = from_origin(500000, 9000000, 0.5, 0.5)
 
 
-def write_pair(folder: Path, name: str, labels: np.ndarray, *, seed: int = 0,
-               rng: Optional[np.random.Generator] = None, crs: str = "EPSG:32636",
-               transform: Affine = UTM_36_TRANSFORM) -> tuple[str, str]:
+def write_pair(
+    folder: Path,
+    name: str,
+    labels: np.ndarray,
+    *,
+    seed: int = 0,
+    rng: np.random.Generator | None = None,
+    crs: str = "EPSG:32636",
+    transform: Affine = UTM_36_TRANSFORM,
+) -> tuple[str, str]:
     """Writes ``<name>.tif`` (RGB uint8) and ``<name>_labels.tif`` (the class raster ``labels``)."""
     rng = rng or np.random.default_rng(seed)
     image = rng.normal(70, 12, (3, *labels.shape))

@@ -9,6 +9,7 @@ Runs only where torch sees a CUDA GPU (skipped elsewhere); every test name start
 Masks are not compared: pixels whose probability lies within these tolerances of the threshold
 may flip, and a tiny random network has many of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,10 +40,11 @@ class ConvOutputTypes:
     def __init__(self) -> None:
         self.seen: set[torch.dtype] = set()
 
-    def __enter__(self) -> "ConvOutputTypes":
+    def __enter__(self) -> ConvOutputTypes:
         def hook(module, inputs, output):
             if isinstance(module, torch.nn.Conv2d):
                 self.seen.add(output.dtype)
+
         self._handle = torch.nn.modules.module.register_module_forward_hook(hook)
         return self
 
@@ -54,8 +56,17 @@ class ConvOutputTypes:
 def test_cuda_training_steps_in_each_precision(scenes, tmp_path, precision):  # noqa: F811
     epochs: list[dict] = []
     output = tmp_path / "model.pt"
-    config = tiny_config(scenes, output, device="cuda", precision=precision, epochs=4, patches_per_epoch=32,
-                         batch_size=8, base_width=8, learning_rate=3e-3)
+    config = tiny_config(
+        scenes,
+        output,
+        device="cuda",
+        precision=precision,
+        epochs=4,
+        patches_per_epoch=32,
+        batch_size=8,
+        base_width=8,
+        learning_rate=3e-3,
+    )
     with ConvOutputTypes() as types:
         result = train(config, on_epoch=epochs.append)
     assert types.seen == {AUTOCAST_TYPES[precision]}
@@ -63,8 +74,11 @@ def test_cuda_training_steps_in_each_precision(scenes, tmp_path, precision):  # 
     assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0], losses
     assert result.device_description.startswith("GPU")
     loaded = load_model(output)  # weights saved as float32 on the CPU, whatever ran
-    assert all(tensor.dtype == torch.float32 and tensor.device.type == "cpu" and torch.isfinite(tensor).all()
-               for tensor in loaded.net.state_dict().values() if tensor.is_floating_point())
+    assert all(
+        tensor.dtype == torch.float32 and tensor.device.type == "cpu" and torch.isfinite(tensor).all()
+        for tensor in loaded.net.state_dict().values()
+        if tensor.is_floating_point()
+    )
 
 
 def test_cuda_prediction_equals_the_cpu_within_the_stated_tolerance(tmp_path):
@@ -75,8 +89,15 @@ def test_cuda_prediction_equals_the_cpu_within_the_stated_tolerance(tmp_path):
 
     def probability(device: str, precision: str) -> np.ndarray:
         path = tmp_path / f"{device}_{precision}.tif"
-        result = predict_raster(image, model, probability_path=path, probability_dtype="float32", device=device,
-                                precision=precision, batch_size=3)
+        result = predict_raster(
+            image,
+            model,
+            probability_path=path,
+            probability_dtype="float32",
+            device=device,
+            precision=precision,
+            batch_size=3,
+        )
         assert result.precision == precision_name(autocast_settings(torch.device(device), precision)[0])
         return read(path)
 
@@ -84,8 +105,10 @@ def test_cuda_prediction_equals_the_cpu_within_the_stated_tolerance(tmp_path):
     assert cpu.std() > 0.05  # outputs vary enough for the comparison to mean something
     nodata = cpu == -1.0
     assert nodata[:40, :50].all()
-    for precision, worst, mean in (("float32", FLOAT32_TOLERANCE, FLOAT32_TOLERANCE),
-                                   ("auto", BF16_TOLERANCE, BF16_MEAN_TOLERANCE)):
+    for precision, worst, mean in (
+        ("float32", FLOAT32_TOLERANCE, FLOAT32_TOLERANCE),
+        ("auto", BF16_TOLERANCE, BF16_MEAN_TOLERANCE),
+    ):
         gpu = probability("cuda", precision)
         assert np.array_equal(gpu == -1.0, nodata)
         difference = np.abs(gpu - cpu)[~nodata]
@@ -123,8 +146,11 @@ def test_cuda_cancel_takes_effect_inside_a_batch(scenes, tmp_path):  # noqa: F81
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         with pytest.raises(Cancelled) as caught:
-            train(tiny_config(scenes, tmp_path / "m.pt", device="cuda", epochs=3, base_width=8),
-                  cancelled=lambda: started["conv"], progress=lambda percent, message: messages.append(message))
+            train(
+                tiny_config(scenes, tmp_path / "m.pt", device="cuda", epochs=3, base_width=8),
+                cancelled=lambda: started["conv"],
+                progress=lambda percent, message: messages.append(message),
+            )
     finally:
         handle.remove()
     assert any(entry.name == "forward" and entry.path.name == "network.py" for entry in caught.traceback)

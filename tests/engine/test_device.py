@@ -2,6 +2,7 @@
 
 Runs on the CPU: the CUDA answers are checked with the capability query replaced, and running
 out of memory is injected by a network wrapper raising torch's real ``OutOfMemoryError``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,12 +24,15 @@ CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
 
 
-@pytest.mark.parametrize(("flags", "native"), [
-    ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", True),  # Cooper Lake, Zen 4
-    ("fpu sse2 avx2 avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
-    ("fpu sse2 avx2 avx512f avx512bw avx512_vnni", False),  # Skylake / Cascade Lake: emulated
-    ("fp asimd evtstrm", False),  # Arm
-])
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", True),  # Cooper Lake, Zen 4
+        ("fpu sse2 avx2 avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+        ("fpu sse2 avx2 avx512f avx512bw avx512_vnni", False),  # Skylake / Cascade Lake: emulated
+        ("fp asimd evtstrm", False),  # Arm
+    ],
+)
 def test_cpu_bf16_is_read_from_the_cpuinfo_flags(flags, native):
     text = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\nbugs\t\t: avx512_bf16_not_a_flag\n"
     assert cpu_flags_have_native_bf16(text) is native
@@ -46,13 +50,16 @@ def test_cpu_auto_is_bfloat16_only_with_native_instructions(monkeypatch, native)
         autocast_settings(CPU, "half")
 
 
-@pytest.mark.parametrize(("capability", "expected"), [
-    ((7, 0), (torch.float16, True)),  # V100: fp16 tensor cores, bf16 only emulated
-    ((7, 5), (torch.float16, True)),  # T4, RTX 20xx
-    ((8, 0), (torch.bfloat16, False)),  # A100
-    ((8, 6), (torch.bfloat16, False)),  # RTX 30xx
-    ((9, 0), (torch.bfloat16, False)),  # H100 / H200
-])
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((7, 0), (torch.float16, True)),  # V100: fp16 tensor cores, bf16 only emulated
+        ((7, 5), (torch.float16, True)),  # T4, RTX 20xx
+        ((8, 0), (torch.bfloat16, False)),  # A100
+        ((8, 6), (torch.bfloat16, False)),  # RTX 30xx
+        ((9, 0), (torch.bfloat16, False)),  # H100 / H200
+    ],
+)
 def test_cuda_auto_follows_the_compute_capability_not_is_bf16_supported(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # what old cards answer
@@ -116,17 +123,34 @@ def test_out_of_memory_on_one_tile_is_a_clear_error():
 def test_prediction_says_once_that_it_reduced_the_batch_and_writes_the_same_raster(tmp_path: Path):
     data = np.random.default_rng(1).integers(0, 255, (3, 100, 100), dtype=np.uint8)
     image = tmp_path / "image.tif"
-    with rasterio.open(image, "w", driver="GTiff", width=100, height=100, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(500000, 100000, 0.5, 0.5)) as dataset:
+    with rasterio.open(
+        image,
+        "w",
+        driver="GTiff",
+        width=100,
+        height=100,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 100000, 0.5, 0.5),
+    ) as dataset:
         dataset.write(data)
-    info = ModelInfo(bands=[1, 2, 3], normalization={"mode": "fixed", "mean": [128.0] * 3, "std": [64.0] * 3},
-                     tile_size_px=32)
+    info = ModelInfo(
+        bands=[1, 2, 3], normalization={"mode": "fixed", "mean": [128.0] * 3, "std": [64.0] * 3}, tile_size_px=32
+    )
     net = tiny_net()
     outputs, messages = {}, {"plain": [], "short": []}
     for name, model in (("plain", net), ("short", OutOfMemoryAbove(net, limit=2))):
-        predict_raster(image, LoadedModel(model, info), probability_path=tmp_path / f"{name}.tif",
-                       probability_dtype="float32", batch_size=8, device="cpu", precision="float32",
-                       progress=lambda percent, message, said=messages[name]: said.append(message))
+        predict_raster(
+            image,
+            LoadedModel(model, info),
+            probability_path=tmp_path / f"{name}.tif",
+            probability_dtype="float32",
+            batch_size=8,
+            device="cpu",
+            precision="float32",
+            progress=lambda percent, message, said=messages[name]: said.append(message),
+        )
         with rasterio.open(tmp_path / f"{name}.tif") as dataset:
             outputs[name] = dataset.read(1)
     np.testing.assert_array_equal(outputs["short"], outputs["plain"])

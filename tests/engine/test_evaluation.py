@@ -1,4 +1,5 @@
 """The evaluation engine against independent numpy computations on small generated rasters."""
+
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.warp import reproject, Resampling
+from rasterio.warp import Resampling, reproject
 
 from model import comparison
 from model.errors import Cancelled, InputError
@@ -20,11 +21,30 @@ ORIGIN = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 9_000_000.0)  # 0.5 m pixels
 SHARED_DATA = Path(os.environ.get("UNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
-def write_raster(path: Path, array: np.ndarray, *, transform: Affine = ORIGIN, crs: CRS | None = CRS_UTM,
-                 nodata=None, kind: str | None = None, **creation_options) -> Path:
+def write_raster(
+    path: Path,
+    array: np.ndarray,
+    *,
+    transform: Affine = ORIGIN,
+    crs: CRS | None = CRS_UTM,
+    nodata=None,
+    kind: str | None = None,
+    **creation_options,
+) -> Path:
     array = array if array.ndim == 3 else array[np.newaxis]
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype, crs=crs, transform=transform, nodata=nodata, **creation_options) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[2],
+        height=array.shape[1],
+        count=array.shape[0],
+        dtype=array.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        **creation_options,
+    ) as dataset:
         dataset.write(array)
         if kind:
             dataset.update_tags(UNET_BUILDINGS_KIND=kind)
@@ -54,8 +74,12 @@ def pixel_box(col0: int, row0: int, col1: int, row1: int, transform: Affine = OR
 
 
 def expected_matrix(predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> dict[str, int]:
-    return {"tn": int(np.sum(~predicted & ~truth & valid)), "fp": int(np.sum(predicted & ~truth & valid)),
-            "fn": int(np.sum(~predicted & truth & valid)), "tp": int(np.sum(predicted & truth & valid))}
+    return {
+        "tn": int(np.sum(~predicted & ~truth & valid)),
+        "fp": int(np.sum(predicted & ~truth & valid)),
+        "fn": int(np.sum(~predicted & truth & valid)),
+        "tp": int(np.sum(predicted & truth & valid)),
+    }
 
 
 @pytest.fixture
@@ -66,20 +90,28 @@ def random_pair(tmp_path):
     mask[rng.random(mask.shape) < 0.05] = 255
     classes = rng.integers(0, 5, mask.shape).astype(np.uint8)
     classes[rng.random(mask.shape) < 0.05] = 9
-    return (write_raster(tmp_path / "mask.tif", mask, nodata=255, kind="mask"),
-            write_raster(tmp_path / "classes.tif", classes, nodata=9), mask, classes)
+    return (
+        write_raster(tmp_path / "mask.tif", mask, nodata=255, kind="mask"),
+        write_raster(tmp_path / "classes.tif", classes, nodata=9),
+        mask,
+        classes,
+    )
 
 
 def test_random_rasters_score_exactly_like_numpy(random_pair, tmp_path, monkeypatch):
     mask_path, classes_path, mask, classes = random_pair
     monkeypatch.setattr(comparison, "WINDOW_PIXELS", 217 * 64)  # several windows, one partial
-    result = evaluate(mask_path, classes_path, [2, 4], error_map_path=tmp_path / "out" / "errors.tif",
-                      object_scores=False)
+    result = evaluate(
+        mask_path, classes_path, [2, 4], error_map_path=tmp_path / "out" / "errors.tif", object_scores=False
+    )
     truth = (classes == 2) | (classes == 4)
     predicted_valid, label_valid = mask != 255, classes != 9
     assert result.matrix.counts() == expected_matrix(mask == 1, truth, predicted_valid & label_valid)
-    assert result.excluded_px == {"outside_aoi": 0, "prediction_nodata": int(np.sum(~predicted_valid)),
-                                  "label_nodata": int(np.sum(predicted_valid & ~label_valid))}
+    assert result.excluded_px == {
+        "outside_aoi": 0,
+        "prediction_nodata": int(np.sum(~predicted_valid)),
+        "label_nodata": int(np.sum(predicted_valid & ~label_valid)),
+    }
     assert result.scores()["iou"] == result.matrix.iou and result.objects is None
     assert result.pixel_area == 0.25 and result.area_unit == "m²"
 
@@ -154,8 +186,17 @@ def test_labels_in_another_crs_and_resolution_score_like_a_prewarped_copy(tmp_pa
     prediction = write_raster(tmp_path / "mask.tif", predicted, nodata=255, kind="mask")
 
     warped = np.full((100, 100), 255, np.uint8)
-    reproject(coarse, warped, src_transform=label_transform, src_crs=mercator, src_nodata=255,
-              dst_transform=ORIGIN, dst_crs=CRS_UTM, dst_nodata=255, resampling=Resampling.nearest)
+    reproject(
+        coarse,
+        warped,
+        src_transform=label_transform,
+        src_crs=mercator,
+        src_nodata=255,
+        dst_transform=ORIGIN,
+        dst_crs=CRS_UTM,
+        dst_nodata=255,
+        resampling=Resampling.nearest,
+    )
     prewarped = write_raster(tmp_path / "prewarped.tif", warped, nodata=255)
 
     aligned = evaluate(prediction, labels, [2], object_scores=False)
@@ -214,8 +255,9 @@ def test_polygon_labels_and_polygon_predictions(tmp_path):
 
     # the prediction as polygons is rasterized onto the label raster's grid
     label_raster = write_raster(tmp_path / "labels.tif", truth.astype(np.uint8))
-    prediction_polygons = write_polygons(tmp_path / "prediction.gpkg",
-                                         [pixel_box(5, 5, 25, 15), pixel_box(30, 20, 40, 30)])
+    prediction_polygons = write_polygons(
+        tmp_path / "prediction.gpkg", [pixel_box(5, 5, 25, 15), pixel_box(30, 20, 40, 30)]
+    )
     polygons_vs_raster = evaluate(prediction_polygons, label_raster, [1])
     assert polygons_vs_raster.inputs["prediction"]["kind"] == "polygons"
     assert polygons_vs_raster.matrix == raster_vs_polygons.matrix
@@ -261,8 +303,9 @@ def test_reports_hold_the_numbers_and_escape_text(tmp_path):
     odd_name = tmp_path / "labels <b>&amp.tif"
     labels = write_raster(odd_name, classes)
     mask = write_raster(tmp_path / "mask.tif", np.zeros((20, 20), np.uint8), kind="mask")  # finds nothing
-    result = evaluate(mask, labels, report_html_path=tmp_path / "report.html",
-                      report_json_path=tmp_path / "report.json")
+    result = evaluate(
+        mask, labels, report_html_path=tmp_path / "report.html", report_json_path=tmp_path / "report.json"
+    )
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["confusion_matrix"]["pixels"] == {"tn": 375, "fp": 0, "fn": 25, "tp": 0}
     assert data["confusion_matrix"]["area"]["fn"] == 25 * 0.25
@@ -271,8 +314,16 @@ def test_reports_hold_the_numbers_and_escape_text(tmp_path):
     assert data == json.loads(json.dumps(result.to_dict()))  # the same numbers as the returned result
     page = (tmp_path / "report.html").read_text()
     assert "labels &lt;b&gt;&amp;amp.tif" in page and "<b>&amp" not in page
-    for text in ("True non-building", "Predicted building", "TN 375", "Building recall (producer&#x27;s accuracy)",
-                 "Cohen&#x27;s kappa", "Background IoU", "Mean IoU", "0.9375"):
+    for text in (
+        "True non-building",
+        "Predicted building",
+        "TN 375",
+        "Building recall (producer&#x27;s accuracy)",
+        "Cohen&#x27;s kappa",
+        "Background IoU",
+        "Mean IoU",
+        "0.9375",
+    ):
         assert text in page, text
 
 
@@ -281,8 +332,13 @@ def test_cancel_leaves_no_output_and_progress_reaches_100(random_pair, tmp_path,
     monkeypatch.setattr(comparison, "WINDOW_PIXELS", 217 * 16)
     calls = []
     with pytest.raises(Cancelled):
-        evaluate(mask_path, classes_path, error_map_path=tmp_path / "out" / "errors.tif",
-                 cancelled=lambda: len(calls) > 3, progress=lambda percent, message: calls.append(percent))
+        evaluate(
+            mask_path,
+            classes_path,
+            error_map_path=tmp_path / "out" / "errors.tif",
+            cancelled=lambda: len(calls) > 3,
+            progress=lambda percent, message: calls.append(percent),
+        )
     assert os.listdir(tmp_path / "out") == []
     percents = []
     evaluate(mask_path, classes_path, progress=lambda percent, message: percents.append(percent))

@@ -1,5 +1,6 @@
 """ONNX export for Deepness: the exported graph, fed the way Deepness feeds it, gives the torch
 network's probabilities, and carries the metadata Deepness reads, in the formats it parses."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,20 @@ PER_IMAGE = {"mode": "per_image", "mean": [96.0, 104.0, 88.0], "std": [41.0, 37.
 FIXED = {"mode": "fixed", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
 
 
-def write_model(path: Path, normalization: dict, *, pixel_size=(0.3, -0.3), crs_units: str = "metre",
-                threshold: float = 0.42) -> Path:
+def write_model(
+    path: Path, normalization: dict, *, pixel_size=(0.3, -0.3), crs_units: str = "metre", threshold: float = 0.42
+) -> Path:
     torch.manual_seed(0)
     net = UNet(UNetConfig(base_width=4, batch_norm=True))
     with torch.no_grad():  # random heads give probabilities near 0.5; spread them so a mismatch shows
         net.head.weight.mul_(200.0)
-    info = ModelInfo(normalization=normalization, tile_size_px=TILE_PX, threshold=threshold,
-                     pixel_size=list(pixel_size), crs_units=crs_units)
+    info = ModelInfo(
+        normalization=normalization,
+        tile_size_px=TILE_PX,
+        threshold=threshold,
+        pixel_size=list(pixel_size),
+        crs_units=crs_units,
+    )
     save_model(path, net, info)
     return path
 
@@ -66,7 +73,7 @@ def test_onnx_in_deepness_matches_torch(tmp_path: Path, normalization: dict) -> 
     for batch in (tiles[:1], tiles):  # dynamic batch size: one tile and three
         (probability,) = session.run(None, {session.get_inputs()[0].name: deepness_input(batch, metadata)})
         assert probability.shape == (len(batch), 1, TILE_PX, TILE_PX)
-        np.testing.assert_allclose(probability, expected[:len(batch)], atol=1e-4)
+        np.testing.assert_allclose(probability, expected[: len(batch)], atol=1e-4)
 
 
 def test_metadata_is_what_deepness_reads(tmp_path: Path) -> None:
@@ -94,8 +101,9 @@ def test_metadata_is_what_deepness_reads(tmp_path: Path) -> None:
 
 def test_resolution_left_out_when_units_are_not_linear(tmp_path: Path) -> None:
     model_path = write_model(tmp_path / "model.pt", FIXED, pixel_size=(2.7e-6, -2.7e-6), crs_units="unknown")
-    session = ort.InferenceSession(str(export_onnx(model_path, tmp_path / "model.onnx")),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(export_onnx(model_path, tmp_path / "model.onnx")), providers=["CPUExecutionProvider"]
+    )
     assert "resolution" not in session.get_modelmeta().custom_metadata_map  # Deepness asks the user
 
 

@@ -1,6 +1,7 @@
 """Prediction engine: outputs on the input's grid, encodings, nodata, seam-free blending,
 resampling to the model's pixel size, test-time augmentation, cancel, and the whole
 predict -> mask -> polygons slice."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,17 @@ from model.vectorize import polygons_from_mask
 FIXED = {"mode": "fixed", "mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
 
 
-def make_model(path: Path, *, bands=(1, 2, 3), normalization=None, threshold=0.5, pixel_size=None,
-               crs_units="metre", gain: float = 40.0, seed: int = 0) -> Path:
+def make_model(
+    path: Path,
+    *,
+    bands=(1, 2, 3),
+    normalization=None,
+    threshold=0.5,
+    pixel_size=None,
+    crs_units="metre",
+    gain: float = 40.0,
+    seed: int = 0,
+) -> Path:
     """A tiny random U-Net; ``gain`` scales the output layer so probabilities vary visibly, and
     its bias centres them on 0.5 so masks hold both classes."""
     torch.manual_seed(seed)
@@ -33,17 +43,33 @@ def make_model(path: Path, *, bands=(1, 2, 3), normalization=None, threshold=0.5
     with torch.no_grad():
         net.head.weight.mul_(gain)
         net.head.bias.sub_(net(torch.randn(1, len(bands), 64, 64)).mean())
-    info = ModelInfo(bands=list(bands), normalization=normalization or {"mode": "per_image"}, tile_size_px=64,
-                     threshold=threshold, pixel_size=pixel_size, crs_units=crs_units)
+    info = ModelInfo(
+        bands=list(bands),
+        normalization=normalization or {"mode": "per_image"},
+        tile_size_px=64,
+        threshold=threshold,
+        pixel_size=pixel_size,
+        crs_units=crs_units,
+    )
     save_model(path, net, info)
     return path
 
 
-def write_image(path: Path, data: np.ndarray, *, crs="EPSG:3857", origin=(1000.0, 2000.0), pixel=(1.0, 1.0),
-                nodata=None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=from_origin(origin[0], origin[1], *pixel),
-                       nodata=nodata) as dataset:
+def write_image(
+    path: Path, data: np.ndarray, *, crs="EPSG:3857", origin=(1000.0, 2000.0), pixel=(1.0, 1.0), nodata=None
+) -> Path:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=from_origin(origin[0], origin[1], *pixel),
+        nodata=nodata,
+    ) as dataset:
         dataset.write(data)
     return path
 
@@ -68,9 +94,11 @@ def test_outputs_on_input_grid_with_encodings_and_nodata(tmp_path):
 
     nodata = (data == 0).any(axis=0)
     with rasterio.open(image) as source:
-        for path, kind, dtype in ((result.probability_path, "probability", "uint8"),
-                                  (result.mask_path, "mask", "uint8"),
-                                  (float_result.probability_path, "probability", "float32")):
+        for path, kind, dtype in (
+            (result.probability_path, "probability", "uint8"),
+            (result.mask_path, "mask", "uint8"),
+            (float_result.probability_path, "probability", "float32"),
+        ):
             with rasterio.open(path) as output:
                 assert (output.crs, output.transform, output.shape) == (source.crs, source.transform, source.shape)
                 assert output.dtypes[0] == dtype and output.tags()[KIND_TAG] == kind
@@ -90,8 +118,9 @@ def test_outputs_on_input_grid_with_encodings_and_nodata(tmp_path):
 
 def test_optional_overviews(tmp_path):
     image = write_image(tmp_path / "image.tif", noise((3, 520, 600)))
-    result = predict_raster(image, make_model(tmp_path / "m.pt"), mask_path=tmp_path / "mask.tif", overviews=True,
-                            tile_size_px=256)
+    result = predict_raster(
+        image, make_model(tmp_path / "m.pt"), mask_path=tmp_path / "mask.tif", overviews=True, tile_size_px=256
+    )
     with rasterio.open(result.mask_path) as output:
         assert output.overviews(1) == [2]
 
@@ -101,8 +130,9 @@ def test_whole_tile_rows_of_nodata_are_skipped_and_stay_nodata(tmp_path):
     data[:, :90] = 0  # the first tile rows (64 px tiles, 48 px stride) hold no image at all
     image = write_image(tmp_path / "image.tif", data, nodata=0)
     result = predict_raster(image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif")
-    full = predict_raster(write_image(tmp_path / "full.tif", noise((3, 150, 100))), tmp_path / "m.pt",
-                          probability_path=tmp_path / "f.tif")
+    full = predict_raster(
+        write_image(tmp_path / "full.tif", noise((3, 150, 100))), tmp_path / "m.pt", probability_path=tmp_path / "f.tif"
+    )
     probability = read(result.probability_path)
     assert np.all(probability[:90] == PROBABILITY_U8_NODATA) and np.all(probability[90:] < PROBABILITY_U8_NODATA)
     assert result.tile_count < full.tile_count
@@ -123,8 +153,13 @@ def test_other_input_types_give_the_same_prediction(tmp_path):
 
 def test_model_threshold_is_default_and_user_override_wins(tmp_path):
     image = write_image(tmp_path / "image.tif", noise((3, 64, 64)))
-    low = predict_raster(image, make_model(tmp_path / "low.pt", threshold=0.2), mask_path=tmp_path / "low.tif",
-                         probability_path=tmp_path / "p.tif", probability_dtype="float32")
+    low = predict_raster(
+        image,
+        make_model(tmp_path / "low.pt", threshold=0.2),
+        mask_path=tmp_path / "low.tif",
+        probability_path=tmp_path / "p.tif",
+        probability_dtype="float32",
+    )
     high = predict_raster(image, tmp_path / "low.pt", mask_path=tmp_path / "high.tif", threshold=0.8)
     probability = read(tmp_path / "p.tif")
     assert (low.threshold, high.threshold) == (0.2, 0.8)
@@ -140,8 +175,9 @@ def test_single_tile_matches_network_with_chosen_bands_and_fixed_normalisation(t
     data = noise((4, 64, 64), seed=3)
     image = write_image(tmp_path / "image.tif", data)
     # float32: "auto" is bfloat16 on CPUs with bfloat16 instructions, ~1e-2 from this reference
-    predict_raster(image, model_path, probability_path=tmp_path / "p.tif", probability_dtype="float32",
-                   precision="float32")
+    predict_raster(
+        image, model_path, probability_path=tmp_path / "p.tif", probability_dtype="float32", precision="float32"
+    )
     loaded = load_model(model_path)
     with torch.no_grad():
         batch = normalize(torch.from_numpy(data[[3, 1]][None]), normalization["mean"], normalization["std"])
@@ -152,8 +188,9 @@ def test_single_tile_matches_network_with_chosen_bands_and_fixed_normalisation(t
 @pytest.mark.parametrize("shape", [(3, 20, 33), (3, 1, 70), (3, 130, 17)])
 def test_rasters_smaller_than_a_tile_or_odd_sized(tmp_path, shape):
     image = write_image(tmp_path / "image.tif", noise(shape))
-    result = predict_raster(image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif",
-                            probability_dtype="float32")
+    result = predict_raster(
+        image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif", probability_dtype="float32"
+    )
     probability = read(result.probability_path)
     assert probability.shape == shape[1:]
     assert np.all((probability >= 0) & (probability <= 1))
@@ -166,12 +203,18 @@ def test_shifted_tile_grids_agree_away_from_the_edge(tmp_path):
     data = noise((3, 192, 192))
     shift_x, shift_y = 24, 40
     whole = write_image(tmp_path / "whole.tif", data)
-    shifted = write_image(tmp_path / "shifted.tif", data[:, shift_y:, shift_x:], origin=(1000.0 + shift_x, 2000.0 - shift_y))
+    shifted = write_image(
+        tmp_path / "shifted.tif", data[:, shift_y:, shift_x:], origin=(1000.0 + shift_x, 2000.0 - shift_y)
+    )
     margin = 32
 
     def disagreement(overlap_px: int) -> float:
-        predict_raster(whole, model, probability_path=tmp_path / "a.tif", probability_dtype="float32", overlap_px=overlap_px)
-        predict_raster(shifted, model, probability_path=tmp_path / "b.tif", probability_dtype="float32", overlap_px=overlap_px)
+        predict_raster(
+            whole, model, probability_path=tmp_path / "a.tif", probability_dtype="float32", overlap_px=overlap_px
+        )
+        predict_raster(
+            shifted, model, probability_path=tmp_path / "b.tif", probability_dtype="float32", overlap_px=overlap_px
+        )
         difference = np.abs(read(tmp_path / "a.tif")[shift_y:, shift_x:] - read(tmp_path / "b.tif"))
         return float(difference[margin:-margin, margin:-margin].max())
 
@@ -186,7 +229,9 @@ def test_no_grid_lines_at_the_tile_stride(tmp_path):
     image = write_image(tmp_path / "image.tif", noise((3, 208, 208), seed=5))
 
     def step_ratio(overlap_px: int) -> float:
-        predict_raster(image, model, probability_path=tmp_path / "p.tif", probability_dtype="float32", overlap_px=overlap_px)
+        predict_raster(
+            image, model, probability_path=tmp_path / "p.tif", probability_dtype="float32", overlap_px=overlap_px
+        )
         probability = read(tmp_path / "p.tif")
         stride = 64 - overlap_px
         starts = list(range(0, 208 - 64, stride)) + [208 - 64]
@@ -213,9 +258,14 @@ def test_column_panels_leave_no_seam(tmp_path, panel_width_px):
     image = write_image(tmp_path / "image.tif", data, nodata=0)
     outputs = {}
     for name, width in (("one", None), ("many", panel_width_px)):
-        outputs[name] = predict_raster(image, model, probability_path=tmp_path / f"p_{name}.tif",
-                                       mask_path=tmp_path / f"m_{name}.tif", probability_dtype="float32",
-                                       panel_width_px=width)
+        outputs[name] = predict_raster(
+            image,
+            model,
+            probability_path=tmp_path / f"p_{name}.tif",
+            mask_path=tmp_path / f"m_{name}.tif",
+            probability_dtype="float32",
+            panel_width_px=width,
+        )
     assert outputs["many"].tile_count > outputs["one"].tile_count  # tiles straddling a border run twice
     one, many = read(tmp_path / "p_one.tif"), read(tmp_path / "p_many.tif")
     assert np.array_equal(many == PROBABILITY_F32_NODATA, (data == 0).any(axis=0))
@@ -225,11 +275,13 @@ def test_column_panels_leave_no_seam(tmp_path, panel_width_px):
 
 def test_column_panels_on_the_resampled_path(tmp_path):
     model = make_model(tmp_path / "m.pt", pixel_size=[1.0, 1.0], normalization=FIXED)
-    image = write_image(tmp_path / "image.tif", noise((3, 120, 300)), pixel=(0.5, 0.5), crs="EPSG:32633",
-                        origin=(500000.0, 100.0))
+    image = write_image(
+        tmp_path / "image.tif", noise((3, 120, 300)), pixel=(0.5, 0.5), crs="EPSG:32633", origin=(500000.0, 100.0)
+    )
     for name, width in (("one", None), ("many", 48)):
-        result = predict_raster(image, model, probability_path=tmp_path / f"p_{name}.tif",
-                                probability_dtype="float32", panel_width_px=width)
+        result = predict_raster(
+            image, model, probability_path=tmp_path / f"p_{name}.tif", probability_dtype="float32", panel_width_px=width
+        )
         assert result.resampled
     np.testing.assert_allclose(read(tmp_path / "p_many.tif"), read(tmp_path / "p_one.tif"), atol=1e-5)
 
@@ -251,8 +303,9 @@ def test_test_time_augmentation_is_flip_invariant(tmp_path):
 
 def test_prediction_runs_at_the_model_pixel_size_and_writes_on_the_input_grid(tmp_path):
     model = make_model(tmp_path / "m.pt", pixel_size=[1.0, 1.0], crs_units="metre")
-    image = write_image(tmp_path / "image.tif", noise((3, 200, 160)), pixel=(0.5, 0.5), crs="EPSG:32633",
-                        origin=(500000.0, 100.0))
+    image = write_image(
+        tmp_path / "image.tif", noise((3, 200, 160)), pixel=(0.5, 0.5), crs="EPSG:32633", origin=(500000.0, 100.0)
+    )
     result = predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif")
     native = predict_raster(image, model, probability_path=tmp_path / "n.tif", processing_pixel_size="native")
     assert result.resampled and not native.resampled
@@ -267,8 +320,9 @@ def test_prediction_runs_at_the_model_pixel_size_and_writes_on_the_input_grid(tm
 def test_geographic_input_gets_the_model_metres_in_degrees(tmp_path):
     model = make_model(tmp_path / "m.pt", pixel_size=[0.3, 0.3], crs_units="metre")
     degrees = 0.15 / 111_320  # about 0.15 m at the equator
-    image = write_image(tmp_path / "image.tif", noise((3, 96, 96)), crs="EPSG:4326", origin=(30.0, 0.001),
-                        pixel=(degrees, degrees))
+    image = write_image(
+        tmp_path / "image.tif", noise((3, 96, 96)), crs="EPSG:4326", origin=(30.0, 0.001), pixel=(degrees, degrees)
+    )
     result = predict_raster(image, model, probability_path=tmp_path / "p.tif")
     assert result.resampled
     assert result.processing_pixel_size[0] == pytest.approx(2 * degrees, rel=0.02)
@@ -280,8 +334,15 @@ def test_cancel_leaves_no_output_and_progress_reaches_100(tmp_path):
     model = make_model(tmp_path / "m.pt")
     calls = []
     with pytest.raises(Cancelled):
-        predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif",
-                       batch_size=1, cancelled=lambda: len(calls) > 0, progress=lambda p, m: calls.append(p))
+        predict_raster(
+            image,
+            model,
+            probability_path=tmp_path / "p.tif",
+            mask_path=tmp_path / "mask.tif",
+            batch_size=1,
+            cancelled=lambda: len(calls) > 0,
+            progress=lambda p, m: calls.append(p),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "m.pt"]
     reported = []
     predict_raster(image, model, mask_path=tmp_path / "mask.tif", progress=lambda p, m: reported.append(p))
@@ -307,10 +368,16 @@ def test_bad_inputs_raise_input_errors_that_name_the_fix(tmp_path):
 
 def test_predict_mask_polygons_slice(tmp_path):
     """End to end: the polygons of the predicted mask, burnt back onto the grid, are the mask."""
-    image = write_image(tmp_path / "image.tif", noise((3, 120, 140), seed=11), crs="EPSG:32633",
-                        origin=(500000.0, 100.0), pixel=(0.5, 0.5))
-    result = predict_raster(image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif",
-                            mask_path=tmp_path / "mask.tif")
+    image = write_image(
+        tmp_path / "image.tif",
+        noise((3, 120, 140), seed=11),
+        crs="EPSG:32633",
+        origin=(500000.0, 100.0),
+        pixel=(0.5, 0.5),
+    )
+    result = predict_raster(
+        image, make_model(tmp_path / "m.pt"), probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif"
+    )
     mask = read(result.mask_path)
     features = list(polygons_from_mask(result.mask_path, probability_path=result.probability_path, window_rows_px=32))
     assert features and [attributes["id"] for _, attributes in features] == list(range(1, len(features) + 1))

@@ -1,4 +1,5 @@
 """Pixel scores against hand computations and the paper's Table 2; object matching on hand-drawn squares."""
+
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from model.metrics import ConfusionMatrix, ObjectScores, match_objects
 def test_scores_of_a_hand_made_matrix():
     matrix = ConfusionMatrix(tn=50, fp=10, fn=5, tp=35)
     # by hand: 100 pixels, 45 predicted building, 40 truly building
-    expected_chance = (45 * 40 + 55 * 60) / 100 ** 2
+    expected_chance = (45 * 40 + 55 * 60) / 100**2
     assert matrix.total == 100
     assert matrix.accuracy == pytest.approx(0.85)
     assert matrix.precision == pytest.approx(35 / 45)
@@ -38,11 +39,14 @@ def test_paper_table_2():
 
 def test_update_matches_direct_numpy_counts():
     rng = np.random.default_rng(7)
-    predicted, truth, valid = (rng.random((3, 300, 257)) < [[[0.3]], [[0.2]], [[0.9]]])
+    predicted, truth, valid = rng.random((3, 300, 257)) < [[[0.3]], [[0.2]], [[0.9]]]
     matrix = ConfusionMatrix().update(predicted, truth, valid)
     assert matrix.counts() == {
-        "tn": int(np.sum(~predicted & ~truth & valid)), "fp": int(np.sum(predicted & ~truth & valid)),
-        "fn": int(np.sum(~predicted & truth & valid)), "tp": int(np.sum(predicted & truth & valid))}
+        "tn": int(np.sum(~predicted & ~truth & valid)),
+        "fp": int(np.sum(predicted & ~truth & valid)),
+        "fn": int(np.sum(~predicted & truth & valid)),
+        "tp": int(np.sum(predicted & truth & valid)),
+    }
     # windows add up to the whole, and 0/1 integer arrays count like booleans
     halves = ConfusionMatrix().update(predicted[:150].astype(np.uint8), truth[:150], valid[:150])
     halves.update(predicted[150:], truth[150:].astype(np.uint8), valid[150:])

@@ -2,6 +2,7 @@
 that find buildings, bounded validation that never swallows a small image, augmentation that keeps
 labels under their pixels, pixel sizes compared on the ground, fine-tuning, early stop, resume that
 ends where an uninterrupted run ends, and clear stops on divergence and bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from model.augment import AugmentConfig, augment
-from model.errors import InputError
+from model.errors import Cancelled, InputError
 from model.ground import ground_pixel_size_m
 from model.inference import predict_raster
 from model.modelfile import ModelInfo, load_model, read_payload, save_model
@@ -34,7 +35,7 @@ def squares(size_px: int, count: int, seed: int) -> np.ndarray:
     labels = np.zeros((size_px, size_px), np.uint8)
     for _ in range(count):
         row, col = rng.integers(0, size_px - 12, 2)
-        labels[row:row + 10, col:col + 10] = 2
+        labels[row : row + 10, col : col + 10] = 2
     return labels
 
 
@@ -45,13 +46,25 @@ def pair(tmp_path: Path) -> tuple[list[str], list[str]]:
 
 
 def config_for(pair, output: Path, **overrides) -> TrainConfig:
-    values = dict(images=pair[0], labels=pair[1], building_values=[2], output_model=str(output), epochs=2,
-                  patches_per_epoch=16, batch_size=4, base_width=4, tile_size_px=32, seed=3, device="cpu")
+    values = dict(
+        images=pair[0],
+        labels=pair[1],
+        building_values=[2],
+        output_model=str(output),
+        epochs=2,
+        patches_per_epoch=16,
+        batch_size=4,
+        base_width=4,
+        tile_size_px=32,
+        seed=3,
+        device="cpu",
+    )
     values.update(overrides)
     return TrainConfig.for_preset(values.pop("preset", "default"), **values)
 
 
 # -- sizing --------------------------------------------------------------------------------------
+
 
 def test_default_preset_on_a_cpu_is_narrow_and_trains_for_30_minutes_unless_told_otherwise():
     config = TrainConfig.for_preset("default", images=["a.tif"], labels=["b.tif"], output_model="m.pt", device="cpu")
@@ -62,8 +75,9 @@ def test_default_preset_on_a_cpu_is_narrow_and_trains_for_30_minutes_unless_told
     by_epochs = TrainConfig.for_preset("default", images=[], labels=[], output_model="m", device="cpu", epochs=5)
     assert by_epochs.time_budget_s is None and by_epochs.epochs == 5 and "for 5 epochs" in by_epochs.sizing
     # an explicit budget and width win over the device's sizes
-    custom = TrainConfig.for_preset("default", images=[], labels=[], output_model="m", device="cpu",
-                                    time_budget_s=600, base_width=32)
+    custom = TrainConfig.for_preset(
+        "default", images=[], labels=[], output_model="m", device="cpu", time_budget_s=600, base_width=32
+    )
     assert (custom.time_budget_s, custom.base_width) == (600, 32)
     # a GPU gets the wider network and no budget
     sizes, sizing = default_sizes("cuda", {})
@@ -83,6 +97,7 @@ def test_model_file_records_what_was_chosen_and_the_ground_pixel_size(pair, tmp_
 
 # -- sampling --------------------------------------------------------------------------------------
 
+
 def test_building_centred_crops_find_rare_buildings_and_random_crops_avoid_unlabelled_areas(tmp_path):
     labels = np.zeros((256, 256), np.uint8)
     labels[200:210, 40:50] = 2  # one building in a large scene
@@ -98,12 +113,12 @@ def test_building_centred_crops_find_rare_buildings_and_random_crops_avoid_unlab
         return CropSampler([scene], 32, [usable], np.random.default_rng(0), share).draw(200)
 
     centred = crops(1.0)
-    assert all(building[c.row:c.row + 32, c.col:c.col + 32].any() for c in centred)
+    assert all(building[c.row : c.row + 32, c.col : c.col + 32].any() for c in centred)
     uniform = crops(0.0)
-    assert np.mean([building[c.row:c.row + 32, c.col:c.col + 32].any() for c in uniform]) < 0.1
+    assert np.mean([building[c.row : c.row + 32, c.col : c.col + 32].any() for c in uniform]) < 0.1
     # a uniform crop is drawn again while less than a quarter of it is labelled
     # (one uniform draw would average about half a labelled crop here)
-    usable_share = np.array([usable[c.row:c.row + 32, c.col:c.col + 32].mean() for c in uniform])
+    usable_share = np.array([usable[c.row : c.row + 32, c.col : c.col + 32].mean() for c in uniform])
     assert usable_share.mean() > 0.85 and (usable_share < 0.25).mean() < 0.02
 
 
@@ -117,7 +132,7 @@ def test_validation_holds_out_a_fifth_of_a_small_image_and_training_crops_never_
     crops = CropSampler([scene], 64, [~hidden], np.random.default_rng(1), 0.5).draw(50)
     _, labels, _ = gather([scene], crops, 64, [hidden])
     for crop, crop_labels in zip(crops, labels):
-        window = hidden[crop.row:crop.row + 64, crop.col:crop.col + 64]
+        window = hidden[crop.row : crop.row + 64, crop.col : crop.col + 64]
         assert (crop_labels[window] == LABEL_IGNORE).all()  # validation pixels carry no label in training
 
 
@@ -130,6 +145,7 @@ def test_validation_is_capped_to_an_even_spread_of_fixed_crops():
 
 # -- augmentation ------------------------------------------------------------------------------------
 
+
 def test_augmentation_keeps_a_labelled_square_under_its_pixels():
     """Flips, quarter turns, rotation, gamma and jitter move image, label and validity together: the
     bright square is still where its label says, whatever the transforms drawn."""
@@ -139,8 +155,14 @@ def test_augmentation_keeps_a_labelled_square_under_its_pixels():
     label[:, :, 10:30, 20:50] = 1.0
     config = AugmentConfig(rotation_probability=1.0, noise_probability=0.0, blur_probability=0.0)
     for seed in range(4):
-        out, target, weight = augment(image.clone(), label.clone(), torch.ones_like(label), torch.full((16,), 255.0),
-                                      config, torch.Generator().manual_seed(seed))
+        out, target, weight = augment(
+            image.clone(),
+            label.clone(),
+            torch.ones_like(label),
+            torch.full((16,), 255.0),
+            config,
+            torch.Generator().manual_seed(seed),
+        )
         bright = out.mean(1, keepdim=True) > 130
         valid = weight > 0
         disagree = (bright != (target > 0.5)) & valid
@@ -149,12 +171,16 @@ def test_augmentation_keeps_a_labelled_square_under_its_pixels():
 
 # -- ground resolution ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("epsg, transform, expected_m", [
-    (32633, Affine(0.5, 0, 500000, 0, -0.5, 100), (0.5 / 0.9996, 0.5 / 0.9996)),  # UTM, central meridian
-    (3857, Affine(0.15, 0, 0, 0, -0.15, 3_253_000), (0.1325, 0.1318)),  # Web Mercator at 28 degrees N
-    (2263, Affine(1, 0, 1_000_000, 0, -1, 200_000), (0.3048, 0.3048)),  # US feet
-    (4326, Affine(1e-5, 0, 30, 0, -1e-5, 0.001), (1.1132, 1.1057)),  # degrees at the equator
-])
+
+@pytest.mark.parametrize(
+    "epsg, transform, expected_m",
+    [
+        (32633, Affine(0.5, 0, 500000, 0, -0.5, 100), (0.5 / 0.9996, 0.5 / 0.9996)),  # UTM, central meridian
+        (3857, Affine(0.15, 0, 0, 0, -0.15, 3_253_000), (0.1325, 0.1318)),  # Web Mercator at 28 degrees N
+        (2263, Affine(1, 0, 1_000_000, 0, -1, 200_000), (0.3048, 0.3048)),  # US feet
+        (4326, Affine(1e-5, 0, 30, 0, -1e-5, 0.001), (1.1132, 1.1057)),  # degrees at the equator
+    ],
+)
 def test_ground_pixel_size_in_any_crs(epsg, transform, expected_m):
     assert ground_pixel_size_m(CRS.from_epsg(epsg), transform, 100, 100) == pytest.approx(expected_m, rel=2e-3)
 
@@ -163,27 +189,36 @@ def test_prediction_matches_ground_resolution_across_latitudes(tmp_path):
     """A model trained on 0.3 m Web Mercator pixels at the equator, applied to Web Mercator pixels at
     50 degrees: processed at 0.3 ground metres, i.e. 0.3 / cos(50 deg) = 0.467 Web Mercator units."""
     net = UNet(UNetConfig(in_bands=3, base_width=4, batch_norm=True))
-    info = ModelInfo(bands=[1, 2, 3], tile_size_px=32, pixel_size=[0.3, 0.3], crs_units="metre",
-                     ground_pixel_size_m=[0.3, 0.3],
-                     normalization={"mode": "fixed", "mean": [100.0] * 3, "std": [50.0] * 3})
+    info = ModelInfo(
+        bands=[1, 2, 3],
+        tile_size_px=32,
+        pixel_size=[0.3, 0.3],
+        crs_units="metre",
+        ground_pixel_size_m=[0.3, 0.3],
+        normalization={"mode": "fixed", "mean": [100.0] * 3, "std": [50.0] * 3},
+    )
     save_model(tmp_path / "m.pt", net, info)
     northing_50 = 6_446_276.0  # Web Mercator y of latitude 50
-    image, _ = write_pair(tmp_path, "north", squares(96, 4, 3), crs="EPSG:3857",
-                          transform=from_origin(0, northing_50, 0.3, 0.3))
+    image, _ = write_pair(
+        tmp_path, "north", squares(96, 4, 3), crs="EPSG:3857", transform=from_origin(0, northing_50, 0.3, 0.3)
+    )
     result = predict_raster(image, tmp_path / "m.pt", probability_path=tmp_path / "p.tif")
     assert result.processing_pixel_size[0] == pytest.approx(0.3 / math.cos(math.radians(50)), rel=5e-3)
 
 
 # -- training behaviour ----------------------------------------------------------------------------
 
+
 def test_resumed_run_writes_the_same_model_file_as_an_uninterrupted_one(pair, tmp_path):
     straight = train(config_for(pair, tmp_path / "straight.pt", epochs=3))
     done = []
-    with pytest.raises(Exception):  # cancelled after its second epoch
-        train(config_for(pair, tmp_path / "part.pt", epochs=3), cancelled=lambda: len(done) == 2,
-              on_epoch=done.append)
-    resumed = train(config_for(pair, tmp_path / "part.pt", epochs=3,
-                               resume_from=str(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt")))
+    with pytest.raises(Cancelled):  # cancelled after its second epoch
+        train(config_for(pair, tmp_path / "part.pt", epochs=3), cancelled=lambda: len(done) == 2, on_epoch=done.append)
+    resumed = train(
+        config_for(
+            pair, tmp_path / "part.pt", epochs=3, resume_from=str(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt")
+        )
+    )
     a, b = load_model(straight.model_path), load_model(resumed.model_path)
     assert (b.info.best_epoch, b.info.threshold) == (a.info.best_epoch, a.info.threshold)
     assert all(torch.equal(a.net.state_dict()[k], b.net.state_dict()[k]) for k in a.net.state_dict())
@@ -197,19 +232,23 @@ def test_resume_restores_the_best_epoch_and_the_time_already_spent(pair, tmp_pat
     done = train(config_for(pair, tmp_path / "done.pt", epochs=2))
     last = str(checkpoint_dir_for(tmp_path / "done.pt") / "last.pt")
     again = train(config_for(pair, tmp_path / "done.pt", epochs=2, resume_from=last))  # nothing left to train
-    assert (again.best_epoch, load_model(again.model_path).info.threshold) == \
-        (done.best_epoch, load_model(done.model_path).info.threshold)
+    assert (again.best_epoch, load_model(again.model_path).info.threshold) == (
+        done.best_epoch,
+        load_model(done.model_path).info.threshold,
+    )
 
     budget = 600.0
     part = []
-    with pytest.raises(Exception):  # cancelled after its first epoch
-        train(config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=budget),
-              cancelled=lambda: len(part) == 1, on_epoch=part.append)
+    with pytest.raises(Cancelled):  # cancelled after its first epoch
+        train(
+            config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=budget),
+            cancelled=lambda: len(part) == 1,
+            on_epoch=part.append,
+        )
     last = checkpoint_dir_for(tmp_path / "part.pt") / "last.pt"
     spent = read_payload(last)["elapsed_s"]
     # a budget the first run already used up: the resumed run stops at once
-    resumed = train(config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=spent * 0.99,
-                               resume_from=str(last)))
+    resumed = train(config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=spent * 0.99, resume_from=str(last)))
     assert resumed.stopped_early and "time budget" in resumed.stop_reason and len(resumed.history) == 1
 
 
@@ -222,8 +261,11 @@ def test_early_stop_ends_training_when_validation_stops_improving(pair, tmp_path
 def test_fine_tuning_starts_from_the_given_model_and_keeps_its_network_and_scaling(pair, tmp_path):
     base = train(config_for(pair, tmp_path / "base.pt", epochs=1, base_width=8))
     start = load_model(base.model_path)
-    tuned = train(config_for(pair, tmp_path / "tuned.pt", epochs=1, base_width=4, learning_rate=1e-9,
-                             init_model=str(base.model_path)))
+    tuned = train(
+        config_for(
+            pair, tmp_path / "tuned.pt", epochs=1, base_width=4, learning_rate=1e-9, init_model=str(base.model_path)
+        )
+    )
     after = load_model(tuned.model_path)
     assert after.info.network == start.info.network  # width 8, not the asked 4: the weights decide
     assert after.info.normalization == start.info.normalization
@@ -242,8 +284,10 @@ def test_divergence_stops_with_a_clear_message_and_no_model(pair, tmp_path):
 
 def test_progress_moves_during_validation_and_never_promises_more_than_the_budget(pair, tmp_path):
     reports: list[tuple[float, str]] = []
-    train(config_for(pair, tmp_path / "m.pt", epochs=2, time_budget_s=60.0),
-          progress=lambda percent, message: reports.append((percent, message)))
+    train(
+        config_for(pair, tmp_path / "m.pt", epochs=2, time_budget_s=60.0),
+        progress=lambda percent, message: reports.append((percent, message)),
+    )
     validation = [percent for percent, message in reports if "validation batch" in message]
     assert validation and validation == sorted(validation)
     left = [float(message.rsplit("about ", 1)[1].split(" min")[0]) for _, message in reports if "min left" in message]
@@ -269,8 +313,17 @@ def test_a_nearly_uniform_image_is_not_stretched_past_the_contrast_floor(tmp_pat
 
     flat = np.full((1, 64, 64), 120.0) + np.random.default_rng(0).normal(0, 2, (1, 64, 64))
     path = tmp_path / "field.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="float32",
-                       crs="EPSG:32636", transform=from_origin(500000, 9000000, 0.5, 0.5)) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=1,
+        dtype="float32",
+        crs="EPSG:32636",
+        transform=from_origin(500000, 9000000, 0.5, 0.5),
+    ) as dataset:
         dataset.write(flat.astype(np.float32))
     with rasterio.open(path) as dataset:
         mean, std = normalization_for(dataset, [1], {"mode": "per_image", "min_std": [25.0]})

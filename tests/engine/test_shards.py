@@ -4,6 +4,7 @@ Every pixel is blended from the same tiles with the same weights; the network's 
 for a tile can still differ in the last bit with the other tiles of its batch (the CPU's
 convolution kernels block batches differently), so probabilities are compared to FLOAT_ULPS and
 masks exactly wherever the probability is further than that from the threshold."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,14 @@ def image_with_nodata(folder: Path, shape=(3, 410, 230)) -> Path:
 
 def read_all(path: Path) -> tuple[np.ndarray, dict]:
     with rasterio.open(path) as dataset:
-        return dataset.read(1), dict(crs=dataset.crs, transform=dataset.transform, nodata=dataset.nodata,
-                                     dtype=dataset.dtypes[0], tags=dataset.tags(), shape=dataset.shape)
+        return dataset.read(1), dict(
+            crs=dataset.crs,
+            transform=dataset.transform,
+            nodata=dataset.nodata,
+            dtype=dataset.dtypes[0],
+            tags=dataset.tags(),
+            shape=dataset.shape,
+        )
 
 
 @pytest.mark.parametrize("count", [1, 3, 7])
@@ -43,8 +50,9 @@ def test_shards_assembled_equal_the_unsharded_prediction(tmp_path, count):
     whole = predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "k.tif", **OPTIONS)
     shard_tiles = 0
     for index in range(1, count + 1):
-        result = predict_shard(image, model, index, count, probability_path=tmp_path / "sp.tif",
-                               mask_path=tmp_path / "sk.tif", **OPTIONS)
+        result = predict_shard(
+            image, model, index, count, probability_path=tmp_path / "sp.tif", mask_path=tmp_path / "sk.tif", **OPTIONS
+        )
         shard_tiles += result.tile_count
         assert result.probability_path == shard_path(tmp_path / "sp.tif", index, count)
     # one tile row of each border runs twice, nothing more (the input is 230 px = 5 tile columns wide)

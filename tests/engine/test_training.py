@@ -1,5 +1,6 @@
 """Training engine: the network's shape, real optimisation steps on a tiny scene, the model file,
 checkpoints, resume, cancel and repeatability."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,7 @@ def write_scene(folder: Path, name: str, seed: int, size_px: int = 96) -> tuple[
     labels[rng.random((size_px, size_px)) < 0.1] = 1
     for _ in range(8):
         row, col = rng.integers(0, size_px - 12, 2)
-        labels[row:row + 10, col:col + 10] = 2
+        labels[row : row + 10, col : col + 10] = 2
     return write_pair(folder, name, labels, rng=rng)
 
 
@@ -37,8 +38,19 @@ def scenes(tmp_path: Path) -> tuple[list[str], list[str]]:
 
 def tiny_config(scenes, output: Path, **overrides) -> TrainConfig:
     images, labels = scenes
-    values = dict(images=images, labels=labels, building_values=[2], output_model=str(output), epochs=2,
-                  patches_per_epoch=16, batch_size=4, base_width=4, tile_size_px=32, seed=3, device="cpu")
+    values = dict(
+        images=images,
+        labels=labels,
+        building_values=[2],
+        output_model=str(output),
+        epochs=2,
+        patches_per_epoch=16,
+        batch_size=4,
+        base_width=4,
+        tile_size_px=32,
+        seed=3,
+        device="cpu",
+    )
     values.update(overrides)
     return TrainConfig.for_preset(values.pop("preset", "default"), **values)
 
@@ -76,7 +88,8 @@ def test_masked_loss_ignores_pixels_with_zero_weight():
 
 
 def test_tuned_threshold_finds_the_iou_maximum():
-    positives = np.zeros(100, np.int64); negatives = np.zeros(100, np.int64)
+    positives = np.zeros(100, np.int64)
+    negatives = np.zeros(100, np.int64)
     positives[70:] = 10  # buildings score 0.70 and above
     negatives[:40] = 10  # background below 0.40
     negatives[60:70] = 5  # a little background between 0.60 and 0.70
@@ -119,6 +132,7 @@ def test_model_file_round_trips_bit_exactly(scenes, tmp_path):
     first = load_model(output)
     second_path = tmp_path / "copy.pt"
     from model.modelfile import save_model
+
     save_model(second_path, first.net, first.info)
     second = load_model(second_path)
     for (name, a), (_, b) in zip(first.net.state_dict().items(), second.net.state_dict().items()):
@@ -138,10 +152,19 @@ def test_resume_continues_the_history_and_matches_an_uninterrupted_run(scenes, t
     straight = train(tiny_config(scenes, tmp_path / "straight.pt", epochs=2))
     epochs_done = []
     with pytest.raises(Cancelled):  # interrupted right after its first epoch
-        train(tiny_config(scenes, tmp_path / "part.pt", epochs=2), cancelled=lambda: len(epochs_done) == 1,
-              on_epoch=epochs_done.append)
-    resumed = train(tiny_config(scenes, tmp_path / "part.pt", epochs=2,
-                                resume_from=str(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt")))
+        train(
+            tiny_config(scenes, tmp_path / "part.pt", epochs=2),
+            cancelled=lambda: len(epochs_done) == 1,
+            on_epoch=epochs_done.append,
+        )
+    resumed = train(
+        tiny_config(
+            scenes,
+            tmp_path / "part.pt",
+            epochs=2,
+            resume_from=str(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt"),
+        )
+    )
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-6)
 
@@ -159,16 +182,21 @@ def test_cancel_stops_within_a_batch_and_keeps_the_last_complete_epoch(scenes, t
             calls["batches"] += 1
 
     with pytest.raises(Cancelled):
-        train(tiny_config(scenes, output, epochs=5), progress=progress, cancelled=cancelled,
-              on_epoch=finished_epochs.append)
+        train(
+            tiny_config(scenes, output, epochs=5),
+            progress=progress,
+            cancelled=cancelled,
+            on_epoch=finished_epochs.append,
+        )
     assert len(finished_epochs) == 1
     assert load_model(output).info.epoch == 1
 
 
 def test_paper_preset_trains_with_random_split_and_epoch_checkpoints(scenes, tmp_path):
     output = tmp_path / "paper.pt"
-    config = tiny_config(scenes, output, preset="paper", epochs=2, patches_per_epoch=20, base_width=4,
-                         batch_size=4, tile_size_px=32)
+    config = tiny_config(
+        scenes, output, preset="paper", epochs=2, patches_per_epoch=20, base_width=4, batch_size=4, tile_size_px=32
+    )
     result = train(config)
     assert sorted(p.name for p in checkpoint_dir_for(output).glob("epoch_*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
     info = load_model(output).info
@@ -179,12 +207,22 @@ def test_paper_preset_trains_with_random_split_and_epoch_checkpoints(scenes, tmp
 
 def test_polygon_labels_train_like_raster_labels(tmp_path):
     import json
+
     image, _ = write_scene(tmp_path, "poly", 5)
     with rasterio.open(image) as dataset:
         left, bottom, right, top = dataset.bounds
-    square = [[left + 5, top - 5], [left + 15, top - 5], [left + 15, top - 15], [left + 5, top - 15], [left + 5, top - 5]]
-    geojson = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32636"}},
-               "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [square]}}]}
+    square = [
+        [left + 5, top - 5],
+        [left + 15, top - 5],
+        [left + 15, top - 15],
+        [left + 5, top - 15],
+        [left + 5, top - 5],
+    ]
+    geojson = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "EPSG:32636"}},
+        "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [square]}}],
+    }
     labels = tmp_path / "buildings.geojson"
     labels.write_text(json.dumps(geojson))
     result = train(tiny_config(([image], [str(labels)]), tmp_path / "m.pt", epochs=1))
@@ -211,6 +249,7 @@ def test_time_budget_cuts_the_epoch_short_and_still_saves_a_validated_model(scen
 
 def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_mapped(tmp_path, monkeypatch):
     import model.sampling as sampling
+
     rng = np.random.default_rng(0)
     size_px = 64
     labels = np.zeros((size_px, size_px), np.uint8)
@@ -218,8 +257,13 @@ def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_m
     image = rng.normal(9000, 800, (4, size_px, size_px))
     image[:, labels == 2] += 20000
     image[:, :, :8] = 0  # a nodata strip: never counted in loss or metrics
-    profile = dict(driver="GTiff", width=size_px, height=size_px, crs="EPSG:32636",
-                   transform=from_origin(500000, 9000000, 0.5, 0.5))
+    profile = dict(
+        driver="GTiff",
+        width=size_px,
+        height=size_px,
+        crs="EPSG:32636",
+        transform=from_origin(500000, 9000000, 0.5, 0.5),
+    )
     with rasterio.open(tmp_path / "img.tif", "w", count=4, dtype="uint16", nodata=0, **profile) as dst:
         dst.write(np.clip(image, 0, 65535).astype(np.uint16))
     with rasterio.open(tmp_path / "lab.tif", "w", count=1, dtype="uint8", **profile) as dst:
@@ -231,8 +275,11 @@ def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_m
     written = np.clip(image, 0, 65535).astype(np.uint16)
     assert scene.value_scale == pytest.approx(np.percentile(written[:, :, 8:], 99.9), rel=1e-6)
     assert (scene.label[:, :8] == 255).all() and (scene.label[10:30, 10:30] == 1).all()
-    result = train(tiny_config(([str(tmp_path / "img.tif")], [str(tmp_path / "lab.tif")]), tmp_path / "m.pt",
-                               epochs=1, bands=[1, 2, 3, 4]))
+    result = train(
+        tiny_config(
+            ([str(tmp_path / "img.tif")], [str(tmp_path / "lab.tif")]), tmp_path / "m.pt", epochs=1, bands=[1, 2, 3, 4]
+        )
+    )
     info = load_model(result.model_path).info
     assert info.bands == [1, 2, 3, 4] and info.network["in_bands"] == 4
     assert not list(tmp_path.glob(".unet_buildings_scratch_*"))  # scratch removed
@@ -250,8 +297,11 @@ def test_cancel_takes_effect_inside_a_batch(scenes, tmp_path):
         return calls["count"] > len(scenes[0]) + 1
 
     with pytest.raises(Cancelled) as caught:
-        train(tiny_config(scenes, tmp_path / "m.pt", epochs=3, base_width=8), cancelled=cancelled,
-              progress=lambda percent, message: messages.append(message))
+        train(
+            tiny_config(scenes, tmp_path / "m.pt", epochs=3, base_width=8),
+            cancelled=cancelled,
+            progress=lambda percent, message: messages.append(message),
+        )
     assert any(entry.name == "forward" and entry.path.name == "network.py" for entry in caught.traceback)
     assert not any("batch 1/" in message for message in messages)
     assert not (tmp_path / "m.pt").exists()

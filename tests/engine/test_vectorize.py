@@ -1,5 +1,6 @@
 """Mask -> polygons: buildings cut by processing windows merged back, cleaning options,
 regularisation, attributes, and the QGIS-free writer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,18 @@ CRS = "EPSG:32633"
 
 
 def write_raster(path: Path, data: np.ndarray, *, nodata=MASK_NODATA, kind="mask") -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype=data.dtype, crs=CRS, transform=TRANSFORM, nodata=nodata) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype,
+        crs=CRS,
+        transform=TRANSFORM,
+        nodata=nodata,
+    ) as dataset:
         dataset.write(data, 1)
         dataset.update_tags(**{KIND_TAG: kind})
     return path
@@ -55,7 +66,7 @@ def test_buildings_cut_by_windows_come_out_whole(tmp_path, window_rows_px):
     features = polygons(path, window_rows_px=window_rows_px)
     assert len(features) == 4  # block, thin, arch, U: each exactly one polygon whatever the windows
     assert all(isinstance(geometry, shapely.Polygon) and geometry.is_valid for geometry, _ in features)
-    assert sorted(round(a["area"] / PIXEL_M ** 2) for _, a in features) == [30, 64, 112, 200]
+    assert sorted(round(a["area"] / PIXEL_M**2) for _, a in features) == [30, 64, 112, 200]
     burnt = rasterize([geometry for geometry, _ in features], out_shape=mask.shape, transform=TRANSFORM)
     assert np.array_equal(burnt, mask == 1)
     assert [a["id"] for _, a in features] == [1, 2, 3, 4]
@@ -69,12 +80,12 @@ def test_attributes_area_perimeter_and_mean_probability(tmp_path):
     probability[2, 3] = 254
     mask_path = write_raster(tmp_path / "mask.tif", mask)
     probability_path = write_raster(tmp_path / "p.tif", probability, nodata=255, kind="probability")
-    (geometry, attributes), = polygons(mask_path, probability_path=probability_path)
-    assert attributes["area"] == pytest.approx(24 * PIXEL_M ** 2)
+    ((geometry, attributes),) = polygons(mask_path, probability_path=probability_path)
+    assert attributes["area"] == pytest.approx(24 * PIXEL_M**2)
     assert attributes["perimeter"] == pytest.approx(20 * PIXEL_M)
     assert attributes["mean_probability"] == pytest.approx((23 * 127 + 254) / 24 / 254)
     assert geometry.bounds == pytest.approx((500001.5, 97.0, 500004.5, 99.0))  # map coordinates
-    (_, plain), = polygons(mask_path)
+    ((_, plain),) = polygons(mask_path)
     assert plain["mean_probability"] is None
 
 
@@ -103,9 +114,9 @@ def test_regularisation_makes_rectangles_and_right_angles(tmp_path):
     rectangle = shapely.affinity.rotate(shapely.box(10, 10, 30, 22), 25, origin="center")
     mask = rasterize([rectangle], out_shape=(40, 40), dtype="uint8")  # pixel coordinates: a jagged outline
     path = write_raster(tmp_path / "mask.tif", mask)
-    (geometry, _), = polygons(path, regularize=True)
+    ((geometry, _),) = polygons(path, regularize=True)
     assert len(geometry.exterior.coords) == 5
-    assert geometry.area == pytest.approx(rectangle.area * PIXEL_M ** 2, rel=0.15)
+    assert geometry.area == pytest.approx(rectangle.area * PIXEL_M**2, rel=0.15)
 
     # an L-shaped outline with every vertex jittered by up to 0.4 units, rotated off the axes
     l_shape = shapely.Polygon([(0, 0), (30, 0), (30, 10), (12, 10), (12, 25), (0, 25)])
@@ -127,8 +138,9 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="probability raster"):
         polygons_from_mask(probability)
     other = tmp_path / "other.tif"
-    with rasterio.open(other, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint8", crs=CRS,
-                       transform=TRANSFORM) as dataset:
+    with rasterio.open(
+        other, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint8", crs=CRS, transform=TRANSFORM
+    ) as dataset:
         dataset.write(np.zeros((1, 10, 10), np.uint8))
     with pytest.raises(InputError, match="grid"):
         polygons_from_mask(mask_path, probability_path=other)

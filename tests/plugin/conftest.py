@@ -3,6 +3,7 @@
 The plugin is imported as the package ``unet_buildings``, as QGIS imports it, from a folder that holds
 a link of that name to the repository (``.qgis-plugins`` made by ``make setup``, else a temporary one).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from qgis.core import QgsProcessingFeedback
 from rasterio.transform import from_origin
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,6 +23,21 @@ PIXEL_M = 0.5
 SIZE_PX = 64
 # two square buildings (row, column, side in pixels); 16 px = 8 m, so 64 m² each
 BUILDINGS_PX = ((8, 8, 16), (36, 32, 16))
+
+
+class KeptMessages(QgsProcessingFeedback):
+    """Processing feedback that keeps what an algorithm said, for the tests to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.warnings: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802  (QGIS's name)
+        self.lines.append(info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.warnings.append(warning)
 
 
 def plugins_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -63,9 +80,18 @@ class Scene:
 
 
 def write_raster(path: Path, bands: np.ndarray, nodata: float | None = None, kind: str | None = None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=bands.shape[2], height=bands.shape[1], count=bands.shape[0],
-                       dtype=bands.dtype, crs=CRS, transform=from_origin(500000, 9000000, PIXEL_M, PIXEL_M),
-                       nodata=nodata) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=bands.shape[2],
+        height=bands.shape[1],
+        count=bands.shape[0],
+        dtype=bands.dtype,
+        crs=CRS,
+        transform=from_origin(500000, 9000000, PIXEL_M, PIXEL_M),
+        nodata=nodata,
+    ) as dataset:
         dataset.write(bands)
         if kind:
             dataset.update_tags(UNET_BUILDINGS_KIND=kind)
@@ -84,8 +110,11 @@ def write_polygons(path: Path) -> Path:
         left, top = 500000 + column * PIXEL_M, 9000000 - row * PIXEL_M
         right, bottom = left + side * PIXEL_M, top - side * PIXEL_M
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            f"POLYGON(({left} {top},{right} {top},{right} {bottom},{left} {bottom},{left} {top}))"))
+        feature.SetGeometry(
+            ogr.CreateGeometryFromWkt(
+                f"POLYGON(({left} {top},{right} {top},{right} {bottom},{left} {bottom},{left} {top}))"
+            )
+        )
         layer.CreateFeature(feature)
     source = None
     return path
@@ -96,14 +125,16 @@ def make_scene(folder: Path) -> Scene:
     rng = np.random.default_rng(0)
     building = np.zeros((SIZE_PX, SIZE_PX), bool)
     for row, column, side in BUILDINGS_PX:
-        building[row:row + side, column:column + side] = True
+        building[row : row + side, column : column + side] = True
     image = rng.integers(40, 90, (3, SIZE_PX, SIZE_PX)).astype(np.uint8)
     image[:, building] = rng.integers(180, 240, (3, int(building.sum()))).astype(np.uint8)
-    return Scene(image=write_raster(folder / "image.tif", image),
-                 labels=write_raster(folder / "labels.tif", np.where(building, 2, 1).astype(np.uint8)[None], 255),
-                 polygons=write_polygons(folder / "buildings.gpkg"),
-                 mask=write_raster(folder / "mask.tif", building.astype(np.uint8)[None], 255, "mask"),
-                 folder=folder)
+    return Scene(
+        image=write_raster(folder / "image.tif", image),
+        labels=write_raster(folder / "labels.tif", np.where(building, 2, 1).astype(np.uint8)[None], 255),
+        polygons=write_polygons(folder / "buildings.gpkg"),
+        mask=write_raster(folder / "mask.tif", building.astype(np.uint8)[None], 255, "mask"),
+        folder=folder,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -115,15 +146,15 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
 def model_file(unet_buildings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained, tiny model file (its predictions are noise: tests use THRESHOLD 0 or 1 where they
     need a known mask). Made with the engine's own model-file writer, so it loads as a trained one does."""
+    import torch
     from unet_buildings.model.modelfile import ModelInfo, save_model
     from unet_buildings.model.network import UNet, UNetConfig
 
-    import torch
-
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_bands=3, base_width=4, depth=2))
-    info = ModelInfo(tile_size_px=32, threshold=0.5, building_values=[2], pixel_size=[PIXEL_M, PIXEL_M],
-                     crs_units="metre")
+    info = ModelInfo(
+        tile_size_px=32, threshold=0.5, building_values=[2], pixel_size=[PIXEL_M, PIXEL_M], crs_units="metre"
+    )
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_model(path, net, info)
     return path

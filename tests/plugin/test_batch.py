@@ -9,6 +9,7 @@ and a ``QgsProcessingMultiStepFeedback`` over all rows, and loads the outputs th
 dialog (offscreen), fills its table the way Autofill does and calls ``runAlgorithm``: every step the
 user's click would take runs, only the clicks themselves are replaced by calls.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The plugin's GUI parts in a real (offscreen) QGIS: loading and unloading, the dock running tasks."""
+
 from __future__ import annotations
 
 import sys
@@ -118,6 +119,7 @@ def test_a_missing_module_is_named_with_its_install_command(unet_buildings, qgis
 
 def answer_next_dialog(button, seen: list[str]) -> None:
     """Presses ``button`` in the next modal dialog, as a user would, noting the text it showed."""
+
     def press() -> None:
         box = QApplication.activeModalWidget()
         if box is None:  # not shown yet
@@ -145,7 +147,9 @@ def test_install_runs_nothing_unless_the_user_says_yes_to_the_exact_command(dock
 
     dock = dock_missing_a_module
     command = install_command(dock.install_arguments)
-    assert dock.install_arguments[1:4] == ["-m", "pip", "install"] and dock.install_arguments[-1] == "absent-package==1.0"
+    assert (
+        dock.install_arguments[1:4] == ["-m", "pip", "install"] and dock.install_arguments[-1] == "absent-package==1.0"
+    )
     seen: list[str] = []
     answer_next_dialog(QMessageBox.StandardButton.No, seen)
     dock.install_button.click()
@@ -175,8 +179,15 @@ def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_mod
 def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
     from unet_buildings.plugin.epochs import format_epoch, parse_epoch
 
-    record = {"epoch": 3, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.7,
-              "val_iou": 0.4, "seconds": 1.5}
+    record = {
+        "epoch": 3,
+        "train_loss": 0.5,
+        "train_accuracy": 0.8,
+        "val_loss": 0.6,
+        "val_accuracy": 0.7,
+        "val_iou": 0.4,
+        "seconds": 1.5,
+    }
     assert parse_epoch(format_epoch(record)) == pytest.approx(record)
     assert parse_epoch("Best epoch 3 on CPU (2 threads)") is None
     dock.curves.clear()
@@ -192,8 +203,10 @@ def test_model_file_shows_its_training_history(dock, unet_buildings, tmp_path) -
     from unet_buildings.model.modelfile import ModelInfo, save_model
     from unet_buildings.model.network import UNet, UNetConfig
 
-    history = [{"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "val_iou": 0.2 * epoch}
-               for epoch in (1, 2, 3)]
+    history = [
+        {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "val_iou": 0.2 * epoch}
+        for epoch in (1, 2, 3)
+    ]
     path = tmp_path / "with_history.pt"
     save_model(path, UNet(UNetConfig(in_bands=3, base_width=4, depth=2)), ModelInfo(history=history))
     dock.model_widget.setFilePath(str(path))
@@ -216,8 +229,12 @@ def test_training_pairs_ticked_images_with_ticked_labels_in_name_order(dock, sce
     labels = [add_raster(scene.labels, "scene_2 labels"), add_raster(second.labels, "scene_10 labels")]
     polygons = QgsVectorLayer(str(scene.polygons), "drawn buildings", "ogr")
     QgsProject.instance().addMapLayer(polygons)
-    assert [dock.train_images.itemText(i) for i in range(dock.train_images.count())] == \
-        ["scene_2", "scene_2 labels", "scene_10", "scene_10 labels"]  # label rasters are rasters too
+    assert [dock.train_images.itemText(i) for i in range(dock.train_images.count())] == [
+        "scene_2",
+        "scene_2 labels",
+        "scene_10",
+        "scene_10 labels",
+    ]  # label rasters are rasters too
     assert "drawn buildings" in [dock.train_labels.itemText(i) for i in range(dock.train_labels.count())]
 
     dock.train_images.tick(images)
@@ -257,10 +274,22 @@ def test_unloading_while_training_cancels_the_task_and_waits_for_it(plugin, scen
     within seconds, nothing more is reported to the dock being removed, and no model is written."""
     plugin.show_dock(True)
     model = tmp_path / "model.pt"
-    plugin.dock.start("train", {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)],
-                                "BUILDING_VALUES": "2", "EPOCHS": 50, "PATCHES_PER_EPOCH": 100_000,
-                                "BATCH_SIZE": 4, "BASE_WIDTH": 8, "TILE_SIZE": 32, "DEVICE": "cpu",
-                                "OUTPUT_MODEL": str(model)}, lambda results: None)
+    plugin.dock.start(
+        "train",
+        {
+            "IMAGES": [str(scene.image)],
+            "LABELS": [str(scene.labels)],
+            "BUILDING_VALUES": "2",
+            "EPOCHS": 50,
+            "PATCHES_PER_EPOCH": 100_000,
+            "BATCH_SIZE": 4,
+            "BASE_WIDTH": 8,
+            "TILE_SIZE": 32,
+            "DEVICE": "cpu",
+            "OUTPUT_MODEL": str(model),
+        },
+        lambda results: None,
+    )
     task = plugin.dock.current_run.task
     deadline = time.monotonic() + 30
     while "epoch 1" not in task.description() and task.progress() <= 0 and time.monotonic() < deadline:

@@ -1,8 +1,8 @@
 """The provider's algorithms run through processing.run in a real QGIS, on tiny generated rasters."""
+
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import rasterio
@@ -15,11 +15,10 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProject,
-    QgsRasterLayer,
     QgsVectorLayer,
 )
 
-from .conftest import BUILDINGS_PX, PIXEL_M, SIZE_PX
+from .conftest import BUILDINGS_PX, PIXEL_M, SIZE_PX, KeptMessages
 
 pytestmark = pytest.mark.usefixtures("plugin")
 ALGORITHM_IDS = ("train", "predict", "vectorize", "extract", "evaluate", "export")
@@ -29,8 +28,9 @@ BUILDING_AREA_M2 = 16 * 16 * PIXEL_M * PIXEL_M
 def run(algorithm_id: str, parameters: dict, context: QgsProcessingContext | None = None) -> dict:
     import processing
 
-    return processing.run(f"unet_buildings:{algorithm_id}", parameters, context=context,
-                          feedback=QgsProcessingFeedback())
+    return processing.run(
+        f"unet_buildings:{algorithm_id}", parameters, context=context, feedback=QgsProcessingFeedback()
+    )
 
 
 def test_provider_lists_its_algorithms() -> None:
@@ -44,14 +44,23 @@ def test_help_explains_every_parameter_and_cites_the_method(algorithm_id: str) -
     algorithm = QgsApplication.processingRegistry().algorithmById(f"unet_buildings:{algorithm_id}")
     text = algorithm.shortHelpString()
     assert "Ronneberger" in text and "Remote sensing image building extraction based on U-net" in text
-    undocumented = [parameter.name() for parameter in algorithm.parameterDefinitions()
-                    if f"<small>({parameter.name()})</small></dt>" not in text]
+    undocumented = [
+        parameter.name()
+        for parameter in algorithm.parameterDefinitions()
+        if f"<small>({parameter.name()})</small></dt>" not in text
+    ]
     assert undocumented == []
     # the dialog folds advanced parameters away: the help says which ones they are, and no others
-    flagged = {parameter.name() for parameter in algorithm.parameterDefinitions()
-               if parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced}
-    said = {parameter.name() for parameter in algorithm.parameterDefinitions()
-            if f"<small>({parameter.name()})</small></dt><dd>(advanced)" in text}
+    flagged = {
+        parameter.name()
+        for parameter in algorithm.parameterDefinitions()
+        if parameter.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced
+    }
+    said = {
+        parameter.name()
+        for parameter in algorithm.parameterDefinitions()
+        if f"<small>({parameter.name()})</small></dt><dd>(advanced)" in text
+    }
     assert flagged == said
     assert algorithm.group() in {"Training", "Prediction", "Evaluation"}
 
@@ -59,8 +68,20 @@ def test_help_explains_every_parameter_and_cites_the_method(algorithm_id: str) -
 def test_public_parameter_names_exist() -> None:
     """The names users' scripts and models depend on (DESIGN.md's public contract)."""
     contract = {
-        "train": {"IMAGES", "LABELS", "BUILDING_VALUES", "PRESET", "EPOCHS", "PATCHES_PER_EPOCH", "BATCH_SIZE",
-                  "BASE_WIDTH", "DEVICE", "OUTPUT_MODEL", "BANDS", "SEED"},
+        "train": {
+            "IMAGES",
+            "LABELS",
+            "BUILDING_VALUES",
+            "PRESET",
+            "EPOCHS",
+            "PATCHES_PER_EPOCH",
+            "BATCH_SIZE",
+            "BASE_WIDTH",
+            "DEVICE",
+            "OUTPUT_MODEL",
+            "BANDS",
+            "SEED",
+        },
         "predict": {"INPUT", "MODEL", "OUTPUT_PROBABILITY", "OUTPUT_MASK", "THRESHOLD", "BATCH_SIZE", "DEVICE", "TTA"},
         "vectorize": {"INPUT", "MIN_AREA", "SIMPLIFY", "OUTPUT", "PROBABILITY", "FILL_HOLES", "REGULARIZE"},
         "extract": {"INPUT", "MODEL", "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_MASK", "THRESHOLD"},
@@ -70,17 +91,29 @@ def test_public_parameter_names_exist() -> None:
         algorithm = QgsApplication.processingRegistry().algorithmById(f"unet_buildings:{algorithm_id}")
         assert names <= {parameter.name() for parameter in algorithm.parameterDefinitions()}, algorithm_id
     evaluate = QgsApplication.processingRegistry().algorithmById("unet_buildings:evaluate")
-    assert {"TP", "FP", "FN", "TN", "ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA"} <= \
-        {output.name() for output in evaluate.outputDefinitions()}
+    assert {"TP", "FP", "FN", "TN", "ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA"} <= {
+        output.name() for output in evaluate.outputDefinitions()
+    }
 
 
 def test_predict_writes_both_rasters_on_the_image_grid(scene, model_file, tmp_path) -> None:
-    results = run("predict", {"INPUT": str(scene.image), "MODEL": str(model_file), "THRESHOLD": 0.0,
-                              "OUTPUT_PROBABILITY": str(tmp_path / "p.tif"), "OUTPUT_MASK": str(tmp_path / "m.tif"),
-                              "DEVICE": "cpu"})
+    results = run(
+        "predict",
+        {
+            "INPUT": str(scene.image),
+            "MODEL": str(model_file),
+            "THRESHOLD": 0.0,
+            "OUTPUT_PROBABILITY": str(tmp_path / "p.tif"),
+            "OUTPUT_MASK": str(tmp_path / "m.tif"),
+            "DEVICE": "cpu",
+        },
+    )
     assert results["THRESHOLD_USED"] == 0.0
-    with rasterio.open(scene.image) as image, rasterio.open(results["OUTPUT_PROBABILITY"]) as probability, \
-            rasterio.open(results["OUTPUT_MASK"]) as mask:
+    with (
+        rasterio.open(scene.image) as image,
+        rasterio.open(results["OUTPUT_PROBABILITY"]) as probability,
+        rasterio.open(results["OUTPUT_MASK"]) as mask,
+    ):
         assert (probability.transform, probability.crs, probability.shape) == (image.transform, image.crs, image.shape)
         assert probability.tags()["UNET_BUILDINGS_KIND"] == "probability"
         assert mask.tags()["UNET_BUILDINGS_KIND"] == "mask"
@@ -106,15 +139,24 @@ def test_vectorize_mask_gives_one_polygon_per_building(scene, tmp_path) -> None:
 
 
 def test_vectorize_min_area_drops_small_buildings_into_a_memory_layer(scene) -> None:
-    results = run("vectorize", {"INPUT": str(scene.mask), "MIN_AREA": BUILDING_AREA_M2 + 1,
-                                "OUTPUT": "TEMPORARY_OUTPUT"})
+    results = run(
+        "vectorize", {"INPUT": str(scene.mask), "MIN_AREA": BUILDING_AREA_M2 + 1, "OUTPUT": "TEMPORARY_OUTPUT"}
+    )
     assert results["BUILDING_COUNT"] == 0 and results["OUTPUT"].featureCount() == 0
 
 
 def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path) -> None:
     # threshold 0 marks every pixel building: one polygon covering the whole image
-    results = run("extract", {"INPUT": str(scene.image), "MODEL": str(model_file), "THRESHOLD": 0.0,
-                              "OUTPUT": str(tmp_path / "buildings.gpkg"), "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    results = run(
+        "extract",
+        {
+            "INPUT": str(scene.image),
+            "MODEL": str(model_file),
+            "THRESHOLD": 0.0,
+            "OUTPUT": str(tmp_path / "buildings.gpkg"),
+            "OUTPUT_MASK": str(tmp_path / "mask.tif"),
+        },
+    )
     layer = QgsVectorLayer(results["OUTPUT"], "buildings", "ogr")
     assert results["BUILDING_COUNT"] == layer.featureCount() == 1
     feature = next(layer.getFeatures())
@@ -125,12 +167,23 @@ def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path) -> Non
 
 @pytest.mark.parametrize("labels", ["labels", "polygons"])
 def test_evaluate_a_perfect_mask(scene, tmp_path, labels: str) -> None:
-    results = run("evaluate", {"PREDICTION": str(scene.mask), "LABELS": str(getattr(scene, labels)),
-                               "BUILDING_VALUES": "2", "OUTPUT_REPORT": str(tmp_path / "report.html"),
-                               "OUTPUT_ERROR_MAP": str(tmp_path / "errors.tif")})
+    results = run(
+        "evaluate",
+        {
+            "PREDICTION": str(scene.mask),
+            "LABELS": str(getattr(scene, labels)),
+            "BUILDING_VALUES": "2",
+            "OUTPUT_REPORT": str(tmp_path / "report.html"),
+            "OUTPUT_ERROR_MAP": str(tmp_path / "errors.tif"),
+        },
+    )
     building_px = sum(side * side for _, _, side in BUILDINGS_PX)
-    assert (results["TP"], results["FP"], results["FN"], results["TN"]) == \
-        (building_px, 0, 0, SIZE_PX * SIZE_PX - building_px)
+    assert (results["TP"], results["FP"], results["FN"], results["TN"]) == (
+        building_px,
+        0,
+        0,
+        SIZE_PX * SIZE_PX - building_px,
+    )
     assert results["IOU"] == results["F1"] == results["KAPPA"] == results["ACCURACY"] == pytest.approx(1.0)
     assert results["OBJECT_F1"] == pytest.approx(1.0)
     assert "<html" in (tmp_path / "report.html").read_text().lower()
@@ -145,16 +198,22 @@ def test_evaluate_exports_a_memory_polygon_layer(scene, tmp_path) -> None:
     row, column, side = BUILDINGS_PX[0]
     left, top = 500000 + column * PIXEL_M, 9000000 - row * PIXEL_M
     feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromWkt(
-        f"POLYGON(({left} {top},{left + side * PIXEL_M} {top},{left + side * PIXEL_M} {top - side * PIXEL_M},"
-        f"{left} {top - side * PIXEL_M},{left} {top}))"))
+    feature.setGeometry(
+        QgsGeometry.fromWkt(
+            f"POLYGON(({left} {top},{left + side * PIXEL_M} {top},{left + side * PIXEL_M} {top - side * PIXEL_M},"
+            f"{left} {top - side * PIXEL_M},{left} {top}))"
+        )
+    )
     memory.dataProvider().addFeatures([feature])
     QgsProject.instance().addMapLayer(memory)
     try:
         context = QgsProcessingContext()
         context.setProject(QgsProject.instance())
-        results = run("evaluate", {"PREDICTION": str(scene.mask), "LABELS": memory.id(),
-                                   "OUTPUT_REPORT": str(tmp_path / "r.html")}, context)
+        results = run(
+            "evaluate",
+            {"PREDICTION": str(scene.mask), "LABELS": memory.id(), "OUTPUT_REPORT": str(tmp_path / "r.html")},
+            context,
+        )
     finally:
         QgsProject.instance().removeMapLayer(memory.id())
     # the second building is predicted but not in the drawn labels
@@ -163,11 +222,20 @@ def test_evaluate_exports_a_memory_polygon_layer(scene, tmp_path) -> None:
 
 def test_bad_inputs_fail_with_plain_messages(scene, tmp_path) -> None:
     with pytest.raises(QgsProcessingException, match="does not exist: train a model first"):
-        run("predict", {"INPUT": str(scene.image), "MODEL": str(tmp_path / "missing.pt"),
-                        "OUTPUT_MASK": str(tmp_path / "m.tif")})
+        run(
+            "predict",
+            {"INPUT": str(scene.image), "MODEL": str(tmp_path / "missing.pt"), "OUTPUT_MASK": str(tmp_path / "m.tif")},
+        )
     with pytest.raises(QgsProcessingException, match="whole numbers separated by commas"):
-        run("evaluate", {"PREDICTION": str(scene.mask), "LABELS": str(scene.labels), "BUILDING_VALUES": "roof",
-                         "OUTPUT_REPORT": str(tmp_path / "r.html")})
+        run(
+            "evaluate",
+            {
+                "PREDICTION": str(scene.mask),
+                "LABELS": str(scene.labels),
+                "BUILDING_VALUES": "roof",
+                "OUTPUT_REPORT": str(tmp_path / "r.html"),
+            },
+        )
     not_a_raster = tmp_path / "notes.txt"
     not_a_raster.write_text("not an image")
     with pytest.raises(QgsProcessingException):
@@ -177,30 +245,46 @@ def test_bad_inputs_fail_with_plain_messages(scene, tmp_path) -> None:
 def test_train_a_tiny_model_then_predict_with_it(scene, tmp_path) -> None:
     import csv
 
-    lines: list[str] = []
-
-    class Lines(QgsProcessingFeedback):
-        def pushInfo(self, info: str) -> None:  # noqa: N802
-            lines.append(info)
-
     import processing
 
-    results = processing.run("unet_buildings:train", {
-        "IMAGES": [str(scene.image)], "LABELS": [str(scene.polygons)], "EPOCHS": 2, "PATCHES_PER_EPOCH": 8,
-        "BATCH_SIZE": 4, "BASE_WIDTH": 4, "TILE_SIZE": 32, "SEED": 1, "DEVICE": "cpu",
-        "OUTPUT_MODEL": str(tmp_path / "model.pt")}, feedback=Lines())
+    feedback = KeptMessages()
+
+    results = processing.run(
+        "unet_buildings:train",
+        {
+            "IMAGES": [str(scene.image)],
+            "LABELS": [str(scene.polygons)],
+            "EPOCHS": 2,
+            "PATCHES_PER_EPOCH": 8,
+            "BATCH_SIZE": 4,
+            "BASE_WIDTH": 4,
+            "TILE_SIZE": 32,
+            "SEED": 1,
+            "DEVICE": "cpu",
+            "OUTPUT_MODEL": str(tmp_path / "model.pt"),
+        },
+        feedback=feedback,
+    )
     assert results["OUTPUT_MODEL"] == str(tmp_path / "model.pt") and results["BEST_EPOCH"] in (1, 2)
     assert 0.0 <= results["VAL_IOU"] <= 1.0 and results["DEVICE_USED"].startswith("CPU")
     with open(results["HISTORY_CSV"], newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
-    epoch_lines = [line for line in lines if line.startswith("Epoch ")]
+    epoch_lines = [line for line in feedback.lines if line.startswith("Epoch ")]
     assert len(epoch_lines) == 2 and "val_iou=" in epoch_lines[0]  # one live line per epoch
-    predicted = run("predict", {"INPUT": str(scene.image), "MODEL": results["OUTPUT_MODEL"],
-                                "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    predicted = run(
+        "predict",
+        {"INPUT": str(scene.image), "MODEL": results["OUTPUT_MODEL"], "OUTPUT_MASK": str(tmp_path / "mask.tif")},
+    )
     assert predicted["OUTPUT_MASK"] == str(tmp_path / "mask.tif")
 
 
 def test_train_needs_one_label_layer_per_image(scene, tmp_path) -> None:
     with pytest.raises(QgsProcessingException, match="one label layer per image"):
-        run("train", {"IMAGES": [str(scene.image), str(scene.image)], "LABELS": [str(scene.labels)],
-                      "OUTPUT_MODEL": str(tmp_path / "model.pt")})
+        run(
+            "train",
+            {
+                "IMAGES": [str(scene.image), str(scene.image)],
+                "LABELS": [str(scene.labels)],
+                "OUTPUT_MODEL": str(tmp_path / "model.pt"),
+            },
+        )

@@ -1,4 +1,5 @@
 """qgis_process, as users' scripts and the demo call it, through scripts/qgis_process.sh."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,19 @@ from .conftest import REPO, SIZE_PX
 SCRIPT = REPO / "scripts" / "qgis_process.sh"
 
 
-def qgis_process(arguments: list[str], profile: Path, plugins_dir: Path, python_path: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "QGIS_CUSTOM_CONFIG_PATH": str(profile), "QGIS_PLUGINPATH": str(plugins_dir),
-                   "PYTHONPATH": python_path, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run(["bash", str(SCRIPT), *arguments], env=environment, capture_output=True, text=True,
-                          timeout=300)
+def qgis_process(
+    arguments: list[str], profile: Path, plugins_dir: Path, python_path: str
+) -> subprocess.CompletedProcess:
+    environment = {
+        **os.environ,
+        "QGIS_CUSTOM_CONFIG_PATH": str(profile),
+        "QGIS_PLUGINPATH": str(plugins_dir),
+        "PYTHONPATH": python_path,
+        "QT_QPA_PLATFORM": "offscreen",
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT), *arguments], env=environment, capture_output=True, text=True, timeout=300
+    )
 
 
 def run_with_torch(arguments: list[str], profile: Path, plugins_dir: Path) -> dict:
@@ -34,8 +43,18 @@ def test_extract_from_qgis_process_writes_a_geopackage(plugins_dir, scene, model
     from osgeo import ogr
 
     output = tmp_path / "buildings.gpkg"
-    results = run_with_torch(["unet_buildings:extract", f"INPUT={scene.image}", f"MODEL={model_file}", "THRESHOLD=0",
-                              "DEVICE=cpu", f"OUTPUT={output}"], tmp_path / "profile", plugins_dir)
+    results = run_with_torch(
+        [
+            "unet_buildings:extract",
+            f"INPUT={scene.image}",
+            f"MODEL={model_file}",
+            "THRESHOLD=0",
+            "DEVICE=cpu",
+            f"OUTPUT={output}",
+        ],
+        tmp_path / "profile",
+        plugins_dir,
+    )
     assert results["BUILDING_COUNT"] == 1
     source = ogr.Open(str(output))
     assert source.GetLayer(0).GetFeatureCount() == 1
@@ -43,15 +62,26 @@ def test_extract_from_qgis_process_writes_a_geopackage(plugins_dir, scene, model
     assert "unet_buildings=true" in (tmp_path / "profile/profiles/default/QGIS/QGIS3.ini").read_text()
 
 
-def test_without_torch_every_algorithm_names_the_install_command(plugins_dir, scene, model_file, tmp_path,
-                                                               monkeypatch) -> None:
+def test_without_torch_every_algorithm_names_the_install_command(
+    plugins_dir, scene, model_file, tmp_path, monkeypatch
+) -> None:
     # The system python QGIS runs has no torch; only the venv has it, and it is left off the paths here
     # (QGIS's embedded python also finds a venv through a `python3` first on PATH).
     venv_bin = str(Path(sys.prefix) / "bin")
     monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin))
-    result = qgis_process(["run", "unet_buildings:predict", "--", f"INPUT={scene.image}", f"MODEL={model_file}",
-                           f"OUTPUT_MASK={tmp_path / 'mask.tif'}"],
-                          tmp_path / "profile", plugins_dir, str(tmp_path))
+    result = qgis_process(
+        [
+            "run",
+            "unet_buildings:predict",
+            "--",
+            f"INPUT={scene.image}",
+            f"MODEL={model_file}",
+            f"OUTPUT_MASK={tmp_path / 'mask.tif'}",
+        ],
+        tmp_path / "profile",
+        plugins_dir,
+        str(tmp_path),
+    )
     if "torch" not in result.stdout + result.stderr and result.returncode == 0:
         pytest.skip("the system python has torch too")
     output = result.stdout + result.stderr
@@ -62,11 +92,20 @@ def test_without_torch_every_algorithm_names_the_install_command(plugins_dir, sc
 
 def test_example_model_chains_extract_and_evaluate(plugins_dir, scene, model_file, tmp_path) -> None:
     """resources/models/extract_and_evaluate.model3, the example users open in the Model Designer."""
-    results = run_with_torch([str(REPO / "resources" / "models" / "extract_and_evaluate.model3"),
-                              f"image={scene.image}", f"model={model_file}", f"labels={scene.labels}",
-                              "building_values=2", f"extract:buildings={tmp_path / 'buildings.gpkg'}",
-                              f"evaluate:report={tmp_path / 'report.html'}",
-                              f"evaluate:error_map={tmp_path / 'errors.tif'}"], tmp_path / "profile", plugins_dir)
+    results = run_with_torch(
+        [
+            str(REPO / "resources" / "models" / "extract_and_evaluate.model3"),
+            f"image={scene.image}",
+            f"model={model_file}",
+            f"labels={scene.labels}",
+            "building_values=2",
+            f"extract:buildings={tmp_path / 'buildings.gpkg'}",
+            f"evaluate:report={tmp_path / 'report.html'}",
+            f"evaluate:error_map={tmp_path / 'errors.tif'}",
+        ],
+        tmp_path / "profile",
+        plugins_dir,
+    )
     assert results["extract:buildings"] == str(tmp_path / "buildings.gpkg")
     report = json.loads((tmp_path / "report.json").read_text())
     # every pixel of the scene was predicted (building or not) and scored against the labels

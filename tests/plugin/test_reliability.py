@@ -2,6 +2,7 @@
 algorithm, outputs verified (a full disk included) and removed on failure, inputs that are not what
 they should be refused before any output exists, Ctrl-C honoured by qgis_process within a second or two,
 every fault one sentence, unexpected ones with the details in the log."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,31 +38,54 @@ def digests(folder: Path) -> dict[str, str]:
 # (algorithm, parameters with {scene file} / {link} / {folder} placeholders): an output over an input
 OVERWRITES = [
     ("evaluate", {"PREDICTION": "{mask}", "LABELS": "{labels}", "OUTPUT_REPORT": "{labels}"}),
-    ("evaluate", {"PREDICTION": "{mask}", "LABELS": "{labels}", "OUTPUT_REPORT": "{folder}/r.html",
-                  "OUTPUT_ERROR_MAP": "{mask_link}"}),
+    (
+        "evaluate",
+        {
+            "PREDICTION": "{mask}",
+            "LABELS": "{labels}",
+            "OUTPUT_REPORT": "{folder}/r.html",
+            "OUTPUT_ERROR_MAP": "{mask_link}",
+        },
+    ),
     ("train", {"IMAGES": ["{image}"], "LABELS": ["{labels}"], "OUTPUT_MODEL": "{image}"}),
-    ("predict", {"INPUT": "{image}", "MODEL": "{model}", "OUTPUT_PROBABILITY": "{folder}/p.tif",
-                 "OUTPUT_MASK": "{folder}/p.tif"}),
+    (
+        "predict",
+        {
+            "INPUT": "{image}",
+            "MODEL": "{model}",
+            "OUTPUT_PROBABILITY": "{folder}/p.tif",
+            "OUTPUT_MASK": "{folder}/p.tif",
+        },
+    ),
     ("predict", {"INPUT": "{mask_link}", "MODEL": "{model}", "OUTPUT_MASK": "{mask}"}),
     ("vectorize", {"INPUT": "{mask}", "OUTPUT": "{mask_link}"}),
-    ("extract", {"INPUT": "{image}", "MODEL": "{model}", "OUTPUT": "{folder}/b.gpkg",
-                 "OUTPUT_PROBABILITY": "{image_link}"}),
+    (
+        "extract",
+        {"INPUT": "{image}", "MODEL": "{model}", "OUTPUT": "{folder}/b.gpkg", "OUTPUT_PROBABILITY": "{image_link}"},
+    ),
     ("evaluate", {"PREDICTION": "{mask}", "LABELS": "{polygons}", "OUTPUT_FALSE_POSITIVES": "{polygons}"}),
 ]
 
 
-@pytest.mark.parametrize("algorithm_id, parameters", OVERWRITES,
-                         ids=[f"{a}-{'-'.join(p)}" for a, p in OVERWRITES])
+@pytest.mark.parametrize("algorithm_id, parameters", OVERWRITES, ids=[f"{a}-{'-'.join(p)}" for a, p in OVERWRITES])
 def test_every_algorithm_refuses_an_output_over_an_input_and_leaves_it_intact(
-        algorithm_id, parameters, scene, model_file, tmp_path) -> None:
+    algorithm_id, parameters, scene, model_file, tmp_path
+) -> None:
     algorithm = QgsApplication.processingRegistry().algorithmById(f"unet_buildings:{algorithm_id}")
     if any(algorithm.parameterDefinition(name) is None for name in parameters):
         pytest.skip(f"{algorithm_id} has no {', '.join(parameters)} in this version")
     links = {"mask_link": tmp_path / "mask_link.tif", "image_link": tmp_path / "image_link.tif"}
     links["mask_link"].symlink_to(scene.mask)  # the same file as the mask, under another name
     os.link(scene.image, links["image_link"])  # a hard link: the image's very bytes
-    files = {"image": scene.image, "labels": scene.labels, "mask": scene.mask, "polygons": scene.polygons,
-             "model": model_file, "folder": tmp_path, **links}
+    files = {
+        "image": scene.image,
+        "labels": scene.labels,
+        "mask": scene.mask,
+        "polygons": scene.polygons,
+        "model": model_file,
+        "folder": tmp_path,
+        **links,
+    }
 
     def filled(value):
         return [filled(item) for item in value] if isinstance(value, list) else value.format(**files)
@@ -80,15 +104,23 @@ def test_vectorize_refuses_an_image_as_a_mask_before_making_its_output(scene, tm
     assert not output.exists()
 
 
-@pytest.mark.parametrize("algorithm_id, name, value", [
-    ("predict", "OUTPUT_MASK", "mask.jpg"), ("evaluate", "OUTPUT_REPORT", "report.json"),
-    ("evaluate", "OUTPUT_REPORT", "."), ("train", "OUTPUT_MODEL", "model.tif"),
-])
+@pytest.mark.parametrize(
+    "algorithm_id, name, value",
+    [
+        ("predict", "OUTPUT_MASK", "mask.jpg"),
+        ("evaluate", "OUTPUT_REPORT", "report.json"),
+        ("evaluate", "OUTPUT_REPORT", "."),
+        ("train", "OUTPUT_MODEL", "model.tif"),
+    ],
+)
 def test_outputs_in_another_format_than_their_name_or_in_a_folder_are_refused(
-        algorithm_id, name, value, scene, model_file, tmp_path) -> None:
-    inputs = {"predict": {"INPUT": str(scene.image), "MODEL": str(model_file)},
-              "evaluate": {"PREDICTION": str(scene.mask), "LABELS": str(scene.labels)},
-              "train": {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)]}}[algorithm_id]
+    algorithm_id, name, value, scene, model_file, tmp_path
+) -> None:
+    inputs = {
+        "predict": {"INPUT": str(scene.image), "MODEL": str(model_file)},
+        "evaluate": {"PREDICTION": str(scene.mask), "LABELS": str(scene.labels)},
+        "train": {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)]},
+    }[algorithm_id]
     with pytest.raises(QgsProcessingException, match="written as|is a folder"):
         run(algorithm_id, {**inputs, name: str(tmp_path / value)})
     assert [path.name for path in tmp_path.iterdir()] == []
@@ -133,15 +165,29 @@ def test_an_unexpected_error_is_a_short_sentence_with_the_traceback_in_the_log(s
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(min_area=st.floats(allow_nan=True, allow_infinity=True), simplify=st.floats(-1, 1e9),
-       fill_holes=st.one_of(st.floats(-1, 1e12), st.just(float("inf"))), regularize=st.booleans())
-def test_vectorize_parameters_end_in_a_layer_or_one_sentence(scene, tmp_path, min_area, simplify, fill_holes,
-                                                            regularize) -> None:
+@given(
+    min_area=st.floats(allow_nan=True, allow_infinity=True),
+    simplify=st.floats(-1, 1e9),
+    fill_holes=st.one_of(st.floats(-1, 1e12), st.just(float("inf"))),
+    regularize=st.booleans(),
+)
+def test_vectorize_parameters_end_in_a_layer_or_one_sentence(
+    scene, tmp_path, min_area, simplify, fill_holes, regularize
+) -> None:
     """Property: no value of the numeric parameters makes an unhandled exception or a half-written output."""
     output = tmp_path / "b.gpkg"
     try:
-        result = run("vectorize", {"INPUT": str(scene.mask), "OUTPUT": str(output), "MIN_AREA": min_area,
-                                   "SIMPLIFY": simplify, "FILL_HOLES": fill_holes, "REGULARIZE": regularize})
+        result = run(
+            "vectorize",
+            {
+                "INPUT": str(scene.mask),
+                "OUTPUT": str(output),
+                "MIN_AREA": min_area,
+                "SIMPLIFY": simplify,
+                "FILL_HOLES": fill_holes,
+                "REGULARIZE": regularize,
+            },
+        )
     except QgsProcessingException as error:
         assert "unexpectedly" not in str(error) and "Traceback" not in str(error)
         assert not output.exists()
@@ -151,23 +197,47 @@ def test_vectorize_parameters_end_in_a_layer_or_one_sentence(scene, tmp_path, mi
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("UNET_SLOW_TESTS"), reason="starts a real qgis_process training (30 s to "
-                    "minutes before its first batch on a busy machine): set UNET_SLOW_TESTS=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("UNET_SLOW_TESTS"),
+    reason="starts a real qgis_process training (30 s to "
+    "minutes before its first batch on a busy machine): set UNET_SLOW_TESTS=1 to run it",
+)
 def test_ctrl_c_stops_qgis_process_training_within_seconds_and_leaves_no_model(plugins_dir, scene, tmp_path) -> None:
     """50,000 crops in batches of 2 move the progress by 0.1 % every 25 batches, tens of seconds here: Ctrl-C
     must not wait for that (nor for the minutes it takes with 10^6 crops)."""
-    environment = {**os.environ, "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"),
-                   "QGIS_PLUGINPATH": str(plugins_dir), "QT_QPA_PLATFORM": "offscreen",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
-                                                               sysconfig.get_paths()["purelib"]]))}
+    environment = {
+        **os.environ,
+        "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile"),
+        "QGIS_PLUGINPATH": str(plugins_dir),
+        "QT_QPA_PLATFORM": "offscreen",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), sysconfig.get_paths()["purelib"]])),
+    }
     model = tmp_path / "model.pt"
     log = tmp_path / "out.txt"
     with log.open("w") as out:
         process = subprocess.Popen(
-            ["bash", str(SCRIPT), "run", "unet_buildings:train", "--", f"IMAGES={scene.image}",
-             f"LABELS={scene.labels}", "BUILDING_VALUES=2", "EPOCHS=1", "PATCHES_PER_EPOCH=50000", "BATCH_SIZE=2",
-             "BASE_WIDTH=4", "TILE_SIZE=32", "DEVICE=cpu", f"OUTPUT_MODEL={model}"],
-            env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "bash",
+                str(SCRIPT),
+                "run",
+                "unet_buildings:train",
+                "--",
+                f"IMAGES={scene.image}",
+                f"LABELS={scene.labels}",
+                "BUILDING_VALUES=2",
+                "EPOCHS=1",
+                "PATCHES_PER_EPOCH=50000",
+                "BATCH_SIZE=2",
+                "BASE_WIDTH=4",
+                "TILE_SIZE=32",
+                "DEVICE=cpu",
+                f"OUTPUT_MODEL={model}",
+            ],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 180
         while "batch" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:

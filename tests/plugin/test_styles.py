@@ -1,4 +1,5 @@
 """The plugin's layer styles as a user sees them: each output raster rendered with its .qml style."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,9 @@ def rendered_colours(unet_buildings, folder: Path, kind: str, values: list[int])
 
 
 def test_probability_is_transparent_when_low_and_a_warm_opaque_colour_when_high(unet_buildings, tmp_path) -> None:
-    zero, low, half, high, one, nodata = rendered_colours(unet_buildings, tmp_path, "probability",
-                                                          [0, 25, 127, 220, 254, 255])
+    zero, low, half, high, one, nodata = rendered_colours(
+        unet_buildings, tmp_path, "probability", [0, 25, 127, 220, 254, 255]
+    )
     assert zero.alpha() == low.alpha() == nodata.alpha() == 0  # the image shows through
     assert 0 < half.alpha() < high.alpha() < one.alpha() == 255
     for colour in (half, high, one):
@@ -56,4 +58,3 @@ def test_error_map_has_four_distinct_colours_and_faint_true_negatives(unet_build
     assert 0 < tn.alpha() < min(fp.alpha(), fn.alpha(), tp.alpha())  # evaluated area visible, image still readable
     assert len({colour.rgb() for colour in (tn, fp, fn, tp)}) == 4
     assert fp.red() > fp.blue() and fn.blue() > fn.red() and tp.green() > max(tp.red(), tp.blue())
-

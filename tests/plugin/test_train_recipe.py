@@ -1,9 +1,12 @@
 """Training for a time, fine-tuning and the processing resolution through processing.run in a real QGIS."""
+
 from __future__ import annotations
 
 import pytest
 import rasterio
 from qgis.core import QgsProcessingFeedback
+
+from .conftest import KeptMessages
 
 pytestmark = pytest.mark.usefixtures("plugin")
 TINY = {"BATCH_SIZE": 4, "TILE_SIZE": 32, "SEED": 1, "DEVICE": "cpu", "PATCHES_PER_EPOCH": 8}
@@ -18,8 +21,18 @@ def run(algorithm_id: str, parameters: dict) -> dict:
 def test_train_for_a_time_reports_the_score_that_chose_the_epoch(scene, tmp_path, unet_buildings) -> None:
     from unet_buildings.model.modelfile import load_model
 
-    results = run("train", {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "BUILDING_VALUES": "2",
-                            "TIME_BUDGET_MIN": 0.1, "BASE_WIDTH": 4, "OUTPUT_MODEL": str(tmp_path / "m.pt"), **TINY})
+    results = run(
+        "train",
+        {
+            "IMAGES": [str(scene.image)],
+            "LABELS": [str(scene.labels)],
+            "BUILDING_VALUES": "2",
+            "TIME_BUDGET_MIN": 0.1,
+            "BASE_WIDTH": 4,
+            "OUTPUT_MODEL": str(tmp_path / "m.pt"),
+            **TINY,
+        },
+    )
     info = load_model(results["OUTPUT_MODEL"]).info
     assert info.training["time_budget_s"] == pytest.approx(6.0)  # 0.1 min, not the CPU default's 30
     assert info.training["epochs"] == 200  # the CPU default: the budget ends training, not the epochs
@@ -30,11 +43,31 @@ def test_train_for_a_time_reports_the_score_that_chose_the_epoch(scene, tmp_path
 def test_fine_tuning_through_processing_keeps_the_models_network(scene, tmp_path, unet_buildings) -> None:
     from unet_buildings.model.modelfile import load_model
 
-    base = run("train", {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "BUILDING_VALUES": "2",
-                         "EPOCHS": 1, "BASE_WIDTH": 8, "OUTPUT_MODEL": str(tmp_path / "base.pt"), **TINY})
-    tuned = run("train", {"IMAGES": [str(scene.image)], "LABELS": [str(scene.polygons)], "BUILDING_VALUES": "2",
-                          "EPOCHS": 1, "BASE_WIDTH": 4, "INIT_MODEL": base["OUTPUT_MODEL"],
-                          "OUTPUT_MODEL": str(tmp_path / "tuned.pt"), **TINY})
+    base = run(
+        "train",
+        {
+            "IMAGES": [str(scene.image)],
+            "LABELS": [str(scene.labels)],
+            "BUILDING_VALUES": "2",
+            "EPOCHS": 1,
+            "BASE_WIDTH": 8,
+            "OUTPUT_MODEL": str(tmp_path / "base.pt"),
+            **TINY,
+        },
+    )
+    tuned = run(
+        "train",
+        {
+            "IMAGES": [str(scene.image)],
+            "LABELS": [str(scene.polygons)],
+            "BUILDING_VALUES": "2",
+            "EPOCHS": 1,
+            "BASE_WIDTH": 4,
+            "INIT_MODEL": base["OUTPUT_MODEL"],
+            "OUTPUT_MODEL": str(tmp_path / "tuned.pt"),
+            **TINY,
+        },
+    )
     assert load_model(tuned["OUTPUT_MODEL"]).info.network["base_width"] == 8
     assert load_model(tuned["OUTPUT_MODEL"]).info.training["init_model"] == base["OUTPUT_MODEL"]
 
@@ -46,20 +79,20 @@ def test_processing_pixel_size_zero_runs_on_the_images_own_pixels(scene, model_f
 
     said = {}
     for name, size in (("own", 0.0), ("model", None), ("coarse", 1.0)):
-        lines: list[str] = []
+        feedback = KeptMessages()
 
-        class Lines(QgsProcessingFeedback):
-            def pushInfo(self, info: str) -> None:  # noqa: N802
-                lines.append(info)
-
-        parameters = {"INPUT": str(scene.image), "MODEL": str(model_file), "DEVICE": "cpu",
-                      "OUTPUT_PROBABILITY": str(tmp_path / f"{name}.tif")}
+        parameters = {
+            "INPUT": str(scene.image),
+            "MODEL": str(model_file),
+            "DEVICE": "cpu",
+            "OUTPUT_PROBABILITY": str(tmp_path / f"{name}.tif"),
+        }
         if size is not None:
             parameters["PIXEL_SIZE"] = size
-        output = processing.run("unet_buildings:predict", parameters, feedback=Lines())["OUTPUT_PROBABILITY"]
+        output = processing.run("unet_buildings:predict", parameters, feedback=feedback)["OUTPUT_PROBABILITY"]
         with rasterio.open(output) as dataset, rasterio.open(scene.image) as image:
             assert (dataset.transform, dataset.shape) == (image.transform, image.shape)
-        said[name] = next(line for line in lines if line.startswith("Predicted "))
+        said[name] = next(line for line in feedback.lines if line.startswith("Predicted "))
     assert "at 0.5 x 0.5 map units per pixel (the image's own pixels)" in said["own"]
     assert "at 0.5 x 0.5 map units per pixel (the image's own pixels)" in said["model"]
     assert "at 1 x 1 map units per pixel (resampled" in said["coarse"]

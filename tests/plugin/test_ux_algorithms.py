@@ -1,5 +1,6 @@
 """Issue 13 on the Processing side: help by the dialog's labels and order, an area of interest for Predict and
 Extract, export for Deepness as an algorithm, vector error outputs of Evaluate, the starter model default."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pytest
 import rasterio
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
 
-from .conftest import BUILDINGS_PX, PIXEL_M, write_raster
+from .conftest import BUILDINGS_PX, PIXEL_M, KeptMessages, write_raster
 
 pytestmark = pytest.mark.usefixtures("plugin")
 LEFT, TOP = 500000, 9000000  # the scene's upper-left corner (conftest)
@@ -39,9 +40,14 @@ def test_help_names_parameters_by_their_dialog_labels_in_the_dialog_order(algori
     expected = [definition.description() for definition in dialog_order(definitions)]
     assert [label.replace(" [optional]", "") for label in labels] == expected
     # the dialog's order: plain inputs, then the folded advanced ones, then the outputs
-    kinds = ["output" if definition.isDestination() else
-             "advanced" if definition.flags() & definition.Flag.FlagAdvanced else "input"
-             for definition in dialog_order(definitions)]
+    kinds = [
+        "output"
+        if definition.isDestination()
+        else "advanced"
+        if definition.flags() & definition.Flag.FlagAdvanced
+        else "input"
+        for definition in dialog_order(definitions)
+    ]
     assert kinds == sorted(kinds, key=["input", "advanced", "output"].index)
 
 
@@ -55,8 +61,15 @@ def test_predict_with_an_extent_covers_only_that_area(scene, model_file, tmp_pat
     # the upper-left quarter of the 64 x 64 px scene, in the scene's CRS
     half_m = 32 * PIXEL_M
     extent = f"{LEFT},{LEFT + half_m},{TOP - half_m},{TOP} [EPSG:32736]"
-    results = run("predict", {"INPUT": str(scene.image), "MODEL": str(model_file), "EXTENT": extent,
-                              "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    results = run(
+        "predict",
+        {
+            "INPUT": str(scene.image),
+            "MODEL": str(model_file),
+            "EXTENT": extent,
+            "OUTPUT_MASK": str(tmp_path / "mask.tif"),
+        },
+    )
     with rasterio.open(results["OUTPUT_MASK"]) as mask, rasterio.open(scene.image) as image:
         assert (mask.width, mask.height) == (32, 32)
         assert mask.transform == image.transform  # same pixel grid, same upper-left corner
@@ -65,8 +78,15 @@ def test_predict_with_an_extent_covers_only_that_area(scene, model_file, tmp_pat
 
 def test_extract_refuses_an_extent_outside_the_image(scene, model_file) -> None:
     with pytest.raises(QgsProcessingException, match="does not overlap the image"):
-        run("extract", {"INPUT": str(scene.image), "MODEL": str(model_file),
-                        "EXTENT": f"{LEFT - 100},{LEFT - 50},{TOP - 50},{TOP} [EPSG:32736]", "OUTPUT": "memory:"})
+        run(
+            "extract",
+            {
+                "INPUT": str(scene.image),
+                "MODEL": str(model_file),
+                "EXTENT": f"{LEFT - 100},{LEFT - 50},{TOP - 50},{TOP} [EPSG:32736]",
+                "OUTPUT": "memory:",
+            },
+        )
 
 
 def test_export_writes_an_onnx_model_deepness_reads_without_median_filter(model_file, tmp_path) -> None:
@@ -85,34 +105,40 @@ def test_export_warns_about_per_image_normalisation(unet_buildings, tmp_path) ->
     from unet_buildings.model.network import UNet, UNetConfig
 
     path = tmp_path / "per_image.pt"
-    save_model(path, UNet(UNetConfig(in_bands=3, base_width=4, depth=2)), ModelInfo(
-        tile_size_px=32, normalization={"mode": "per_image", "mean": [100.0] * 3, "std": [40.0] * 3}))
-    warnings: list[str] = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushWarning(self, warning: str) -> None:  # noqa: N802
-            warnings.append(warning)
-
-    run("export", {"MODEL": str(path), "OUTPUT": str(tmp_path / "per_image.onnx")}, Feedback())
-    assert any("own statistics" in warning for warning in warnings)
+    save_model(
+        path,
+        UNet(UNetConfig(in_bands=3, base_width=4, depth=2)),
+        ModelInfo(tile_size_px=32, normalization={"mode": "per_image", "mean": [100.0] * 3, "std": [40.0] * 3}),
+    )
+    feedback = KeptMessages()
+    run("export", {"MODEL": str(path), "OUTPUT": str(tmp_path / "per_image.onnx")}, feedback)
+    assert any("own statistics" in warning for warning in feedback.warnings)
 
 
 def test_evaluate_writes_false_positive_and_missed_buildings_as_polygons(scene, tmp_path) -> None:
     """A prediction with the first building, without the second, plus a false 6 x 6 px building."""
     mask = np.zeros((64, 64), np.uint8)
     row, column, side = BUILDINGS_PX[0]
-    mask[row:row + side, column:column + side] = 1
+    mask[row : row + side, column : column + side] = 1
     mask[50:56, 4:10] = 1
     prediction = write_raster(tmp_path / "prediction.tif", mask[None], 255, "mask")
-    results = run("evaluate", {"PREDICTION": str(prediction), "LABELS": str(scene.labels), "BUILDING_VALUES": "2",
-                               "OUTPUT_FALSE_POSITIVES": "memory:", "OUTPUT_MISSED": "memory:"})
+    results = run(
+        "evaluate",
+        {
+            "PREDICTION": str(prediction),
+            "LABELS": str(scene.labels),
+            "BUILDING_VALUES": "2",
+            "OUTPUT_FALSE_POSITIVES": "memory:",
+            "OUTPUT_MISSED": "memory:",
+        },
+    )
     false_positives, missed = results["OUTPUT_FALSE_POSITIVES"], results["OUTPUT_MISSED"]  # memory layers
     assert false_positives.featureCount() == 1 and missed.featureCount() == 1
-    false_positive, = false_positives.getFeatures()
+    (false_positive,) = false_positives.getFeatures()
     assert false_positive["area"] == pytest.approx(36 * PIXEL_M * PIXEL_M)
     bounds = false_positive.geometry().boundingBox()
     assert (bounds.xMinimum(), bounds.yMaximum()) == pytest.approx((LEFT + 4 * PIXEL_M, TOP - 50 * PIXEL_M))
-    missed_building, = missed.getFeatures()
+    (missed_building,) = missed.getFeatures()
     row, column, side = BUILDINGS_PX[1]
     bounds = missed_building.geometry().boundingBox()
     assert (bounds.xMinimum(), bounds.yMaximum()) == pytest.approx((LEFT + column * PIXEL_M, TOP - row * PIXEL_M))
@@ -120,8 +146,9 @@ def test_evaluate_writes_false_positive_and_missed_buildings_as_polygons(scene, 
     assert missed.crs().authid() == "EPSG:32736"
 
 
-def test_predict_and_extract_default_to_the_starter_model_when_it_is_shipped(unet_buildings, model_file,
-                                                                             monkeypatch, tmp_path) -> None:
+def test_predict_and_extract_default_to_the_starter_model_when_it_is_shipped(
+    unet_buildings, model_file, monkeypatch, tmp_path
+) -> None:
     from unet_buildings.plugin.algorithms import predict
 
     monkeypatch.setattr(predict, "STARTER_MODEL", tmp_path / "absent.pt")

@@ -1,5 +1,6 @@
 """Issue 13, item 1: a shapely below 2 (Debian 12's python3-shapely 1.8) is a missing requirement with the
 command that fixes it, and checking never raises."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def test_debian_shapely_1_8_is_a_missing_requirement_with_its_install_command(pl
     import os
 
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SYSTEM_SITE), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", CHECK, str(plugins_dir)], env=environment, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, str(plugins_dir)], env=environment, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"the check raised:\n{done.stderr[-2000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["shapely"].startswith("1."):

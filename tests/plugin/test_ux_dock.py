@@ -1,5 +1,6 @@
 """Issue 13 in the dock, as a QGIS user lives with it: nothing lost (real output folders, new names), nothing
 hidden (results on top, readable errors, nothing stale), and the issue's polish items. Real QGIS, real runs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,8 +87,7 @@ def test_the_chosen_output_folder_is_remembered(fresh_dock, qgis_iface, tmp_path
 
 
 # -- 3. no silent overwrite ------------------------------------------------------------------------
-def test_predicting_again_writes_new_files_and_keeps_the_loaded_layers(fresh_dock, scene, model_file,
-                                                                      tmp_path) -> None:
+def test_predicting_again_writes_new_files_and_keeps_the_loaded_layers(fresh_dock, scene, model_file, tmp_path) -> None:
     fresh_dock.output_widget.setFilePath(str(tmp_path))
     image = add_raster(scene.image, "scene")
     first = predict(fresh_dock, image, model_file)
@@ -113,8 +113,9 @@ def test_training_again_picks_a_new_model_name(fresh_dock, scene, tmp_path) -> N
 
 
 # -- 4. results on top of the layer tree, in a group per run -----------------------------------------
-def test_results_go_on_top_of_the_layer_tree_whatever_layer_is_selected(fresh_dock, scene, model_file,
-                                                                        tmp_path) -> None:
+def test_results_go_on_top_of_the_layer_tree_whatever_layer_is_selected(
+    fresh_dock, scene, model_file, tmp_path
+) -> None:
     project = QgsProject.instance()
     fresh_dock.output_widget.setFilePath(str(tmp_path))
     image = add_raster(scene.image, "scene")
@@ -122,12 +123,16 @@ def test_results_go_on_top_of_the_layer_tree_whatever_layer_is_selected(fresh_do
     root = project.layerTreeRoot()
     # as when the user has selected the bottom layer (the image): QGIS would insert new layers below it
     project.layerTreeRegistryBridge().setLayerInsertionPoint(
-        QgsLayerTreeRegistryBridge.InsertionPoint(root, len(root.children())))
+        QgsLayerTreeRegistryBridge.InsertionPoint(root, len(root.children()))
+    )
     predict(fresh_dock, image, model_file)
     top = root.children()[0]
     assert isinstance(top, QgsLayerTreeGroup) and top.name() == "scene buildings"
-    assert [node.name() for node in top.children()] == \
-        ["scene buildings", "scene building mask", "scene building probability"]
+    assert [node.name() for node in top.children()] == [
+        "scene buildings",
+        "scene building mask",
+        "scene building probability",
+    ]
 
 
 # -- 5. errors in one readable line; nothing stale -------------------------------------------------
@@ -150,7 +155,7 @@ def test_a_foreign_model_file_gives_one_readable_line(fresh_dock, scene, foreign
     predict(fresh_dock, add_raster(scene.image, "scene"), foreign_model)
     QCoreApplication.processEvents()
     shown = fresh_dock.status_label.text().replace("\u200b", "")
-    message, = qgis_iface.messageBar().get_messages(2)
+    (message,) = qgis_iface.messageBar().get_messages(2)
     for text in (shown, message):
         assert "is not a model file this plugin can" in text and "Pick a .pt file" in text
         assert "\x1b" not in text and "\n" not in text and "weights_only" not in text
@@ -162,21 +167,23 @@ def test_a_foreign_model_file_gives_one_readable_line(fresh_dock, scene, foreign
 def test_torchs_own_message_becomes_one_plain_line(unet_buildings, foreign_model) -> None:
     """Whatever an engine message quotes from torch (escape codes, several lines, weights_only=False advice)."""
     import torch
-
     from unet_buildings.plugin.dock import readable
 
     with pytest.raises(Exception) as caught:
         torch.load(foreign_model, weights_only=True)
-    quoted = (f"'{foreign_model}' is not a model file this plugin can read safely ({caught.value}). "
-              "Pick a .pt file written by the U-Net Building Extractor.")
+    quoted = (
+        f"'{foreign_model}' is not a model file this plugin can read safely ({caught.value}). "
+        "Pick a .pt file written by the U-Net Building Extractor."
+    )
     assert "\x1b[" in quoted and "weights_only" in quoted  # what torch says today
     line = readable(quoted)
-    assert line == (f"'{foreign_model}' is not a model file this plugin can read safely. "
-                    "Pick a .pt file written by the U-Net Building Extractor.")
+    assert line == (
+        f"'{foreign_model}' is not a model file this plugin can read safely. "
+        "Pick a .pt file written by the U-Net Building Extractor."
+    )
 
 
-def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_file, foreign_model,
-                                                     tmp_path) -> None:
+def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_file, foreign_model, tmp_path) -> None:
     fresh_dock.output_widget.setFilePath(str(tmp_path))
     image = add_raster(scene.image, "scene")
     labels = add_raster(scene.labels, "labels")
@@ -279,8 +286,16 @@ def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock, ep
     curves = fresh_dock.curves
     curves.clear()
     for epoch in epochs:
-        curves.add_epoch({"epoch": epoch, "train_loss": 1 / epoch, "val_loss": 1.1 / epoch, "train_accuracy": 0.8,
-                          "val_accuracy": 0.7, "val_iou": 0.2 * epoch})
+        curves.add_epoch(
+            {
+                "epoch": epoch,
+                "train_loss": 1 / epoch,
+                "val_loss": 1.1 / epoch,
+                "train_accuracy": 0.8,
+                "val_accuracy": 0.7,
+                "val_iou": 0.2 * epoch,
+            }
+        )
     curves.canvas.resize(330, curves.canvas.height())
     curves.canvas.draw()
     renderer = curves.canvas.get_renderer()
@@ -293,9 +308,8 @@ def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock, ep
         assert not legend.overlaps(axes.get_window_extent(renderer)), "the legend covers the plot"
         assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0, "the legend is cut off"
         texts.append(legend)
-        texts.extend(label.get_window_extent(renderer) for label in (axes.title, axes.xaxis.label)
-                     if label.get_text())
-    assert not [(a, b) for i, a in enumerate(texts) for b in texts[i + 1:] if a.overlaps(b)], "texts overlap"
+        texts.extend(label.get_window_extent(renderer) for label in (axes.title, axes.xaxis.label) if label.get_text())
+    assert not [(a, b) for i, a in enumerate(texts) for b in texts[i + 1 :] if a.overlaps(b)], "texts overlap"
 
 
 # -- 7. Predict's own settings and the visible map area ----------------------------------------------
@@ -369,8 +383,9 @@ def test_train_for_minutes_reaches_the_train_algorithm_when_it_takes_it(fresh_do
         assert "TIME_BUDGET_MIN" not in parameters
 
 
-def test_the_starter_model_is_the_default_model_when_shipped(plugin, qgis_iface, model_file, monkeypatch,
-                                                             tmp_path) -> None:
+def test_the_starter_model_is_the_default_model_when_shipped(
+    plugin, qgis_iface, model_file, monkeypatch, tmp_path
+) -> None:
     from unet_buildings.plugin.algorithms import predict as predict_module
     from unet_buildings.plugin.dock import BuildingsDock
 

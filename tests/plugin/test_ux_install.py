@@ -1,6 +1,7 @@
 """Issue 13, install advice that does not break the system: no global numpy pin, test-only packages in
 requirements-dev.txt (installed by `make test`), osgeo declared, the shapely pin as the dock computes it,
 and a GPL-2.0-or-later LICENSE."""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,9 @@ TEST_ONLY = ("pytest", "pytest-qgis", "hypothesis", "onnxruntime")
 
 def requirement_names(path) -> list[str]:
     lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return [re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower()
-            for line in lines if line and not line.startswith("-")]
+    return [
+        re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower() for line in lines if line and not line.startswith("-")
+    ]
 
 
 def test_runtime_requirements_hold_no_numpy_pin_and_no_test_packages() -> None:
