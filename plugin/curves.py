@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qgis.PyQt.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 # (history key, label) per panel; keys as in the training history records
@@ -14,13 +16,19 @@ PANELS = (
 )
 COLUMNS = tuple(key for _, series in PANELS for key, _ in series)
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 class CurvesWidget(QWidget):
     """Per-epoch loss, accuracy and IoU, redrawn as each epoch's record arrives."""
 
-    def __init__(self, parent: QWidget = None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.records: list[dict] = []
+        # exactly one of them shows the records
+        self.figure: Figure | None = None
+        self.table: QTableWidget | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         try:
@@ -31,12 +39,10 @@ class CurvesWidget(QWidget):
             except ImportError:
                 from matplotlib.backends.backend_qt5agg import FigureCanvasQTAgg
         except ImportError:  # matplotlib is optional in QGIS installs: the numbers still show
-            self.figure = None
             self.table = QTableWidget(0, len(COLUMNS) + 1, self)
             self.table.setHorizontalHeaderLabels(["epoch", *COLUMNS])
             layout.addWidget(self.table)
             return
-        self.table = None
         self.figure = Figure(figsize=(3.2, 4.2), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         # as wide as the dock, never wider: a narrow dock must not scroll sideways
@@ -47,30 +53,30 @@ class CurvesWidget(QWidget):
 
     def clear(self) -> None:
         self.records = []
+        if self.figure is not None:
+            self._draw(self.figure)
         if self.table is not None:
             self.table.setRowCount(0)
-        else:
-            self._draw()
 
     def add_epoch(self, record: dict) -> None:
         self.records.append(record)
-        if self.table is None:
-            self._draw()
-            return
-        row = self.table.rowCount()
-        self.table.insertRow(row)
-        values = [record.get("epoch"), *(record.get(key) for key in COLUMNS)]
-        for column, value in enumerate(values):
-            text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-            self.table.setItem(row, column, QTableWidgetItem(text))
+        if self.figure is not None:
+            self._draw(self.figure)
+        if self.table is not None:
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            values = [record["epoch"], *(record.get(key) for key in COLUMNS)]
+            for column, value in enumerate(values):
+                text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+                self.table.setItem(row, column, QTableWidgetItem(text))
 
-    def _draw(self) -> None:
+    def _draw(self, figure: Figure) -> None:
         from matplotlib.ticker import MaxNLocator
 
-        self.figure.clear()
-        epochs = [record.get("epoch") for record in self.records]
+        figure.clear()
+        epochs: list[int] = [record["epoch"] for record in self.records]
         for index, (title, series) in enumerate(PANELS):
-            axes = self.figure.add_subplot(len(PANELS), 1, index + 1)
+            axes = figure.add_subplot(len(PANELS), 1, index + 1)
             axes.set_title(title, fontsize=9)
             axes.tick_params(labelsize=7)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers

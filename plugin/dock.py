@@ -89,9 +89,9 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
             folder = Path(chosen)
             folder.mkdir(parents=True, exist_ok=True)
             return folder
-        folder = self.default_output_folder(near)
-        if folder is not None:
-            return folder
+        default = self.default_output_folder(near)
+        if default is not None:
+            return default
         folder = Path(QgsProcessingUtils.tempFolder())
         self.tell(
             f"No output folder is chosen and neither the project's nor the image's folder can be written: "
@@ -130,11 +130,7 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         """Says which values the first ticked label raster holds, and picks building value 1 for 0/1 labels
         when the building values set match nothing in them."""
         found = next(
-            (
-                (layer, values)
-                for layer in self.train_labels.ticked_layers()
-                if (values := label_values(layer)) is not None
-            ),
+            ((layer, held) for layer in self.train_labels.ticked_layers() if (held := label_values(layer)) is not None),
             None,
         )
         if found is None:

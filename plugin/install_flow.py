@@ -3,11 +3,14 @@ then run in the background with its output in the log; nothing is ever installed
 
 from __future__ import annotations
 
+from typing import Callable
+
 from qgis.core import (
     Qgis,
 )
 from qgis.PyQt.QtCore import QProcess, Qt
 from qgis.PyQt.QtWidgets import (
+    QLabel,
     QMessageBox,
 )
 
@@ -17,8 +20,13 @@ from .log import log
 
 
 class InstallFlow:
-    """Mixed into the dock: it provides ``tell``, ``set_running``, ``status_label``, ``install_process``
-    and ``install_arguments``."""
+    """Mixed into the dock, which provides what is declared here."""
+
+    install_arguments: list[str]  # the install command, empty when nothing is missing
+    install_process: QProcess | None  # the running install, if any
+    status_label: QLabel
+    tell: Callable[..., None]  # (text, message level)
+    set_running: Callable[[bool], None]
 
     def confirm_install(self, command: str) -> bool:
         box = QMessageBox(

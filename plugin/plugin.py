@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
@@ -10,13 +12,16 @@ from qgis.PyQt.QtWidgets import QAction
 from . import DISPLAY_NAME, ICON_PATH
 from .provider import UNetBuildingsProvider
 
+if TYPE_CHECKING:  # the dock module is imported on first use only (see show_dock)
+    from .dock import BuildingsDock
+
 
 class UNetBuildingsPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface
         self.provider: UNetBuildingsProvider | None = None
         self.action: QAction | None = None
-        self.dock = None  # built on first use: it imports the engine to name the device
+        self.dock: BuildingsDock | None = None  # built on first use: it imports the engine to name the device
 
     def initProcessing(self) -> None:  # noqa: N802 (called by QGIS, also for qgis_process)
         self.provider = UNetBuildingsProvider()
@@ -37,8 +42,8 @@ class UNetBuildingsPlugin:
 
             self.dock = BuildingsDock(self.iface, self.iface.mainWindow())
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
-            # closing the dock with its own button unchecks the toolbar button
-            self.dock.visibilityChanged.connect(self.action.setChecked)
+            if self.action is not None:  # closing the dock with its own button unchecks the toolbar button
+                self.dock.visibilityChanged.connect(self.action.setChecked)
         self.dock.setVisible(visible)
 
     def unload(self) -> None:

@@ -87,7 +87,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
         "prediction layer, at which they are compared.",
     }
 
-    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+    def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Prediction (mask raster or polygons)"))
         self.addParameter(QgsProcessingParameterMapLayer("LABELS", "Labels (class raster or polygons)"))
         self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))

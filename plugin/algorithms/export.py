@@ -38,7 +38,7 @@ class ExportAlgorithm(EngineAlgorithm):
         "OUTPUT": "The ONNX file to write (.onnx). The model's normalisation is built into it.",
     }
 
-    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+    def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         starter = starter_model()
         self.addParameter(
             QgsProcessingParameterFile(

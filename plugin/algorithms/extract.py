@@ -32,7 +32,7 @@ class ExtractAlgorithm(EngineAlgorithm):
         "a temporary file.",
     }
 
-    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+    def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         add_prediction_parameters(self)
         add_polygon_parameters(self)
         add_raster_outputs(self, create_by_default=False)

@@ -206,7 +206,7 @@ class PredictAlgorithm(EngineAlgorithm):
         "Optional; when neither output is chosen the mask is written to a temporary file.",
     }
 
-    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+    def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         add_prediction_parameters(self)
         add_raster_outputs(self, create_by_default=True)
 

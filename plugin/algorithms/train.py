@@ -109,7 +109,7 @@ class TrainAlgorithm(EngineAlgorithm):
         "training on such CPUs), else float32; or force one.",
     }
 
-    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+    def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers("IMAGES", "Images", QgsProcessing.SourceType.TypeRaster))
         self.addParameter(
             QgsProcessingParameterMultipleLayers(

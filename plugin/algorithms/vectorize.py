@@ -170,7 +170,7 @@ class VectorizeAlgorithm(EngineAlgorithm):
         **POLYGON_HELP,
     }
 
-    def initAlgorithm(self, configuration: dict = None) -> None:  # noqa: N802
+    def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Building mask"))
         self.addParameter(
             advanced(
