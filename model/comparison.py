@@ -48,15 +48,15 @@ class PredictionSource:
         if is_vector(path):
             self.kind = "polygons"
             return
-        self.dataset = open_raster(path, "prediction")
+        self.dataset = dataset = open_raster(path, "prediction")
         try:
-            self._read_kind(threshold)
+            self._read_kind(dataset, threshold)
         except BaseException:
-            self.dataset.close()
+            dataset.close()
             raise
 
-    def _read_kind(self, threshold: float | None) -> None:
-        path, dataset = self.path, self.dataset
+    def _read_kind(self, dataset: rasterio.io.DatasetReader, threshold: float | None) -> None:
+        path = self.path
         tag = dataset.tags().get(KIND_TAG)
         if tag == "error_map":
             raise InputError(
@@ -68,10 +68,7 @@ class PredictionSource:
                 f"The prediction '{path}' has {dataset.count} bands; a prediction must be a "
                 "single-band mask or probability raster (was the image picked by mistake?)."
             )
-        if tag == "mask" or (tag is None and threshold is None):
-            self.kind = "mask"
-            self._must_be_binary = tag is None
-        elif tag == "probability":
+        if tag == "probability":
             self.kind = "probability"
             self.threshold = 0.5 if threshold is None else float(threshold)
             if not 0.0 <= self.threshold <= 1.0:
@@ -85,6 +82,9 @@ class PredictionSource:
                 self._cut = float(np.searchsorted(levels, self.threshold, side="left"))
             else:
                 self._cut = self.threshold
+        elif tag == "mask" or threshold is None:
+            self.kind = "mask"
+            self._must_be_binary = tag != "mask"  # untagged (or tagged by another program): checked
         else:
             self.kind = "thresholded raster"
             self.threshold = self._cut = float(threshold)
@@ -105,8 +105,10 @@ class PredictionSource:
         """(building, valid) boolean arrays of a window; valid is None when every pixel has data."""
         if self._polygon_source is not None:
             return self._polygon_source.read(window) == 1, None
-        values = self.dataset.read(1, window=window)
-        valid = valid_pixels(self.dataset, values, window)
+        dataset = self.dataset
+        assert dataset is not None  # only a polygon prediction has no raster, and it returned above
+        values = dataset.read(1, window=window)
+        valid = valid_pixels(dataset, values, window)
         if self._must_be_binary:
             odd = (values != 0) & (values != 1)
             if valid is not None:
@@ -149,6 +151,7 @@ class AreaOfInterest:
                     f"The area of interest '{aoi}' must be a polygon layer (GeoPackage, GeoJSON, shapefile...)."
                 )
             self._source = LabelSource(aoi, [1], grid, role="area of interest")
+            assert self._source.polygons is not None  # a vector layer's polygons, checked by is_vector
             geometries = [shapely.geometry.shape(shape) for shape in self._source.polygons]
         else:
             geometries = [aoi]

@@ -114,7 +114,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
 
 def precision_name(dtype: torch.dtype | None) -> str:
     """ "float32", "bfloat16" or "float16": the name of what ``autocast_settings`` chose."""
-    return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
+    return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32") if dtype else "float32"
 
 
 def describe_precision(device: torch.device, precision: str = "auto") -> str:

@@ -40,6 +40,9 @@ INPUT_NAME, OUTPUT_NAME = "image", "building_probability"
 class DeepnessGraph(nn.Module):
     """Deepness' input (bands / 255) -> our normalisation -> U-Net -> sigmoid probability."""
 
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
+
     def __init__(self, net: UNet, scale: torch.Tensor, shift: torch.Tensor) -> None:
         super().__init__()
         self.net = net

@@ -183,7 +183,7 @@ def clean_leftovers(folder: Path, now: float | None = None) -> list[Path]:
     where that cannot be told, older than LEFTOVER_AGE_S) and training scratch folders older than that.
     Only names this module's pattern makes are touched. Returns what was removed."""
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

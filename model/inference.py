@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import rasterio
@@ -378,10 +378,16 @@ class _RowBand:
             self._finish_row()
 
 
+class ProbabilitySink(Protocol):
+    """Where predicted probabilities go, a block at a time: the output rasters, or a row range of them."""
+
+    def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None: ...
+
+
 class _RowRange:
     """Passes on to ``sink`` only the rows ``[start, end)`` of what it is given, numbered from 0."""
 
-    def __init__(self, sink: OutputRasters, start: int, end: int) -> None:
+    def __init__(self, sink: ProbabilitySink, start: int, end: int) -> None:
         self.sink, self.start, self.end = sink, start, end
 
     def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None:
@@ -394,7 +400,7 @@ def _predict_grid(
     source: rasterio.io.DatasetReader,
     bands: list[int],
     grid: Grid,
-    sink: OutputRasters,
+    sink: ProbabilitySink,
     runner: TileRunner,
     tile_size_px: int,
     overlap_px: int,
@@ -463,7 +469,9 @@ def _predict_resampled(
     """Predict on the processing grid into a temporary float32 raster, then warp it onto the input
     grid, panel by panel so that memory does not follow the width here either."""
     downsampling = processing.pixel_size[0] > grid.pixel_size[0]
-    staged_path = temporary_beside(final.probability_path or final.mask_path, ".part.tif")
+    beside = final.probability_path or final.mask_path
+    assert beside is not None  # predict_raster refuses a run without outputs
+    staged_path = temporary_beside(beside, ".part.tif")
     try:
         staged = OutputRasters(processing, staged_path, "float32", None, final.threshold)
         try:

@@ -176,13 +176,13 @@ def match_objects(
     (an STRtree finds them), so the cost grows with the number of buildings, not its square.
     """
     check_iou_threshold(iou_threshold)
-    predicted = np.asarray(predicted, dtype=object)
-    truth = np.asarray(truth, dtype=object)
-    scores = ObjectScores(len(predicted), len(truth), iou_threshold)
-    if not len(predicted) or not len(truth):
+    predicted_shapes = np.asarray(predicted, dtype=object)
+    true_shapes = np.asarray(truth, dtype=object)
+    scores = ObjectScores(len(predicted_shapes), len(true_shapes), iou_threshold)
+    if not len(predicted_shapes) or not len(true_shapes):
         return scores
-    predicted_index, true_index = shapely.STRtree(truth).query(predicted, predicate="intersects")
-    first, second = predicted[predicted_index], truth[true_index]
+    predicted_index, true_index = shapely.STRtree(true_shapes).query(predicted_shapes, predicate="intersects")
+    first, second = predicted_shapes[predicted_index], true_shapes[true_index]
     overlap = shapely.area(shapely.intersection(first, second))
     with np.errstate(invalid="ignore", divide="ignore"):  # two zero-area shapes give NaN, never a match
         iou = overlap / (shapely.area(first) + shapely.area(second) - overlap)

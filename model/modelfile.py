@@ -161,7 +161,7 @@ def info_problem(info: ModelInfo) -> str | None:
         if not all(
             isinstance(values, list) and len(values) == len(info.bands) and all(map(_number, values))
             for values in (mean, std)
-        ) or not all(value != 0 for value in std):
+        ) or not (isinstance(std, list) and all(value != 0 for value in std)):
             return "its normalisation numbers do not match its bands"
     if info.pixel_size is not None and not (
         isinstance(info.pixel_size, list)

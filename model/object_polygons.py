@@ -110,7 +110,7 @@ def polygonal(shape: shapely.Geometry) -> shapely.Geometry:
     """Polygons stay; a collection (a polygon clipped to the scored region) keeps its polygonal parts."""
     if shape.geom_type in ("Polygon", "MultiPolygon"):
         return shape
-    polygons = []
+    polygons: list[shapely.Geometry] = []
     for part in shapely.get_parts(shape):
         polygons.extend(
             shapely.get_parts(part)

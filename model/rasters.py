@@ -193,8 +193,8 @@ class LabelSource:
         self.building_values = np.asarray(list(building_values))
         if not self.path.exists():
             raise InputError(f"The {role} '{self.path}' does not exist.")
-        self._vrt = None
-        self._dataset = None
+        self._vrt: WarpedVRT | None = None
+        self._dataset: rasterio.io.DatasetReader | None = None
         self._shapes: list | None = None
         if is_vector(self.path):
             self._shapes = _read_polygons(self.path, grid, role)
@@ -231,6 +231,7 @@ class LabelSource:
                 dtype="uint8",
             )
         source = self._vrt or self._dataset
+        assert source is not None  # a raster label layer is opened in __init__
         # a boundless read goes through a temporary VRT (several times slower): only when needed
         boundless = not (
             window.col_off >= 0

@@ -120,7 +120,7 @@ def default_sizes(device_type: str, given: dict) -> tuple[dict, str]:
     """The default recipe's sizes on ``device_type`` and one sentence saying what was chosen and
     why. Values in ``given`` win; the CPU's time budget applies only when neither epochs nor a
     budget were given (a user who asks for 5 epochs gets 5 epochs)."""
-    sizes = dict(DEFAULT_SIZES["cuda" if device_type == "cuda" else "cpu"])
+    sizes: dict[str, float] = dict(DEFAULT_SIZES["cuda" if device_type == "cuda" else "cpu"])
     chosen = {**sizes, **given}
     if device_type != "cuda" and "epochs" not in given and "time_budget_s" not in given:
         sizes["time_budget_s"] = chosen["time_budget_s"] = CPU_DEFAULT_BUDGET_MIN * 60

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Callable, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -14,7 +14,15 @@ from .device import autocast, autocast_settings, precision_name
 from .errors import InputError
 from .normalization import normalize
 
-BatchT = TypeVar("BatchT")  # whatever TileRunner.run_ahead is given, handed back with its result
+
+class RawTiles(Protocol):
+    """What ``TileRunner.run_ahead`` needs of a batch: raw band values and their validity."""
+
+    raw: np.ndarray  # (N, C, H, W)
+    valid: np.ndarray  # (N, H, W)
+
+
+BatchT = TypeVar("BatchT", bound=RawTiles)  # whatever run_ahead is given, handed back with its result
 
 
 class TileRunner:
@@ -42,7 +50,8 @@ class TileRunner:
         self._notice: str | None = None
         self._notice_from: int | None = None
         # Mutating the caller's network is harmless: eval mode and memory format change no weights.
-        self.net = net.to(device=device, memory_format=torch.channels_last).eval()
+        # torch's type stubs omit memory_format, which Module.to accepts
+        self.net = net.to(device=device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
     def _autocast(self) -> AbstractContextManager:
         return autocast(self.device, self._autocast_dtype)

@@ -141,7 +141,8 @@ def _check_shards(output: Path, count: int) -> tuple[list[_Shard], dict]:
             f"Missing shard output(s) of '{output}': {', '.join(missing)}. Run the prediction with "
             f"--shard K/{count} for each of them first."
         )
-    shards, first = [], None
+    shards: list[_Shard] = []
+    first: dict | None = None
     for path in paths:
         with rasterio.open(path) as dataset:
             described = dict(
@@ -166,6 +167,7 @@ def _check_shards(output: Path, count: int) -> tuple[list[_Shard], dict]:
                 f"of one output come from one input, model and set of options."
             )
         shards.append(_Shard(path, row_off, described["height"]))
+    assert first is not None  # count >= 1 shard paths were read
     first["height"] = sum(shard.height for shard in shards)
     return shards, first
 
@@ -192,8 +194,8 @@ def _vrt_text(shards: list[_Shard], raster: dict, relative_to: Path) -> str:
         )
         ElementTree.SubElement(source, "SourceBand").text = "1"
         size = dict(xSize=str(raster["width"]), ySize=str(shard.height))
-        ElementTree.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
-        ElementTree.SubElement(source, "DstRect", xOff="0", yOff=str(shard.row_off), **size)
+        ElementTree.SubElement(source, "SrcRect", {"xOff": "0", "yOff": "0", **size})
+        ElementTree.SubElement(source, "DstRect", {"xOff": "0", "yOff": str(shard.row_off), **size})
     return ElementTree.tostring(root, encoding="unicode")
 
 

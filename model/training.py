@@ -24,7 +24,8 @@ from .augment import augment
 from .checkpoints import checkpoint_dir_for, history_csv_for, read_checkpoint, save_epoch_files, write_history_csv
 from .choices import NORMALIZATIONS
 from .device import autocast, autocast_settings, describe_device, describe_precision, resolve_device
-from .errors import EngineError, InputError
+from .distributed import Ranks, process_group
+from .errors import Cancelled, EngineError, InputError
 from .metrics import ConfusionMatrix
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .network import UNet, UNetConfig
@@ -69,11 +70,14 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, reporter: Reporter, on_epoch: EpochFn | None) -> None:
+    def __init__(
+        self, config: TrainConfig, reporter: Reporter, on_epoch: EpochFn | None, ranks: Ranks | None = None
+    ) -> None:
         self.config = config
         self.reporter = reporter
         self.on_epoch = on_epoch
-        self.device = resolve_device(config.device)
+        self.ranks = ranks or Ranks(resolve_device(config.device))  # one process unless torchrun started several
+        self.device = self.ranks.device
         self.autocast_dtype, needs_grad_scaler = autocast_settings(self.device, config.precision)
         self.precision = describe_precision(self.device, config.precision)
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
@@ -82,11 +86,11 @@ class Trainer:
         self.output_model = Path(config.output_model)
         self.checkpoint_dir = checkpoint_dir_for(self.output_model)
         self._validate_config()
-        seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        seed = config.seed if config.seed is not None else int(np.random.default_rng().integers(2**31))
         self.seed = seed
-        torch.manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
-        self.torch_rng = torch.Generator(device=self.device).manual_seed(seed)
+        torch.manual_seed(seed)  # the same initial network on every rank
+        self.rng = np.random.default_rng(self.ranks.seed(seed))  # each rank its own crops and augmentation
+        self.torch_rng = torch.Generator(device=self.device).manual_seed(self.ranks.seed(seed))
         self.init = self._load_init_model()
         # seconds per training and per validation batch, measured as training goes (remaining time)
         self.train_batch_s: float | None = None
@@ -135,7 +139,7 @@ class Trainer:
         scenes = []
         for index, (image, label) in enumerate(zip(self.config.images, self.config.labels)):
             self.reporter.report(0.0, f"Reading image {index + 1} of {len(self.config.images)}: {Path(image).name}")
-            self.reporter.check()
+            self.check_cancel_alone()
             scenes.append(
                 load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px, scratch_dir)
             )
@@ -147,7 +151,7 @@ class Trainer:
         if self.config.validation == "random":
             count = max(1, round(self.config.patches_per_epoch * self.config.validation_fraction))
             usable = [scene.label != LABEL_IGNORE for scene in scenes]
-            crops = CropSampler(scenes, crop_px, usable, self.rng).draw(count)
+            crops = self.ranks.from_main(CropSampler(scenes, crop_px, usable, self.rng).draw(count))  # one set for all
             return [np.zeros_like(scene.label, dtype=bool) for scene in scenes], crops
         hidden, crops = [], []
         for index, scene in enumerate(scenes):
@@ -210,9 +214,13 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        self.output_model.parent.mkdir(parents=True, exist_ok=True)
-        # scenes too large for memory are memory-mapped from here; removed when training ends
-        with tempfile.TemporaryDirectory(prefix=".unet_buildings_scratch_", dir=self.output_model.parent) as scratch:
+        # scenes too large for memory are memory-mapped from here; removed when training ends. Ranks
+        # other than 0 use the system's temporary folder: they write nothing beside the model.
+        scratch_parent = None
+        if self.ranks.is_main:
+            scratch_parent = self.output_model.parent
+            scratch_parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".unet_buildings_scratch_", dir=scratch_parent) as scratch:
             return self._run(Path(scratch))
 
     def build_network(self) -> UNet:
@@ -230,14 +238,18 @@ class Trainer:
         train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
         sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng, c.building_crop_share)
         train_per_epoch = c.patches_per_epoch - (len(val_crops) if c.validation == "random" else 0)
-        self.batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / c.batch_size))
-        self.val_batches = math.ceil(len(val_crops) / c.batch_size)
+        # an epoch is patches_per_epoch crops in all, shared out: each rank takes batch_size of them a step
+        global_batch = c.batch_size * self.ranks.world_size
+        self.batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / global_batch))
+        self.val_batches = math.ceil(len(self.ranks.shard(val_crops)) / c.batch_size)
         total_steps = self.batches_per_epoch * c.epochs
 
         self.normalization = self.input_normalization(scenes)
         net = self.build_network()
-        self.check_cancel_inside(net)
-        net.to(self.device, memory_format=torch.channels_last)
+        if not self.ranks.distributed:  # a rank stopping inside a step would leave the others waiting
+            self.check_cancel_inside(net)
+        # torch's type stubs omit memory_format, which Module.to accepts
+        net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = torch.optim.Adam(net.parameters(), lr=c.learning_rate)
         info = self.model_info(scenes)
         history: list[dict] = []
@@ -245,9 +257,14 @@ class Trainer:
         if c.resume_from:
             start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from), info)
         self.start_epoch = start_epoch
+        model = self.ranks.wrap(net)  # what the steps call; net itself is validated and saved
         for line in (
             c.sizing,
             f"Training on {describe_device(self.device)} in {self.precision}.",
+            f"{self.ranks.world_size} processes (torchrun), batch {c.batch_size} each: global batch {global_batch}, "
+            f"{self.batches_per_epoch} steps per epoch of {c.patches_per_epoch} crops."
+            if self.ranks.distributed
+            else "",
             f"Fine-tuning '{c.init_model}'." if self.init is not None else "",
         ):
             if line:
@@ -259,10 +276,10 @@ class Trainer:
             net.train()
             train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
             for batch in range(self.batches_per_epoch):
-                self.reporter.check()
+                elapsed_s = self.agreed_clock()
                 progress = ((epoch - 1) * self.batches_per_epoch + batch) / total_steps
                 if c.time_budget_s is not None:
-                    spent = self.elapsed_s() / c.time_budget_s
+                    spent = elapsed_s / c.time_budget_s
                     if spent >= 1.0:
                         stop_reason = f"the time budget of {c.time_budget_s / 60:g} min was reached"
                         break
@@ -270,8 +287,9 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate_at(c, progress)
                 batch_started = time.monotonic()
-                loss, logits, target, weight = self.step(net, optimizer, scenes, sampler, hidden)
-                value = float(loss.detach())
+                loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, hidden)
+                # the ranks' mean loss: every rank sees a divergence at the same step
+                value = self.ranks.sum([float(loss.detach())])[0] / self.ranks.world_size
                 if not math.isfinite(value) and self.scaler is None:  # the scaler skips such steps itself
                     raise TrainingDiverged(self.divergence_message(epoch, batch, value, info))
                 train_loss += value if math.isfinite(value) else 0.0
@@ -281,6 +299,8 @@ class Trainer:
                 self.report_progress(epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
             if batches_run == 0 and history:  # the budget ran out right at an epoch's start
                 break
+            train_matrix = self.summed_over_ranks(train_matrix)
+            self.ranks.share_buffers(net)
             record = {
                 "epoch": epoch,
                 "train_loss": train_loss / max(batches_run, 1),
@@ -307,7 +327,8 @@ class Trainer:
                 stop_reason = f"validation did not improve for {c.early_stop_patience} epochs"
                 break
 
-        write_history_csv(history_csv_for(self.output_model), history)
+        if self.ranks.is_main:
+            write_history_csv(history_csv_for(self.output_model), history)
         return TrainResult(
             self.output_model,
             history,
@@ -325,13 +346,30 @@ class Trainer:
         """Training time so far, a resumed run's earlier time included (the budget covers both)."""
         return self.elapsed_before_s + time.monotonic() - self.started
 
+    def agreed_clock(self) -> float:
+        """Raises ``Cancelled`` when any rank is asked to stop, else returns the training time so far by
+        rank 0's clock: every rank then takes the same time-budget and learning-rate decisions."""
+        asked, elapsed_s = self.ranks.sum([self.reporter.cancelled(), self.elapsed_s() if self.ranks.is_main else 0])
+        if asked:
+            raise Cancelled()
+        return elapsed_s
+
+    def check_cancel_alone(self) -> None:
+        """Cancel where ranks may be out of step (reading, validating): there only a single process
+        stops at once; the ranks of a distributed run stop together at their next training step."""
+        if not self.ranks.distributed:
+            self.reporter.check()
+
+    def summed_over_ranks(self, matrix: ConfusionMatrix) -> ConfusionMatrix:
+        return ConfusionMatrix(*(int(count) for count in self.ranks.sum([matrix.tn, matrix.fp, matrix.fn, matrix.tp])))
+
     @staticmethod
     def running_mean(previous: float | None, value: float) -> float:
         return value if previous is None else 0.8 * previous + 0.2 * value
 
     def step(
         self,
-        net: UNet,
+        net: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         scenes: list[Scene],
         sampler: CropSampler,
@@ -358,6 +396,11 @@ class Trainer:
                 del x, target, weight
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
+                if self.ranks.distributed:  # the ranks' steps must stay alike: no rank halves its batch alone
+                    raise InputError(
+                        f"The GPU ran out of memory at a batch size of {self.batch_size} per process: "
+                        "run again with a smaller batch size or base width."
+                    ) from None
                 if self.batch_size == 1:
                     raise InputError(
                         "The GPU ran out of memory for a single crop: choose a smaller base width or "
@@ -402,10 +445,11 @@ class Trainer:
         loss_sum, matrix = 0.0, ConfusionMatrix()
         positive_hist = np.zeros(THRESHOLD_BINS, np.int64)
         negative_hist = np.zeros(THRESHOLD_BINS, np.int64)
-        for index, start in enumerate(range(0, len(crops), self.batch_size)):
-            self.reporter.check()
+        share = self.ranks.shard(crops)  # each rank scores its share; the sums below add the shares up
+        for index, start in enumerate(range(0, len(share), self.batch_size)):
+            self.check_cancel_alone()
             batch_started = time.monotonic()
-            chunk = crops[start : start + self.batch_size]
+            chunk = share[start : start + self.batch_size]
             x, target, weight = self.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
             with self.autocast():
                 logits = net(x).float()
@@ -417,6 +461,10 @@ class Trainer:
             negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
             self.val_batch_s = self.running_mean(self.val_batch_s, time.monotonic() - batch_started)
             self.report_progress(epoch, self.batches_per_epoch, index + 1, "validating")
+        matrix = self.summed_over_ranks(matrix)
+        loss_sum, *counts = self.ranks.sum([loss_sum, *positive_hist, *negative_hist])
+        positive_hist = np.array(counts[:THRESHOLD_BINS], np.int64)
+        negative_hist = np.array(counts[THRESHOLD_BINS:], np.int64)
         threshold, tuned_iou = tuned_threshold(positive_hist, negative_hist) if c.tune_threshold else (0.5, matrix.iou)
         return {
             "val_loss": loss_sum / max(1, len(crops)),
@@ -480,12 +528,18 @@ class Trainer:
         best_score: float,
         record: dict,
     ) -> None:
+        """The epoch's files, written by rank 0 alone; every rank's random state goes into last.pt."""
+        rng = {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()}
+        rng_by_rank = self.ranks.gather(rng)
+        if not self.ranks.is_main:
+            return
         state = {
             "optimizer": optimizer.state_dict(),
             "best_state_dict": best_state,
             "best_score": best_score,
             "elapsed_s": self.elapsed_s(),
-            "rng": {"numpy": self.rng.bit_generator.state, "torch": self.torch_rng.get_state()},
+            "rng": rng,
+            **({"rng_by_rank": rng_by_rank} if self.ranks.distributed else {}),
         }
         save_epoch_files(self.output_model, net, info, best_state, state, record, self.config.keep_epoch_checkpoints)
 
@@ -493,12 +547,15 @@ class Trainer:
         self, net: UNet, optimizer: torch.optim.Optimizer, path: Path, info: ModelInfo
     ) -> tuple[int, list, dict, float]:
         """Restores the weights, optimizer, random state, history, best epoch with its threshold and
-        the time already spent, so a resumed run ends as an uninterrupted one would."""
+        the time already spent, so a resumed run ends as an uninterrupted one would (every rank reads
+        the same file; a rank the saved run did not have keeps its own seed's crops)."""
         payload, saved = read_checkpoint(path, net.config)
         net.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
-        self.rng.bit_generator.state = payload["rng"]["numpy"]
-        self.torch_rng.set_state(payload["rng"]["torch"])
+        rng_by_rank = payload.get("rng_by_rank", [payload["rng"]])
+        if self.ranks.rank < len(rng_by_rank):
+            self.rng.bit_generator.state = rng_by_rank[self.ranks.rank]["numpy"]
+            self.torch_rng.set_state(rng_by_rank[self.ranks.rank]["torch"])
         self.elapsed_before_s = float(payload.get("elapsed_s", 0.0))
         info.best_epoch, info.threshold = saved.best_epoch, saved.threshold
         return saved.epoch + 1, list(saved.history), payload["best_state_dict"], float(payload["best_score"])
@@ -512,5 +569,12 @@ def train(
 ) -> TrainResult:
     """Train a U-Net on the config's image/label pairs and write the best model to
     ``config.output_model``. Raises ``Cancelled`` when cancelled; the model file then holds the
-    best complete epoch so far (if any) and ``<model>_checkpoints/last.pt`` allows resuming."""
-    return Trainer(config, Reporter.of(progress, cancelled), on_epoch).run()
+    best complete epoch so far (if any) and ``<model>_checkpoints/last.pt`` allows resuming.
+
+    Started by torchrun as several processes, each is one rank of one run (see distributed.py):
+    ``batch_size`` is per rank, an epoch's crops are shared out, and only rank 0 reports progress,
+    calls ``on_epoch`` and writes files; every rank returns the same result."""
+    with process_group(resolve_device(config.device)) as ranks:
+        main = ranks.is_main
+        reporter = Reporter.of(progress if main else None, cancelled)
+        return Trainer(config, reporter, on_epoch if main else None, ranks).run()

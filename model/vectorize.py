@@ -167,6 +167,7 @@ def _check_binary(values: np.ma.MaskedArray, path: str | Path) -> None:
 
 def _add_probability(band: _Band, values: np.ma.MaskedArray, building: np.ndarray) -> None:
     """Probability sums and counts per piece, over the building pixels that have a probability."""
+    assert band.labels is not None  # _Band keeps full labels when a probability raster is given
     selected = building & ~np.ma.getmaskarray(values)
     scale = PROBABILITY_U8_SCALE if values.dtype == np.uint8 else 1.0
     labels = band.labels[selected]
