@@ -59,7 +59,7 @@ from .comparison import AreaOfInterest, PredictionSource, comparison_grid, compa
 from .errors import InputError
 from .files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix, replaced_when_done
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
-from .object_polygons import PolygonPieces, building_objects, unmatched_objects
+from .object_polygons import BuildingRegions, building_objects, unmatched_objects
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (
     KIND_TAG,
@@ -225,10 +225,12 @@ def evaluate(
         pixel_reporter = reporter.sub(0.0, 0.8 if object_scores else 1.0)
         matrix = ConfusionMatrix()
         excluded = {"outside_aoi": 0, "prediction_nodata": 0, "label_nodata": 0}
-        predicted_pieces = PolygonPieces(grid) if object_scores and predicted.kind != "polygons" else None
-        true_pieces = PolygonPieces(grid) if object_scores and truth.polygons is None else None
+        predicted_regions = BuildingRegions(grid) if object_scores and predicted.kind != "polygons" else None
+        true_regions = BuildingRegions(grid) if object_scores and truth.polygons is None else None
         # polygon inputs are clipped to the scored pixels, so both sides' objects cover the same area
-        unscored_pieces = PolygonPieces(grid) if object_scores and None in (predicted_pieces, true_pieces) else None
+        unscored_regions = (
+            BuildingRegions(grid) if object_scores and None in (predicted_regions, true_regions) else None
+        )
         with _error_map_writer(error_map_path, grid) as error_map:
             for index, window in enumerate(windows):
                 pixel_reporter.check()
@@ -243,12 +245,12 @@ def evaluate(
                     codes = true_building.view(np.uint8) << 1 | building.view(np.uint8)
                     codes[~scored] = ERROR_MAP_NODATA
                     error_map.write(codes, 1, window=window)
-                if predicted_pieces is not None:
-                    predicted_pieces.add(building & scored, window)
-                if true_pieces is not None:
-                    true_pieces.add(true_building & scored, window)
-                if unscored_pieces is not None:
-                    unscored_pieces.add(~scored, window)
+                if predicted_regions is not None:
+                    predicted_regions.add(building & scored, window)
+                if true_regions is not None:
+                    true_regions.add(true_building & scored, window)
+                if unscored_regions is not None:
+                    unscored_regions.add(~scored, window)
                 pixel_reporter.report((index + 1) / len(windows), "Comparing pixels")
             if not matrix.total:  # raised inside the writer's block, so no error map is left behind
                 raise InputError(
@@ -262,10 +264,12 @@ def evaluate(
             reporter.report(0.8, "Matching buildings")
             reporter.check()
             region = shapely.box(0, 0, grid.width, grid.height)
-            if unscored_pieces is not None:
-                region = region.difference(shapely.union_all(np.asarray(unscored_pieces.geometries(), dtype=object)))
-            predicted_objects = building_objects(predicted_pieces, predicted.polygons, grid, region, min_object_area_px)
-            true_objects = building_objects(true_pieces, truth.polygons, grid, region, min_object_area_px)
+            if unscored_regions is not None:
+                region = region.difference(shapely.union_all(np.asarray(unscored_regions.geometries, dtype=object)))
+            predicted_objects = building_objects(
+                predicted_regions, predicted.polygons, grid, region, min_object_area_px
+            )
+            true_objects = building_objects(true_regions, truth.polygons, grid, region, min_object_area_px)
             objects = match_objects(predicted_objects, true_objects, object_iou_threshold)
             unmatched = unmatched_objects(objects, predicted_objects, true_objects, grid)
 

@@ -1,12 +1,8 @@
 """Mask raster -> building polygons, streamed by full-width bands of rows.
 
-Each band is polygonised with ``rasterio.features.shapes`` (4-connectivity: pixels touching only
-at a corner are separate buildings, which also keeps every polygon valid) in *pixel*
-coordinates, where polygon corners are whole numbers and pieces of one building cut by a band
-border share their edge exactly. A building cut by the border is merged back: pixels of the last
-row of one band and the first row of the next that are both building connect their pieces
-(union-find over the piece labels, so U shapes joining further down come out as one polygon).
-Only finished polygons are moved to map coordinates, cleaned and yielded.
+The bands are polygonised and buildings cut by band borders merged back by ``polygonize.py`` (in
+pixel coordinates, 4-connected); only finished polygons are moved to map coordinates, cleaned and
+yielded.
 
 Units: ``min_area``, ``fill_holes_below`` (map units²) and ``simplify`` (map units) are in the
 mask CRS's units: square metres and metres for a projected CRS in metres, degrees for a
@@ -28,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +31,11 @@ import rasterio
 import shapely
 import shapely.affinity
 import shapely.errors
-import shapely.geometry
 from affine import Affine
-from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 
 from .errors import InputError
+from .polygonize import Region, RegionStream, apply_affine
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import KIND_TAG, PROBABILITY_U8_SCALE, open_raster
 
@@ -49,29 +43,6 @@ WINDOW_ROWS_PX = 1024
 RECTANGLE_FILL = 0.85
 SNAP_ANGLE_DEG = 20.0
 MAX_AREA_CHANGE = 0.25
-
-
-@dataclass
-class _Piece:
-    """A building or part of one, in pixel coordinates, with its probability sum for the mean."""
-
-    geometry: shapely.Polygon
-    probability_sum: float = 0.0
-    probability_count: int = 0
-
-
-class _UnionFind:
-    def __init__(self, size: int) -> None:
-        self.parent = list(range(size))
-
-    def find(self, item: int) -> int:
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, first: int, second: int) -> None:
-        self.parent[self.find(first)] = self.find(second)
 
 
 def polygons_from_mask(
@@ -165,18 +136,6 @@ def _check_binary(values: np.ma.MaskedArray, path: str | Path) -> None:
         )
 
 
-def _add_probability(band: _Band, values: np.ma.MaskedArray, building: np.ndarray) -> None:
-    """Probability sums and counts per piece, over the building pixels that have a probability."""
-    assert band.labels is not None  # _Band keeps full labels when a probability raster is given
-    selected = building & ~np.ma.getmaskarray(values)
-    scale = PROBABILITY_U8_SCALE if values.dtype == np.uint8 else 1.0
-    labels = band.labels[selected]
-    counts = np.bincount(labels, minlength=len(band.pieces))
-    sums = np.bincount(labels, weights=values.data[selected].astype(np.float64), minlength=len(band.pieces)) / scale
-    for piece, total, count in zip(band.pieces, sums.tolist(), counts.tolist()):
-        piece.probability_sum, piece.probability_count = total, count
-
-
 def _stream(
     mask: rasterio.io.DatasetReader,
     probability: rasterio.io.DatasetReader | None,
@@ -187,9 +146,10 @@ def _stream(
     window_rows_px: int,
     reporter: Reporter,
 ) -> Iterator[tuple[shapely.Geometry, dict]]:
-    cleaning = _Cleaning(mask.transform, min_area, simplify, fill_holes_below, regularize)
-    open_pieces: list[_Piece] = []  # pieces touching the bottom of the previous band
-    open_last_row = np.full(mask.width, -1, np.int64)  # index into open_pieces per column, -1 none
+    # an 8-bit probability raster stores round(p * PROBABILITY_U8_SCALE): its sums are scaled back to p
+    probability_scale = PROBABILITY_U8_SCALE if probability is not None and probability.dtypes[0] == "uint8" else 1.0
+    cleaning = _Cleaning(mask.transform, min_area, simplify, fill_holes_below, regularize, probability_scale)
+    regions = RegionStream(mask.width, mask.height)
     next_id = 1
     untagged = mask.tags().get(KIND_TAG) != "mask"
     try:
@@ -201,27 +161,8 @@ def _stream(
             if untagged:
                 _check_binary(values, mask.name)
             building = np.ma.filled(values != 0, False)
-            band = _Band(building, top, probability is not None)
-            if probability is not None and band.pieces:
-                _add_probability(band, probability.read(1, window=window, masked=True), building)
-            merged, finished = _merge(open_pieces, open_last_row, band.pieces, band.first_row())
-            open_pieces, open_last_row = [], np.full(mask.width, -1, np.int64)
-            if top + rows >= mask.height or not band.pieces:
-                finished.extend(piece for piece, _ in merged)
-            else:
-                # Pieces on the band's last row may continue below: keep them open, and remember
-                # which open piece every column of that row belongs to.
-                bottom = band.last_row()
-                on_bottom = set(np.unique(bottom[bottom >= 0]).tolist())
-                piece_to_open = np.full(len(band.pieces) + 1, -1, np.int64)  # last entry: no piece (-1)
-                for piece, members in merged:
-                    if on_bottom.intersection(members):
-                        piece_to_open[members] = len(open_pieces)
-                        open_pieces.append(piece)
-                    else:
-                        finished.append(piece)
-                open_last_row = piece_to_open[bottom]
-            for geometry, attributes in cleaning.finish(finished):
+            probabilities = probability.read(1, window=window, masked=True) if probability is not None else None
+            for geometry, attributes in cleaning.finish(regions.add(building, window, probabilities)):
                 yield geometry, {"id": next_id, **attributes}
                 next_id += 1
             reporter.report((top + rows) / mask.height, f"Vectorized {top + rows} of {mask.height} rows")
@@ -231,103 +172,25 @@ def _stream(
             probability.close()
 
 
-class _Band:
-    """The pieces of one band of rows, in full-raster pixel coordinates, and which piece each pixel
-    of the band's first and last rows belongs to (-1 none)."""
-
-    def __init__(self, building: np.ndarray, top: int, full_labels: bool) -> None:
-        self.top, self.shape = top, building.shape
-        self.records: list[dict] = []
-        if building.any():
-            self.records = [
-                geometry
-                for geometry, _ in shapes(
-                    building.view(np.uint8), mask=building, connectivity=4, transform=Affine.translation(0, top)
-                )
-            ]
-        self.pieces = [_Piece(shapely.geometry.shape(record)) for record in self.records]
-        self.bounds = shapely.bounds([piece.geometry for piece in self.pieces]).reshape(-1, 4)
-        self.labels = (
-            self._burn(range(len(self.records)), 0, building.shape[0]) if full_labels and self.pieces else None
-        )
-
-    def _burn(self, indexes, row: int, rows: int) -> np.ndarray:
-        """Piece index per pixel of ``rows`` band rows from ``row``. Corners are whole numbers and
-        pixel centres never lie on an edge, so burning a piece marks exactly its own pixels."""
-        shapes_to_burn = [(self.records[index], index + 1) for index in indexes]
-        if not shapes_to_burn:
-            return np.full((rows, self.shape[1]), -1, np.int64)
-        burnt = rasterize(
-            shapes_to_burn,
-            out_shape=(rows, self.shape[1]),
-            fill=0,
-            dtype="int32",
-            transform=Affine.translation(0, self.top + row),
-        )
-        return burnt.astype(np.int64) - 1
-
-    def first_row(self) -> np.ndarray:
-        if self.labels is not None:
-            return self.labels[0]
-        return self._burn(np.flatnonzero(self.bounds[:, 1] == self.top), 0, 1)[0]
-
-    def last_row(self) -> np.ndarray:
-        if self.labels is not None:
-            return self.labels[-1]
-        bottom = self.top + self.shape[0]
-        return self._burn(np.flatnonzero(self.bounds[:, 3] == bottom), self.shape[0] - 1, 1)[0]
-
-
-def _merge(
-    open_pieces: list[_Piece], open_last_row: np.ndarray, pieces: list[_Piece], first_row: np.ndarray
-) -> tuple[list[tuple[_Piece, list[int]]], list[_Piece]]:
-    """Join open pieces with the new band's pieces they touch along the border. Returns the new
-    band's (possibly merged) pieces, each with the indexes of the band's pieces it contains, and
-    the open pieces that nothing continues (finished)."""
-    count_open = len(open_pieces)
-    groups = _UnionFind(count_open + len(pieces))
-    if count_open and pieces:
-        touching = (open_last_row >= 0) & (first_row >= 0)
-        for old, new in set(zip(open_last_row[touching].tolist(), first_row[touching].tolist())):
-            groups.union(old, count_open + new)
-    members: dict[int, list[int]] = {}
-    for index in range(count_open + len(pieces)):
-        members.setdefault(groups.find(index), []).append(index)
-    merged: list[tuple[_Piece, list[int]]] = []
-    finished: list[_Piece] = []
-    for group in members.values():
-        parts = [open_pieces[index] if index < count_open else pieces[index - count_open] for index in group]
-        new_members = [index - count_open for index in group if index >= count_open]
-        if not new_members:
-            finished.append(parts[0])
-            continue
-        if len(parts) == 1:
-            piece = parts[0]
-        else:
-            # Pieces joined along border segments: their union is one polygon.
-            piece = _Piece(
-                shapely.union_all([part.geometry for part in parts]),
-                sum(part.probability_sum for part in parts),
-                sum(part.probability_count for part in parts),
-            )
-        merged.append((piece, new_members))
-    return merged, finished
-
-
 def _fill_holes(polygon: shapely.Polygon, below: float) -> shapely.Polygon:
     kept = [ring for ring in polygon.interiors if shapely.Polygon(ring).area >= below]
     return shapely.Polygon(polygon.exterior, kept)
 
 
 class _Cleaning:
-    """Finished pieces -> polygons in map coordinates, cleaned, with attributes; vectorised over
-    the pieces a band finishes where shapely allows it."""
+    """Finished regions -> polygons in map coordinates, cleaned, with attributes; vectorised over
+    the regions a band finishes where shapely allows it."""
 
     def __init__(
-        self, transform: Affine, min_area: float, simplify: float, fill_holes_below: float, regularize: bool
+        self,
+        transform: Affine,
+        min_area: float,
+        simplify: float,
+        fill_holes_below: float,
+        regularize: bool,
+        probability_scale: float,
     ) -> None:
-        self.matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
-        self.offset = np.array([transform.c, transform.f])
+        self.transform = transform
         self.pixel_size = math.sqrt(abs(transform.determinant))
         self.min_area, self.simplify, self.fill_holes_below, self.regularize = (
             min_area,
@@ -335,14 +198,15 @@ class _Cleaning:
             fill_holes_below,
             regularize,
         )
+        self.probability_scale = probability_scale
 
-    def finish(self, pieces: list[_Piece]) -> Iterator[tuple[shapely.Polygon, dict]]:
-        if not pieces:
+    def finish(self, regions: list[Region]) -> Iterator[tuple[shapely.Polygon, dict]]:
+        if not regions:
             return
-        geometries = np.array([piece.geometry for piece in pieces], dtype=object)
+        geometries = np.array([region.geometry for region in regions], dtype=object)
         bounds = shapely.bounds(geometries)
         order = np.lexsort((bounds[:, 0], bounds[:, 1]))  # top to bottom, then left to right
-        geometries = shapely.transform(geometries[order], lambda xy: xy @ self.matrix + self.offset)
+        geometries = apply_affine(geometries[order], self.transform)
         if self.fill_holes_below > 0:
             geometries = np.array(
                 [_fill_holes(geometry, self.fill_holes_below) for geometry in geometries], dtype=object
@@ -356,8 +220,8 @@ class _Cleaning:
         for index, geometry, area, perimeter in zip(order, geometries, areas, perimeters):
             if area <= 0 or area < self.min_area:
                 continue
-            piece = pieces[index]
-            mean = piece.probability_sum / piece.probability_count if piece.probability_count else None
+            region = regions[index]
+            mean = region.value_sum / self.probability_scale / region.value_count if region.value_count else None
             yield geometry, {"area": float(area), "perimeter": float(perimeter), "mean_probability": mean}
 
 

@@ -12,8 +12,10 @@ import shapely
 import shapely.affinity
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from model.errors import Cancelled, InputError
+from model.polygonize import RegionStream
 from model.rasters import KIND_TAG, MASK_NODATA
 from model.vector_io import write_polygons
 from model.vectorize import polygons_from_mask, regularize_polygon
@@ -70,6 +72,27 @@ def test_buildings_cut_by_windows_come_out_whole(tmp_path, window_rows_px):
     burnt = rasterize([geometry for geometry, _ in features], out_shape=mask.shape, transform=TRANSFORM)
     assert np.array_equal(burnt, mask == 1)
     assert [a["id"] for _, a in features] == [1, 2, 3, 4]
+
+
+def test_region_stream_joins_windows_cut_into_columns_and_sums_values():
+    # the polygonizer shared with object scores, which also cut bands into columns
+    building = shapes_mask() == 1
+    height, width = building.shape
+    values = np.ma.masked_array(np.arange(building.size, dtype=np.float64).reshape(building.shape))
+    values[12] = np.ma.masked  # not counted
+    stream = RegionStream(width, height)
+    regions = []
+    for top in range(0, height, 7):
+        for left in range(0, width, 16):
+            window = Window(left, top, min(16, width - left), min(7, height - top))
+            regions += stream.add(building[window.toslices()], window, values[window.toslices()])
+    assert len(regions) == 4
+    burnt = [rasterize([region.geometry], out_shape=building.shape).astype(bool) for region in regions]
+    assert np.array_equal(np.sum(burnt, axis=0), building)  # every building pixel in exactly one region
+    for region, pixels in zip(regions, burnt):
+        assert region.value_sum == values[pixels].sum() and region.value_count == values[pixels].count()
+    with pytest.raises(ValueError, match="out of order"):
+        RegionStream(width, height).add(building[7:14], Window(0, 7, width, 7))
 
 
 def test_attributes_area_perimeter_and_mean_probability(tmp_path):
