@@ -16,7 +16,6 @@ from typing import Callable
 
 from qgis.core import (
     Qgis,
-    QgsApplication,
     QgsMapLayer,
     QgsProcessingUtils,
     QgsProject,
@@ -28,10 +27,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import DISPLAY_NAME, PROVIDER_ID
+from . import DISPLAY_NAME
 from .algorithms.predict import starter_model
 from .dependencies import dependency_problem, install_arguments, missing_requirements
 from .dock_layout import build_dock_widgets
+from .dock_requests import DockRequest, EvaluateRequest, ExportRequest, PredictRequest, TrainRequest
 from .dock_widgets import ERROR_STYLE, breakable, clock, file_stem, label_values, numbered, readable, remember
 from .epochs import parse_epoch
 from .install_flow import InstallFlow
@@ -197,25 +197,99 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         for record in history:
             self.curves.add_epoch(record)
 
-    # -- actions -------------------------------------------------------------------------------
-    def train(self) -> None:
+    # -- requests: what the widgets say the user asked for -------------------------------------
+    def train_request(self) -> TrainRequest | None:
+        """None, and the user told why, when the ticked layers cannot be paired."""
         images, labels, problem = self.training_pairs()
         if problem:
             self.tell(problem, Qgis.MessageLevel.Warning)
-            return
+            return None
         (model_path,) = numbered(self.output_folder(images[0]), [f"{file_stem(images[0].name())}_model{{n}}.pt"])
-        parameters = {
-            "IMAGES": [layer.id() for layer in images],
-            "LABELS": [layer.id() for layer in labels],
-            "BUILDING_VALUES": self.building_values_edit.text(),
-            "PRESET": self.preset_combo.currentText(),
-            "OUTPUT_MODEL": str(model_path),
-        }
-        if self.epochs_spin.value():
-            parameters["EPOCHS"] = self.epochs_spin.value()
-        if self.minutes_spin.value() and algorithm_takes("train", "TIME_BUDGET_MIN"):
-            parameters["TIME_BUDGET_MIN"] = self.minutes_spin.value()
-        remember("building_values", self.building_values_edit.text().strip())
+        return TrainRequest(
+            image_ids=tuple(layer.id() for layer in images),
+            label_ids=tuple(layer.id() for layer in labels),
+            building_values=self.building_values_edit.text(),
+            preset=self.preset_combo.currentText(),
+            output_model=model_path,
+            # 0 is shown as "preset's value"
+            epochs=self.epochs_spin.value() or None,
+            time_budget_min=self.minutes_spin.value() or None,
+        )
+
+    def predict_request(self) -> PredictRequest | None:
+        image, model = self.image_combo.currentLayer(), self.model_widget.filePath()
+        if not (self.require(image, "an image layer") and self.require(model, "a model file")):
+            return None
+        stem = file_stem(image.name())
+        buildings, probability, mask = numbered(
+            self.output_folder(image),
+            [f"{stem}_buildings{{n}}.gpkg", f"{stem}_probability{{n}}.tif", f"{stem}_mask{{n}}.tif"],
+        )
+        return PredictRequest(
+            image_id=image.id(),
+            model=Path(model),
+            output_buildings=buildings,
+            output_probability=probability,
+            output_mask=mask,
+            min_area_m2=self.min_area_spin.value(),
+            simplify_m=self.simplify_spin.value(),
+            regularize=self.regularize_check.isChecked(),
+            threshold=self.threshold_spin.value() or None,  # 0 is shown as "model's tuned value"
+            extent=self.canvas_extent() if self.visible_area_check.isChecked() else None,
+        )
+
+    def canvas_extent(self) -> str:
+        """The map canvas's extent as a Processing extent value (with its CRS)."""
+        canvas = self.iface.mapCanvas()
+        extent, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+        return (
+            f"{extent.xMinimum()!r},{extent.xMaximum()!r},{extent.yMinimum()!r},{extent.yMaximum()!r} [{crs.authid()}]"
+        )
+
+    def evaluate_request(self) -> EvaluateRequest | None:
+        prediction, labels = self.prediction_combo.currentLayer(), self.reference_combo.currentLayer()
+        if not (
+            self.require(prediction, "a prediction layer (press Predict first)")
+            and self.require(labels, "the label layer to score against (Evaluation > Labels)")
+        ):
+            return None
+        stem = file_stem(prediction.name())
+        report, error_map, false_positives, missed = numbered(
+            self.output_folder(prediction),
+            [
+                f"{stem}_evaluation{{n}}.html",
+                f"{stem}_errors{{n}}.tif",
+                f"{stem}_false_positives{{n}}.gpkg",
+                f"{stem}_missed{{n}}.gpkg",
+            ],
+        )
+        return EvaluateRequest(
+            prediction_id=prediction.id(),
+            labels_id=labels.id(),
+            building_values=self.building_values_edit.text(),
+            output_report=report,
+            output_error_map=error_map,
+            output_false_positives=false_positives,
+            output_missed=missed,
+        )
+
+    def export_request(self) -> ExportRequest | None:
+        model = self.model_widget.filePath()
+        if not self.require(model, "a model file"):
+            return None
+        # beside the model unless a folder is chosen (the starter model's folder is the plugin's: not there)
+        folder = Path(model).parent
+        if self.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
+            folder = self.output_folder()
+        (onnx,) = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
+        return ExportRequest(model=Path(model), output=onnx)
+
+    # -- actions -------------------------------------------------------------------------------
+    def train(self) -> None:
+        request = self.train_request()
+        if request is None:
+            return
+        remember("building_values", request.building_values.strip())
         self.curves.clear()
 
         def trained(results: dict) -> None:
@@ -225,34 +299,17 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
                 Qgis.MessageLevel.Success,
             )
 
-        self.start("train", parameters, trained)
+        self.run_request(request, trained)
 
     def predict(self) -> None:
-        image, model = self.image_combo.currentLayer(), self.model_widget.filePath()
-        if not (self.require(image, "an image layer") and self.require(model, "a model file")):
+        request = self.predict_request()
+        if request is None:
             return
-        stem = file_stem(image.name())
-        buildings, probability, mask = numbered(
-            self.output_folder(image),
-            [f"{stem}_buildings{{n}}.gpkg", f"{stem}_probability{{n}}.tif", f"{stem}_mask{{n}}.tif"],
-        )
-        parameters = {
-            "INPUT": image.id(),
-            "MODEL": model,
-            "OUTPUT": str(buildings),
-            "OUTPUT_PROBABILITY": str(probability),
-            "OUTPUT_MASK": str(mask),
-            "MIN_AREA": self.min_area_spin.value(),
-            "SIMPLIFY": self.simplify_spin.value(),
-            "REGULARIZE": self.regularize_check.isChecked(),
-        }
-        if self.threshold_spin.value() > 0:
-            parameters["THRESHOLD"] = self.threshold_spin.value()
-        if self.visible_area_check.isChecked():
-            parameters["EXTENT"] = self.canvas_extent()
+        image = self.image_combo.currentLayer()
+        buildings = request.output_buildings
         run_name = (
             buildings.stem.replace("_buildings", " buildings", 1)
-            if buildings.stem != f"{stem}_buildings"
+            if buildings.stem != f"{file_stem(image.name())}_buildings"
             else f"{image.name()} buildings"
         )
 
@@ -272,42 +329,13 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
                 Qgis.MessageLevel.Success,
             )
 
-        self.start("extract", parameters, predicted)
-
-    def canvas_extent(self) -> str:
-        """The map canvas's extent as a Processing extent value (with its CRS)."""
-        canvas = self.iface.mapCanvas()
-        extent, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
-        return (
-            f"{extent.xMinimum()!r},{extent.xMaximum()!r},{extent.yMinimum()!r},{extent.yMaximum()!r} [{crs.authid()}]"
-        )
+        self.run_request(request, predicted)
 
     def evaluate(self) -> None:
-        prediction, labels = self.prediction_combo.currentLayer(), self.reference_combo.currentLayer()
-        if not (
-            self.require(prediction, "a prediction layer (press Predict first)")
-            and self.require(labels, "the label layer to score against (Evaluation > Labels)")
-        ):
+        request = self.evaluate_request()
+        if request is None:
             return
-        stem = file_stem(prediction.name())
-        report, error_map, false_positives, missed = numbered(
-            self.output_folder(prediction),
-            [
-                f"{stem}_evaluation{{n}}.html",
-                f"{stem}_errors{{n}}.tif",
-                f"{stem}_false_positives{{n}}.gpkg",
-                f"{stem}_missed{{n}}.gpkg",
-            ],
-        )
-        parameters = {
-            "PREDICTION": prediction.id(),
-            "LABELS": labels.id(),
-            "BUILDING_VALUES": self.building_values_edit.text(),
-            "OUTPUT_REPORT": str(report),
-            "OUTPUT_ERROR_MAP": str(error_map),
-        }
-        if algorithm_takes("evaluate", "OUTPUT_MISSED"):
-            parameters.update(OUTPUT_FALSE_POSITIVES=str(false_positives), OUTPUT_MISSED=str(missed))
+        prediction = self.prediction_combo.currentLayer()
 
         def evaluated(results: dict) -> None:
             self.show_evaluation(results)
@@ -318,17 +346,12 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
             add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{prediction.name()} errors", "error_map", group=group)
             self.tell(f"IoU {results['IOU']:.3f}, F1 {results['F1']:.3f}.", Qgis.MessageLevel.Success)
 
-        self.start("evaluate", parameters, evaluated)
+        self.run_request(request, evaluated)
 
     def export(self) -> None:
-        model = self.model_widget.filePath()
-        if not self.require(model, "a model file"):
+        request = self.export_request()
+        if request is None:
             return
-        # beside the model unless a folder is chosen (the starter model's folder is the plugin's: not there)
-        folder = Path(model).parent
-        if self.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
-            folder = self.output_folder()
-        (onnx,) = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
 
         def exported(results: dict) -> None:
             self.tell(
@@ -336,7 +359,7 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
                 Qgis.MessageLevel.Success,
             )
 
-        self.start("export", {"MODEL": model, "OUTPUT": str(onnx)}, exported)
+        self.run_request(request, exported)
 
     def shut_down(self) -> None:
         """Before the plugin unloads or reloads: a running task is cancelled and waited for, so none
@@ -357,6 +380,9 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
             self.install_process.kill()
 
     # -- running -------------------------------------------------------------------------------
+    def run_request(self, request: DockRequest, on_success: Callable[[dict], None]) -> None:
+        self.start(request.algorithm_id, request.parameters(), on_success)
+
     def start(self, algorithm_id: str, parameters: dict, on_success: Callable[[dict], None]) -> None:
         if self.current_run is not None:
             self.tell("Another run is still going: wait for it or press Cancel.", Qgis.MessageLevel.Warning)
@@ -436,9 +462,3 @@ class BuildingsDock(InstallFlow, QgsDockWidget):
         )
         report = Path(results["OUTPUT_REPORT"]).as_uri()
         self.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')
-
-
-def algorithm_takes(algorithm_id: str, parameter: str) -> bool:
-    """Whether the provider's algorithm has ``parameter`` (so the dock passes only what it understands)."""
-    algorithm = QgsApplication.processingRegistry().algorithmById(f"{PROVIDER_ID}:{algorithm_id}")
-    return algorithm is not None and algorithm.parameterDefinition(parameter) is not None

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsLayerTreeGroup,
     QgsLayerTreeRegistryBridge,
+    QgsProcessingContext,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
@@ -365,9 +367,7 @@ def test_evaluate_adds_false_positive_and_missed_buildings(fresh_dock, scene, tm
     assert {"prediction false positives", "prediction missed buildings", "prediction errors"} <= names
 
 
-def test_train_for_minutes_reaches_the_train_algorithm_when_it_takes_it(fresh_dock, scene, tmp_path) -> None:
-    from unet_buildings.plugin.dock import algorithm_takes
-
+def test_train_for_minutes_reaches_the_train_algorithm(fresh_dock, scene, tmp_path) -> None:
     fresh_dock.output_widget.setFilePath(str(tmp_path))
     assert fresh_dock.minutes_spin.value() == 30
     fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
@@ -377,10 +377,7 @@ def test_train_for_minutes_reaches_the_train_algorithm_when_it_takes_it(fresh_do
     parameters = fresh_dock.current_run.parameters
     fresh_dock.cancel_button.click()
     wait_for(fresh_dock)
-    if algorithm_takes("train", "TIME_BUDGET_MIN"):
-        assert parameters["TIME_BUDGET_MIN"] == 7
-    else:  # the train algorithm does not have it yet: nothing it would refuse is passed
-        assert "TIME_BUDGET_MIN" not in parameters
+    assert parameters["TIME_BUDGET_MIN"] == 7
 
 
 def test_the_starter_model_is_the_default_model_when_shipped(
@@ -399,3 +396,84 @@ def test_the_starter_model_is_the_default_model_when_shipped(
     finally:
         without.deleteLater()
         with_starter.deleteLater()
+
+
+# -- the dock's requests: what the widgets say, as the algorithms' parameters -------------------------
+def assert_algorithm_accepts(algorithm_id: str, parameters: dict) -> None:
+    """Each parameter is one the provider's algorithm defines, with a value it accepts."""
+    algorithm = QgsApplication.processingRegistry().algorithmById(f"unet_buildings:{algorithm_id}")
+    assert set(parameters) <= {definition.name() for definition in algorithm.parameterDefinitions()}
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    ok, message = algorithm.checkParameterValues(parameters, context)
+    assert ok, message
+
+
+def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, scene, model_file, tmp_path) -> None:
+    """Set widgets become exactly these parameters (distinct numbers, so a swap or a unit conversion
+    between the dock and the algorithm shows), and the algorithms accept them; nothing runs."""
+    dock = fresh_dock
+    dock.output_widget.setFilePath(str(tmp_path))
+    image, labels = add_raster(scene.image, "scene"), add_raster(scene.labels, "scene labels")
+    dock.train_images.tick([image])
+    dock.train_labels.tick([labels])
+    dock.building_values_edit.setText("2, 5")
+    dock.preset_combo.setCurrentText("paper")
+    dock.epochs_spin.setValue(3)
+    dock.minutes_spin.setValue(7)
+    request = dock.train_request()
+    assert request.algorithm_id == "train"
+    assert request.parameters() == {
+        "IMAGES": [image.id()],
+        "LABELS": [labels.id()],
+        "BUILDING_VALUES": "2, 5",
+        "PRESET": "paper",
+        "OUTPUT_MODEL": str(tmp_path / "scene_model.pt"),
+        "EPOCHS": 3,
+        "TIME_BUDGET_MIN": 7,
+    }
+    assert_algorithm_accepts("train", request.parameters())
+    dock.epochs_spin.setValue(0)  # shown as "preset's value": the algorithm's preset decides
+    dock.minutes_spin.setValue(0)
+    assert not {"EPOCHS", "TIME_BUDGET_MIN"} & set(dock.train_request().parameters())
+
+    dock.image_combo.setLayer(image)
+    dock.model_widget.setFilePath(str(model_file))
+    dock.threshold_spin.setValue(0.25)
+    dock.min_area_spin.setValue(12.5)
+    dock.simplify_spin.setValue(0.75)
+    dock.regularize_check.setChecked(True)
+    request = dock.predict_request()
+    assert request.algorithm_id == "extract"
+    assert request.parameters() == {
+        "INPUT": image.id(),
+        "MODEL": str(model_file),
+        "OUTPUT": str(tmp_path / "scene_buildings.gpkg"),
+        "OUTPUT_PROBABILITY": str(tmp_path / "scene_probability.tif"),
+        "OUTPUT_MASK": str(tmp_path / "scene_mask.tif"),
+        "MIN_AREA": 12.5,
+        "SIMPLIFY": 0.75,
+        "REGULARIZE": True,
+        "THRESHOLD": 0.25,
+    }
+    assert_algorithm_accepts("extract", request.parameters())
+
+    dock.prediction_combo.setLayer(add_raster(scene.mask, "prediction"))
+    dock.reference_combo.setLayer(labels)
+    request = dock.evaluate_request()
+    assert request.algorithm_id == "evaluate"
+    assert request.parameters() == {
+        "PREDICTION": dock.prediction_combo.currentLayer().id(),
+        "LABELS": labels.id(),
+        "BUILDING_VALUES": "2, 5",
+        "OUTPUT_REPORT": str(tmp_path / "prediction_evaluation.html"),
+        "OUTPUT_ERROR_MAP": str(tmp_path / "prediction_errors.tif"),
+        "OUTPUT_FALSE_POSITIVES": str(tmp_path / "prediction_false_positives.gpkg"),
+        "OUTPUT_MISSED": str(tmp_path / "prediction_missed.gpkg"),
+    }
+    assert_algorithm_accepts("evaluate", request.parameters())
+
+    request = dock.export_request()
+    assert request.algorithm_id == "export"
+    assert request.parameters() == {"MODEL": str(model_file), "OUTPUT": str(tmp_path / f"{model_file.stem}.onnx")}
+    assert_algorithm_accepts("export", request.parameters())

@@ -1,0 +1,110 @@
+"""What the user asked the dock for, as plain data, and the one place it becomes a Processing run.
+
+The dock fills a request from its widgets (layers by id, files, numbers with their units in the names); a
+request's ``parameters()`` names the provider algorithm's parameters, so widget code never spells a
+parameter name and a test can check the mapping without running anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Union
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    algorithm_id: ClassVar[str] = "train"
+    image_ids: tuple[str, ...]
+    label_ids: tuple[str, ...]  # paired with image_ids in order
+    building_values: str  # comma-separated label values that mean building
+    preset: str
+    output_model: Path
+    epochs: int | None  # None: the preset's
+    time_budget_min: int | None  # None: the preset's
+
+    def parameters(self) -> dict[str, object]:
+        parameters: dict[str, object] = {
+            "IMAGES": list(self.image_ids),
+            "LABELS": list(self.label_ids),
+            "BUILDING_VALUES": self.building_values,
+            "PRESET": self.preset,
+            "OUTPUT_MODEL": str(self.output_model),
+        }
+        if self.epochs is not None:
+            parameters["EPOCHS"] = self.epochs
+        if self.time_budget_min is not None:
+            parameters["TIME_BUDGET_MIN"] = self.time_budget_min
+        return parameters
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """Buildings, probability and mask of one image (the extract algorithm)."""
+
+    algorithm_id: ClassVar[str] = "extract"
+    image_id: str
+    model: Path
+    output_buildings: Path
+    output_probability: Path
+    output_mask: Path
+    min_area_m2: float
+    simplify_m: float
+    regularize: bool
+    threshold: float | None  # None: the model's tuned threshold
+    extent: str | None  # a Processing extent with its CRS; None: the whole image
+
+    def parameters(self) -> dict[str, object]:
+        parameters: dict[str, object] = {
+            "INPUT": self.image_id,
+            "MODEL": str(self.model),
+            "OUTPUT": str(self.output_buildings),
+            "OUTPUT_PROBABILITY": str(self.output_probability),
+            "OUTPUT_MASK": str(self.output_mask),
+            "MIN_AREA": self.min_area_m2,
+            "SIMPLIFY": self.simplify_m,
+            "REGULARIZE": self.regularize,
+        }
+        if self.threshold is not None:
+            parameters["THRESHOLD"] = self.threshold
+        if self.extent is not None:
+            parameters["EXTENT"] = self.extent
+        return parameters
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    algorithm_id: ClassVar[str] = "evaluate"
+    prediction_id: str
+    labels_id: str
+    building_values: str
+    output_report: Path
+    output_error_map: Path
+    output_false_positives: Path
+    output_missed: Path
+
+    def parameters(self) -> dict[str, object]:
+        return {
+            "PREDICTION": self.prediction_id,
+            "LABELS": self.labels_id,
+            "BUILDING_VALUES": self.building_values,
+            "OUTPUT_REPORT": str(self.output_report),
+            "OUTPUT_ERROR_MAP": str(self.output_error_map),
+            "OUTPUT_FALSE_POSITIVES": str(self.output_false_positives),
+            "OUTPUT_MISSED": str(self.output_missed),
+        }
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """A model file as ONNX for the Deepness plugin."""
+
+    algorithm_id: ClassVar[str] = "export"
+    model: Path
+    output: Path
+
+    def parameters(self) -> dict[str, object]:
+        return {"MODEL": str(self.model), "OUTPUT": str(self.output)}
+
+
+DockRequest = Union[TrainRequest, PredictRequest, EvaluateRequest, ExportRequest]
