@@ -1,0 +1,87 @@
+"""One rank of a tiny distributed training run, started by torchrun from test_distributed.py (test code).
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 distributed_rank.py SETTINGS_JSON RESULTS_DIR
+
+Trains with ``model.training.train`` on the TrainConfig overrides in SETTINGS_JSON (default preset;
+``"cancel_on": [R, E]`` asks rank R alone to cancel once E epochs are saved), then writes
+RESULTS_DIR/rank<R>.json with what the test compares across ranks: a checksum of the network after
+each epoch, the training crops this rank drew, the result, and every write this process made inside
+the model's folder. Writes are seen by an audit hook (open for writing, rename, mkdir, remove), so a
+write by any route is caught, not only the ones the engine means to make.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `model`
+
+from model.errors import Cancelled  # noqa: E402
+from model.sampling import CropSampler  # noqa: E402
+from model.training import TrainConfig, Trainer, train  # noqa: E402
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+WRITE_EVENTS = ("os.rename", "os.mkdir", "os.remove", "os.rmdir")
+
+
+def audited_writes(folder: str) -> list[str]:
+    """The paths under ``folder`` that this process writes from now on, as ``event path`` lines."""
+    writes: list[str] = []
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open":
+            path, mode, flags = args
+            writing = any(letter in (mode or "") for letter in "wax+") or bool(flags & WRITE_FLAGS)
+        else:
+            path, writing = (args[0] if args else None), event in WRITE_EVENTS
+        if writing and isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).startswith(folder):
+            writes.append(f"{event} {os.fsdecode(path)}")
+
+    sys.addaudithook(hook)
+    return writes
+
+
+def main(settings_json: str, results_dir: str) -> None:
+    settings = json.loads(settings_json)
+    rank = int(os.environ["RANK"])
+    cancel_rank, cancel_after_epochs = settings.pop("cancel_on", (None, None))
+    writes = audited_writes(str(Path(settings["output_model"]).parent))
+    checksums: list[str] = []
+    crops: list[list[int]] = []
+    save_epoch, draw = Trainer.save_epoch, CropSampler.draw
+
+    def recording_save_epoch(self: Trainer, net, *args) -> None:
+        digest = hashlib.sha256()
+        for tensor in net.state_dict().values():
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        checksums.append(digest.hexdigest())
+        save_epoch(self, net, *args)
+
+    def recording_draw(self: CropSampler, count: int) -> list:
+        drawn = draw(self, count)
+        crops.extend([crop.scene, crop.row, crop.col] for crop in drawn)
+        return drawn
+
+    Trainer.save_epoch = recording_save_epoch  # type: ignore[method-assign]
+    CropSampler.draw = recording_draw  # type: ignore[method-assign]
+
+    def cancelled() -> bool:
+        return rank == cancel_rank and len(checksums) >= cancel_after_epochs
+
+    record: dict = {"checksums": checksums, "crops": crops, "writes": writes}
+    try:
+        result = train(TrainConfig.for_preset("default", **settings), cancelled=cancelled)
+    except Cancelled:
+        record["cancelled"] = True
+    else:
+        record["history"] = [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in result.history]
+        record.update(best_epoch=result.best_epoch, stop_reason=result.stop_reason)
+    Path(results_dir, f"rank{rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
