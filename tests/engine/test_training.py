@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -227,11 +229,29 @@ def test_clear_errors_for_mismatched_inputs(scenes, tmp_path):
         read_payload(tmp_path / "junk.pt")
 
 
-def test_time_budget_cuts_the_epoch_short_and_still_saves_a_validated_model(scenes, tmp_path):
-    result = train(tiny_config(scenes, tmp_path / "m.pt", epochs=50, patches_per_epoch=400, time_budget_s=2.0))
-    assert result.stopped_early
-    assert len(result.history) < 50 and result.history[-1]["train_batches"] < 100
-    assert load_model(result.model_path).info.epoch == len(result.history)
+def test_time_budget_is_checked_before_every_batch_and_still_saves_a_validated_model(scenes, tmp_path):
+    """Training stops at the first batch boundary after the budget is spent: the budget was not yet spent
+    when the last batch began (right after the previous batch's report) and was when the next one would
+    have (right after the last report). The margin covers the moments between a report and that check,
+    and between this test's clock and training's; an epoch is far longer than the budget."""
+    budget_s, margin_s = 3.0, 0.5
+    started = time.monotonic()
+    batch_ends_s: list[float] = []
+
+    def progress(percent: float, message: str) -> None:
+        if re.match(r"epoch \d+, batch \d+/", message):
+            batch_ends_s.append(time.monotonic() - started)
+
+    result = train(
+        tiny_config(scenes, tmp_path / "m.pt", epochs=50, patches_per_epoch=40_000, time_budget_s=budget_s),
+        progress=progress,
+    )
+    assert result.stopped_early and result.stop_reason == "the time budget of 0.05 min was reached"
+    assert len(result.history) == 1 and result.history[0]["train_batches"] == len(batch_ends_s)
+    if batch_ends_s:  # none when a busy machine spent the whole budget starting up: nothing to time then
+        last_batch_began_s = batch_ends_s[-2] if len(batch_ends_s) > 1 else 0.0
+        assert last_batch_began_s < budget_s + margin_s and batch_ends_s[-1] > budget_s - margin_s
+    assert load_model(result.model_path).info.epoch == 1
 
 
 def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_mapped(tmp_path, monkeypatch):
