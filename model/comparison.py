@@ -24,9 +24,11 @@ from .rasters import (
     PROBABILITY_U8_SCALE,
     Grid,
     LabelSource,
+    bounds_on_grid,
     is_vector,
     open_raster,
     open_vector_layer,
+    require_overlap,
 )
 
 # pixels per processing window: large enough that per-window overhead vanishes, small enough that the
@@ -175,12 +177,12 @@ class AreaOfInterest:
 def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: float | None) -> Grid:
     if predicted.dataset is not None:
         grid = Grid.of(predicted.dataset)
-        require_overlap(labels, "label layer", grid, predicted.path)
+        require_layer_overlap(labels, "label layer", grid, predicted.path)
         return grid
     if not is_vector(labels):
         with open_raster(labels, "label layer") as dataset:
             grid = Grid.of(dataset)
-        require_overlap(predicted.path, "prediction", grid, labels)
+        require_layer_overlap(predicted.path, "prediction", grid, labels)
         return grid
     if pixel_size is None or not pixel_size > 0:
         raise InputError(
@@ -215,7 +217,7 @@ def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: 
     width = max(1, math.ceil((right - left) / pixel_size))
     height = max(1, math.ceil((top - bottom) / pixel_size))
     grid = Grid(crs.to_wkt(), Affine(pixel_size, 0.0, left, 0.0, -pixel_size, top), width, height)
-    require_overlap(predicted.path, "prediction", grid, labels)
+    require_layer_overlap(predicted.path, "prediction", grid, labels)
     return grid
 
 
@@ -237,23 +239,13 @@ def vector_extent(path: Path, role: str) -> tuple[tuple | None, CRS]:
 
 def grid_bounds_of(path: Path, role: str, grid: Grid) -> tuple | None:
     bounds, crs = layer_extent(path, role)
-    if bounds is None:
-        return None
-    if crs is not None and grid.crs is not None and crs != grid.crs:
-        bounds = transform_bounds(crs, grid.crs, *bounds)
-    return bounds
+    return None if bounds is None else bounds_on_grid(bounds, crs, grid)
 
 
-def require_overlap(path: Path, role: str, grid: Grid, other: Path) -> None:
-    bounds = grid_bounds_of(path, role, grid)
-    if bounds is None:
-        return  # an empty polygon layer: nothing there, background everywhere
-    left, bottom, right, top = grid.bounds
-    if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
-        raise InputError(
-            f"The {role} '{path}' does not overlap '{other}': nothing can be compared. Check that "
-            "both cover the same area and carry the right coordinate reference system."
-        )
+def require_layer_overlap(path: Path, role: str, grid: Grid, other: Path) -> None:
+    bounds, crs = layer_extent(path, role)
+    if bounds is not None:  # an empty polygon layer: nothing there, background everywhere
+        require_overlap(grid, bounds, crs, path, role, f"'{other}'")
 
 
 def extent_fraction(path: Path, grid: Grid, role: str) -> float | None:

@@ -170,14 +170,21 @@ def parse_building_values(text: str | Iterable[int]) -> list[int]:
     return values
 
 
-def _overlap_check(grid: Grid, bounds: tuple, crs: CRS | None, label_path: Path, role: str = "label layer") -> None:
+def bounds_on_grid(bounds: tuple, crs: CRS | None, grid: Grid) -> tuple:
+    """``bounds`` (left, bottom, right, top) in ``crs``, in the grid's CRS (as they are when either CRS is unknown)."""
     if crs and grid.crs and crs != grid.crs:
-        bounds = transform_bounds(crs, grid.crs, *bounds)
+        return tuple(transform_bounds(crs, grid.crs, *bounds))
+    return bounds
+
+
+def require_overlap(grid: Grid, bounds: tuple, crs: CRS | None, path: Path, role: str, other: str) -> None:
+    """Refuse a layer whose extent (``bounds`` in ``crs``) misses the grid of ``other``: nothing of it would be used."""
     left, bottom, right, top = grid.bounds
+    bounds = bounds_on_grid(bounds, crs, grid)
     if bounds[0] >= right or bounds[2] <= left or bounds[1] >= top or bounds[3] <= bottom:
         raise InputError(
-            f"The {role} '{label_path}' does not overlap the image: check that both "
-            "cover the same area and carry the right coordinate reference system."
+            f"The {role} '{path}' does not overlap {other}: check that both cover the same area and carry "
+            "the right coordinate reference system."
         )
 
 
@@ -204,7 +211,7 @@ class LabelSource:
     def _open_raster(self) -> None:
         dataset = open_raster(self.path, self.role)
         self._dataset = dataset
-        _overlap_check(self.grid, tuple(dataset.bounds), dataset.crs, self.path, self.role)
+        require_overlap(self.grid, tuple(dataset.bounds), dataset.crs, self.path, self.role, "the image")
         if Grid.of(dataset) != self.grid:
             self._vrt = WarpedVRT(
                 dataset,
@@ -301,7 +308,7 @@ def _read_polygons(path: Path, grid: Grid, role: str = "label layer") -> list:
         geometries.append(transform_geom(source_crs, target_crs, geojson) if source_crs != target_crs else geojson)
     if geometries:
         bounds = shapely.GeometryCollection([shapely.geometry.shape(g) for g in geometries]).bounds
-        _overlap_check(grid, bounds, None, path, role)
+        require_overlap(grid, bounds, None, path, role, "the image")
     return geometries
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,12 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.warp import Resampling, reproject
+from rasterio.warp import Resampling, reproject, transform_bounds
 
 from model import comparison
 from model.errors import Cancelled, InputError
 from model.evaluation import evaluate
+from model.rasters import Grid, LabelSource
 
 CRS_UTM = CRS.from_epsg(32636)
 ORIGIN = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 9_000_000.0)  # 0.5 m pixels
@@ -223,6 +225,32 @@ def test_no_overlap_and_nothing_comparable_are_clear_errors(random_pair, tmp_pat
     assert not list(tmp_path.glob("*errors*"))
     with pytest.raises(InputError, match="does not exist"):
         evaluate(tmp_path / "missing.tif", empty)
+
+
+def test_a_layer_beside_the_grid_is_refused_naming_both_in_any_crs(random_pair, tmp_path):
+    mask_path, _, _, classes = random_pair
+    far = write_raster(tmp_path / "far.tif", classes, transform=ORIGIN * Affine.translation(10_000, 0), nodata=9)
+    with pytest.raises(InputError, match=re.escape(f"The label layer '{far}' does not overlap '{mask_path}'")):
+        evaluate(mask_path, far)
+    with rasterio.open(mask_path) as dataset:
+        grid = Grid.of(dataset)
+    with pytest.raises(InputError, match=re.escape(f"The label layer '{far}' does not overlap the image")):
+        LabelSource(far, [1], grid)  # as training reads labels
+    # label rasters in degrees: one over the grid's south-west corner is used, one a degree east is refused
+    west, south, east, _ = transform_bounds(CRS_UTM, "EPSG:4326", *grid.bounds)
+    size = (east - west) / 10
+    for shift, overlaps in ((0.0, True), (1.0, False)):
+        degrees = write_raster(
+            tmp_path / f"degrees_{shift}.tif",
+            classes[:10, :10],
+            transform=Affine(size, 0, west + shift, 0, -size, south + size * 5),
+            crs=CRS.from_epsg(4326),
+        )
+        if overlaps:
+            assert evaluate(mask_path, degrees, [2], object_scores=False).matrix.total > 0
+        else:
+            with pytest.raises(InputError, match="does not overlap"):
+                evaluate(mask_path, degrees, [2], object_scores=False)
 
 
 def test_area_of_interest_limits_scoring(random_pair, tmp_path):
