@@ -28,6 +28,7 @@ from .rasters import (
     is_vector,
     open_raster,
     open_vector_layer,
+    raster_windows,
     require_overlap,
 )
 
@@ -263,6 +264,4 @@ def comparison_windows(grid: Grid, block_height_px: int) -> Iterator[Window]:
     """Windows over the grid, whole blocks high, row by row; wide grids are cut into columns too."""
     width_px = grid.width if grid.width <= MAX_WINDOW_WIDTH_PX else MAX_WINDOW_WIDTH_PX
     rows_px = max(block_height_px, WINDOW_PIXELS // width_px // block_height_px * block_height_px)
-    for row in range(0, grid.height, rows_px):
-        for column in range(0, grid.width, width_px):
-            yield Window(column, row, min(width_px, grid.width - column), min(rows_px, grid.height - row))
+    return raster_windows(grid.width, grid.height, rows_px, width_px)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +72,15 @@ class Grid:
         return Grid(
             self.crs_wkt, rasterio.windows.transform(window, self.transform), int(window.width), int(window.height)
         )
+
+
+def raster_windows(width_px: int, height_px: int, rows_px: int, columns_px: int | None = None) -> Iterator[Window]:
+    """Windows covering a raster row by row, each row of windows left to right: ``rows_px`` high and
+    ``columns_px`` wide (None: the full width), the last ones cut short at the raster's edges."""
+    columns_px = columns_px or width_px
+    for row in range(0, height_px, rows_px):
+        for column in range(0, width_px, columns_px):
+            yield Window(column, row, min(columns_px, width_px - column), min(rows_px, height_px - row))
 
 
 def open_raster(path: str | Path, role: str = "image") -> rasterio.io.DatasetReader:

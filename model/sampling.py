@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rasterio.windows import Window
 
 from .errors import InputError
 from .ground import ground_pixel_size_m
 from .normalization import BandStatistics, image_statistics
-from .rasters import LABEL_IGNORE, Grid, LabelSource, check_bands, open_raster, valid_mask
+from .rasters import LABEL_IGNORE, Grid, LabelSource, check_bands, open_raster, raster_windows, valid_mask
 
 # alpha bands are masks, not data: never fed to the network by default
 _ALPHA = "alpha"
@@ -99,9 +98,8 @@ def load_scene(
         height, width = max(dataset.height, min_size_px), max(dataset.width, min_size_px)
         image = _scene_array((len(bands), height, width), dataset.dtypes[bands[0] - 1], 0, scratch_dir)
         label = _scene_array((height, width), np.uint8, LABEL_IGNORE, scratch_dir)
-        for row in range(0, dataset.height, STRIP_ROWS):
-            window = Window(0, row, dataset.width, min(STRIP_ROWS, dataset.height - row))
-            rows = slice(row, row + int(window.height))
+        for window in raster_windows(dataset.width, dataset.height, STRIP_ROWS):
+            rows = slice(window.row_off, window.row_off + window.height)
             strip = dataset.read(bands, window=window)
             strip_label = labels.read(window)
             valid = valid_mask(dataset, bands, window)

@@ -211,11 +211,10 @@ def assemble(
     its name ends in .vrt, else one GeoTIFF with the encoding, blocks and compression of an unsharded
     prediction (and ``remove_shards`` deletes the shard files afterwards)."""
     import rasterio
-    from rasterio.windows import Window
 
     from .files import replaced_when_done, temporary_beside
     from .outputs import _create_geotiff
-    from .rasters import Grid
+    from .rasters import Grid, raster_windows
 
     output = Path(output)
     reporter = Reporter.of(progress, cancelled)
@@ -237,11 +236,10 @@ def assemble(
         with replaced_when_done(output, ".part.tif") as temporary, rasterio.open(vrt) as joined:
             written = _create_geotiff(Path(temporary), grid, raster["dtype"], raster["nodata"], raster["kind"])
             try:
-                for top in range(0, grid.height, ASSEMBLE_ROWS):
+                for window in raster_windows(grid.width, grid.height, ASSEMBLE_ROWS):
                     reporter.check()
-                    window = Window(0, top, grid.width, min(ASSEMBLE_ROWS, grid.height - top))
                     written.write(joined.read(1, window=window), 1, window=window)
-                    reporter.report((top + window.height) / grid.height, f"Assembling {output.name}")
+                    reporter.report((window.row_off + window.height) / grid.height, f"Assembling {output.name}")
             finally:
                 written.close()
     finally:

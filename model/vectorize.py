@@ -32,12 +32,11 @@ import shapely
 import shapely.affinity
 import shapely.errors
 from affine import Affine
-from rasterio.windows import Window
 
 from .errors import InputError
 from .polygonize import Region, RegionStream, apply_affine
 from .progress import CancelFn, ProgressFn, Reporter
-from .rasters import KIND_TAG, PROBABILITY_U8_SCALE, open_raster
+from .rasters import KIND_TAG, PROBABILITY_U8_SCALE, open_raster, raster_windows
 
 WINDOW_ROWS_PX = 1024
 RECTANGLE_FILL = 0.85
@@ -153,10 +152,8 @@ def _stream(
     next_id = 1
     untagged = mask.tags().get(KIND_TAG) != "mask"
     try:
-        for top in range(0, mask.height, window_rows_px):
+        for window in raster_windows(mask.width, mask.height, window_rows_px):
             reporter.check()
-            rows = min(window_rows_px, mask.height - top)
-            window = Window(0, top, mask.width, rows)
             values = mask.read(1, window=window, masked=True)
             if untagged:
                 _check_binary(values, mask.name)
@@ -165,7 +162,8 @@ def _stream(
             for geometry, attributes in cleaning.finish(regions.add(building, window, probabilities)):
                 yield geometry, {"id": next_id, **attributes}
                 next_id += 1
-            reporter.report((top + rows) / mask.height, f"Vectorized {top + rows} of {mask.height} rows")
+            done_rows = window.row_off + window.height
+            reporter.report(done_rows / mask.height, f"Vectorized {done_rows} of {mask.height} rows")
     finally:
         mask.close()
         if probability is not None:

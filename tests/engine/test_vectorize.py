@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from model.errors import Cancelled, InputError
 from model.polygonize import RegionStream
-from model.rasters import KIND_TAG, MASK_NODATA
+from model.rasters import KIND_TAG, MASK_NODATA, raster_windows
 from model.vector_io import write_polygons
 from model.vectorize import polygons_from_mask, regularize_polygon
 
@@ -82,10 +82,8 @@ def test_region_stream_joins_windows_cut_into_columns_and_sums_values():
     values[12] = np.ma.masked  # not counted
     stream = RegionStream(width, height)
     regions = []
-    for top in range(0, height, 7):
-        for left in range(0, width, 16):
-            window = Window(left, top, min(16, width - left), min(7, height - top))
-            regions += stream.add(building[window.toslices()], window, values[window.toslices()])
+    for window in raster_windows(width, height, 7, 16):
+        regions += stream.add(building[window.toslices()], window, values[window.toslices()])
     assert len(regions) == 4
     burnt = [rasterize([region.geometry], out_shape=building.shape).astype(bool) for region in regions]
     assert np.array_equal(np.sum(burnt, axis=0), building)  # every building pixel in exactly one region
