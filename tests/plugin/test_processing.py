@@ -242,10 +242,15 @@ def test_bad_inputs_fail_with_plain_messages(scene, tmp_path) -> None:
         run("vectorize", {"INPUT": str(not_a_raster), "OUTPUT": "TEMPORARY_OUTPUT"})
 
 
-def test_train_a_tiny_model_then_predict_with_it(scene, tmp_path) -> None:
+def test_train_a_tiny_model_then_predict_with_it(scene, tmp_path, unet_buildings) -> None:
+    """What train reports is what its history file and model file hold, and predict writes the mask the
+    engine writes for the same image and model."""
     import csv
 
+    import numpy as np
     import processing
+    from unet_buildings.model.inference import predict_raster
+    from unet_buildings.model.modelfile import load_model
 
     feedback = KeptMessages()
 
@@ -265,17 +270,41 @@ def test_train_a_tiny_model_then_predict_with_it(scene, tmp_path) -> None:
         },
         feedback=feedback,
     )
-    assert results["OUTPUT_MODEL"] == str(tmp_path / "model.pt") and results["BEST_EPOCH"] in (1, 2)
-    assert 0.0 <= results["VAL_IOU"] <= 1.0 and results["DEVICE_USED"].startswith("CPU")
+    assert results["OUTPUT_MODEL"] == str(tmp_path / "model.pt") and results["DEVICE_USED"].startswith("CPU")
     with open(results["HISTORY_CSV"], newline="") as handle:
-        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    scores = [float(row["val_iou_tuned"]) for row in rows]
+    assert results["BEST_EPOCH"] == 1 + scores.index(max(scores))  # the first epoch with the best score
+    best = rows[results["BEST_EPOCH"] - 1]
+    assert results["VAL_IOU"] == pytest.approx(float(best["val_iou_tuned"]), rel=1e-9)
+    assert results["THRESHOLD"] == pytest.approx(float(best["val_threshold"]), rel=1e-9)
+    info = load_model(results["OUTPUT_MODEL"]).info
+    assert (info.best_epoch, info.threshold) == (results["BEST_EPOCH"], results["THRESHOLD"])
     epoch_lines = [line for line in feedback.lines if line.startswith("Epoch ")]
-    assert len(epoch_lines) == 2 and "val_iou=" in epoch_lines[0]  # one live line per epoch
+    assert len(epoch_lines) == 2 and f"val_iou={float(rows[0]['val_iou']):.4f} " in epoch_lines[0]  # one per epoch
+
     predicted = run(
         "predict",
-        {"INPUT": str(scene.image), "MODEL": results["OUTPUT_MODEL"], "OUTPUT_MASK": str(tmp_path / "mask.tif")},
+        {
+            "INPUT": str(scene.image),
+            "MODEL": results["OUTPUT_MODEL"],
+            "OUTPUT_PROBABILITY": str(tmp_path / "probability.tif"),
+            "OUTPUT_MASK": str(tmp_path / "mask.tif"),
+        },
     )
     assert predicted["OUTPUT_MASK"] == str(tmp_path / "mask.tif")
+    assert predicted["THRESHOLD_USED"] == results["THRESHOLD"]  # the model's tuned threshold by default
+    engine = predict_raster(
+        scene.image,
+        results["OUTPUT_MODEL"],
+        probability_path=tmp_path / "engine_probability.tif",
+        mask_path=tmp_path / "engine_mask.tif",
+    )
+    assert engine.threshold == results["THRESHOLD"]
+    for name in ("probability", "mask"):
+        with rasterio.open(tmp_path / f"{name}.tif") as ours, rasterio.open(tmp_path / f"engine_{name}.tif") as theirs:
+            np.testing.assert_array_equal(ours.read(), theirs.read(), err_msg=name)
 
 
 def test_train_needs_one_label_layer_per_image(scene, tmp_path) -> None:
