@@ -31,6 +31,7 @@ runs in ``runner.py``, the reader and writer threads are ``background.py`` and t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ PROBABILITY_DTYPES = ("uint8", "float32")
 # Pixel sizes within this relative difference of the model's are processed as they are:
 # resampling by a few percent costs a blur and buys nothing.
 PIXEL_SIZE_TOLERANCE = 0.05
+# An area of interest's edge this close to a pixel edge (in pixels) is on it: no sliver pixel added.
+EDGE_TOLERANCE_PX = 1e-6
+# Processing pixels beyond a window's edge predicted when resampling, so that the warp back onto the
+# window's pixels has all its source pixels (bilinear needs one; two for safety at fractional scales).
+RESAMPLE_MARGIN_PX = 2
 # Memory follows the panel width; a panel of at least 16 tiles keeps the tiles run twice at panel
 # borders to a few percent.
 PANEL_WIDTH_PX = 4096
@@ -99,7 +105,7 @@ def predict_raster(
     precision: str = "auto",
     overviews: bool = False,
     panel_width_px: int | None = None,
-    rows: tuple[int, int] | None = None,
+    window: Window | None = None,
     progress: ProgressFn | None = None,
     cancelled: CancelFn | None = None,
 ) -> PredictionResult:
@@ -114,10 +120,10 @@ def predict_raster(
     float16 on older GPUs, else float32). ``tta`` averages the 8 flips / 90° rotations of every
     tile (8x slower).
     ``panel_width_px`` None is ``PANEL_WIDTH_TILES`` tiles but at least ``PANEL_WIDTH_PX``; it
-    bounds memory and does not change the result. ``rows`` ``(start, end)`` predicts only those
-    rows of the input (a shard, see ``shards.py``): the outputs cover them, every pixel as in a
-    prediction of the whole input (the tiles touching them run, with the whole input's
-    normalisation); on the input's own pixels only.
+    bounds memory and does not change the result. ``window`` (in the input's pixels; see
+    ``extent_window``) predicts only that part of the input: an area of interest, or a shard's rows
+    (``shards.py``). The outputs cover the window, every pixel as in a prediction of the whole input:
+    the tiles of the whole input's layout that touch it run, with the whole input's normalisation.
     """
     started = time.perf_counter()
     reporter = Reporter.of(progress, cancelled)
@@ -155,14 +161,10 @@ def predict_raster(
         grid = Grid.of(dataset)
         mean, std = normalization_for(dataset, bands, info.normalization)
         processing = processing_grid(dataset, info, processing_pixel_size)
-        if rows is not None and processing is not None:
-            raise InputError(
-                "A share of the rows is predicted on the image's own pixels only, and this image's "
-                "pixels differ from the model's: set the processing pixel size to 'native', or "
-                "resample the image to the model's pixel size first (gdalwarp -tr)."
-            )
+        if window is not None:
+            check_window(window, grid, image_path)
         runner = TileRunner(loaded.net, torch_device, mean, std, precision, tta)
-        written = grid if rows is None else grid.window_grid(Window(0, rows[0], grid.width, rows[1] - rows[0]))
+        written = grid if window is None else grid.window_grid(window)
         final = OutputRasters(written, probability_path, probability_dtype, mask_path, threshold, overviews)
         try:
             if processing is None:
@@ -177,7 +179,7 @@ def predict_raster(
                     batch_size,
                     panel_width_px,
                     reporter,
-                    rows,
+                    window,
                 )
             else:
                 tiles = _predict_resampled(
@@ -192,6 +194,7 @@ def predict_raster(
                     batch_size,
                     panel_width_px,
                     reporter,
+                    window,
                 )
             reporter.check()
             final.commit()
@@ -217,6 +220,39 @@ def tiling_options(info: ModelInfo, tile_size_px: int | None, overlap_px: int | 
     """(tile size, overlap) in pixels: the given ones, else the model's tile and a quarter of it."""
     tile_size_px = int(tile_size_px or info.tile_size_px)
     return tile_size_px, int(tile_size_px // 4 if overlap_px is None else overlap_px)
+
+
+def extent_window(image_path: str | Path, extent: tuple[float, float, float, float]) -> Window:
+    """The window of ``image_path``'s pixels that the area ``(left, bottom, right, top)``, in the
+    image's CRS, touches (whole pixels, clipped to the image): what ``predict_raster`` takes."""
+    with open_raster(image_path, "image") as dataset:
+        grid = Grid.of(dataset)
+    left, bottom, right, top = extent
+    area = rasterio.windows.from_bounds(left, bottom, right, top, grid.transform)
+    # outward to whole pixels; the tolerance keeps an extent on pixel edges from gaining a pixel
+    first_column = max(0, math.floor(area.col_off + EDGE_TOLERANCE_PX))
+    first_row = max(0, math.floor(area.row_off + EDGE_TOLERANCE_PX))
+    end_column = min(grid.width, math.ceil(area.col_off + area.width - EDGE_TOLERANCE_PX))
+    end_row = min(grid.height, math.ceil(area.row_off + area.height - EDGE_TOLERANCE_PX))
+    if end_column <= first_column or end_row <= first_row:
+        raise InputError(
+            f"The area of interest ({left:.2f}, {bottom:.2f} : {right:.2f}, {top:.2f}) does not overlap the "
+            f"image '{image_path}': move the map or pick another extent."
+        )
+    return Window(first_column, first_row, end_column - first_column, end_row - first_row)
+
+
+def check_window(window: Window, grid: Grid, image_path: Path) -> None:
+    """Refuse a window that is not whole pixels inside the image."""
+    offsets = (window.col_off, window.row_off, window.width, window.height)
+    if any(value != int(value) for value in offsets) or not (
+        0 <= window.col_off < window.col_off + window.width <= grid.width
+        and 0 <= window.row_off < window.row_off + window.height <= grid.height
+    ):
+        raise InputError(
+            f"The window {tuple(offsets)} (column, row, width, height) is not whole pixels inside the image "
+            f"'{image_path}' ({grid.width} x {grid.height} pixels)."
+        )
 
 
 def check_prediction_outputs(
@@ -379,21 +415,27 @@ class _RowBand:
 
 
 class ProbabilitySink(Protocol):
-    """Where predicted probabilities go, a block at a time: the output rasters, or a row range of them."""
+    """Where predicted probabilities go, a block at a time: the output rasters, or a window of them."""
 
     def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None: ...
 
 
-class _RowRange:
-    """Passes on to ``sink`` only the rows ``[start, end)`` of what it is given, numbered from 0."""
+class _WindowCrop:
+    """Passes on to ``sink`` only the part of what it is given inside ``window``, numbered from the
+    window's corner."""
 
-    def __init__(self, sink: ProbabilitySink, start: int, end: int) -> None:
-        self.sink, self.start, self.end = sink, start, end
+    def __init__(self, sink: ProbabilitySink, window: Window) -> None:
+        self.sink = sink
+        self.top, self.left = int(window.row_off), int(window.col_off)
+        self.bottom, self.right = self.top + int(window.height), self.left + int(window.width)
 
     def write(self, col_off: int, row_off: int, probability: np.ndarray) -> None:
-        first, last = max(row_off, self.start), min(row_off + len(probability), self.end)
-        if first < last:
-            self.sink.write(col_off, first - self.start, probability[first - row_off : last - row_off])
+        height, width = probability.shape
+        first, last = max(row_off, self.top), min(row_off + height, self.bottom)
+        left, right = max(col_off, self.left), min(col_off + width, self.right)
+        if first < last and left < right:
+            part = probability[first - row_off : last - row_off, left - col_off : right - col_off]
+            self.sink.write(left - self.left, first - self.top, part)
 
 
 def _predict_grid(
@@ -407,22 +449,25 @@ def _predict_grid(
     batch_size: int,
     panel_width_px: int,
     reporter: Reporter,
-    rows: tuple[int, int] | None = None,
+    window: Window | None = None,
 ) -> int:
     """Predict every tile of ``source`` (whose pixels are ``grid``) into ``sink``, panel by panel;
-    returns the number of tiles run. With ``rows`` only the tile rows touching those output rows
-    run, and only those rows reach ``sink``, numbered from 0."""
+    returns the number of tiles run. With ``window`` only the tiles of the whole grid's layout that
+    touch it run, and only its pixels reach ``sink``, numbered from its corner: each exactly as in a
+    prediction of the whole grid."""
     multiple = runner.net.config.size_multiple_px
     layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, multiple)
-    row_off = 0
-    if rows is not None:
-        row_off, bottom, first = rows_extent(layout, *rows)
+    row_off, columns = 0, None
+    if window is not None:
+        start, end = int(window.row_off), int(window.row_off + window.height)
+        row_off, bottom, first = rows_extent(layout, start, end)
         whole = layout
         layout = plan_tiles(grid.width, bottom - row_off, tile_size_px, overlap_px, multiple)
         if layout.rows != tuple(top - row_off for top in whole.rows[first : first + len(layout.rows)]):
-            raise RuntimeError(f"The tile rows of rows {rows} do not line up with the whole raster's.")
-        sink = _RowRange(sink, rows[0] - row_off, rows[1] - row_off)
-    panels = plan_panels(layout, panel_width_px)
+            raise RuntimeError(f"The tile rows of rows [{start}, {end}) do not line up with the whole raster's.")
+        columns = (int(window.col_off), int(window.col_off + window.width))
+        sink = _WindowCrop(sink, Window(window.col_off, start - row_off, window.width, window.height))
+    panels = plan_panels(layout, panel_width_px, columns)
     tile_total = len(layout.rows) * sum(panel.end_column - panel.first_column for panel in panels)
     writer = BackgroundWriter(sink.write)
     reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, batch_size, row_off))
@@ -453,6 +498,17 @@ def _predict_grid(
     return tiles
 
 
+def _processing_window(grid: Grid, processing: Grid, window: Window) -> Window:
+    """The processing grid's pixels under ``window`` of the input grid, plus a margin for the warp back."""
+    left, bottom, right, top = rasterio.windows.bounds(window, grid.transform)
+    area = rasterio.windows.from_bounds(left, bottom, right, top, processing.transform)
+    first_column = max(0, math.floor(area.col_off) - RESAMPLE_MARGIN_PX)
+    first_row = max(0, math.floor(area.row_off) - RESAMPLE_MARGIN_PX)
+    end_column = min(processing.width, math.ceil(area.col_off + area.width) + RESAMPLE_MARGIN_PX)
+    end_row = min(processing.height, math.ceil(area.row_off + area.height) + RESAMPLE_MARGIN_PX)
+    return Window(first_column, first_row, end_column - first_column, end_row - first_row)
+
+
 def _predict_resampled(
     dataset: rasterio.io.DatasetReader,
     bands: list[int],
@@ -465,15 +521,19 @@ def _predict_resampled(
     batch_size: int,
     panel_width_px: int,
     reporter: Reporter,
+    window: Window | None = None,
 ) -> int:
     """Predict on the processing grid into a temporary float32 raster, then warp it onto the input
-    grid, panel by panel so that memory does not follow the width here either."""
+    grid (or its ``window``), panel by panel so that memory does not follow the width here either."""
     downsampling = processing.pixel_size[0] > grid.pixel_size[0]
     beside = final.probability_path or final.mask_path
     assert beside is not None  # predict_raster refuses a run without outputs
     staged_path = temporary_beside(beside, ".part.tif")
+    staged_window = None if window is None else _processing_window(grid, processing, window)
+    staged_grid = processing if staged_window is None else processing.window_grid(staged_window)
+    written = grid if window is None else grid.window_grid(window)
     try:
-        staged = OutputRasters(processing, staged_path, "float32", None, final.threshold)
+        staged = OutputRasters(staged_grid, staged_path, "float32", None, final.threshold)
         try:
             with WarpedVRT(
                 dataset,
@@ -495,6 +555,7 @@ def _predict_resampled(
                     batch_size,
                     panel_width_px,
                     reporter.sub(0.0, 0.9),
+                    staged_window,
                 )
             staged.commit()
         except BaseException:
@@ -505,24 +566,26 @@ def _predict_resampled(
             WarpedVRT(
                 staged_dataset,
                 crs=dataset.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
+                transform=written.transform,
+                width=written.width,
+                height=written.height,
                 resampling=Resampling.bilinear,
             ) as back,
         ):
             step = reporter.sub(0.9, 1.0)
-            windows = [
-                Window(left, top, min(panel_width_px, grid.width - left), min(OUTPUT_BLOCK_PX, grid.height - top))
-                for left in range(0, grid.width, panel_width_px)
-                for top in range(0, grid.height, OUTPUT_BLOCK_PX)
+            blocks = [
+                Window(left, top, min(panel_width_px, written.width - left), min(OUTPUT_BLOCK_PX, written.height - top))
+                for left in range(0, written.width, panel_width_px)
+                for top in range(0, written.height, OUTPUT_BLOCK_PX)
             ]
-            for done, window in enumerate(windows, 1):
+            col_off, row_off = (0, 0) if window is None else (int(window.col_off), int(window.row_off))
+            for done, block in enumerate(blocks, 1):
                 step.check()
-                probability = back.read(1, window=window, masked=True)
-                keep = ~np.ma.getmaskarray(probability) & valid_mask(dataset, bands, window)
-                final.write(window.col_off, window.row_off, np.where(keep, probability.data, np.nan).astype(np.float32))
-                step.report(done / len(windows), "Resampling back to the image grid")
+                probability = back.read(1, window=block, masked=True)
+                in_image = Window(block.col_off + col_off, block.row_off + row_off, block.width, block.height)
+                keep = ~np.ma.getmaskarray(probability) & valid_mask(dataset, bands, in_image)
+                final.write(block.col_off, block.row_off, np.where(keep, probability.data, np.nan).astype(np.float32))
+                step.report(done / len(blocks), "Resampling back to the image grid")
     finally:
         staged_path.unlink(missing_ok=True)
     return tiles

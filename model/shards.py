@@ -1,6 +1,6 @@
 """Prediction of one large raster split into shards that any scheduler can run in parallel.
 
-Shard ``K/N`` predicts the K-th of N bands of rows of the input (``predict_raster(rows=...)``):
+Shard ``K/N`` predicts the K-th of N bands of rows of the input (``predict_raster(window=...)``):
 it runs every tile touching its rows, normalises with the whole input's statistics, and writes
 only its own rows, each pixel exactly as a prediction of the whole input would (the tiles, blend
 weights and normalisation are the same; the tile rows at each shard border run in both shards,
@@ -83,6 +83,7 @@ def predict_shard(
     """Shard ``index`` of ``count`` of ``predict_raster(image_path, model, ...)``: the same options,
     written to ``shard_path`` of each output."""
     import rasterio
+    from rasterio.windows import Window
 
     from .device import resolve_device
     from .inference import predict_raster, tiling_options
@@ -103,7 +104,7 @@ def predict_shard(
         device=device,
         tile_size_px=tile_px,
         overlap_px=overlap,
-        rows=rows,
+        window=Window(0, rows[0], width, rows[1] - rows[0]),
         probability_path=shard_path(probability_path, index, count) if probability_path else None,
         mask_path=shard_path(mask_path, index, count) if mask_path else None,
         **options,

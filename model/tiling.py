@@ -66,13 +66,15 @@ class Panel:
         return self.extent_right - self.extent_left
 
 
-def plan_panels(layout: TileLayout, panel_width_px: int) -> tuple[Panel, ...]:
-    """Column panels ``panel_width_px`` wide (the last one narrower) covering the layout's raster."""
+def plan_panels(layout: TileLayout, panel_width_px: int, columns: tuple[int, int] | None = None) -> tuple[Panel, ...]:
+    """Column panels ``panel_width_px`` wide (the last one narrower) covering the layout's raster, or
+    only its output columns ``columns`` ``[start, end)``: each still runs every tile touching them."""
     if panel_width_px < 1:
         raise InputError(f"The panel width must be at least 1 px, got {panel_width_px}.")
+    start, end = columns or (0, layout.width)
     panels = []
-    for left in range(0, layout.width, panel_width_px):
-        right = min(left + panel_width_px, layout.width)
+    for left in range(start, end, panel_width_px):
+        right = min(left + panel_width_px, end)
         # Tile starts are sorted, so the tiles touching [left, right) are one contiguous run.
         touching = [
             index for index, start in enumerate(layout.columns) if start < right and start + layout.tile_width_px > left

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -16,8 +15,6 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
-    QgsRasterLayer,
-    QgsRectangle,
 )
 
 from .. import RESOURCES_DIR
@@ -123,14 +120,20 @@ def run_prediction(
     mask_path: str,
 ):
     """Runs the engine's prediction on INPUT with MODEL; returns its PredictionResult."""
-    from ...model.inference import predict_raster
+    from ...model.inference import extent_window, predict_raster
     from ..layers import raster_path
 
     layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
     image = raster_path(layer, "image")
     extent = algorithm.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
+    window = None
     if not extent.isNull():
-        image = clipped_image(image, layer, extent, feedback)
+        # a window of the image, not a cut-out: its pixels get the tiles and normalisation of the whole image
+        window = extent_window(image, (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()))
+        feedback.pushInfo(
+            f"Area of interest: {extent.toString(2)}, {window.width} x {window.height} pixels of the image "
+            f"from column {window.col_off}, row {window.row_off}."
+        )
     progress, cancelled = engine_hooks(feedback)
     result = predict_raster(
         image,
@@ -142,6 +145,7 @@ def run_prediction(
         device=algorithm.device(parameters, context),
         tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
         processing_pixel_size=processing_pixel_size(algorithm.optional_number(parameters, "PIXEL_SIZE", context)),
+        window=window,
         progress=progress,
         cancelled=cancelled,
     )
@@ -159,33 +163,6 @@ def processing_pixel_size(value: float | None):
     if value is None:
         return None
     return "native" if value == 0 else value
-
-
-def clipped_image(image: str, layer: QgsRasterLayer, extent: QgsRectangle, feedback: QgsProcessingFeedback) -> str:
-    """The part of ``image`` inside ``extent`` (in the layer's CRS) as a virtual raster on the image's own
-    pixel grid: the engine then reads only that window of the file, and its outputs cover only it."""
-    from osgeo import gdal
-
-    inside = extent.intersect(layer.extent())
-    pixel_x, pixel_y = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
-    if inside.isEmpty() or inside.width() < pixel_x or inside.height() < pixel_y:
-        raise QgsProcessingException(
-            f"The area of interest ({extent.toString(2)}) does not overlap the image '{layer.name()}' "
-            f"({layer.extent().toString(2)}, {layer.crs().authid()}): move the map or pick another extent."
-        )
-    path = QgsProcessingUtils.generateTempFilename("image_area_of_interest.vrt")
-    options = gdal.TranslateOptions(
-        format="VRT", projWin=[inside.xMinimum(), inside.yMaximum(), inside.xMaximum(), inside.yMinimum()]
-    )
-    dataset = gdal.Translate(path, image, options=options)
-    if dataset is None:
-        raise QgsProcessingException(f"Could not cut the area of interest out of '{image}': {gdal.GetLastErrorMsg()}")
-    dataset = None  # closing writes the file
-    feedback.pushInfo(
-        f"Area of interest: {inside.toString(2)} ({inside.width() / pixel_x:.0f} x "
-        f"{inside.height() / pixel_y:.0f} pixels of the image)."
-    )
-    return path
 
 
 class PredictAlgorithm(EngineAlgorithm):

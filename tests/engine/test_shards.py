@@ -115,13 +115,6 @@ def test_missing_or_foreign_shards_are_refused(tmp_path):
         assemble(tmp_path / "mask.tif", 3)
 
 
-def test_resampled_prediction_is_not_sharded(tmp_path):
-    image = image_with_nodata(tmp_path)
-    model = make_model(tmp_path / "m.pt", pixel_size=[2.0, 2.0])  # the image has 1 m pixels
-    with pytest.raises(InputError, match="own pixels"):
-        predict_shard(image, model, 1, 2, mask_path=tmp_path / "mask.tif", **OPTIONS)
-
-
 def test_command_line_shards_and_assembly(tmp_path, capsys):
     image = image_with_nodata(tmp_path)
     model = make_model(tmp_path / "m.pt")

@@ -76,6 +76,24 @@ def test_predict_with_an_extent_covers_only_that_area(scene, model_file, tmp_pat
         assert mask.crs == image.crs
 
 
+def test_an_extent_gets_the_pixels_of_the_whole_image_prediction(scene, model_file, tmp_path) -> None:
+    """An area of interest is a window of the image, not a cut-out: its tiles start where the whole
+    image's do and it is normalised by the whole image's statistics (a cut-out changed ~3 % of the
+    mask pixels of a real scene)."""
+    common = {"INPUT": str(scene.image), "MODEL": str(model_file), "DEVICE": "cpu", "PIXEL_SIZE": 0}
+    whole = run("predict", {**common, "OUTPUT_PROBABILITY": str(tmp_path / "whole.tif")})
+    columns, rows = (21, 64), (13, 50)  # the image's pixel columns and rows [start, end)
+    extent = (
+        f"{LEFT + columns[0] * PIXEL_M},{LEFT + columns[1] * PIXEL_M},"
+        f"{TOP - rows[1] * PIXEL_M},{TOP - rows[0] * PIXEL_M} [EPSG:32736]"
+    )
+    part = run("predict", {**common, "EXTENT": extent, "OUTPUT_PROBABILITY": str(tmp_path / "part.tif")})
+    with rasterio.open(whole["OUTPUT_PROBABILITY"]) as dataset:
+        expected = dataset.read(1)[rows[0] : rows[1], columns[0] : columns[1]]
+    with rasterio.open(part["OUTPUT_PROBABILITY"]) as dataset:
+        np.testing.assert_array_equal(dataset.read(1), expected)
+
+
 def test_extract_refuses_an_extent_outside_the_image(scene, model_file) -> None:
     with pytest.raises(QgsProcessingException, match="does not overlap the image"):
         run(
