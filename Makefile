@@ -44,10 +44,11 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 demo: setup
 	$(QGIS_ENV) bash scripts/demo.sh
 
-# lint and format check first (seconds), then the tests; pyproject.toml says which rules and why
+# lint, format and type checks first (seconds), then the tests; pyproject.toml says which rules and why
 test: setup $(VENV)/.installed-dev
 	$(PY) -m ruff check --quiet .
 	$(PY) -m ruff format --check --quiet .
+	$(PY) -m mypy
 	$(QGIS_ENV) $(PY) -m pytest -q tests
 
 bench: setup
