@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
 import pytest
+import rasterio
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
@@ -60,9 +62,13 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
 
     dock.predict_button.click()
     assert dock.current_run is not None and not dock.predict_button.isEnabled()  # runs in the background
-    assert dock.time_label.text().endswith("elapsed") or "left" in dock.time_label.text()
+    assert re.fullmatch(r"0:0\d elapsed", dock.time_label.text())  # no estimate before any progress
+    # a quarter done in 1 min 30 s: three quarters left at the same pace
+    dock.current_run.elapsed_s = lambda: 90.0
+    dock.show_progress(25.0)
+    assert dock.time_label.text() == "1:30 elapsed, about 4:30 left"
     wait_for(dock)
-    assert dock.time_label.text().startswith("extract took ")
+    assert dock.time_label.text() == "extract took 1:30"
     added = {layer.name(): layer for layer in project.mapLayers().values()}
     assert added["scene building probability"].renderer().type() == "singlebandpseudocolor"
     assert added["scene building mask"].renderer().type() == "paletted"
@@ -74,10 +80,22 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     assert dock.prediction_combo.currentLayer() is added["scene building mask"]
     assert dock.progress_bar.value() == 100 and dock.predict_button.isEnabled()
 
+    dock.building_values_edit.setText("2")
     dock.evaluate_button.click()
     wait_for(dock)
     counts = [int(dock.matrix_table.item(row, column).text().replace(",", "")) for row in (0, 1) for column in (0, 1)]
-    assert sum(counts) == image.width() * image.height()
+    with rasterio.open(added["scene building mask"].source()) as mask, rasterio.open(scene.labels) as truth:
+        predicted, building = mask.read(1) == 1, truth.read(1) == 2
+    # rows: true building, true background; columns: predicted building, predicted background
+    assert counts == [
+        int((predicted & building).sum()),
+        int((~predicted & building).sum()),
+        int((predicted & ~building).sum()),
+        int((~predicted & ~building).sum()),
+    ]
+    # the untrained model marks every pixel building (no FN, no TN), so true and false positives tell a
+    # swapped table apart; the evaluation of all four cells is checked in test_qgis_process.py
+    assert counts[0] > 0 and counts[2] > 0
     errors = [layer for layer in project.mapLayers().values() if layer.name().endswith("errors")]
     assert len(errors) == 1 and errors[0].renderer().type() == "paletted"
     assert "IoU" in dock.status_label.text()
