@@ -90,8 +90,12 @@ def test_without_torch_every_algorithm_names_the_install_command(
     assert not (tmp_path / "mask.tif").exists()
 
 
-def test_example_model_chains_extract_and_evaluate(plugins_dir, scene, model_file, tmp_path) -> None:
-    """resources/models/extract_and_evaluate.model3, the example users open in the Model Designer."""
+def test_example_model_chains_extract_and_evaluate(plugins_dir, scene, model_file, tmp_path, unet_buildings) -> None:
+    """resources/models/extract_and_evaluate.model3, the example users open in the Model Designer: its
+    evaluation scores the mask its extraction predicted against the labels' building values."""
+    import rasterio
+    from unet_buildings.model.inference import predict_raster
+
     results = run_with_torch(
         [
             str(REPO / "resources" / "models" / "extract_and_evaluate.model3"),
@@ -108,6 +112,16 @@ def test_example_model_chains_extract_and_evaluate(plugins_dir, scene, model_fil
     )
     assert results["extract:buildings"] == str(tmp_path / "buildings.gpkg")
     report = json.loads((tmp_path / "report.json").read_text())
-    # every pixel of the scene was predicted (building or not) and scored against the labels
-    assert sum(report["confusion_matrix"]["pixels"].values()) == SIZE_PX * SIZE_PX
+    # the reference: the engine's own mask for this image and model, counted against class 2 here
+    predict_raster(scene.image, model_file, mask_path=tmp_path / "reference_mask.tif")
+    with rasterio.open(tmp_path / "reference_mask.tif") as mask, rasterio.open(scene.labels) as labels:
+        predicted, building = mask.read(1) == 1, labels.read(1) == 2
+    assert report["confusion_matrix"]["pixels"] == {
+        "tp": int((predicted & building).sum()),
+        "fp": int((predicted & ~building).sum()),
+        "fn": int((~predicted & building).sum()),
+        "tn": int((~predicted & ~building).sum()),
+    }
+    # the untrained model marks most pixels building: scoring class 1, or the labels against themselves, differs
+    assert building.sum() < SIZE_PX * SIZE_PX / 2 < predicted.sum()
     assert (tmp_path / "errors.tif").exists() and (tmp_path / "buildings.gpkg").exists()
