@@ -145,7 +145,7 @@ def test_cuda_cancel_takes_effect_inside_a_batch(scenes, tmp_path):  # noqa: F81
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
-        with pytest.raises(Cancelled) as caught:
+        with pytest.raises(Cancelled, match="Cancelled by the user") as caught:
             train(
                 tiny_config(scenes, tmp_path / "m.pt", device="cuda", epochs=3, base_width=8),
                 cancelled=lambda: started["conv"],

@@ -359,7 +359,7 @@ def test_cancel_leaves_no_output_and_progress_reaches_100(random_pair, tmp_path,
     mask_path, classes_path, _, _ = random_pair
     monkeypatch.setattr(comparison, "WINDOW_PIXELS", 217 * 16)
     calls = []
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled, match="Cancelled by the user"):
         evaluate(
             mask_path,
             classes_path,

@@ -333,7 +333,7 @@ def test_cancel_leaves_no_output_and_progress_reaches_100(tmp_path):
     image = write_image(tmp_path / "image.tif", noise((3, 150, 150)))
     model = make_model(tmp_path / "m.pt")
     calls = []
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled, match="Cancelled by the user"):
         predict_raster(
             image,
             model,

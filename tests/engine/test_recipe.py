@@ -212,7 +212,7 @@ def test_prediction_matches_ground_resolution_across_latitudes(tmp_path):
 def test_resumed_run_writes_the_same_model_file_as_an_uninterrupted_one(pair, tmp_path):
     straight = train(config_for(pair, tmp_path / "straight.pt", epochs=3))
     done = []
-    with pytest.raises(Cancelled):  # cancelled after its second epoch
+    with pytest.raises(Cancelled, match="Cancelled by the user"):  # after its second epoch
         train(config_for(pair, tmp_path / "part.pt", epochs=3), cancelled=lambda: len(done) == 2, on_epoch=done.append)
     resumed = train(
         config_for(
@@ -242,7 +242,7 @@ def test_resume_restores_the_best_epoch_and_the_time_already_spent(pair, tmp_pat
 
     budget = 600.0
     part = []
-    with pytest.raises(Cancelled):  # cancelled after its first epoch
+    with pytest.raises(Cancelled, match="Cancelled by the user"):  # after its first epoch
         train(
             config_for(pair, tmp_path / "part.pt", epochs=3, time_budget_s=budget),
             cancelled=lambda: len(part) == 1,

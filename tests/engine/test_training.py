@@ -163,7 +163,7 @@ def test_cancel_stops_within_a_batch_and_keeps_the_last_complete_epoch(scenes, t
         if "batch" in message:
             calls["batches"] += 1
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled, match="Cancelled by the user"):
         train(
             tiny_config(scenes, output, epochs=5),
             progress=progress,
@@ -303,7 +303,7 @@ def test_cancel_takes_effect_inside_a_batch(scenes, tmp_path):
         # one check per image read, one at the first batch's start: the next one is inside the batch
         return calls["count"] > len(scenes[0]) + 1
 
-    with pytest.raises(Cancelled) as caught:
+    with pytest.raises(Cancelled, match="Cancelled by the user") as caught:
         train(
             tiny_config(scenes, tmp_path / "m.pt", epochs=3, base_width=8),
             cancelled=cancelled,

@@ -238,7 +238,7 @@ def test_bad_inputs_fail_with_plain_messages(scene, tmp_path) -> None:
         )
     not_a_raster = tmp_path / "notes.txt"
     not_a_raster.write_text("not an image")
-    with pytest.raises(QgsProcessingException):
+    with pytest.raises(QgsProcessingException, match="Could not load source layer for INPUT"):  # QGIS says it
         run("vectorize", {"INPUT": str(not_a_raster), "OUTPUT": "TEMPORARY_OUTPUT"})
 
 
