@@ -146,14 +146,17 @@ def test_validation_is_capped_to_an_even_spread_of_fixed_crops():
 # -- augmentation ------------------------------------------------------------------------------------
 
 
-def test_augmentation_keeps_a_labelled_square_under_its_pixels():
+@pytest.mark.parametrize("rotation_probability, worst_share", [(0.0, 0.0), (1.0, 0.005)])
+def test_augmentation_keeps_a_labelled_square_under_its_pixels(rotation_probability, worst_share):
     """Flips, quarter turns, rotation, gamma and jitter move image, label and validity together: the
-    bright square is still where its label says, whatever the transforms drawn."""
+    bright square is still where its label says, whatever the transforms drawn. Flips and quarter turns
+    move whole pixels, so not one may disagree; an arbitrary rotation resamples the image bilinearly and
+    the label by nearest neighbour, so a few edge pixels do (0.2 % here; a label one pixel off: 1.2 %)."""
     image = torch.full((16, 3, 64, 64), 40.0)
     label = torch.zeros(16, 1, 64, 64)
     image[:, :, 10:30, 20:50] = 220.0
     label[:, :, 10:30, 20:50] = 1.0
-    config = AugmentConfig(rotation_probability=1.0, noise_probability=0.0, blur_probability=0.0)
+    config = AugmentConfig(rotation_probability=rotation_probability, noise_probability=0.0, blur_probability=0.0)
     for seed in range(4):
         out, target, weight = augment(
             image.clone(),
@@ -166,7 +169,7 @@ def test_augmentation_keeps_a_labelled_square_under_its_pixels():
         bright = out.mean(1, keepdim=True) > 130
         valid = weight > 0
         disagree = (bright != (target > 0.5)) & valid
-        assert disagree.float().sum() / valid.float().sum() < 0.01  # only resampled edge pixels
+        assert disagree.float().sum() / valid.float().sum() <= worst_share
 
 
 # -- ground resolution ---------------------------------------------------------------------------
