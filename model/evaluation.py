@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import shapely
 import shapely.geometry
 from rasterio.crs import CRS
@@ -60,9 +59,9 @@ from .errors import InputError
 from .files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix, replaced_when_done
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
 from .object_polygons import BuildingRegions, building_objects, unmatched_objects
+from .outputs import create_geotiff
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import (
-    KIND_TAG,
     LABEL_IGNORE,
     Grid,
     LabelSource,
@@ -370,34 +369,15 @@ def _error_map_writer(path: str | Path | None, grid: Grid):
     if path is None:
         yield None
         return
-    profile = dict(
-        driver="GTiff",
-        width=grid.width,
-        height=grid.height,
-        count=1,
-        dtype="uint8",
-        crs=grid.crs,
-        transform=grid.transform,
-        nodata=ERROR_MAP_NODATA,
-        tiled=True,
-        blockxsize=512,
-        blockysize=512,
-        compress="deflate",
-        zlevel=1,
-        num_threads="all_cpus",
-        bigtiff="if_safer",
-    )
 
     def problem(written: Path) -> str | None:
         return written_geotiff_problem(written, grid.width, grid.height)
 
     with (
         replaced_when_done(path, ".part.tif", verify=problem) as temporary,
-        rasterio.open(temporary, "w", **profile) as dataset,
+        create_geotiff(temporary, grid, "uint8", ERROR_MAP_NODATA, "error_map") as dataset,
     ):
-        dataset.update_tags(
-            **{KIND_TAG: "error_map"}, **{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()}
-        )
+        dataset.update_tags(**{f"CODE_{code}": name for code, name in ERROR_MAP_CODES.items()})
         dataset.write_colormap(1, ERROR_MAP_COLOURS)
         yield dataset
 

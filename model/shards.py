@@ -214,7 +214,7 @@ def assemble(
     import rasterio
 
     from .files import replaced_when_done, temporary_beside
-    from .outputs import _create_geotiff
+    from .outputs import create_geotiff
     from .rasters import Grid, raster_windows
 
     output = Path(output)
@@ -235,7 +235,7 @@ def assemble(
             raster["crs"].to_wkt() if raster["crs"] else "", raster["transform"], raster["width"], raster["height"]
         )
         with replaced_when_done(output, ".part.tif") as temporary, rasterio.open(vrt) as joined:
-            written = _create_geotiff(Path(temporary), grid, raster["dtype"], raster["nodata"], raster["kind"])
+            written = create_geotiff(Path(temporary), grid, raster["dtype"], raster["nodata"], raster["kind"])
             try:
                 for window in raster_windows(grid.width, grid.height, ASSEMBLE_ROWS):
                     reporter.check()

@@ -16,6 +16,7 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from model import comparison
 from model.errors import Cancelled, InputError
 from model.evaluation import evaluate
+from model.outputs import OUTPUT_BLOCK_PX, create_geotiff
 from model.rasters import Grid, LabelSource
 
 CRS_UTM = CRS.from_epsg(32636)
@@ -122,8 +123,21 @@ def test_random_rasters_score_exactly_like_numpy(random_pair, tmp_path, monkeypa
         assert np.array_equal(error_map.read(1), expected_codes)
         assert error_map.tags()["UNET_BUILDINGS_KIND"] == "error_map"
         assert error_map.nodata == 255 and error_map.compression.name == "deflate"
-        assert error_map.profile["tiled"] and error_map.transform == ORIGIN
+        assert error_map.transform == ORIGIN
     assert os.listdir(tmp_path / "out") == ["errors.tif"]  # no temporary file left
+
+
+def test_error_maps_are_written_with_the_predictions_geotiff_profile(tmp_path):
+    mask = np.zeros((300, 520), np.uint8)  # more than one tile each way
+    mask[100:150, 200:260] = 1
+    mask_path = write_raster(tmp_path / "mask.tif", mask, kind="mask")
+    evaluate(mask_path, mask_path, [1], error_map_path=tmp_path / "errors.tif", object_scores=False)
+    with rasterio.open(mask_path) as dataset:
+        create_geotiff(tmp_path / "prediction.tif", Grid.of(dataset), "uint8", 255, "mask").close()
+    with rasterio.open(tmp_path / "errors.tif") as error_map, rasterio.open(tmp_path / "prediction.tif") as prediction:
+        assert error_map.block_shapes == [(OUTPUT_BLOCK_PX, OUTPUT_BLOCK_PX)]
+        assert error_map.tags(ns="IMAGE_STRUCTURE") == prediction.tags(ns="IMAGE_STRUCTURE")  # compression
+        assert error_map.profile == prediction.profile
 
 
 def test_probability_rasters_use_the_threshold(tmp_path):
