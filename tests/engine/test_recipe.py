@@ -136,6 +136,34 @@ def test_validation_holds_out_a_fifth_of_a_small_image_and_training_crops_never_
         assert (crop_labels[window] == LABEL_IGNORE).all()  # validation pixels carry no label in training
 
 
+def test_training_batches_never_hold_a_pixel_that_validation_scores(pair, tmp_path, monkeypatch):
+    """Through a whole training run: every crop training draws has the validation area blanked (band
+    means, no label), and validation scores only pixels that training never saw labelled."""
+    import model.training as training
+
+    batches = []  # (crops, for training, the crops as gathered with the hidden masks the trainer passed)
+    batch_tensors = training.Trainer.batch_tensors
+
+    def watched(self, scenes, crops, hidden, augmented, generator):  # the real method, its inputs kept
+        batches.append((list(crops), augmented, gather(scenes, crops, 32, hidden)))
+        return batch_tensors(self, scenes, crops, hidden, augmented, generator)
+
+    monkeypatch.setattr(training.Trainer, "batch_tensors", watched)
+    train(config_for(pair, tmp_path / "m.pt", epochs=1))  # spatial validation: only training is augmented
+    scene = load_scene(pair[0][0], pair[1][0], [2], [1, 2, 3], 32)
+    labelled = {True: np.zeros(scene.label.shape, bool), False: np.zeros(scene.label.shape, bool)}
+    for crops, training_batch, (_, labels, _) in batches:
+        for crop, crop_labels in zip(crops, labels):
+            labelled[training_batch][crop.row : crop.row + 32, crop.col : crop.col + 32] |= crop_labels != LABEL_IGNORE
+    trained, scored = labelled[True], labelled[False]
+    assert trained.any() and scored.any() and not (trained & scored).any()
+    mean = np.asarray(scene.mean, np.float32)[:, None]
+    for crops, training_batch, (images, _, _) in batches:
+        for crop, crop_image in zip(crops, images):
+            if training_batch:  # validation pixels reach training as band means
+                assert (crop_image[:, scored[crop.row : crop.row + 32, crop.col : crop.col + 32]] == mean).all()
+
+
 def test_validation_is_capped_to_an_even_spread_of_fixed_crops():
     items = list(range(1000))
     spread = evenly_spread(items, 10)
