@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS
+from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
 from .errors import EngineError
 
 
@@ -62,7 +62,6 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
-    from .rasters import parse_building_values
     from .training import TrainConfig, train
 
     config = TrainConfig.for_preset(
@@ -78,7 +77,7 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
         tile_size_px=args.tile_size_px,
         seed=args.seed,
         learning_rate=args.learning_rate,
-        bands=parse_building_values(args.bands) if args.bands else None,
+        bands=parse_bands(args.bands or ""),
         device=args.device,
         resume_from=args.resume,
         time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
@@ -186,7 +185,6 @@ def _run_extract(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
 
 def _run_evaluate(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     from .evaluation import evaluate
-    from .rasters import parse_building_values
 
     result = evaluate(
         args.prediction,

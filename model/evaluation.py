@@ -54,6 +54,7 @@ import shapely.geometry
 from rasterio.crs import CRS
 
 from . import __version__
+from .choices import parse_building_values
 from .comparison import AreaOfInterest, PredictionSource, comparison_grid, comparison_windows, extent_fraction
 from .errors import InputError
 from .files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix, replaced_when_done
@@ -65,7 +66,6 @@ from .rasters import (
     LABEL_IGNORE,
     Grid,
     LabelSource,
-    parse_building_values,
     written_geotiff_problem,
 )
 from .report import write_reports

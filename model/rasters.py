@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,23 +160,6 @@ def valid_mask(
 
 def is_vector(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VECTOR_SUFFIXES
-
-
-def parse_building_values(text: str | Iterable[int]) -> list[int]:
-    """'2' or '2, 5' or [2, 5] -> [2, 5]; a clear error for anything else."""
-    if isinstance(text, str):
-        parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-        try:
-            values = [int(float(part)) for part in parts]
-        except ValueError:
-            raise InputError(
-                f"Building class values must be whole numbers separated by commas, e.g. '2' or '2,5'; got {text!r}."
-            ) from None
-    else:
-        values = [int(value) for value in text]
-    if not values:
-        raise InputError("Give at least one building class value (the paper's labels use 2).")
-    return values
 
 
 def bounds_on_grid(bounds: tuple, crs: CRS | None, grid: Grid) -> tuple:

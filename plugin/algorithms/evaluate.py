@@ -157,8 +157,8 @@ class EvaluateAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputFile("OUTPUT_REPORT_JSON", "Report (JSON)"))
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        from ...model.choices import parse_building_values
         from ...model.evaluation import evaluate
-        from ...model.rasters import parse_building_values
         from ..layers import layer_path
 
         prediction = layer_path(

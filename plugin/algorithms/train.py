@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS
+from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
 from ..epochs import format_epoch
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
 
@@ -33,17 +33,6 @@ OPTIONAL_INTEGERS = {
     "EARLY_STOP_EPOCHS": "early_stop_patience",
 }
 PRESET_CHOICE = "preset"  # an enum's "the preset's value"
-
-
-def parse_bands(text: str) -> list[int] | None:
-    """'1,2,3' -> [1, 2, 3]; empty -> None (the engine's default bands)."""
-    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    try:
-        return [int(part) for part in parts] or None
-    except ValueError:
-        raise QgsProcessingException(
-            f"Bands must be whole band numbers separated by commas, e.g. 1,2,3; got {text!r}."
-        ) from None
 
 
 def preset_number(name: str, title: str) -> QgsProcessingParameterNumber:
@@ -210,7 +199,6 @@ class TrainAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputFile("HISTORY_CSV", "Training history (CSV)"))
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        from ...model.rasters import parse_building_values
         from ...model.training import TrainConfig, train
         from ..layers import layer_path, raster_path
 

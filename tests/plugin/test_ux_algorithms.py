@@ -174,3 +174,12 @@ def test_predict_and_extract_default_to_the_starter_model_when_it_is_shipped(
     monkeypatch.setattr(predict, "STARTER_MODEL", model_file)
     for algorithm_id in ("predict", "extract", "export"):
         assert algorithm(algorithm_id).parameterDefinition("MODEL").defaultValue() == str(model_file)
+
+
+def test_train_reports_a_bad_band_string_as_bands(scene, tmp_path) -> None:
+    parameters = {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "OUTPUT_MODEL": str(tmp_path / "m.pt")}
+    with pytest.raises(QgsProcessingException, match="^Bands must be whole band numbers .* got '1,x'"):
+        run("train", {**parameters, "BANDS": "1,x", "BUILDING_VALUES": "2"})
+    with pytest.raises(QgsProcessingException, match="^Building class values must be whole numbers .* got 'two'"):
+        run("train", {**parameters, "BANDS": "1,2,3", "BUILDING_VALUES": "two"})
+    assert not (tmp_path / "m.pt").exists()
