@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
+from rasterio.warp import transform as transform_points
 
 from model.augment import AugmentConfig, augment
 from model.errors import Cancelled, InputError
@@ -208,12 +210,26 @@ def test_augmentation_keeps_a_labelled_square_under_its_pixels(rotation_probabil
     [
         (32633, Affine(0.5, 0, 500000, 0, -0.5, 100), (0.5 / 0.9996, 0.5 / 0.9996)),  # UTM, central meridian
         (3857, Affine(0.15, 0, 0, 0, -0.15, 3_253_000), (0.1325, 0.1318)),  # Web Mercator at 28 degrees N
-        (2263, Affine(1, 0, 1_000_000, 0, -1, 200_000), (0.3048, 0.3048)),  # US feet
+        (2263, Affine(1, 0, 1_000_000, 0, -1, 200_000), (0.3048, 0.3048)),  # US survey feet
+        (2273, Affine(1, 0, 2_000_000, 0, -1, 500_000), (0.3048, 0.3048)),  # international feet
         (4326, Affine(1e-5, 0, 30, 0, -1e-5, 0.001), (1.1132, 1.1057)),  # degrees at the equator
     ],
 )
 def test_ground_pixel_size_in_any_crs(epsg, transform, expected_m):
-    assert ground_pixel_size_m(CRS.from_epsg(epsg), transform, 100, 100) == pytest.approx(expected_m, rel=2e-3)
+    """The rounded figures above, and to a millionth the geodesic distances (PROJ's geodesic solver,
+    not the engine's local radii of curvature) between the centre pixel and its right and lower
+    neighbours: a sphere for the ellipsoid (0.1 to 0.3 % off), map units taken for metres or x and y
+    swapped all fail."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyproj warns about PROJ's data folder, which the geodesic needs not
+        geod = pytest.importorskip("pyproj").Geod(ellps="WGS84")
+    crs = CRS.from_epsg(epsg)
+    measured = ground_pixel_size_m(crs, transform, 100, 100)
+    assert measured == pytest.approx(expected_m, rel=2e-3)
+    xs, ys = zip(*(transform * (50 + dc, 50 + dr) for dc, dr in ((0, 0), (1, 0), (0, 1))))
+    lons, lats = transform_points(crs, CRS.from_epsg(4326), list(xs), list(ys))
+    geodesic = [geod.inv(lons[0], lats[0], lons[i], lats[i])[2] for i in (1, 2)]
+    assert measured == pytest.approx(geodesic, rel=1e-6)
 
 
 def test_prediction_matches_ground_resolution_across_latitudes(tmp_path):
@@ -234,7 +250,7 @@ def test_prediction_matches_ground_resolution_across_latitudes(tmp_path):
         tmp_path, "north", squares(96, 4, 3), crs="EPSG:3857", transform=from_origin(0, northing_50, 0.3, 0.3)
     )
     result = predict_raster(image, tmp_path / "m.pt", probability_path=tmp_path / "p.tif")
-    assert result.processing_pixel_size[0] == pytest.approx(0.3 / math.cos(math.radians(50)), rel=5e-3)
+    assert result.processing_pixel_size_map_units[0] == pytest.approx(0.3 / math.cos(math.radians(50)), rel=5e-3)
 
 
 # -- training behaviour ----------------------------------------------------------------------------
