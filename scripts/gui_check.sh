@@ -28,5 +28,9 @@ fi
 timeout $((GUI_CHECK_TRAIN_MINUTES * 60 + 600)) "${desktop[@]}" >"$build/gui-check-qgis.log" 2>&1 || true
 [ -f "$build/gui-check.txt" ] || { echo "QGIS ended without a result: see $build/gui-check-qgis.log" >&2; exit 1; }
 cat "$build/gui-check.txt"
-grep -q '^ok:' "$build/gui-check.txt" && [ -s "$GUI_CHECK_SCREENSHOT" ]
+# (an `a && b` line would not stop the script under set -e when `a` fails: test explicitly)
+if ! grep -q '^ok:' "$build/gui-check.txt" || [ ! -s "$GUI_CHECK_SCREENSHOT" ]; then
+  echo "The GUI check failed: see $build/gui-check.txt and $build/gui-check-qgis.log" >&2
+  exit 1
+fi
 echo "screenshots: $build/gui-check-1-train.png $build/gui-check-2-predict.png $build/gui-check-3-evaluate.png"
