@@ -145,7 +145,9 @@ def test_vectorize_min_area_drops_small_buildings_into_a_memory_layer(scene) -> 
     assert results["BUILDING_COUNT"] == 0 and results["OUTPUT"].featureCount() == 0
 
 
-def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path) -> None:
+def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path, unet_buildings) -> None:
+    from unet_buildings.model.inference import predict_raster
+
     # threshold 0 marks every pixel building: one polygon covering the whole image
     results = run(
         "extract",
@@ -161,7 +163,11 @@ def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path) -> Non
     assert results["BUILDING_COUNT"] == layer.featureCount() == 1
     feature = next(layer.getFeatures())
     assert feature["area"] == pytest.approx((SIZE_PX * PIXEL_M) ** 2)
-    assert 0.0 <= feature["mean_probability"] <= 1.0  # a temporary probability raster filled it
+    # a temporary probability raster filled it: the mean of the engine's probabilities over the image
+    predict_raster(scene.image, model_file, probability_path=tmp_path / "p.tif", probability_dtype="float32")
+    with rasterio.open(tmp_path / "p.tif") as probability:
+        expected = float(probability.read(1).mean())
+    assert feature["mean_probability"] == pytest.approx(expected, abs=0.5 / 254)  # stored as 1/254 steps
     assert results["OUTPUT_PROBABILITY"] is None and (tmp_path / "mask.tif").exists()
 
 
