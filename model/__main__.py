@@ -123,8 +123,10 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-area", type=float, default=0.0, help="map units² (m² in metric CRSs)")
-    parser.add_argument("--simplify", type=float, default=0.0, help="tolerance in map units")
+    parser.add_argument(
+        "--min-area", type=float, default=0.0, help="smallest building in square map units of the mask's CRS"
+    )
+    parser.add_argument("--simplify", type=float, default=0.0, help="outline tolerance in map units of the mask's CRS")
     parser.add_argument("--regularize", action="store_true", help="square off building outlines")
 
 
@@ -165,8 +167,8 @@ def _vectorize(
     features = polygons_from_mask(
         mask,
         probability_path=probability,
-        min_area=args.min_area,
-        simplify=args.simplify,
+        min_area_map_units2=args.min_area,
+        simplify_map_units=args.simplify,
         regularize=args.regularize,
         progress=progress,
     )

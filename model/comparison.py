@@ -175,7 +175,7 @@ class AreaOfInterest:
             self._source.close()
 
 
-def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: float | None) -> Grid:
+def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size_map_units: float | None) -> Grid:
     if predicted.dataset is not None:
         grid = Grid.of(predicted.dataset)
         require_layer_overlap(labels, "label layer", grid, predicted.path)
@@ -185,7 +185,7 @@ def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: 
             grid = Grid.of(dataset)
         require_layer_overlap(predicted.path, "prediction", grid, labels)
         return grid
-    if pixel_size is None or not pixel_size > 0:
+    if pixel_size_map_units is None or not pixel_size_map_units > 0:
         raise InputError(
             f"Both the prediction '{predicted.path}' and the labels '{labels}' are polygon layers: "
             "give a pixel size (in the prediction layer's map units, e.g. 0.25 for 25 cm) to "
@@ -215,9 +215,9 @@ def comparison_grid(predicted: PredictionSource, labels: Path, aoi, pixel_size: 
     if bounds[0] >= bounds[2] or bounds[1] >= bounds[3]:
         raise InputError(f"The area of interest does not overlap the label layer '{labels}'.")
     left, bottom, right, top = bounds
-    width = max(1, math.ceil((right - left) / pixel_size))
-    height = max(1, math.ceil((top - bottom) / pixel_size))
-    grid = Grid(crs.to_wkt(), Affine(pixel_size, 0.0, left, 0.0, -pixel_size, top), width, height)
+    width = max(1, math.ceil((right - left) / pixel_size_map_units))
+    height = max(1, math.ceil((top - bottom) / pixel_size_map_units))
+    grid = Grid(crs.to_wkt(), Affine(pixel_size_map_units, 0.0, left, 0.0, -pixel_size_map_units, top), width, height)
     require_layer_overlap(predicted.path, "prediction", grid, labels)
     return grid
 

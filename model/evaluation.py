@@ -20,7 +20,7 @@ Where it is scored
 Rasters define the area; polygon layers say "building inside, background elsewhere". The
 comparison grid is the prediction raster's; for a polygon prediction it is the label raster's;
 when both are polygon layers it covers the label layer's extent (narrowed to the area of interest)
-at ``pixel_size`` map units, in the prediction layer's CRS. Labels are aligned onto that grid (nearest
+at ``pixel_size_map_units``, in the prediction layer's CRS. Labels are aligned onto that grid (nearest
 for class rasters, rasterized polygons), so layers may differ in CRS, resolution and extent; only
 pixels where both have data, inside the optional area of interest, are scored. Excluded pixels are
 counted by cause, in this order: outside the area of interest, prediction nodata, label nodata.
@@ -134,7 +134,7 @@ class EvaluationResult:
                 "crs_wkt": self.grid.crs_wkt,
                 "width_px": self.grid.width,
                 "height_px": self.grid.height,
-                "pixel_size": list(self.grid.pixel_size),
+                "pixel_size": list(self.grid.pixel_size_map_units),
                 "pixel_area": self.pixel_area,
                 "area_unit": self.area_unit,
             },
@@ -173,7 +173,7 @@ def evaluate(
     object_iou_threshold: float = 0.5,
     object_scores: bool = True,
     min_object_area_px: float = 0.0,
-    pixel_size: float | None = None,
+    pixel_size_map_units: float | None = None,
     progress: ProgressFn | None = None,
     cancelled: CancelFn | None = None,
 ) -> EvaluationResult:
@@ -181,7 +181,7 @@ def evaluate(
 
     ``threshold`` applies to probability and untagged score rasters (a mask ignores it).
     ``aoi`` is a polygon layer path, or a shapely geometry in the comparison grid's CRS.
-    ``pixel_size`` (map units of the prediction layer) is needed only when both inputs are polygons.
+    ``pixel_size_map_units`` (of the prediction layer's CRS) is needed only when both inputs are polygons.
     Objects smaller than ``min_object_area_px`` pixels are left out of object matching (pixel scores
     keep them). Outputs are written under temporary names and renamed when complete.
     """
@@ -208,7 +208,7 @@ def evaluate(
     with ExitStack() as stack:
         predicted = PredictionSource(prediction, threshold)
         stack.callback(predicted.close)
-        grid = comparison_grid(predicted, labels, aoi, pixel_size)
+        grid = comparison_grid(predicted, labels, aoi, pixel_size_map_units)
         fractions = {
             "prediction": extent_fraction(prediction, grid, "prediction"),
             "labels": extent_fraction(labels, grid, "label layer"),
@@ -294,7 +294,7 @@ def evaluate(
             "object_scores": object_scores,
             "object_iou_threshold": object_iou_threshold if object_scores else None,
             "min_object_area_px": min_object_area_px,
-            "pixel_size": pixel_size,
+            "pixel_size": pixel_size_map_units,
         },
         threshold=predicted.threshold,
         error_map_path=Path(error_map_path) if error_map_path else None,

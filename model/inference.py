@@ -83,7 +83,7 @@ class PredictionResult:
     device_description: str = ""
     tile_count: int = 0  # tiles the network ran on (tiles wholly in nodata are skipped)
     seconds: float = 0.0
-    processing_pixel_size: tuple[float, float] = (0.0, 0.0)  # in the input CRS's units
+    processing_pixel_size_map_units: tuple[float, float] = (0.0, 0.0)  # of the input CRS
     resampled: bool = False
     precision: str = "float32"
 
@@ -101,7 +101,7 @@ def predict_raster(
     tile_size_px: int | None = None,
     overlap_px: int | None = None,
     tta: bool = False,
-    processing_pixel_size: float | Sequence[float] | str | None = None,
+    processing_pixel_size_map_units: float | Sequence[float] | str | None = None,
     precision: str = "auto",
     overviews: bool = False,
     panel_width_px: int | None = None,
@@ -112,7 +112,7 @@ def predict_raster(
     """Predict building probability for ``image_path`` and write a probability and/or mask GeoTIFF.
 
     ``threshold`` None uses the model's tuned threshold. ``tile_size_px`` None uses the model's
-    training tile size; ``overlap_px`` None a quarter of the tile. ``processing_pixel_size`` None
+    training tile size; ``overlap_px`` None a quarter of the tile. ``processing_pixel_size_map_units`` None
     runs at the model's training pixel size (converted to the input CRS's units, degrees
     included); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
     input's own pixels. ``precision`` "auto" is what the hardware does natively
@@ -160,7 +160,7 @@ def predict_raster(
         )
         grid = Grid.of(dataset)
         mean, std = normalization_for(dataset, bands, info.normalization)
-        processing = processing_grid(dataset, info, processing_pixel_size)
+        processing = processing_grid(dataset, info, processing_pixel_size_map_units)
         if window is not None:
             check_window(window, grid, image_path)
         runner = TileRunner(loaded.net, torch_device, mean, std, precision, tta)
@@ -210,7 +210,7 @@ def predict_raster(
         describe_device(torch_device),
         tiles,
         time.perf_counter() - started,
-        used.pixel_size,
+        used.pixel_size_map_units,
         processing is not None,
         runner.precision_name,
     )
@@ -525,7 +525,7 @@ def _predict_resampled(
 ) -> int:
     """Predict on the processing grid into a temporary float32 raster, then warp it onto the input
     grid (or its ``window``), panel by panel so that memory does not follow the width here either."""
-    downsampling = processing.pixel_size[0] > grid.pixel_size[0]
+    downsampling = processing.pixel_size_map_units[0] > grid.pixel_size_map_units[0]
     beside = final.probability_path or final.mask_path
     assert beside is not None  # predict_raster refuses a run without outputs
     staged_path = temporary_beside(beside, ".part.tif")

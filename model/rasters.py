@@ -56,7 +56,7 @@ class Grid:
         return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
 
     @property
-    def pixel_size(self) -> tuple[float, float]:
+    def pixel_size_map_units(self) -> tuple[float, float]:
         return abs(self.transform.a), abs(self.transform.e)
 
     @property

@@ -29,12 +29,12 @@ def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: Mo
     near the equator gets 0.15 ground metres on a Web Mercator image at 50 degrees (0.23 Web
     Mercator "metres"), on UTM, feet or degrees alike. Model files from before ground sizes were
     stored fall back to their CRS's unit name (metres, feet; degrees at the centre latitude)."""
-    native = Grid.of(dataset).pixel_size
+    native_map_units = Grid.of(dataset).pixel_size_map_units
     input_ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
     if info.ground_pixel_size_m and input_ground:
         return (
-            native[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
-            native[1] * float(info.ground_pixel_size_m[1]) / input_ground[1],
+            native_map_units[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
+            native_map_units[1] * float(info.ground_pixel_size_m[1]) / input_ground[1],
         )
     if not info.pixel_size:
         return None
@@ -43,44 +43,50 @@ def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: Mo
     if model_metres is None or input_ground is None:
         return size_x, size_y  # units unknown on one side: assume the same units
     # the old model's pixel in metres, over the input's ground metres per unit
-    return (size_x * model_metres * native[0] / input_ground[0], size_y * model_metres * native[1] / input_ground[1])
+    return (
+        size_x * model_metres * native_map_units[0] / input_ground[0],
+        size_y * model_metres * native_map_units[1] / input_ground[1],
+    )
 
 
 def processing_grid(
-    dataset: rasterio.io.DatasetReader, info: ModelInfo, processing_pixel_size: float | Sequence[float] | str | None
+    dataset: rasterio.io.DatasetReader,
+    info: ModelInfo,
+    processing_pixel_size_map_units: float | Sequence[float] | str | None,
 ) -> Grid | None:
     """The grid the network runs on, or None to run on the input's own pixels."""
     grid = Grid.of(dataset)
-    if isinstance(processing_pixel_size, str):
-        if processing_pixel_size != "native":
+    if isinstance(processing_pixel_size_map_units, str):
+        if processing_pixel_size_map_units != "native":
             raise InputError(
-                f"The processing pixel size must be a number, [x, y] or 'native', not {processing_pixel_size!r}."
+                "The processing pixel size must be a number, [x, y] or 'native', "
+                f"not {processing_pixel_size_map_units!r}."
             )
         return None
     if dataset.crs is None:
-        if processing_pixel_size is None:
+        if processing_pixel_size_map_units is None:
             return None  # pixels without a georeference have no size to match: run on them as they are
         raise InputError(
             f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
             "resampled to a pixel size: leave the processing pixel size empty."
         )
-    if processing_pixel_size is None:
-        target = model_pixel_size_in_input_units(dataset, info)
-        if target is None:
+    if processing_pixel_size_map_units is None:
+        target_map_units = model_pixel_size_in_input_units(dataset, info)
+        if target_map_units is None:
             return None
     else:
-        values = [float(value) for value in np.atleast_1d(processing_pixel_size)]
-        target = (values[0], values[-1])
-    if min(target) <= 0:
-        raise InputError(f"The processing pixel size must be positive, got {target}.")
-    native = grid.pixel_size
-    factors = (target[0] / native[0], target[1] / native[1])
+        values = [float(value) for value in np.atleast_1d(processing_pixel_size_map_units)]
+        target_map_units = (values[0], values[-1])
+    if min(target_map_units) <= 0:
+        raise InputError(f"The processing pixel size must be positive, got {target_map_units}.")
+    native_map_units = grid.pixel_size_map_units
+    factors = (target_map_units[0] / native_map_units[0], target_map_units[1] / native_map_units[1])
     if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):
         return None
     if any(not 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR for factor in factors):
         raise InputError(
-            f"The image's pixels ({native[0]:.6g} x {native[1]:.6g}) differ from the processing "
-            f"pixel size ({target[0]:.6g} x {target[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
+            f"The image's pixels ({native_map_units[0]:.6g} x {native_map_units[1]:.6g}) differ from the processing "
+            f"pixel size ({target_map_units[0]:.6g} x {target_map_units[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
             "times: use imagery close to the model's training resolution, or set the processing "
             "pixel size explicitly ('native' to run on the image's own pixels)."
         )

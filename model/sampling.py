@@ -109,7 +109,7 @@ def load_scene(
         statistics = image_statistics(dataset, bands)
         value_scale = 255.0 if image.dtype == np.uint8 else max(statistics.high, 1e-6)
         crs_units = dataset.crs.linear_units if dataset.crs else ""
-        pixel_size = Grid.of(dataset).pixel_size
+        pixel_size = Grid.of(dataset).pixel_size_map_units
         ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
     if not (label == 1).any():
         if labels.polygons is not None:

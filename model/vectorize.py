@@ -4,12 +4,13 @@ The bands are polygonised and buildings cut by band borders merged back by ``pol
 pixel coordinates, 4-connected); only finished polygons are moved to map coordinates, cleaned and
 yielded.
 
-Units: ``min_area``, ``fill_holes_below`` (map units²) and ``simplify`` (map units) are in the
-mask CRS's units: square metres and metres for a projected CRS in metres, degrees for a
-geographic one. Attributes: ``id`` (1..n in output order: band by band as buildings are
-completed, top to bottom then left to right within a band; stable for a given mask and window
-height), ``area`` (map units²), ``perimeter`` (map units), ``mean_probability`` (mean of
-the probability raster over the building's pixels; None without one).
+Units: ``min_area_map_units2``, ``fill_holes_below_map_units2`` and ``simplify_map_units`` are in
+the mask CRS's units, as users give them: square metres and metres for a projected CRS in metres
+(Web Mercator "metres" are not ground metres away from the equator), degrees for a geographic one.
+Attributes: ``id`` (1..n in output order: band by band as buildings are completed, top to bottom
+then left to right within a band; stable for a given mask and window height), ``area`` (map
+units²), ``perimeter`` (map units), ``mean_probability`` (mean of the probability raster over the
+building's pixels; None without one).
 
 Regularisation (``regularize=True``), for mostly rectangular buildings: a polygon filling at
 least ``RECTANGLE_FILL`` of its minimum rotated rectangle becomes that rectangle, scaled about its
@@ -48,9 +49,9 @@ def polygons_from_mask(
     mask_path: str | Path,
     *,
     probability_path: str | Path | None = None,
-    min_area: float = 0.0,
-    simplify: float = 0.0,
-    fill_holes_below: float = 0.0,
+    min_area_map_units2: float = 0.0,
+    simplify_map_units: float = 0.0,
+    fill_holes_below_map_units2: float = 0.0,
     regularize: bool = False,
     window_rows_px: int = WINDOW_ROWS_PX,
     progress: ProgressFn | None = None,
@@ -61,9 +62,9 @@ def polygons_from_mask(
 
     Inputs are checked here, before the first polygon is asked for."""
     for name, value in (
-        ("minimum area", min_area),
-        ("simplification tolerance", simplify),
-        ("hole filling area", fill_holes_below),
+        ("minimum area", min_area_map_units2),
+        ("simplification tolerance", simplify_map_units),
+        ("hole filling area", fill_holes_below_map_units2),
     ):
         if value < 0:
             raise InputError(f"The {name} must be zero or positive, got {value}.")
@@ -98,9 +99,9 @@ def polygons_from_mask(
     return _stream(
         mask,
         probability,
-        min_area,
-        simplify,
-        fill_holes_below,
+        min_area_map_units2,
+        simplify_map_units,
+        fill_holes_below_map_units2,
         regularize,
         window_rows_px,
         Reporter.of(progress, cancelled),
@@ -138,16 +139,23 @@ def _check_binary(values: np.ma.MaskedArray, path: str | Path) -> None:
 def _stream(
     mask: rasterio.io.DatasetReader,
     probability: rasterio.io.DatasetReader | None,
-    min_area: float,
-    simplify: float,
-    fill_holes_below: float,
+    min_area_map_units2: float,
+    simplify_map_units: float,
+    fill_holes_below_map_units2: float,
     regularize: bool,
     window_rows_px: int,
     reporter: Reporter,
 ) -> Iterator[tuple[shapely.Geometry, dict]]:
     # an 8-bit probability raster stores round(p * PROBABILITY_U8_SCALE): its sums are scaled back to p
     probability_scale = PROBABILITY_U8_SCALE if probability is not None and probability.dtypes[0] == "uint8" else 1.0
-    cleaning = _Cleaning(mask.transform, min_area, simplify, fill_holes_below, regularize, probability_scale)
+    cleaning = _Cleaning(
+        mask.transform,
+        min_area_map_units2,
+        simplify_map_units,
+        fill_holes_below_map_units2,
+        regularize,
+        probability_scale,
+    )
     regions = RegionStream(mask.width, mask.height)
     next_id = 1
     untagged = mask.tags().get(KIND_TAG) != "mask"
@@ -170,8 +178,8 @@ def _stream(
             probability.close()
 
 
-def _fill_holes(polygon: shapely.Polygon, below: float) -> shapely.Polygon:
-    kept = [ring for ring in polygon.interiors if shapely.Polygon(ring).area >= below]
+def _fill_holes(polygon: shapely.Polygon, below_map_units2: float) -> shapely.Polygon:
+    kept = [ring for ring in polygon.interiors if shapely.Polygon(ring).area >= below_map_units2]
     return shapely.Polygon(polygon.exterior, kept)
 
 
@@ -182,20 +190,18 @@ class _Cleaning:
     def __init__(
         self,
         transform: Affine,
-        min_area: float,
-        simplify: float,
-        fill_holes_below: float,
+        min_area_map_units2: float,
+        simplify_map_units: float,
+        fill_holes_below_map_units2: float,
         regularize: bool,
         probability_scale: float,
     ) -> None:
         self.transform = transform
-        self.pixel_size = math.sqrt(abs(transform.determinant))
-        self.min_area, self.simplify, self.fill_holes_below, self.regularize = (
-            min_area,
-            simplify,
-            fill_holes_below,
-            regularize,
-        )
+        self.pixel_size_map_units = math.sqrt(abs(transform.determinant))
+        self.min_area_map_units2 = min_area_map_units2
+        self.simplify_map_units = simplify_map_units
+        self.fill_holes_below_map_units2 = fill_holes_below_map_units2
+        self.regularize = regularize
         self.probability_scale = probability_scale
 
     def finish(self, regions: list[Region]) -> Iterator[tuple[shapely.Polygon, dict]]:
@@ -205,18 +211,18 @@ class _Cleaning:
         bounds = shapely.bounds(geometries)
         order = np.lexsort((bounds[:, 0], bounds[:, 1]))  # top to bottom, then left to right
         geometries = apply_affine(geometries[order], self.transform)
-        if self.fill_holes_below > 0:
+        if self.fill_holes_below_map_units2 > 0:
             geometries = np.array(
-                [_fill_holes(geometry, self.fill_holes_below) for geometry in geometries], dtype=object
+                [_fill_holes(geometry, self.fill_holes_below_map_units2) for geometry in geometries], dtype=object
             )
         if self.regularize:
-            tolerance = max(self.simplify, self.pixel_size)
+            tolerance = max(self.simplify_map_units, self.pixel_size_map_units)
             geometries = np.array([regularize_polygon(geometry, tolerance) for geometry in geometries], dtype=object)
-        elif self.simplify > 0:
-            geometries = shapely.simplify(geometries, self.simplify, preserve_topology=True)
+        elif self.simplify_map_units > 0:
+            geometries = shapely.simplify(geometries, self.simplify_map_units, preserve_topology=True)
         areas, perimeters = shapely.area(geometries), shapely.length(geometries)
         for index, geometry, area, perimeter in zip(order, geometries, areas, perimeters):
-            if area <= 0 or area < self.min_area:
+            if area <= 0 or area < self.min_area_map_units2:
                 continue
             region = regions[index]
             mean = region.value_sum / self.probability_scale / region.value_count if region.value_count else None

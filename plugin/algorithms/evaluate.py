@@ -183,7 +183,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
             report_html_path=report,
             report_json_path=report_json,
             object_iou_threshold=self.parameterAsDouble(parameters, "OBJECT_IOU", context),
-            pixel_size=self.optional_number(parameters, "PIXEL_SIZE", context),
+            pixel_size_map_units=self.optional_number(parameters, "PIXEL_SIZE", context),
             progress=progress,
             cancelled=cancelled,
         )

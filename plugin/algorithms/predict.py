@@ -144,12 +144,14 @@ def run_prediction(
         batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
         device=algorithm.device(parameters, context),
         tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
-        processing_pixel_size=processing_pixel_size(algorithm.optional_number(parameters, "PIXEL_SIZE", context)),
+        processing_pixel_size_map_units=processing_pixel_size(
+            algorithm.optional_number(parameters, "PIXEL_SIZE", context)
+        ),
         window=window,
         progress=progress,
         cancelled=cancelled,
     )
-    size_x, size_y = result.processing_pixel_size
+    size_x, size_y = result.processing_pixel_size_map_units
     how = "resampled to the model's resolution and back" if result.resampled else "the image's own pixels"
     feedback.pushInfo(
         f"Predicted {result.tile_count} tiles at {size_x:.4g} x {size_y:.4g} map units per pixel "

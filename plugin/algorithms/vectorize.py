@@ -119,9 +119,9 @@ def write_buildings(
     polygons = polygons_from_mask(
         mask_path,
         probability_path=probability_path or None,
-        min_area=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
-        simplify=algorithm.parameterAsDouble(parameters, "SIMPLIFY", context),
-        fill_holes_below=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
+        min_area_map_units2=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
+        simplify_map_units=algorithm.parameterAsDouble(parameters, "SIMPLIFY", context),
+        fill_holes_below_map_units2=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
         regularize=algorithm.parameterAsBoolean(parameters, "REGULARIZE", context),
         progress=progress,
         cancelled=cancelled,

@@ -307,7 +307,7 @@ def test_polygon_labels_and_polygon_predictions(tmp_path):
 
     with pytest.raises(InputError, match="pixel size"):
         evaluate(prediction_polygons, labels)
-    both = evaluate(prediction_polygons, labels, pixel_size=0.25, object_scores=False)
+    both = evaluate(prediction_polygons, labels, pixel_size_map_units=0.25, object_scores=False)
     # the grid covers the labels' extent (columns 5..55, rows 5..35 of the 0.5 m grid) at 0.25 m
     assert both.matrix.total == (50 * 2) * (30 * 2)
     assert both.matrix.tp == 200 * 4 and both.matrix.fn == 100 * 4 and both.matrix.fp == 100 * 4

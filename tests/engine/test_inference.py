@@ -339,9 +339,9 @@ def test_prediction_runs_at_the_model_pixel_size_and_writes_on_the_input_grid(tm
         tmp_path / "image.tif", noise((3, 200, 160)), pixel=(0.5, 0.5), crs="EPSG:32633", origin=(500000.0, 100.0)
     )
     result = predict_raster(image, model, probability_path=tmp_path / "p.tif", mask_path=tmp_path / "mask.tif")
-    native = predict_raster(image, model, probability_path=tmp_path / "n.tif", processing_pixel_size="native")
+    native = predict_raster(image, model, probability_path=tmp_path / "n.tif", processing_pixel_size_map_units="native")
     assert result.resampled and not native.resampled
-    assert result.processing_pixel_size == pytest.approx((1.0, 1.0))
+    assert result.processing_pixel_size_map_units == pytest.approx((1.0, 1.0))
     assert result.tile_count < native.tile_count
     with rasterio.open(image) as source, rasterio.open(result.probability_path) as output:
         assert (output.transform, output.shape) == (source.transform, source.shape)
@@ -357,7 +357,7 @@ def test_geographic_input_gets_the_model_metres_in_degrees(tmp_path):
     )
     result = predict_raster(image, model, probability_path=tmp_path / "p.tif")
     assert result.resampled
-    assert result.processing_pixel_size[0] == pytest.approx(2 * degrees, rel=0.02)
+    assert result.processing_pixel_size_map_units[0] == pytest.approx(2 * degrees, rel=0.02)
     assert read(result.probability_path).shape == (96, 96)
 
 

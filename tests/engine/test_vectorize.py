@@ -119,15 +119,15 @@ def test_minimum_area_hole_filling_and_simplification(tmp_path):
     mask[25:27, 5:25] = 0  # a notch two pixels deep: a simplification of 1.5 m straightens it
     path = write_raster(tmp_path / "mask.tif", mask)
     assert len(polygons(path)) == 3
-    kept = polygons(path, min_area=2.0)
+    kept = polygons(path, min_area_map_units2=2.0)
     assert len(kept) == 2 and min(a["area"] for _, a in kept) >= 2.0
     with_hole = [g for g, _ in polygons(path) if len(g.interiors) == 1]
     assert len(with_hole) == 1
-    filled = polygons(path, fill_holes_below=1.5)
+    filled = polygons(path, fill_holes_below_map_units2=1.5)
     assert all(len(geometry.interiors) == 0 for geometry, _ in filled)
-    assert any(len(geometry.interiors) == 1 for geometry, _ in polygons(path, fill_holes_below=0.5))
+    assert any(len(geometry.interiors) == 1 for geometry, _ in polygons(path, fill_holes_below_map_units2=0.5))
     raw_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path))
-    simple_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path, simplify=1.5))
+    simple_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path, simplify_map_units=1.5))
     assert simple_vertices < raw_vertices
 
 
@@ -166,7 +166,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="grid"):
         polygons_from_mask(mask_path, probability_path=other)
     with pytest.raises(InputError, match="minimum area"):
-        polygons_from_mask(mask_path, min_area=-1)
+        polygons_from_mask(mask_path, min_area_map_units2=-1)
     with pytest.raises(InputError, match="does not exist"):
         polygons_from_mask(tmp_path / "missing.tif")
     with pytest.raises(Cancelled, match="Cancelled by the user"):
