@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
     QgsVectorFileWriter,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -46,6 +47,13 @@ def device_parameter() -> QgsProcessingParameterEnum:
         options=list(DEVICE_CHOICES),
         defaultValue="auto",
         usesStaticStrings=True,
+    )
+
+
+def threshold_parameter(title: str) -> QgsProcessingParameterNumber:
+    """THRESHOLD: an optional probability from which a pixel counts as building; ``title`` says what empty means."""
+    return QgsProcessingParameterNumber(
+        "THRESHOLD", title, QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0
     )
 
 

@@ -25,7 +25,14 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .base import EngineAlgorithm, add_feature_checked, advanced, check_written_features, engine_hooks
+from .base import (
+    EngineAlgorithm,
+    add_feature_checked,
+    advanced,
+    check_written_features,
+    engine_hooks,
+    threshold_parameter,
+)
 
 # output name -> (title, ConfusionMatrix attribute)
 COUNT_OUTPUTS = {
@@ -91,16 +98,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Prediction (mask raster or polygons)"))
         self.addParameter(QgsProcessingParameterMapLayer("LABELS", "Labels (class raster or polygons)"))
         self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                "THRESHOLD",
-                "Probability threshold (probability rasters only)",
-                QgsProcessingParameterNumber.Type.Double,
-                optional=True,
-                minValue=0.0,
-                maxValue=1.0,
-            )
-        )
+        self.addParameter(threshold_parameter("Probability threshold (probability rasters only)"))
         self.addParameter(
             advanced(
                 QgsProcessingParameterVectorLayer(

@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import EngineAlgorithm
-from .predict import PREDICTION_HELP, add_prediction_parameters, add_raster_outputs, run_prediction
+from .predict import PREDICTION_HELP, add_prediction_parameters, add_raster_outputs, raster_outputs, run_prediction
 from .vectorize import POLYGON_HELP, add_polygon_parameters, write_buildings
 
 
@@ -49,11 +49,4 @@ class ExtractAlgorithm(EngineAlgorithm):
         steps.setCurrentStep(1)
         crs = self.parameterAsRasterLayer(parameters, "INPUT", context).crs()
         outputs = write_buildings(self, parameters, context, steps, working_mask, working_probability, crs)
-        self.style_output(probability_path, "probability")
-        self.style_output(mask_path, "mask")
-        return {
-            **outputs,
-            "OUTPUT_PROBABILITY": probability_path or None,
-            "OUTPUT_MASK": mask_path or None,
-            "THRESHOLD_USED": result.threshold,
-        }
+        return {**outputs, **raster_outputs(self, probability_path, mask_path, result.threshold)}

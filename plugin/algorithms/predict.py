@@ -18,7 +18,7 @@ from qgis.core import (
 )
 
 from .. import RESOURCES_DIR
-from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
+from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks, threshold_parameter
 
 # A model trained on the sample scenes, shipped with the plugin so Extract works before any training
 STARTER_MODEL = RESOURCES_DIR / "models" / "buildings_rgb_starter.pt"
@@ -60,16 +60,7 @@ def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
             "MODEL", "Model file (.pt)", extension="pt", defaultValue=str(starter) if starter else None
         )
     )
-    algorithm.addParameter(
-        QgsProcessingParameterNumber(
-            "THRESHOLD",
-            "Building probability threshold (empty: the model's tuned threshold)",
-            QgsProcessingParameterNumber.Type.Double,
-            optional=True,
-            minValue=0.0,
-            maxValue=1.0,
-        )
-    )
+    algorithm.addParameter(threshold_parameter("Building probability threshold (empty: the model's tuned threshold)"))
     algorithm.addParameter(
         QgsProcessingParameterExtent("EXTENT", "Area of interest (empty: the whole image)", optional=True)
     )
@@ -160,6 +151,17 @@ def run_prediction(
     return result
 
 
+def raster_outputs(algorithm: EngineAlgorithm, probability_path: str, mask_path: str, threshold: float) -> dict:
+    """The outputs added by ``add_raster_outputs``, the rasters styled; a raster not asked for is None."""
+    algorithm.style_output(probability_path, "probability")
+    algorithm.style_output(mask_path, "mask")
+    return {
+        "OUTPUT_PROBABILITY": probability_path or None,
+        "OUTPUT_MASK": mask_path or None,
+        "THRESHOLD_USED": threshold,
+    }
+
+
 def processing_pixel_size(value: float | None):
     """PIXEL_SIZE as the engine takes it: None (the model's resolution), "native" (0) or a size."""
     if value is None:
@@ -195,10 +197,4 @@ class PredictAlgorithm(EngineAlgorithm):
         if not probability_path and not mask_path:
             mask_path = QgsProcessingUtils.generateTempFilename("building_mask.tif")
         result = run_prediction(self, parameters, context, feedback, probability_path, mask_path)
-        self.style_output(probability_path, "probability")
-        self.style_output(mask_path, "mask")
-        return {
-            "OUTPUT_PROBABILITY": probability_path or None,
-            "OUTPUT_MASK": mask_path or None,
-            "THRESHOLD_USED": result.threshold,
-        }
+        return raster_outputs(self, probability_path, mask_path, result.threshold)
