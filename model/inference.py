@@ -42,7 +42,7 @@ from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import Grid, check_bands, open_raster, valid_mask
 from .resolution import processing_grid
 from .runner import TileRunner
-from .tile_loop import predict_grid
+from .tile_loop import TileSettings, predict_grid
 
 PROBABILITY_DTYPES = ("uint8", "float32")
 # Pixel sizes within this relative difference of the model's are processed as they are:
@@ -154,35 +154,11 @@ def predict_raster(
         written = grid if window is None else grid.window_grid(window)
         final = OutputRasters(written, probability_path, probability_dtype, mask_path, threshold, overviews)
         try:
+            settings = TileSettings(runner, tile_size_px, overlap_px, batch_size, panel_width_px)
             if processing is None:
-                tiles = predict_grid(
-                    dataset,
-                    bands,
-                    grid,
-                    final,
-                    runner,
-                    tile_size_px,
-                    overlap_px,
-                    batch_size,
-                    panel_width_px,
-                    reporter,
-                    window,
-                )
+                tiles = predict_grid(dataset, bands, grid, final, settings, reporter, window)
             else:
-                tiles = _predict_resampled(
-                    dataset,
-                    bands,
-                    grid,
-                    processing,
-                    final,
-                    runner,
-                    tile_size_px,
-                    overlap_px,
-                    batch_size,
-                    panel_width_px,
-                    reporter,
-                    window,
-                )
+                tiles = _predict_resampled(dataset, bands, grid, processing, final, settings, reporter, window)
             reporter.check()
             final.commit()
         except BaseException:
@@ -271,11 +247,7 @@ def _predict_resampled(
     grid: Grid,
     processing: Grid,
     final: OutputRasters,
-    runner: TileRunner,
-    tile_size_px: int,
-    overlap_px: int,
-    batch_size: int,
-    panel_width_px: int,
+    settings: TileSettings,
     reporter: Reporter,
     window: Window | None = None,
 ) -> int:
@@ -288,6 +260,7 @@ def _predict_resampled(
     staged_window = None if window is None else _processing_window(grid, processing, window)
     staged_grid = processing if staged_window is None else processing.window_grid(staged_window)
     written = grid if window is None else grid.window_grid(window)
+    panel_width = settings.panel_width_px
     try:
         staged = OutputRasters(staged_grid, staged_path, "float32", None, final.threshold)
         try:
@@ -300,19 +273,7 @@ def _predict_resampled(
                 add_alpha=True,
                 resampling=Resampling.average if downsampling else Resampling.bilinear,
             ) as warped:
-                tiles = predict_grid(
-                    warped,
-                    bands,
-                    processing,
-                    staged,
-                    runner,
-                    tile_size_px,
-                    overlap_px,
-                    batch_size,
-                    panel_width_px,
-                    reporter.sub(0.0, 0.9),
-                    staged_window,
-                )
+                tiles = predict_grid(warped, bands, processing, staged, settings, reporter.sub(0.0, 0.9), staged_window)
             staged.commit()
         except BaseException:
             staged.abort()
@@ -330,8 +291,8 @@ def _predict_resampled(
         ):
             step = reporter.sub(0.9, 1.0)
             blocks = [
-                Window(left, top, min(panel_width_px, written.width - left), min(OUTPUT_BLOCK_PX, written.height - top))
-                for left in range(0, written.width, panel_width_px)
+                Window(left, top, min(panel_width, written.width - left), min(OUTPUT_BLOCK_PX, written.height - top))
+                for left in range(0, written.width, panel_width)
                 for top in range(0, written.height, OUTPUT_BLOCK_PX)
             ]
             col_off, row_off = (0, 0) if window is None else (int(window.col_off), int(window.row_off))

@@ -201,16 +201,23 @@ class _WindowCrop:
             self.sink.write(left - self.left, first - self.top, part)
 
 
+@dataclass(frozen=True)
+class TileSettings:
+    """How the tiles run: the network, tile size and overlap, tiles per batch and panel width."""
+
+    runner: TileRunner
+    tile_size_px: int
+    overlap_px: int
+    batch_size: int
+    panel_width_px: int
+
+
 def predict_grid(
     source: rasterio.io.DatasetReader,
     bands: list[int],
     grid: Grid,
     sink: ProbabilitySink,
-    runner: TileRunner,
-    tile_size_px: int,
-    overlap_px: int,
-    batch_size: int,
-    panel_width_px: int,
+    settings: TileSettings,
     reporter: Reporter,
     window: Window | None = None,
 ) -> int:
@@ -218,6 +225,8 @@ def predict_grid(
     returns the number of tiles run. With ``window`` only the tiles of the whole grid's layout that
     touch it run, and only its pixels reach ``sink``, numbered from its corner: each exactly as in a
     prediction of the whole grid."""
+    runner = settings.runner
+    tile_size_px, overlap_px = settings.tile_size_px, settings.overlap_px
     multiple = runner.net.config.size_multiple_px
     layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, multiple)
     row_off, columns = 0, None
@@ -230,10 +239,10 @@ def predict_grid(
             raise RuntimeError(f"The tile rows of rows [{start}, {end}) do not line up with the whole raster's.")
         columns = (int(window.col_off), int(window.col_off + window.width))
         sink = _WindowCrop(sink, Window(window.col_off, start - row_off, window.width, window.height))
-    panels = plan_panels(layout, panel_width_px, columns)
+    panels = plan_panels(layout, settings.panel_width_px, columns)
     tile_total = len(layout.rows) * sum(panel.end_column - panel.first_column for panel in panels)
     writer = BackgroundWriter(sink.write)
-    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, batch_size, row_off))
+    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, settings.batch_size, row_off))
     # Every panel gets a band, including panels without a tile to run (all nodata), so that
     # every output pixel is written.
     bands_of_panels = (_RowBand(layout, panel, writer.put) for panel in panels)
