@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import ClassVar, Union
 
 
+def set_only(parameters: dict[str, object]) -> dict[str, object]:
+    """The parameters the user set: a None value is left out, so the algorithm uses its own default
+    (the preset's epochs, the model's tuned threshold, the whole image)."""
+    return {name: value for name, value in parameters.items() if value is not None}
+
+
 @dataclass(frozen=True)
 class TrainRequest:
     algorithm_id: ClassVar[str] = "train"
@@ -24,18 +30,17 @@ class TrainRequest:
     time_budget_min: int | None  # None: the preset's
 
     def parameters(self) -> dict[str, object]:
-        parameters: dict[str, object] = {
-            "IMAGES": list(self.image_ids),
-            "LABELS": list(self.label_ids),
-            "BUILDING_VALUES": self.building_values,
-            "PRESET": self.preset,
-            "OUTPUT_MODEL": str(self.output_model),
-        }
-        if self.epochs is not None:
-            parameters["EPOCHS"] = self.epochs
-        if self.time_budget_min is not None:
-            parameters["TIME_BUDGET_MIN"] = self.time_budget_min
-        return parameters
+        return set_only(
+            {
+                "IMAGES": list(self.image_ids),
+                "LABELS": list(self.label_ids),
+                "BUILDING_VALUES": self.building_values,
+                "PRESET": self.preset,
+                "OUTPUT_MODEL": str(self.output_model),
+                "EPOCHS": self.epochs,
+                "TIME_BUDGET_MIN": self.time_budget_min,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -55,21 +60,20 @@ class PredictRequest:
     extent: str | None  # a Processing extent with its CRS; None: the whole image
 
     def parameters(self) -> dict[str, object]:
-        parameters: dict[str, object] = {
-            "INPUT": self.image_id,
-            "MODEL": str(self.model),
-            "OUTPUT": str(self.output_buildings),
-            "OUTPUT_PROBABILITY": str(self.output_probability),
-            "OUTPUT_MASK": str(self.output_mask),
-            "MIN_AREA": self.min_area_m2,
-            "SIMPLIFY": self.simplify_m,
-            "REGULARIZE": self.regularize,
-        }
-        if self.threshold is not None:
-            parameters["THRESHOLD"] = self.threshold
-        if self.extent is not None:
-            parameters["EXTENT"] = self.extent
-        return parameters
+        return set_only(
+            {
+                "INPUT": self.image_id,
+                "MODEL": str(self.model),
+                "OUTPUT": str(self.output_buildings),
+                "OUTPUT_PROBABILITY": str(self.output_probability),
+                "OUTPUT_MASK": str(self.output_mask),
+                "MIN_AREA": self.min_area_m2,
+                "SIMPLIFY": self.simplify_m,
+                "REGULARIZE": self.regularize,
+                "THRESHOLD": self.threshold,
+                "EXTENT": self.extent,
+            }
+        )
 
 
 @dataclass(frozen=True)
