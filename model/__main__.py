@@ -61,7 +61,10 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, help="default: auto (bfloat16 where native)")
 
 
-def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict | None:
+    """Trains; under ``torchrun`` every process runs this as one rank, and only rank 0 prints
+    (the others return None: nothing to print)."""
+    from .distributed import is_main_process
     from .training import TrainConfig, train
 
     config = TrainConfig.for_preset(
@@ -86,7 +89,7 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
         normalization=args.normalization,
         precision=args.precision,
     )
-    print(config.sizing or f"{args.preset} preset", file=sys.stderr)
+    main = is_main_process()
 
     def on_epoch(record: dict) -> None:
         progress.done()
@@ -97,7 +100,15 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
             file=sys.stderr,
         )
 
-    result = train(config, progress=progress, on_epoch=on_epoch)
+    def report(percent: float, message: str) -> None:
+        if percent == 0.0:  # set-up lines (device, precision, processes and global batch) each keep a line
+            print(f"\r{message}", file=sys.stderr)
+        else:
+            progress(percent, message)
+
+    result = train(config, progress=report, on_epoch=on_epoch)
+    if not main:
+        return None
     best = result.history[[record["epoch"] for record in result.history].index(result.best_epoch)]
     return {
         "model": str(result.model_path),
@@ -388,8 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.done()
         print("interrupted", file=sys.stderr)
         return 130
-    progress.done()
-    print(json.dumps(outputs, indent=2, default=str))
+    if outputs is not None:  # None: a training rank other than 0, which prints nothing
+        progress.done()
+        print(json.dumps(outputs, indent=2, default=str))
     return 0
 
 
