@@ -112,7 +112,7 @@ def main() -> None:
         for label, options in (
             ("with mean probability", {"probability_path": probability_path}),
             ("with regularisation", {"regularize": True}),
-            ("with simplify 0.5 m and min area 5 m2", {"simplify_map_units": 0.5, "min_area_map_units2": 5.0}),
+            ("with simplify 0.5 m and min area 5 m2", {"simplify_m": 0.5, "min_area_m2": 5.0}),
         ):
             seconds, extra = timed(lambda options=options: list(polygons_from_mask(mask_path, **options)))
             print(

@@ -135,9 +135,17 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--min-area", type=float, default=0.0, help="smallest building in square map units of the mask's CRS"
+        "--min-area",
+        type=float,
+        default=0.0,
+        help="smallest building, in square metres on the ground whatever the CRS (converted at the raster's centre)",
     )
-    parser.add_argument("--simplify", type=float, default=0.0, help="outline tolerance in map units of the mask's CRS")
+    parser.add_argument(
+        "--simplify",
+        type=float,
+        default=0.0,
+        help="outline tolerance, in metres on the ground whatever the CRS (converted at the raster's centre)",
+    )
     parser.add_argument("--regularize", action="store_true", help="square off building outlines")
 
 
@@ -178,8 +186,8 @@ def _vectorize(
     features = polygons_from_mask(
         mask,
         probability_path=probability,
-        min_area_map_units2=args.min_area,
-        simplify_map_units=args.simplify,
+        min_area_m2=args.min_area,
+        simplify_m=args.simplify,
         regularize=args.regularize,
         progress=progress,
     )

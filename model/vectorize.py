@@ -4,9 +4,12 @@ The bands are polygonised and buildings cut by band borders merged back by ``pol
 pixel coordinates, 4-connected); only finished polygons are moved to map coordinates, cleaned and
 yielded.
 
-Units: ``min_area_map_units2``, ``fill_holes_below_map_units2`` and ``simplify_map_units`` are in
-the mask CRS's units, as users give them: square metres and metres for a projected CRS in metres
-(Web Mercator "metres" are not ground metres away from the equator), degrees for a geographic one.
+Units: ``min_area_m2``, ``fill_holes_below_m2`` and ``simplify_m`` are ground metres whatever the
+mask's CRS, as a GIS analyst means them: a Web Mercator "metre" covers cos(latitude) ground metres
+(0.64 at 50 degrees) and a degree tens of kilometres. They are converted once, in
+``polygons_from_mask``, into map units with the ground size of a map unit at the mask's centre
+(``ground.metres_per_map_unit``, WGS84 ellipsoid; a mask without a CRS has no ground size, so its
+map units are taken for metres). Polygons stay in the mask's CRS.
 Attributes: ``id`` (1..n in output order: band by band as buildings are completed, top to bottom
 then left to right within a band; stable for a given mask and window height), ``area`` (map
 units²), ``perimeter`` (map units), ``mean_probability`` (mean of the probability raster over the
@@ -35,6 +38,7 @@ import shapely.errors
 from affine import Affine
 
 from .errors import InputError
+from .ground import metres_per_map_unit
 from .polygonize import Region, RegionStream, apply_affine
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import KIND_TAG, PROBABILITY_U8_SCALE, open_raster, raster_windows
@@ -49,9 +53,9 @@ def polygons_from_mask(
     mask_path: str | Path,
     *,
     probability_path: str | Path | None = None,
-    min_area_map_units2: float = 0.0,
-    simplify_map_units: float = 0.0,
-    fill_holes_below_map_units2: float = 0.0,
+    min_area_m2: float = 0.0,
+    simplify_m: float = 0.0,
+    fill_holes_below_m2: float = 0.0,
     regularize: bool = False,
     window_rows_px: int = WINDOW_ROWS_PX,
     progress: ProgressFn | None = None,
@@ -62,9 +66,9 @@ def polygons_from_mask(
 
     Inputs are checked here, before the first polygon is asked for."""
     for name, value in (
-        ("minimum area", min_area_map_units2),
-        ("simplification tolerance", simplify_map_units),
-        ("hole filling area", fill_holes_below_map_units2),
+        ("minimum area", min_area_m2),
+        ("simplification tolerance", simplify_m),
+        ("hole filling area", fill_holes_below_m2),
     ):
         if value < 0:
             raise InputError(f"The {name} must be zero or positive, got {value}.")
@@ -96,16 +100,25 @@ def polygons_from_mask(
         if probability is not None:
             probability.close()
         raise
-    return _stream(
-        mask,
-        probability,
-        min_area_map_units2,
+    reporter = Reporter.of(progress, cancelled)
+    metres_per_unit = metres_per_map_unit(mask.crs, mask.transform, mask.width, mask.height)
+    if metres_per_unit is None:
+        metres_per_unit = (1.0, 1.0)
+        reporter.report(0.0, "The mask has no coordinate reference system: its map units are taken for metres.")
+    metres_x, metres_y = metres_per_unit
+    # The tolerance is one distance in every direction, a map unit is not (a degree of longitude is
+    # cos(latitude) of a degree of latitude): the geometric mean, the side of a square as large on the
+    # ground as a square map unit, errs by the same factor along x and y. Projected CRSs are near-isotropic.
+    simplify_map_units = simplify_m / math.sqrt(metres_x * metres_y)
+    cleaning = _Cleaning(
+        mask.transform,
+        min_area_m2 / (metres_x * metres_y),
         simplify_map_units,
-        fill_holes_below_map_units2,
+        fill_holes_below_m2 / (metres_x * metres_y),
         regularize,
-        window_rows_px,
-        Reporter.of(progress, cancelled),
+        PROBABILITY_U8_SCALE if probability is not None and probability.dtypes[0] == "uint8" else 1.0,
     )
+    return _stream(mask, probability, cleaning, window_rows_px, reporter)
 
 
 # side of the decimated read that checks an untagged mask's values before any output is made
@@ -139,23 +152,10 @@ def _check_binary(values: np.ma.MaskedArray, path: str | Path) -> None:
 def _stream(
     mask: rasterio.io.DatasetReader,
     probability: rasterio.io.DatasetReader | None,
-    min_area_map_units2: float,
-    simplify_map_units: float,
-    fill_holes_below_map_units2: float,
-    regularize: bool,
+    cleaning: _Cleaning,
     window_rows_px: int,
     reporter: Reporter,
 ) -> Iterator[tuple[shapely.Geometry, dict]]:
-    # an 8-bit probability raster stores round(p * PROBABILITY_U8_SCALE): its sums are scaled back to p
-    probability_scale = PROBABILITY_U8_SCALE if probability is not None and probability.dtypes[0] == "uint8" else 1.0
-    cleaning = _Cleaning(
-        mask.transform,
-        min_area_map_units2,
-        simplify_map_units,
-        fill_holes_below_map_units2,
-        regularize,
-        probability_scale,
-    )
     regions = RegionStream(mask.width, mask.height)
     next_id = 1
     untagged = mask.tags().get(KIND_TAG) != "mask"
@@ -194,7 +194,7 @@ class _Cleaning:
         simplify_map_units: float,
         fill_holes_below_map_units2: float,
         regularize: bool,
-        probability_scale: float,
+        probability_scale: float,  # an 8-bit probability raster stores round(p * scale): sums are scaled back to p
     ) -> None:
         self.transform = transform
         self.pixel_size_map_units = math.sqrt(abs(transform.determinant))

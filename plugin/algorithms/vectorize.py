@@ -28,14 +28,14 @@ from .base import EngineAlgorithm, add_feature_checked, advanced, check_written_
 
 # Shared with extract
 POLYGON_HELP = {
-    "MIN_AREA": "Smallest building kept, in square map units of the mask's CRS (m² for a metric CRS). "
-    "0 keeps every blob.",
-    "SIMPLIFY": "Tolerance of the outline simplification, in map units (e.g. about one pixel size). "
-    "0 keeps the pixel staircase.",
+    "MIN_AREA": "Smallest building kept, in square metres on the ground, whatever the CRS (converted at the "
+    "raster's centre). 0 keeps every blob.",
+    "SIMPLIFY": "Tolerance of the outline simplification, in metres on the ground, whatever the CRS (converted "
+    "at the raster's centre; e.g. about one pixel size). 0 keeps the pixel staircase.",
     "OUTPUT": "Building polygons with the attributes id, area, perimeter (map units) and mean_probability "
     "(empty without a probability raster). Any vector format, or a temporary layer.",
-    "FILL_HOLES": "(advanced) Holes smaller than this area (square map units) are filled: courtyards bigger "
-    "than it stay.",
+    "FILL_HOLES": "(advanced) Holes smaller than this area, in square metres on the ground whatever the CRS "
+    "(converted at the raster's centre), are filled: courtyards bigger than it stay.",
     "REGULARIZE": "(advanced) Square the outlines: right angles along each building's main direction.",
 }
 
@@ -45,7 +45,7 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
     algorithm.addParameter(
         QgsProcessingParameterNumber(
             "MIN_AREA",
-            "Minimum building area (square map units)",
+            "Minimum building area (m² on the ground)",
             QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.0,
             minValue=0.0,
@@ -54,7 +54,7 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
     algorithm.addParameter(
         QgsProcessingParameterNumber(
             "SIMPLIFY",
-            "Simplification tolerance (map units)",
+            "Simplification tolerance (m on the ground)",
             QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.0,
             minValue=0.0,
@@ -64,7 +64,7 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
         advanced(
             QgsProcessingParameterNumber(
                 "FILL_HOLES",
-                "Fill holes smaller than (square map units)",
+                "Fill holes smaller than (m² on the ground)",
                 QgsProcessingParameterNumber.Type.Double,
                 defaultValue=0.0,
                 minValue=0.0,
@@ -119,9 +119,9 @@ def write_buildings(
     polygons = polygons_from_mask(
         mask_path,
         probability_path=probability_path or None,
-        min_area_map_units2=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
-        simplify_map_units=algorithm.parameterAsDouble(parameters, "SIMPLIFY", context),
-        fill_holes_below_map_units2=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
+        min_area_m2=algorithm.parameterAsDouble(parameters, "MIN_AREA", context),
+        simplify_m=algorithm.parameterAsDouble(parameters, "SIMPLIFY", context),
+        fill_holes_below_m2=algorithm.parameterAsDouble(parameters, "FILL_HOLES", context),
         regularize=algorithm.parameterAsBoolean(parameters, "REGULARIZE", context),
         progress=progress,
         cancelled=cancelled,

@@ -3,6 +3,7 @@ regularisation, attributes, and the QGIS-free writer."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ TRANSFORM = from_origin(500000.0, 100.0, PIXEL_M, PIXEL_M)
 CRS = "EPSG:32633"
 
 
-def write_raster(path: Path, data: np.ndarray, *, nodata=MASK_NODATA, kind="mask") -> Path:
+def write_raster(
+    path: Path, data: np.ndarray, *, nodata=MASK_NODATA, kind="mask", crs=CRS, transform=TRANSFORM
+) -> Path:
     with rasterio.open(
         path,
         "w",
@@ -34,8 +37,8 @@ def write_raster(path: Path, data: np.ndarray, *, nodata=MASK_NODATA, kind="mask
         height=data.shape[0],
         count=1,
         dtype=data.dtype,
-        crs=CRS,
-        transform=TRANSFORM,
+        crs=crs,
+        transform=transform,
         nodata=nodata,
     ) as dataset:
         dataset.write(data, 1)
@@ -119,16 +122,94 @@ def test_minimum_area_hole_filling_and_simplification(tmp_path):
     mask[25:27, 5:25] = 0  # a notch two pixels deep: a simplification of 1.5 m straightens it
     path = write_raster(tmp_path / "mask.tif", mask)
     assert len(polygons(path)) == 3
-    kept = polygons(path, min_area_map_units2=2.0)
+    kept = polygons(path, min_area_m2=2.0)
     assert len(kept) == 2 and min(a["area"] for _, a in kept) >= 2.0
     with_hole = [g for g, _ in polygons(path) if len(g.interiors) == 1]
     assert len(with_hole) == 1
-    filled = polygons(path, fill_holes_below_map_units2=1.5)
+    filled = polygons(path, fill_holes_below_m2=1.5)
     assert all(len(geometry.interiors) == 0 for geometry, _ in filled)
-    assert any(len(geometry.interiors) == 1 for geometry, _ in polygons(path, fill_holes_below_map_units2=0.5))
+    assert any(len(geometry.interiors) == 1 for geometry, _ in polygons(path, fill_holes_below_m2=0.5))
     raw_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path))
-    simple_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path, simplify_map_units=1.5))
+    simple_vertices = sum(len(g.exterior.coords) for g, _ in polygons(path, simplify_m=1.5))
     assert simple_vertices < raw_vertices
+
+
+# One ground pixel of GROUND_PIXEL_M at 50 degrees north in three CRSs, from spherical approximations
+# (within 0.5 % of the ellipsoid; the thresholds below leave 15 %): UTM metres are ground metres to
+# 0.04 %, a Web Mercator metre is cos(50) ground metres, a degree of latitude about 111.2 km.
+GROUND_PIXEL_M = 0.5
+LATITUDE_DEG = 50.0
+METRES_PER_DEGREE = 6_371_000 * math.pi / 180
+MERCATOR_Y = 6_378_137 * math.log(math.tan(math.pi / 4 + math.radians(LATITUDE_DEG) / 2))
+SAME_GROUND_GRIDS = {
+    "UTM 33N": ("EPSG:32633", TRANSFORM),
+    "Web Mercator": (
+        "EPSG:3857",
+        from_origin(1_700_000.0, MERCATOR_Y, *[GROUND_PIXEL_M / math.cos(math.radians(LATITUDE_DEG))] * 2),
+    ),
+    "WGS 84 degrees": (
+        "EPSG:4326",
+        from_origin(
+            15.0,
+            LATITUDE_DEG,
+            GROUND_PIXEL_M / (METRES_PER_DEGREE * math.cos(math.radians(LATITUDE_DEG))),
+            GROUND_PIXEL_M / METRES_PER_DEGREE,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("grid", SAME_GROUND_GRIDS)
+def test_areas_are_ground_square_metres_whatever_the_crs(tmp_path, grid):
+    crs, transform = SAME_GROUND_GRIDS[grid]
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:20, 5:21] = 1  # 15 x 16 px = 60 m² on the ground
+    mask[10:14, 10:14] = 0  # a 4 x 4 px hole = 4 m²
+    path = write_raster(tmp_path / "mask.tif", mask, crs=crs, transform=transform)
+    assert len(polygons(path, min_area_m2=50)) == 1
+    assert polygons(path, min_area_m2=70) == []
+    ((filled, _),) = polygons(path, fill_holes_below_m2=5)
+    ((holed, _),) = polygons(path, fill_holes_below_m2=3)
+    assert (len(filled.interiors), len(holed.interiors)) == (0, 1)
+
+
+def test_a_mask_without_crs_takes_map_units_for_metres_and_says_so(tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:20, 5:21] = 1  # 15 x 16 px of 0.5 units = 60 square units
+    path = write_raster(tmp_path / "mask.tif", mask, crs=None)
+    messages = []
+    assert len(list(polygons_from_mask(path, min_area_m2=59, progress=lambda _, message: messages.append(message))))
+    assert polygons(path, min_area_m2=61) == []
+    assert "no coordinate reference system: its map units are taken for metres" in messages[0]
+
+
+def sawtooth_l_mask() -> np.ndarray:
+    """An L of 20 x 12 m arms 6 m wide, its long outer edges notched 3 px (1.5 m) deep every 4 px."""
+    mask = np.zeros((60, 60), np.uint8)
+    mask[5:45, 5:17] = 1
+    mask[33:45, 5:45] = 1
+    for start in range(7, 41, 4):
+        mask[start : start + 2, 5:8] = 0  # the left edge
+        mask[42:45, start : start + 2] = 0  # the bottom edge
+    return mask
+
+
+def test_simplification_tolerance_is_ground_metres_whatever_the_crs(tmp_path):
+    # 1 m straightens some notch corners and keeps the 1.5 m notches (1 degree would flatten them);
+    # 2 m removes the notches and keeps the L (2 Web Mercator units at 50 degrees are 1.3 m: notches kept)
+    vertices = {}
+    for grid, (crs, transform) in SAME_GROUND_GRIDS.items():
+        path = write_raster(tmp_path / "mask.tif", sawtooth_l_mask(), crs=crs, transform=transform)
+        vertices[grid] = [
+            len(geometry.exterior.coords)
+            for tolerance_m in (0.0, 1.0, 2.0)
+            for geometry, _ in polygons(path, simplify_m=tolerance_m)
+        ]
+    raw, notched, plain = vertices["UTM 33N"]
+    assert raw > notched > 5 * plain and plain == 7  # the L's six corners, closed
+    for grid, (_, one_m, two_m) in vertices.items():
+        # degrees are anisotropic, so one tolerance cannot match the ground exactly along x and y
+        assert one_m == pytest.approx(notched, rel=0.15) and two_m == plain, (grid, vertices)
 
 
 def test_regularisation_makes_rectangles_and_right_angles(tmp_path):
@@ -166,7 +247,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InputError, match="grid"):
         polygons_from_mask(mask_path, probability_path=other)
     with pytest.raises(InputError, match="minimum area"):
-        polygons_from_mask(mask_path, min_area_map_units2=-1)
+        polygons_from_mask(mask_path, min_area_m2=-1)
     with pytest.raises(InputError, match="does not exist"):
         polygons_from_mask(tmp_path / "missing.tif")
     with pytest.raises(Cancelled, match="Cancelled by the user"):
