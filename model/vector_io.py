@@ -17,8 +17,8 @@ DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # (attribute key in the features, field name on disk, OGR field type name)
 FIELDS = (
     ("id", "id", "OFTInteger64"),
-    ("area", "area", "OFTReal"),
-    ("perimeter", "perimeter", "OFTReal"),
+    ("area_m2", "area_m2", "OFTReal"),
+    ("perimeter_m", "perimeter_m", "OFTReal"),
     ("mean_probability", "mean_probability", "OFTReal"),
 )  # the plugin's sink uses the same names
 TRANSACTION_FEATURES = 10_000  # GeoPackage inserts are far faster inside a transaction

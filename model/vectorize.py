@@ -11,9 +11,9 @@ mask's CRS, as a GIS analyst means them: a Web Mercator "metre" covers cos(latit
 (``ground.metres_per_map_unit``, WGS84 ellipsoid; a mask without a CRS has no ground size, so its
 map units are taken for metres). Polygons stay in the mask's CRS.
 Attributes: ``id`` (1..n in output order: band by band as buildings are completed, top to bottom
-then left to right within a band; stable for a given mask and window height), ``area`` (map
-units²), ``perimeter`` (map units), ``mean_probability`` (mean of the probability raster over the
-building's pixels; None without one).
+then left to right within a band; stable for a given mask and window height), ``area_m2`` and
+``perimeter_m`` (on the ground, with the same ground size of a map unit), ``mean_probability``
+(mean of the probability raster over the building's pixels; None without one).
 
 Regularisation (``regularize=True``), for mostly rectangular buildings: a polygon filling at
 least ``RECTANGLE_FILL`` of its minimum rotated rectangle becomes that rectangle, scaled about its
@@ -62,7 +62,7 @@ def polygons_from_mask(
     cancelled: CancelFn | None = None,
 ) -> Iterator[tuple[shapely.Geometry, dict]]:
     """Building polygons of a mask raster (non-zero valid pixels are building) as
-    ``(shapely polygon in the mask's CRS, {"id", "area", "perimeter", "mean_probability"})``.
+    ``(shapely polygon in the mask's CRS, {"id", "area_m2", "perimeter_m", "mean_probability"})``.
 
     Inputs are checked here, before the first polygon is asked for."""
     for name, value in (
@@ -112,7 +112,8 @@ def polygons_from_mask(
     simplify_map_units = simplify_m / math.sqrt(metres_x * metres_y)
     cleaning = _Cleaning(
         mask.transform,
-        min_area_m2 / (metres_x * metres_y),
+        metres_per_unit,
+        min_area_m2,
         simplify_map_units,
         fill_holes_below_m2 / (metres_x * metres_y),
         regularize,
@@ -190,7 +191,8 @@ class _Cleaning:
     def __init__(
         self,
         transform: Affine,
-        min_area_map_units2: float,
+        metres_per_unit: tuple[float, float],
+        min_area_m2: float,
         simplify_map_units: float,
         fill_holes_below_map_units2: float,
         regularize: bool,
@@ -198,7 +200,8 @@ class _Cleaning:
     ) -> None:
         self.transform = transform
         self.pixel_size_map_units = math.sqrt(abs(transform.determinant))
-        self.min_area_map_units2 = min_area_map_units2
+        self.metres_per_unit = np.array(metres_per_unit)
+        self.min_area_m2 = min_area_m2
         self.simplify_map_units = simplify_map_units
         self.fill_holes_below_map_units2 = fill_holes_below_map_units2
         self.regularize = regularize
@@ -220,13 +223,16 @@ class _Cleaning:
             geometries = np.array([regularize_polygon(geometry, tolerance) for geometry in geometries], dtype=object)
         elif self.simplify_map_units > 0:
             geometries = shapely.simplify(geometries, self.simplify_map_units, preserve_topology=True)
-        areas, perimeters = shapely.area(geometries), shapely.length(geometries)
-        for index, geometry, area, perimeter in zip(order, geometries, areas, perimeters):
-            if area <= 0 or area < self.min_area_map_units2:
+        # measured on the ground (x and y scaled apart: degrees are anisotropic); the minimum area is
+        # compared with the very area_m2 written, so a kept building never shows an area below it
+        on_ground = shapely.transform(geometries, lambda xy: xy * self.metres_per_unit)
+        areas_m2, perimeters_m = shapely.area(on_ground), shapely.length(on_ground)
+        for index, geometry, area_m2, perimeter_m in zip(order, geometries, areas_m2, perimeters_m):
+            if area_m2 <= 0 or area_m2 < self.min_area_m2:
                 continue
             region = regions[index]
             mean = region.value_sum / self.probability_scale / region.value_count if region.value_count else None
-            yield geometry, {"area": float(area), "perimeter": float(perimeter), "mean_probability": mean}
+            yield geometry, {"area_m2": float(area_m2), "perimeter_m": float(perimeter_m), "mean_probability": mean}
 
 
 def _orthogonal_ring(coordinates: list[tuple[float, float]], snap_tangent: float) -> list[tuple[float, float]]:

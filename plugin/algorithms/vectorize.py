@@ -32,8 +32,8 @@ POLYGON_HELP = {
     "raster's centre). 0 keeps every blob.",
     "SIMPLIFY": "Tolerance of the outline simplification, in metres on the ground, whatever the CRS (converted "
     "at the raster's centre; e.g. about one pixel size). 0 keeps the pixel staircase.",
-    "OUTPUT": "Building polygons with the attributes id, area, perimeter (map units) and mean_probability "
-    "(empty without a probability raster). Any vector format, or a temporary layer.",
+    "OUTPUT": "Building polygons with the attributes id, area_m2 and perimeter_m (on the ground, whatever the "
+    "CRS) and mean_probability (empty without a probability raster). Any vector format, or a temporary layer.",
     "FILL_HOLES": "(advanced) Holes smaller than this area, in square metres on the ground whatever the CRS "
     "(converted at the raster's centre), are filled: courtyards bigger than it stay.",
     "REGULARIZE": "(advanced) Square the outlines: right angles along each building's main direction.",
@@ -96,7 +96,7 @@ def typed_field(name: str, type_name: str) -> QgsField:
 def building_fields() -> QgsFields:
     fields = QgsFields()
     fields.append(typed_field("id", "LongLong"))
-    for name in ("area", "perimeter", "mean_probability"):
+    for name in ("area_m2", "perimeter_m", "mean_probability"):
         fields.append(typed_field(name, "Double"))
     return fields
 

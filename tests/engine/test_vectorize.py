@@ -24,6 +24,8 @@ from model.vectorize import polygons_from_mask, regularize_polygon
 PIXEL_M = 0.5
 TRANSFORM = from_origin(500000.0, 100.0, PIXEL_M, PIXEL_M)
 CRS = "EPSG:32633"
+# TRANSFORM lies on UTM's central meridian, where the projection scales the ground by 0.9996
+GROUND_M_PER_MAP_M = 1 / 0.9996
 
 
 def write_raster(
@@ -71,7 +73,7 @@ def test_buildings_cut_by_windows_come_out_whole(tmp_path, window_rows_px):
     features = polygons(path, window_rows_px=window_rows_px)
     assert len(features) == 4  # block, thin, arch, U: each exactly one polygon whatever the windows
     assert all(isinstance(geometry, shapely.Polygon) and geometry.is_valid for geometry, _ in features)
-    assert sorted(round(a["area"] / PIXEL_M**2) for _, a in features) == [30, 64, 112, 200]
+    assert sorted(round(a["area_m2"] / PIXEL_M**2) for _, a in features) == [30, 64, 112, 200]
     burnt = rasterize([geometry for geometry, _ in features], out_shape=mask.shape, transform=TRANSFORM)
     assert np.array_equal(burnt, mask == 1)
     assert [a["id"] for _, a in features] == [1, 2, 3, 4]
@@ -105,8 +107,8 @@ def test_attributes_area_perimeter_and_mean_probability(tmp_path):
     mask_path = write_raster(tmp_path / "mask.tif", mask)
     probability_path = write_raster(tmp_path / "p.tif", probability, nodata=255, kind="probability")
     ((geometry, attributes),) = polygons(mask_path, probability_path=probability_path)
-    assert attributes["area"] == pytest.approx(24 * PIXEL_M**2)
-    assert attributes["perimeter"] == pytest.approx(20 * PIXEL_M)
+    assert attributes["area_m2"] == pytest.approx(24 * (PIXEL_M * GROUND_M_PER_MAP_M) ** 2)
+    assert attributes["perimeter_m"] == pytest.approx(20 * PIXEL_M * GROUND_M_PER_MAP_M)
     assert attributes["mean_probability"] == pytest.approx((23 * 127 + 254) / 24 / 254)
     assert geometry.bounds == pytest.approx((500001.5, 97.0, 500004.5, 99.0))  # map coordinates
     ((_, plain),) = polygons(mask_path)
@@ -123,7 +125,7 @@ def test_minimum_area_hole_filling_and_simplification(tmp_path):
     path = write_raster(tmp_path / "mask.tif", mask)
     assert len(polygons(path)) == 3
     kept = polygons(path, min_area_m2=2.0)
-    assert len(kept) == 2 and min(a["area"] for _, a in kept) >= 2.0
+    assert len(kept) == 2 and min(a["area_m2"] for _, a in kept) >= 2.0
     with_hole = [g for g, _ in polygons(path) if len(g.interiors) == 1]
     assert len(with_hole) == 1
     filled = polygons(path, fill_holes_below_m2=1.5)
@@ -166,8 +168,13 @@ def test_areas_are_ground_square_metres_whatever_the_crs(tmp_path, grid):
     mask[5:20, 5:21] = 1  # 15 x 16 px = 60 m² on the ground
     mask[10:14, 10:14] = 0  # a 4 x 4 px hole = 4 m²
     path = write_raster(tmp_path / "mask.tif", mask, crs=crs, transform=transform)
-    assert len(polygons(path, min_area_m2=50)) == 1
+    ((_, attributes),) = polygons(path, min_area_m2=50)
+    assert attributes["area_m2"] == pytest.approx(56, rel=0.005)  # 60 m² less the hole
+    assert attributes["perimeter_m"] == pytest.approx(2 * (7.5 + 8) + 4 * 2, rel=0.005)
     assert polygons(path, min_area_m2=70) == []
+    # the minimum is compared with the very area written: kept at it, dropped just above
+    assert len(polygons(path, min_area_m2=attributes["area_m2"])) == 1
+    assert polygons(path, min_area_m2=math.nextafter(attributes["area_m2"], math.inf)) == []
     ((filled, _),) = polygons(path, fill_holes_below_m2=5)
     ((holed, _),) = polygons(path, fill_holes_below_m2=3)
     assert (len(filled.interiors), len(holed.interiors)) == (0, 1)
@@ -269,7 +276,7 @@ def test_writer_round_trip(tmp_path, suffix):
     assert layer.GetSpatialRef().GetAuthorityCode(None) == "32633"
     first = layer.GetNextFeature()
     assert first.GetField("id") == 1 and first.GetField("mean_probability") == 0.75
-    assert first.GetField("area") == pytest.approx(features[0][1]["area"])
+    assert first.GetField("area_m2") == pytest.approx(features[0][1]["area_m2"])
     assert shapely.from_wkb(bytes(first.GetGeometryRef().ExportToWkb())).equals(features[0][0])
     source = None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["mask.tif", path.name])

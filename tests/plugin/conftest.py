@@ -18,10 +18,12 @@ from qgis.core import QgsProcessingFeedback
 from rasterio.transform import from_origin
 
 REPO = Path(__file__).resolve().parents[2]
-CRS = "EPSG:32736"  # metric (UTM 36S), so areas are in m²
+CRS = "EPSG:32736"  # metric (UTM 36S)
 PIXEL_M = 0.5
+# the scenes lie on UTM's central meridian (x 500 000), where the projection scales the ground by 0.9996
+GROUND_M_PER_MAP_M = 1 / 0.9996
 SIZE_PX = 64
-# two square buildings (row, column, side in pixels); 16 px = 8 m, so 64 m² each
+# two square buildings (row, column, side in pixels); 16 px = 8 map metres, so 64 square map metres each
 BUILDINGS_PX = ((8, 8, 16), (36, 32, 16))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsVectorLayer
 
-from .conftest import PIXEL_M, SIZE_PX, make_scene
+from .conftest import GROUND_M_PER_MAP_M, PIXEL_M, SIZE_PX, make_scene
 
 pytestmark = pytest.mark.usefixtures("plugin")
 
@@ -51,7 +51,7 @@ def test_extract_in_the_batch_dialog_over_two_images(scene, model_file, tmp_path
     for path in outputs:
         layer = QgsVectorLayer(str(path), path.stem, "ogr")
         assert layer.isValid() and layer.featureCount() == 1
-        assert next(layer.getFeatures())["area"] == pytest.approx((SIZE_PX * PIXEL_M) ** 2)
+        assert next(layer.getFeatures())["area_m2"] == pytest.approx((SIZE_PX * PIXEL_M * GROUND_M_PER_MAP_M) ** 2)
     # both rows' outputs were loaded and styled by the algorithm's post-processor (outlined polygons)
     loaded = [layer for layer in QgsProject.instance().mapLayers().values() if isinstance(layer, QgsVectorLayer)]
     assert sorted(Path(layer.source().split("|")[0]).name for layer in loaded) == sorted(p.name for p in outputs)

@@ -18,11 +18,12 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .conftest import BUILDINGS_PX, PIXEL_M, SIZE_PX, KeptMessages
+from .conftest import BUILDINGS_PX, GROUND_M_PER_MAP_M, PIXEL_M, SIZE_PX, KeptMessages
 
 pytestmark = pytest.mark.usefixtures("plugin")
 ALGORITHM_IDS = ("train", "predict", "vectorize", "extract", "evaluate", "export")
-BUILDING_AREA_M2 = 16 * 16 * PIXEL_M * PIXEL_M
+BUILDING_AREA_M2 = 16 * 16 * PIXEL_M * PIXEL_M  # in map units
+BUILDING_GROUND_AREA_M2 = BUILDING_AREA_M2 * GROUND_M_PER_MAP_M**2
 
 
 def run(algorithm_id: str, parameters: dict, context: QgsProcessingContext | None = None) -> dict:
@@ -132,15 +133,15 @@ def test_vectorize_mask_gives_one_polygon_per_building(scene, tmp_path) -> None:
     layer = QgsVectorLayer(results["OUTPUT"], "buildings", "ogr")
     assert layer.isValid() and results["BUILDING_COUNT"] == len(BUILDINGS_PX) == layer.featureCount()
     assert layer.crs().authid() == "EPSG:32736"
-    assert [field.name() for field in layer.fields()][-4:] == ["id", "area", "perimeter", "mean_probability"]
+    assert [field.name() for field in layer.fields()][-4:] == ["id", "area_m2", "perimeter_m", "mean_probability"]
     for feature in layer.getFeatures():
-        assert feature["area"] == pytest.approx(BUILDING_AREA_M2)
+        assert feature["area_m2"] == pytest.approx(BUILDING_GROUND_AREA_M2)
         assert feature.geometry().area() == pytest.approx(BUILDING_AREA_M2)
 
 
 def test_vectorize_min_area_drops_small_buildings_into_a_memory_layer(scene) -> None:
     results = run(
-        "vectorize", {"INPUT": str(scene.mask), "MIN_AREA": BUILDING_AREA_M2 + 1, "OUTPUT": "TEMPORARY_OUTPUT"}
+        "vectorize", {"INPUT": str(scene.mask), "MIN_AREA": BUILDING_GROUND_AREA_M2 + 1, "OUTPUT": "TEMPORARY_OUTPUT"}
     )
     assert results["BUILDING_COUNT"] == 0 and results["OUTPUT"].featureCount() == 0
 
@@ -162,7 +163,7 @@ def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path, unet_b
     layer = QgsVectorLayer(results["OUTPUT"], "buildings", "ogr")
     assert results["BUILDING_COUNT"] == layer.featureCount() == 1
     feature = next(layer.getFeatures())
-    assert feature["area"] == pytest.approx((SIZE_PX * PIXEL_M) ** 2)
+    assert feature["area_m2"] == pytest.approx((SIZE_PX * PIXEL_M * GROUND_M_PER_MAP_M) ** 2)
     # a temporary probability raster filled it: the mean of the engine's probabilities over the image
     predict_raster(scene.image, model_file, probability_path=tmp_path / "p.tif", probability_dtype="float32")
     with rasterio.open(tmp_path / "p.tif") as probability:
