@@ -5,7 +5,8 @@
 Trains with ``model.training.train`` on the TrainConfig overrides in SETTINGS_JSON (default preset;
 ``"cancel_on": [R, E]`` asks rank R alone to cancel once E epochs are saved), then writes
 RESULTS_DIR/rank<R>.json with what the test compares across ranks: a checksum of the network after
-each epoch, the training crops this rank drew, the result, and every write this process made inside
+each epoch, the training crops this rank drew, the crops it validated, the result, and every write
+this process made inside
 the model's folder. Writes are seen by an audit hook (open for writing, rename, mkdir, remove), so a
 write by any route is caught, not only the ones the engine means to make.
 """
@@ -57,7 +58,8 @@ def main(settings_json: str, results_dir: str) -> None:
     writes = audited_writes(str(Path(settings["output_model"]).parent))
     checksums: list[str] = []
     crops: list[list[int]] = []
-    save_epoch, draw = Trainer.save_epoch, CropSampler.draw
+    validated: list[list[int]] = []
+    save_epoch, draw, batch_tensors = Trainer.save_epoch, CropSampler.draw, Trainer.batch_tensors
 
     def recording_save_epoch(self: Trainer, net, *args) -> None:
         digest = hashlib.sha256()
@@ -71,13 +73,19 @@ def main(settings_json: str, results_dir: str) -> None:
         crops.extend([crop.scene, crop.row, crop.col] for crop in drawn)
         return drawn
 
+    def recording_batch_tensors(self: Trainer, scenes, batch_crops, hidden, augmented: bool, generator):
+        if not augmented:  # spatial validation's crops are the only ones not augmented
+            validated.extend([crop.scene, crop.row, crop.col] for crop in batch_crops)
+        return batch_tensors(self, scenes, batch_crops, hidden, augmented, generator)
+
     Trainer.save_epoch = recording_save_epoch  # type: ignore[method-assign]
     CropSampler.draw = recording_draw  # type: ignore[method-assign]
+    Trainer.batch_tensors = recording_batch_tensors  # type: ignore[method-assign]
 
     def cancelled() -> bool:
         return rank == cancel_rank and len(checksums) >= cancel_after_epochs
 
-    record: dict = {"checksums": checksums, "crops": crops, "writes": writes}
+    record: dict = {"checksums": checksums, "crops": crops, "validated": validated, "writes": writes}
     try:
         result = train(TrainConfig.for_preset("default", **settings), cancelled=cancelled)
     except Cancelled:
