@@ -87,7 +87,7 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir_for(self.output_model)
         self._validate_config()
         seed = config.seed if config.seed is not None else int(np.random.default_rng().integers(2**31))
-        self.seed = seed
+        self.seed = seed = self.ranks.from_main(seed)  # an unseeded run's ranks take rank 0's seed
         torch.manual_seed(seed)  # the same initial network on every rank
         self.rng = np.random.default_rng(self.ranks.seed(seed))  # each rank its own crops and augmentation
         self.torch_rng = torch.Generator(device=self.device).manual_seed(self.ranks.seed(seed))

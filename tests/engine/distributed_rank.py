@@ -5,7 +5,7 @@
 Trains with ``model.training.train`` on the TrainConfig overrides in SETTINGS_JSON (default preset;
 ``"cancel_on": [R, E]`` asks rank R alone to cancel once E epochs are saved), then writes
 RESULTS_DIR/rank<R>.json with what the test compares across ranks: a checksum of the network after
-each epoch, the training crops this rank drew, the crops it validated, the result, and every write
+each epoch, the seed, the training crops this rank drew, the crops it validated, the result, and every write
 this process made inside
 the model's folder. Writes are seen by an audit hook (open for writing, rename, mkdir, remove), so a
 write by any route is caught, not only the ones the engine means to make.
@@ -59,6 +59,7 @@ def main(settings_json: str, results_dir: str) -> None:
     checksums: list[str] = []
     crops: list[list[int]] = []
     validated: list[list[int]] = []
+    record: dict = {"checksums": checksums, "crops": crops, "validated": validated, "writes": writes}
     save_epoch, draw, batch_tensors = Trainer.save_epoch, CropSampler.draw, Trainer.batch_tensors
 
     def recording_save_epoch(self: Trainer, net, *args) -> None:
@@ -66,6 +67,7 @@ def main(settings_json: str, results_dir: str) -> None:
         for tensor in net.state_dict().values():
             digest.update(tensor.detach().cpu().numpy().tobytes())
         checksums.append(digest.hexdigest())
+        record["seed"] = self.seed
         save_epoch(self, net, *args)
 
     def recording_draw(self: CropSampler, count: int) -> list:
@@ -85,7 +87,6 @@ def main(settings_json: str, results_dir: str) -> None:
     def cancelled() -> bool:
         return rank == cancel_rank and len(checksums) >= cancel_after_epochs
 
-    record: dict = {"checksums": checksums, "crops": crops, "validated": validated, "writes": writes}
     try:
         result = train(TrainConfig.for_preset("default", **settings), cancelled=cancelled)
     except Cancelled:

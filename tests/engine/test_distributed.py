@@ -120,8 +120,12 @@ def test_resumed_two_rank_run_ends_where_an_uninterrupted_one_ends(folder, scene
 
 
 def test_a_time_budget_stops_both_ranks_at_the_same_step(folder, scene):
-    # epochs of 10,000 steps: only the budget of 2 s can end this run, in the middle of epoch 1
-    output, (main, other) = launch(folder, scene, "budget", epochs=1, patches_per_epoch=80_000, time_budget_s=2.0)
+    # epochs of 10,000 steps: only the budget of 2 s can end this run, in the middle of epoch 1; unseeded,
+    # the ranks take rank 0's random seed
+    output, (main, other) = launch(
+        folder, scene, "budget", epochs=1, patches_per_epoch=80_000, time_budget_s=2.0, seed=None
+    )
+    assert main["seed"] == other["seed"]
     assert "time budget" in main["stop_reason"] and main["stop_reason"] == other["stop_reason"]
     assert main["checksums"] == other["checksums"]
     assert 0 < main["history"][0]["train_batches"] == other["history"][0]["train_batches"] < 10_000
