@@ -51,13 +51,13 @@ from pathlib import Path
 import numpy as np
 import shapely
 import shapely.geometry
-from rasterio.crs import CRS
 
 from . import __version__
 from .choices import parse_building_values
 from .comparison import AreaOfInterest, PredictionSource, comparison_grid, comparison_windows, extent_fraction
 from .errors import InputError
 from .files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix, replaced_when_done
+from .ground import ground_pixel_size_m
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
 from .object_polygons import BuildingRegions, building_objects, unmatched_objects
 from .outputs import create_geotiff
@@ -88,8 +88,8 @@ class EvaluationResult:
 
     matrix: ConfusionMatrix
     objects: ObjectScores | None
-    pixel_area: float  # one pixel's area in square map units of the comparison grid
-    area_unit: str
+    pixel_area: float  # one pixel's ground area in m² (square map units for a grid without a CRS)
+    area_unit: str  # "m²", or "square map units" without a CRS
     grid: Grid
     excluded_px: dict[str, int]  # outside_aoi, prediction_nodata, label_nodata
     extent_fraction_compared: dict[str, float | None]  # per layer: share of its extent on the grid
@@ -105,6 +105,10 @@ class EvaluationResult:
     false_positive_objects: list = field(default_factory=list)
     missed_objects: list = field(default_factory=list)
     created: str = field(default_factory=lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    def ground_area(self, shape: shapely.Geometry) -> float:
+        """The area of a polygon in the grid's CRS, in ``area_unit`` (m² on the ground where it has a CRS)."""
+        return float(shape.area) * self.pixel_area / abs(self.grid.transform.determinant)
 
     @property
     def scored_px(self) -> int:
@@ -275,8 +279,8 @@ def evaluate(
     result = EvaluationResult(
         matrix=matrix,
         objects=objects,
-        pixel_area=abs(grid.transform.determinant),
-        area_unit=_area_unit(grid.crs),
+        pixel_area=ground_pixel_area(grid),
+        area_unit="m²" if grid.crs else "square map units",
         grid=grid,
         excluded_px=excluded,
         extent_fraction_compared=fractions,
@@ -382,13 +386,11 @@ def _error_map_writer(path: str | Path | None, grid: Grid):
         yield dataset
 
 
-def _area_unit(crs: CRS | None) -> str:
-    if crs is None:
-        return "square map units"
-    if crs.is_geographic:
-        return "square degrees"
-    units = crs.linear_units
-    return "m²" if units in ("metre", "meter", "m") else f"square {units}"
+def ground_pixel_area(grid: Grid) -> float:
+    """One pixel's area on the ground in m² (Web Mercator, feet and degrees included: ``ground.py``);
+    in square map units for a grid without a CRS."""
+    ground = ground_pixel_size_m(grid.crs, grid.transform, grid.width, grid.height)
+    return ground[0] * ground[1] if ground else abs(grid.transform.determinant)
 
 
 def _text(path: Path | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qgis.core import (
@@ -83,10 +84,10 @@ class EvaluateAlgorithm(EngineAlgorithm):
         "OUTPUT_ERROR_MAP": "Optional error map raster: 0 true negative, 1 false positive, 2 false negative, "
         "3 true positive, 255 no data.",
         "OUTPUT_FALSE_POSITIVES": "Optional polygon layer of the predicted buildings that match no true building "
-        "(at the object match IoU): false alarms. Attributes: id, area (square map "
-        "units of the comparison grid).",
+        "(at the object match IoU): false alarms. Attributes: id, area_m2 (square metres on the ground, "
+        "whatever the CRS).",
         "OUTPUT_MISSED": "Optional polygon layer of the true buildings that no predicted building matches: missed "
-        "buildings. Attributes: id, area.",
+        "buildings. Attributes: id, area_m2.",
         "AOI": "(advanced) Only score pixels inside these polygons.",
         "OBJECT_IOU": "(advanced) IoU from which a predicted building matches a true one in the object scores "
         "(OBJECT_PRECISION, OBJECT_RECALL, OBJECT_F1).",
@@ -205,7 +206,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
             ("OUTPUT_FALSE_POSITIVES", result.false_positive_objects, "false_positives"),
             ("OUTPUT_MISSED", result.missed_objects, "missed"),
         ):
-            outputs[name] = self.write_objects(parameters, name, context, shapes, crs, kind)
+            outputs[name] = self.write_objects(parameters, name, context, shapes, result.ground_area, crs, kind)
         return {
             **outputs,
             "OUTPUT_REPORT": report,
@@ -219,6 +220,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
         name: str,
         context: QgsProcessingContext,
         shapes: list,
+        ground_area: Callable[[object], float],
         crs: QgsCoordinateReferenceSystem,
         kind: str,
     ):
@@ -227,7 +229,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
 
         fields = QgsFields()
         fields.append(typed_field("id", "LongLong"))
-        fields.append(typed_field("area", "Double"))
+        fields.append(typed_field("area_m2", "Double"))
         sink, destination = self.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Type.MultiPolygon, crs)
         if sink is None:
             return None
@@ -237,7 +239,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
             geometry.convertToMultiType()
             feature = QgsFeature(fields)
             feature.setGeometry(geometry)
-            feature.setAttributes([index, shape.area])
+            feature.setAttributes([index, ground_area(shape)])
             add_feature_checked(sink, feature, name)
         sink = None  # closes the file writer, so the file is complete before it is read back
         check_written_features(destination, name, len(shapes))

@@ -1,6 +1,7 @@
 """The evaluation engine against independent numpy computations on small generated rasters."""
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -116,7 +117,8 @@ def test_random_rasters_score_exactly_like_numpy(random_pair, tmp_path, monkeypa
         "label_nodata": int(np.sum(predicted_valid & ~label_valid)),
     }
     assert result.scores()["iou"] == result.matrix.iou and result.objects is None
-    assert result.pixel_area == 0.25 and result.area_unit == "m²"
+    # 0.5 m map pixels on UTM's central meridian, where the projection scales the ground by 0.9996
+    assert result.pixel_area == pytest.approx(0.25 / 0.9996**2, rel=1e-6) and result.area_unit == "m²"
 
     expected_codes = np.where(predicted_valid & label_valid, 2 * truth + (mask == 1), 255)
     with rasterio.open(tmp_path / "out" / "errors.tif") as error_map:
@@ -339,6 +341,24 @@ def test_objects_cut_by_windows_are_joined(tmp_path, monkeypatch):
     assert strict.objects.matched == 1
 
 
+def test_areas_are_ground_square_metres_in_web_mercator_too(tmp_path):
+    """A Web Mercator "metre" at 50 N covers cos(50°) = 0.64 ground metres: areas labelled m² must be
+    ground areas, not square map units (1.28 times too large at Banepa's 27.6 N, 2.4 at 50 N)."""
+    classes = np.zeros((20, 20), np.uint8)
+    classes[5:10, 5:10] = 2
+    north_50 = Affine(0.5, 0.0, 1_000_000.0, 0.0, -0.5, 6_446_276.0)  # y of 50 N in EPSG:3857
+    mercator = CRS.from_epsg(3857)
+    labels = write_raster(tmp_path / "labels.tif", classes, transform=north_50, crs=mercator)
+    nothing = np.zeros((20, 20), np.uint8)
+    mask = write_raster(tmp_path / "mask.tif", nothing, kind="mask", transform=north_50, crs=mercator)
+    result = evaluate(mask, labels, [2])
+    # a sphere's cos² is within 1 % of the ellipsoid's scale
+    assert result.pixel_area == pytest.approx(0.25 * math.cos(math.radians(50)) ** 2, rel=0.01)
+    assert result.to_dict()["confusion_matrix"]["area"]["fn"] == pytest.approx(25 * result.pixel_area)
+    (missed,) = result.missed_objects
+    assert result.ground_area(missed) == pytest.approx(25 * result.pixel_area)
+
+
 def test_reports_hold_the_numbers_and_escape_text(tmp_path):
     classes = np.zeros((20, 20), np.uint8)
     classes[5:10, 5:10] = 2
@@ -350,7 +370,7 @@ def test_reports_hold_the_numbers_and_escape_text(tmp_path):
     )
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["confusion_matrix"]["pixels"] == {"tn": 375, "fp": 0, "fn": 25, "tp": 0}
-    assert data["confusion_matrix"]["area"]["fn"] == 25 * 0.25
+    assert data["confusion_matrix"]["area"]["fn"] == pytest.approx(25 * 0.25 / 0.9996**2, rel=1e-6)
     assert data["pixel_scores"]["precision"] is None  # undefined, not NaN (invalid JSON) and not 0
     assert data["object_scores"]["true_objects"] == 1
     assert data == json.loads(json.dumps(result.to_dict()))  # the same numbers as the returned result

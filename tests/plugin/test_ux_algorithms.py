@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
 
-from .conftest import BUILDINGS_PX, PIXEL_M, KeptMessages, write_raster
+from .conftest import BUILDINGS_PX, GROUND_M_PER_MAP_M, PIXEL_M, KeptMessages, write_raster
 
 pytestmark = pytest.mark.usefixtures("plugin")
 LEFT, TOP = 500000, 9000000  # the scene's upper-left corner (conftest)
@@ -153,14 +153,14 @@ def test_evaluate_writes_false_positive_and_missed_buildings_as_polygons(scene, 
     false_positives, missed = results["OUTPUT_FALSE_POSITIVES"], results["OUTPUT_MISSED"]  # memory layers
     assert false_positives.featureCount() == 1 and missed.featureCount() == 1
     (false_positive,) = false_positives.getFeatures()
-    assert false_positive["area"] == pytest.approx(36 * PIXEL_M * PIXEL_M)
+    assert false_positive["area_m2"] == pytest.approx(36 * (PIXEL_M * GROUND_M_PER_MAP_M) ** 2)
     bounds = false_positive.geometry().boundingBox()
     assert (bounds.xMinimum(), bounds.yMaximum()) == pytest.approx((LEFT + 4 * PIXEL_M, TOP - 50 * PIXEL_M))
     (missed_building,) = missed.getFeatures()
     row, column, side = BUILDINGS_PX[1]
     bounds = missed_building.geometry().boundingBox()
     assert (bounds.xMinimum(), bounds.yMaximum()) == pytest.approx((LEFT + column * PIXEL_M, TOP - row * PIXEL_M))
-    assert missed_building["area"] == pytest.approx(side * side * PIXEL_M * PIXEL_M)
+    assert missed_building["area_m2"] == pytest.approx(side * side * (PIXEL_M * GROUND_M_PER_MAP_M) ** 2)
     assert missed.crs().authid() == "EPSG:32736"
 
 
