@@ -298,8 +298,9 @@ def test_unloading_while_training_cancels_the_task_and_waits_for_it(plugin, scen
             "IMAGES": [str(scene.image)],
             "LABELS": [str(scene.labels)],
             "BUILDING_VALUES": "2",
-            "EPOCHS": 50,
-            "PATCHES_PER_EPOCH": 100_000,
+            # minutes of work, in steps of which a few already move the task's progress (by 0.1 % at least)
+            "EPOCHS": 2,
+            "PATCHES_PER_EPOCH": 20_000,
             "BATCH_SIZE": 4,
             "BASE_WIDTH": 8,
             "TILE_SIZE": 32,
