@@ -6,7 +6,7 @@
    ``train()`` loop: its per-batch progress reports are timestamped, the first batch (warm-up) is
    left out, and the run is cancelled once ``--seconds`` have passed (at least two batches).
 2. Data loading alone (crop drawing + gather + augmentation + normalisation on the device,
-   ``Trainer.batch_tensors``, no network) in samples per second, and as a ratio to the training
+   ``TrainingData.batch_tensors``, no network) in samples per second, and as a ratio to the training
    step's samples per second: how much of a step the data costs.
 
 Run from the repository root: ``.venv/bin/python bench/bench_training.py [--seconds 30]``.
@@ -83,13 +83,15 @@ def training_samples_per_s(config: TrainConfig, seconds: float) -> tuple[float, 
 def data_samples_per_s(config: TrainConfig, seconds: float) -> float:
     """Crop drawing + gather + augmentation + normalisation, as the training loop does them."""
     trainer = Trainer(config, Reporter.of(), None)
-    scenes = trainer.load_scenes(Path(config.output_model).parent)
-    hidden, _ = trainer.split(scenes)
+    data = trainer.data
+    scenes = data.load_scenes(Path(config.output_model).parent, trainer.reporter, trainer.check_cancel_alone)
+    hidden, _ = data.split(scenes, trainer.rng)
+    data.normalization = data.input_normalization(scenes)
     usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
     sampler = CropSampler(scenes, config.tile_size_px, usable, trainer.rng)
 
     def draw() -> None:
-        trainer.batch_tensors(scenes, sampler.draw(config.batch_size), hidden, True, trainer.torch_rng)
+        data.batch_tensors(scenes, sampler.draw(config.batch_size), hidden, True, trainer.torch_rng)
 
     draw()  # warm-up
     batches, started = 0, time.perf_counter()

@@ -12,7 +12,6 @@ import copy
 import math
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import augment
 from .checkpoints import checkpoint_dir_for, history_csv_for, read_checkpoint, save_epoch_files, write_history_csv
 from .choices import NORMALIZATIONS
 from .device import autocast, autocast_settings, describe_device, describe_precision, resolve_device
@@ -29,7 +27,6 @@ from .errors import Cancelled, EngineError, InputError
 from .metrics import ConfusionMatrix
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .network import UNet, UNetConfig
-from .normalization import normalize, pooled_statistics, with_contrast_floor
 from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
 from .progress import CancelFn, ProgressFn, Reporter
 from .rasters import LABEL_IGNORE
@@ -38,17 +35,11 @@ from .sampling import (
     Crop,
     CropSampler,
     Scene,
-    default_bands,
-    evenly_spread,
-    gather,
-    load_scene,
-    validation_block_px,
-    validation_blocks,
-    validation_crops,
 )
+from .training_data import TrainingData
+from .training_progress import TrainingProgress
 
 EpochFn = Callable[[dict], None]
-PER_IMAGE_MIN_STD_FRACTION = 0.5  # no image is stretched to more than twice the training images' contrast
 
 
 class TrainingDiverged(EngineError):
@@ -92,10 +83,7 @@ class Trainer:
         self.rng = np.random.default_rng(self.ranks.seed(seed))  # each rank its own crops and augmentation
         self.torch_rng = torch.Generator(device=self.device).manual_seed(self.ranks.seed(seed))
         self.init = self._load_init_model()
-        # seconds per training and per validation batch, measured as training goes (remaining time)
-        self.train_batch_s: float | None = None
-        self.val_batch_s: float | None = None
-        self.fraction_shown = 0.0
+        self.data = TrainingData(config, self.device, self.ranks, self.init)
 
     def _validate_config(self) -> None:
         c = self.config
@@ -126,89 +114,6 @@ class Trainer:
             return None
         return load_model(Path(self.config.init_model))
 
-    # -- data -------------------------------------------------------------------------------
-    def load_scenes(self, scratch_dir: Path) -> list[Scene]:
-        bands = self.config.bands or default_bands(self.config.images[0])
-        if self.init is not None and len(bands) != len(self.init.info.bands):
-            raise InputError(
-                f"The model to fine-tune, '{self.config.init_model}', reads {len(self.init.info.bands)} "
-                f"band(s) but the images give {len(bands)}: choose {len(self.init.info.bands)} bands "
-                "(BANDS) or train a new model."
-            )
-        self.bands = bands
-        scenes = []
-        for index, (image, label) in enumerate(zip(self.config.images, self.config.labels)):
-            self.reporter.report(0.0, f"Reading image {index + 1} of {len(self.config.images)}: {Path(image).name}")
-            self.check_cancel_alone()
-            scenes.append(
-                load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px, scratch_dir)
-            )
-        return scenes
-
-    def split(self, scenes: list[Scene]) -> tuple[list[np.ndarray], list[Crop]]:
-        """Training-hidden masks per scene and the validation crops (a fixed, bounded set)."""
-        crop_px = self.config.tile_size_px
-        if self.config.validation == "random":
-            count = max(1, round(self.config.patches_per_epoch * self.config.validation_fraction))
-            usable = [scene.label != LABEL_IGNORE for scene in scenes]
-            crops = self.ranks.from_main(CropSampler(scenes, crop_px, usable, self.rng).draw(count))  # one set for all
-            return [np.zeros_like(scene.label, dtype=bool) for scene in scenes], crops
-        hidden, crops = [], []
-        for index, scene in enumerate(scenes):
-            blocks = validation_blocks(scene, validation_block_px(scene, crop_px), offset=index)
-            hidden.append(blocks)
-            crops.extend(validation_crops(index, scene, blocks, crop_px))
-        if not crops:
-            raise InputError(
-                "The images are too small to hold out a validation area: give larger images or more of them."
-            )
-        return hidden, evenly_spread(crops, self.config.max_validation_crops)
-
-    def input_normalization(self, scenes: list[Scene]) -> dict:
-        """How raw values become network inputs, as stored in the model file (see normalization.py)."""
-        c, bands = self.config, len(self.bands)
-        if self.init is not None:  # fine-tuning keeps the input scaling the weights were trained for
-            return dict(self.init.info.normalization)
-        if c.normalization == "fixed":
-            return {"mode": "fixed", "mean": [0.0] * bands, "std": [scenes[0].value_scale] * bands}
-        mean, std = pooled_statistics([scene.statistics for scene in scenes])
-        if c.normalization == "per_image":  # pooled numbers for the record (and exports); the floor applies
-            return {
-                "mode": "per_image",
-                "mean": mean,
-                "std": std,
-                "min_std": [value * PER_IMAGE_MIN_STD_FRACTION for value in std],
-            }
-        return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
-
-    def batch_tensors(
-        self,
-        scenes: list[Scene],
-        crops: Sequence[Crop],
-        hidden: list[np.ndarray] | None,
-        augmented: bool,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels, scene_ids = gather(scenes, crops, self.config.tile_size_px, hidden)
-        device = self.device
-        x = torch.from_numpy(images).to(device, non_blocking=True)
-        label = torch.from_numpy(labels).to(device).unsqueeze(1)
-        weight = (label != LABEL_IGNORE).float()
-        target = (label == 1).float()
-        if augmented:
-            scale = torch.tensor([scenes[i].value_scale for i in scene_ids], dtype=torch.float32, device=device)
-            x, target, weight = augment(x, target, weight, scale, self.config.augmentation, generator)
-        x = normalize(x, *self.normalization_of(scenes, scene_ids))
-        return x.contiguous(memory_format=torch.channels_last), target, weight
-
-    def normalization_of(self, scenes: list[Scene], scene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.normalization["mode"] == "per_image":
-            return (
-                np.array([scenes[i].mean for i in scene_ids]),
-                np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]),
-            )
-        return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
-
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.autocast_dtype)
 
@@ -227,14 +132,15 @@ class Trainer:
         c = self.config
         if self.init is not None:
             return self.init.net.train()
-        return UNet(UNetConfig(len(self.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
+        return UNet(UNetConfig(len(self.data.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
 
     def _run(self, scratch_dir: Path) -> TrainResult:
         c = self.config
         self.started = time.monotonic()
         self.elapsed_before_s = 0.0  # training time of the run this one resumes
-        scenes = self.load_scenes(scratch_dir)
-        hidden, val_crops = self.split(scenes)
+        data = self.data
+        scenes = data.load_scenes(scratch_dir, self.reporter, self.check_cancel_alone)
+        hidden, val_crops = data.split(scenes, self.rng)
         train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
         sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng, c.building_crop_share)
         train_per_epoch = c.patches_per_epoch - (len(val_crops) if c.validation == "random" else 0)
@@ -243,8 +149,11 @@ class Trainer:
         self.batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / global_batch))
         self.val_batches = math.ceil(len(self.ranks.shard(val_crops)) / c.batch_size)
         total_steps = self.batches_per_epoch * c.epochs
+        self.progress = TrainingProgress(
+            self.reporter, c.epochs, c.time_budget_s, self.batches_per_epoch, self.val_batches
+        )
 
-        self.normalization = self.input_normalization(scenes)
+        data.normalization = data.input_normalization(scenes)
         net = self.build_network()
         if not self.ranks.distributed:  # a rank stopping inside a step would leave the others waiting
             self.check_cancel_inside(net)
@@ -295,8 +204,8 @@ class Trainer:
                 train_loss += value if math.isfinite(value) else 0.0
                 batches_run += 1
                 train_matrix += confusion_counts(logits.detach(), target, weight)
-                self.train_batch_s = self.running_mean(self.train_batch_s, time.monotonic() - batch_started)
-                self.report_progress(epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
+                self.progress.timed_train_batch(time.monotonic() - batch_started)
+                self.progress.report(self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
             if batches_run == 0 and history:  # the budget ran out right at an epoch's start
                 break
             train_matrix = self.summed_over_ranks(train_matrix)
@@ -363,10 +272,6 @@ class Trainer:
     def summed_over_ranks(self, matrix: ConfusionMatrix) -> ConfusionMatrix:
         return ConfusionMatrix(*(int(count) for count in self.ranks.sum([matrix.tn, matrix.fp, matrix.fn, matrix.tp])))
 
-    @staticmethod
-    def running_mean(previous: float | None, value: float) -> float:
-        return value if previous is None else 0.8 * previous + 0.2 * value
-
     def step(
         self,
         net: torch.nn.Module,
@@ -378,7 +283,8 @@ class Trainer:
         """One optimisation step on a fresh batch. Out of GPU memory, the batch size is halved for the
         rest of training (and said so) and the step is taken again on a smaller batch."""
         while True:
-            x, target, weight = self.batch_tensors(scenes, sampler.draw(self.batch_size), hidden, True, self.torch_rng)
+            crops = sampler.draw(self.batch_size)
+            x, target, weight = self.data.batch_tensors(scenes, crops, hidden, True, self.torch_rng)
             try:
                 with self.autocast():
                     logits = net(x)
@@ -450,7 +356,7 @@ class Trainer:
             self.check_cancel_alone()
             batch_started = time.monotonic()
             chunk = share[start : start + self.batch_size]
-            x, target, weight = self.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
+            x, target, weight = self.data.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
             with self.autocast():
                 logits = net(x).float()
             loss_sum += float(masked_loss(logits, target, weight, c.loss)) * len(chunk)
@@ -459,8 +365,8 @@ class Trainer:
             valid = weight > 0
             positive_hist += torch.bincount(bins[valid & (target > 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
             negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
-            self.val_batch_s = self.running_mean(self.val_batch_s, time.monotonic() - batch_started)
-            self.report_progress(epoch, self.batches_per_epoch, index + 1, "validating")
+            self.progress.timed_validation_batch(time.monotonic() - batch_started)
+            self.progress.report(self.elapsed_s(), epoch, self.batches_per_epoch, index + 1, "validating")
         matrix = self.summed_over_ranks(matrix)
         loss_sum, *counts = self.ranks.sum([loss_sum, *positive_hist, *negative_hist])
         positive_hist = np.array(counts[:THRESHOLD_BINS], np.int64)
@@ -477,38 +383,13 @@ class Trainer:
             "val_iou_tuned": tuned_iou,
         }
 
-    def report_progress(self, epoch: int, train_done: int, val_done: int, detail: str) -> None:
-        """Progress and remaining time from the measured time of training and validation batches
-        (a validation batch, forward only, is guessed at a third of a training batch until one is
-        timed); under a time budget neither can pass the budget."""
-        c = self.config
-        train_s = self.train_batch_s or 0.0
-        val_s = self.val_batch_s if self.val_batch_s is not None else train_s / 3
-        epochs_after = c.epochs - epoch
-        remaining_s = (self.batches_per_epoch - train_done + epochs_after * self.batches_per_epoch) * train_s + (
-            self.val_batches - val_done + epochs_after * self.val_batches
-        ) * val_s
-        elapsed = self.elapsed_s()
-        fraction = elapsed / max(elapsed + remaining_s, 1e-9)
-        if c.time_budget_s is not None:
-            remaining_s = min(remaining_s, max(c.time_budget_s - elapsed, 0.0))
-            fraction = max(fraction, elapsed / c.time_budget_s)
-        self.fraction_shown = fraction = max(fraction, self.fraction_shown)  # a bar never moves back
-        where = f"epoch {epoch}" if c.time_budget_s is not None else f"epoch {epoch}/{c.epochs}"
-        step = (
-            f"batch {train_done}/{self.batches_per_epoch}"
-            if not val_done
-            else f"validation batch {val_done}/{self.val_batches}"
-        )
-        self.reporter.report(fraction, f"{where}, {step}, {detail}, about {remaining_s / 60:.1f} min left")
-
     # -- files ------------------------------------------------------------------------------
     def model_info(self, scenes: list[Scene]) -> ModelInfo:
         c = self.config
         ground = scenes[0].ground_pixel_size_m
         return ModelInfo(
-            bands=list(self.bands),
-            normalization=self.normalization,
+            bands=list(self.data.bands),
+            normalization=self.data.normalization,
             tile_size_px=c.tile_size_px,
             threshold=0.5,
             building_values=list(c.building_values),

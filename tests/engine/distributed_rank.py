@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 from model.errors import Cancelled  # noqa: E402
 from model.sampling import CropSampler  # noqa: E402
 from model.training import TrainConfig, Trainer, train  # noqa: E402
+from model.training_data import TrainingData  # noqa: E402
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 WRITE_EVENTS = ("os.rename", "os.mkdir", "os.remove", "os.rmdir")
@@ -60,7 +61,7 @@ def main(settings_json: str, results_dir: str) -> None:
     crops: list[list[int]] = []
     validated: list[list[int]] = []
     record: dict = {"checksums": checksums, "crops": crops, "validated": validated, "writes": writes}
-    save_epoch, draw, batch_tensors = Trainer.save_epoch, CropSampler.draw, Trainer.batch_tensors
+    save_epoch, draw, batch_tensors = Trainer.save_epoch, CropSampler.draw, TrainingData.batch_tensors
 
     def recording_save_epoch(self: Trainer, net, *args) -> None:
         digest = hashlib.sha256()
@@ -75,14 +76,14 @@ def main(settings_json: str, results_dir: str) -> None:
         crops.extend([crop.scene, crop.row, crop.col] for crop in drawn)
         return drawn
 
-    def recording_batch_tensors(self: Trainer, scenes, batch_crops, hidden, augmented: bool, generator):
+    def recording_batch_tensors(self: TrainingData, scenes, batch_crops, hidden, augmented: bool, generator):
         if not augmented:  # spatial validation's crops are the only ones not augmented
             validated.extend([crop.scene, crop.row, crop.col] for crop in batch_crops)
         return batch_tensors(self, scenes, batch_crops, hidden, augmented, generator)
 
     Trainer.save_epoch = recording_save_epoch  # type: ignore[method-assign]
     CropSampler.draw = recording_draw  # type: ignore[method-assign]
-    Trainer.batch_tensors = recording_batch_tensors  # type: ignore[method-assign]
+    TrainingData.batch_tensors = recording_batch_tensors  # type: ignore[method-assign]
 
     def cancelled() -> bool:
         return rank == cancel_rank and len(checksums) >= cancel_after_epochs

@@ -141,16 +141,16 @@ def test_validation_holds_out_a_fifth_of_a_small_image_and_training_crops_never_
 def test_training_batches_never_hold_a_pixel_that_validation_scores(pair, tmp_path, monkeypatch):
     """Through a whole training run: every crop training draws has the validation area blanked (band
     means, no label), and validation scores only pixels that training never saw labelled."""
-    import model.training as training
+    from model.training_data import TrainingData
 
     batches = []  # (crops, for training, the crops as gathered with the hidden masks the trainer passed)
-    batch_tensors = training.Trainer.batch_tensors
+    batch_tensors = TrainingData.batch_tensors
 
     def watched(self, scenes, crops, hidden, augmented, generator):  # the real method, its inputs kept
         batches.append((list(crops), augmented, gather(scenes, crops, 32, hidden)))
         return batch_tensors(self, scenes, crops, hidden, augmented, generator)
 
-    monkeypatch.setattr(training.Trainer, "batch_tensors", watched)
+    monkeypatch.setattr(TrainingData, "batch_tensors", watched)
     train(config_for(pair, tmp_path / "m.pt", epochs=1))  # spatial validation: only training is augmented
     scene = load_scene(pair[0][0], pair[1][0], [2], [1, 2, 3], 32)
     labelled = {True: np.zeros(scene.label.shape, bool), False: np.zeros(scene.label.shape, bool)}
