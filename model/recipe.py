@@ -125,7 +125,8 @@ def default_sizes(device_type: str, given: dict) -> tuple[dict, str]:
     if device_type != "cuda" and "epochs" not in given and "time_budget_s" not in given:
         sizes["time_budget_s"] = chosen["time_budget_s"] = CPU_DEFAULT_BUDGET_MIN * 60
     budget = chosen.get("time_budget_s")
-    limit = f"for {budget / 60:g} min" if budget else f"for {chosen['epochs']} epochs"
+    epochs = chosen["epochs"]
+    limit = f"for {budget / 60:g} min" if budget else f"for {epochs} epoch{'s' if epochs != 1 else ''}"
     where = "GPU" if device_type == "cuda" else "CPU, no GPU"
     reason = (
         "a narrow network sees about 3x more crops per CPU minute than width 32"
