@@ -30,6 +30,7 @@ from model.recipe import CPU_DEFAULT_BUDGET_MIN, DEFAULT_SIZES, TrainConfig, def
 from model.sampling import CropSampler, evenly_spread, gather, load_scene, validation_block_px, validation_blocks
 from model.training import TrainingDiverged, checkpoint_dir_for, train
 from tests.engine.scenes import write_pair
+from tests.engine.test_training import tiny_config as config_for
 
 
 def squares(size_px: int, count: int, seed: int) -> np.ndarray:
@@ -45,24 +46,6 @@ def squares(size_px: int, count: int, seed: int) -> np.ndarray:
 def pair(tmp_path: Path) -> tuple[list[str], list[str]]:
     image, label = write_pair(tmp_path, "scene", squares(96, 8, 1))
     return [image], [label]
-
-
-def config_for(pair, output: Path, **overrides) -> TrainConfig:
-    values = dict(
-        images=pair[0],
-        labels=pair[1],
-        building_values=[2],
-        output_model=str(output),
-        epochs=2,
-        patches_per_epoch=16,
-        batch_size=4,
-        base_width=4,
-        tile_size_px=32,
-        seed=3,
-        device="cpu",
-    )
-    values.update(overrides)
-    return TrainConfig.for_preset(values.pop("preset", "default"), **values)
 
 
 # -- sizing --------------------------------------------------------------------------------------
