@@ -70,7 +70,7 @@ def polygons_from_mask(
         ("simplification tolerance", simplify_m),
         ("hole filling area", fill_holes_below_m2),
     ):
-        if value < 0:
+        if not value >= 0:  # NaN too: it would compare false with every area and keep everything
             raise InputError(f"The {name} must be zero or positive, got {value}.")
     if window_rows_px < 1:
         raise InputError(f"The window height must be at least 1 row, got {window_rows_px}.")
