@@ -189,9 +189,12 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     problem = info_problem(info)
     if problem:
         raise damaged(problem)
-    net = UNet(info.network_config)
+    # Built without memory ("meta") and given the file's tensors: a damaged description (say a base
+    # width of 5000) is found by the shape check instead of allocating a network that exhausts memory.
+    with torch.device("meta"):
+        net = UNet(info.network_config)
     try:
-        net.load_state_dict(payload["state_dict"])
+        net.load_state_dict(payload["state_dict"], assign=True)
     except (RuntimeError, TypeError, AttributeError) as error:  # missing or unexpected tensors, wrong shapes
         raise damaged("its weights do not fit its network (missing tensors or tensors of the wrong shape)") from error
     net.to(device).eval()
