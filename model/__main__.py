@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
-from .errors import EngineError
+from .errors import EngineError, InputError
 
 
 class ConsoleProgress:
@@ -131,6 +131,13 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="default: the model's tuned threshold")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    parser.add_argument(
+        "--extent",
+        type=float,
+        nargs=4,
+        metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+        help="only this area, in the image's CRS: its pixels come out exactly as in a prediction of the whole image",
+    )
 
 
 def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
@@ -150,8 +157,13 @@ def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str | None) -> dict:
-    from .inference import predict_raster
+    from .inference import extent_window, predict_raster
 
+    area = {}
+    if args.extent:
+        if getattr(args, "shard", None):
+            raise InputError("Give --extent or --shard, not both: a shard is a band of rows of the whole image.")
+        area["window"] = extent_window(args.input, tuple(args.extent))
     if getattr(args, "shard", None):
         from .shards import shard_predictor
 
@@ -165,6 +177,7 @@ def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str
         batch_size=args.batch_size,
         device=args.device,
         progress=progress,
+        **area,
     )
     return {
         "probability": str(result.probability_path) if result.probability_path else None,

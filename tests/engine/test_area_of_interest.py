@@ -8,6 +8,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from model.__main__ import main
 from model.errors import InputError
 from model.inference import extent_window, predict_raster
 from model.modelfile import load_model
@@ -65,6 +66,18 @@ def test_resampled_shards_assembled_equal_the_unsharded_prediction(tmp_path):
     np.testing.assert_allclose(
         read(assemble(tmp_path / "shard.tif", 3)), read(tmp_path / "whole.tif"), rtol=0, atol=FLOAT_ULPS
     )
+
+
+def test_the_command_line_predicts_an_extent_as_in_the_whole_image(tmp_path):
+    image = image_with_nodata(tmp_path)
+    model = make_model(tmp_path / "m.pt")
+    common = [str(image), "--model", str(model), "--device", "cpu"]
+    assert main(["predict", *common, "--probability", str(tmp_path / "whole.tif")]) == 0
+    # the image's corner is (1000, 2000) with 1 m pixels: columns 37 to 187, rows 101 to 304
+    extent = ["1037", str(2000 - 304), "1187", str(2000 - 101)]
+    assert main(["predict", *common, "--probability", str(tmp_path / "part.tif"), "--extent", *extent]) == 0
+    np.testing.assert_array_equal(read(tmp_path / "part.tif"), read(tmp_path / "whole.tif")[101:304, 37:187])
+    assert main(["predict", *common, "--mask", str(tmp_path / "m.tif"), "--extent", *extent, "--shard", "1/2"]) == 2
 
 
 def test_an_extent_becomes_the_whole_pixels_it_touches(tmp_path):
