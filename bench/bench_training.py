@@ -86,7 +86,6 @@ def data_samples_per_s(config: TrainConfig, seconds: float) -> float:
     data = trainer.data
     scenes = data.load_scenes(Path(config.output_model).parent, trainer.reporter, trainer.check_cancel_alone)
     hidden, _ = data.split(scenes, trainer.rng)
-    data.normalization = data.input_normalization(scenes)
     usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
     sampler = CropSampler(scenes, config.tile_size_px, usable, trainer.rng)
 

@@ -156,7 +156,6 @@ class Trainer(EpochFiles):
             self.reporter, c.epochs, c.time_budget_s, self.batches_per_epoch, self.val_batches
         )
 
-        data.normalization = data.input_normalization(scenes)
         net = self.build_network()
         if not self.ranks.distributed:  # a rank stopping inside a step would leave the others waiting
             self.check_cancel_inside(net)

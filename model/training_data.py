@@ -43,7 +43,7 @@ class TrainingData:
         self.ranks = ranks
         self.init = init  # the model being fine-tuned: its bands and input scaling are kept
         self.bands: list[int] = []
-        self.normalization: dict = {}  # set by the trainer from input_normalization once scenes are read
+        self.normalization: dict = {}  # chosen from the scenes' statistics when they are read
 
     def load_scenes(self, scratch_dir: Path, reporter: Reporter, check_cancel: Callable[[], None]) -> list[Scene]:
         bands = self.config.bands or default_bands(self.config.images[0])
@@ -61,6 +61,7 @@ class TrainingData:
             scenes.append(
                 load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px, scratch_dir)
             )
+        self.normalization = self._input_normalization(scenes)
         return scenes
 
     def split(self, scenes: list[Scene], rng: np.random.Generator) -> tuple[list[np.ndarray], list[Crop]]:
@@ -82,7 +83,7 @@ class TrainingData:
             )
         return hidden, evenly_spread(crops, self.config.max_validation_crops)
 
-    def input_normalization(self, scenes: list[Scene]) -> dict:
+    def _input_normalization(self, scenes: list[Scene]) -> dict:
         """How raw values become network inputs, as stored in the model file (see normalization.py)."""
         c, bands = self.config, len(self.bands)
         if self.init is not None:  # fine-tuning keeps the input scaling the weights were trained for
