@@ -18,21 +18,25 @@ def run(algorithm_id: str, parameters: dict) -> dict:
     return processing.run(f"unet_buildings:{algorithm_id}", parameters, feedback=QgsProcessingFeedback())
 
 
+def train(image, labels, output_model, **parameters) -> dict:
+    """The train algorithm on one image / label pair, with the tiny settings and ``parameters``."""
+    return run(
+        "train",
+        {
+            "IMAGES": [str(image)],
+            "LABELS": [str(labels)],
+            "BUILDING_VALUES": "2",
+            "OUTPUT_MODEL": str(output_model),
+            **TINY,
+            **parameters,
+        },
+    )
+
+
 def test_train_for_a_time_reports_the_score_that_chose_the_epoch(scene, tmp_path, unet_buildings) -> None:
     from unet_buildings.model.modelfile import load_model
 
-    results = run(
-        "train",
-        {
-            "IMAGES": [str(scene.image)],
-            "LABELS": [str(scene.labels)],
-            "BUILDING_VALUES": "2",
-            "TIME_BUDGET_MIN": 0.1,
-            "BASE_WIDTH": 4,
-            "OUTPUT_MODEL": str(tmp_path / "m.pt"),
-            **TINY,
-        },
-    )
+    results = train(scene.image, scene.labels, tmp_path / "m.pt", TIME_BUDGET_MIN=0.1, BASE_WIDTH=4)
     info = load_model(results["OUTPUT_MODEL"]).info
     assert info.training["time_budget_s"] == pytest.approx(6.0)  # 0.1 min, not the CPU default's 30
     assert info.training["epochs"] == 200  # the CPU default: the budget ends training, not the epochs
@@ -43,30 +47,10 @@ def test_train_for_a_time_reports_the_score_that_chose_the_epoch(scene, tmp_path
 def test_fine_tuning_through_processing_keeps_the_models_network(scene, tmp_path, unet_buildings) -> None:
     from unet_buildings.model.modelfile import load_model
 
-    base = run(
-        "train",
-        {
-            "IMAGES": [str(scene.image)],
-            "LABELS": [str(scene.labels)],
-            "BUILDING_VALUES": "2",
-            "EPOCHS": 1,
-            "BASE_WIDTH": 8,
-            "OUTPUT_MODEL": str(tmp_path / "base.pt"),
-            **TINY,
-        },
-    )
-    tuned = run(
-        "train",
-        {
-            "IMAGES": [str(scene.image)],
-            "LABELS": [str(scene.polygons)],
-            "BUILDING_VALUES": "2",
-            "EPOCHS": 1,
-            "BASE_WIDTH": 4,
-            "INIT_MODEL": base["OUTPUT_MODEL"],
-            "OUTPUT_MODEL": str(tmp_path / "tuned.pt"),
-            **TINY,
-        },
+    base = train(scene.image, scene.labels, tmp_path / "base.pt", EPOCHS=1, BASE_WIDTH=8)
+    # polygon labels, another base width asked for: the fine-tuned model keeps its own network
+    tuned = train(
+        scene.image, scene.polygons, tmp_path / "tuned.pt", EPOCHS=1, BASE_WIDTH=4, INIT_MODEL=base["OUTPUT_MODEL"]
     )
     assert load_model(tuned["OUTPUT_MODEL"]).info.network["base_width"] == 8
     assert load_model(tuned["OUTPUT_MODEL"]).info.training["init_model"] == base["OUTPUT_MODEL"]
