@@ -13,23 +13,13 @@ from model.errors import InputError
 from model.inference import extent_window, predict_raster
 from model.modelfile import load_model
 from model.shards import assemble, predict_shard
-from tests.engine.test_inference import make_model, noise, write_image
+from tests.engine.test_inference import make_model, noise, read, write_image
+from tests.engine.test_shards import image_with_nodata  # nodata across the windows' edges
 
 FLOAT_ULPS = 1e-6  # a few float32 units in the last place of a probability
 OPTIONS = dict(probability_dtype="float32", batch_size=3, device="cpu", precision="float32", panel_width_px=96)
 # the image has 1 m pixels; a model trained on 2 m pixels makes the prediction resample
 MODEL_PIXEL_M = {"own pixels": None, "resampled": [2.0, 2.0]}
-
-
-def image_with_nodata(folder, shape=(3, 410, 230)):
-    data = noise(shape, seed=11)
-    data[:, 150:230, :60] = 0  # nodata crossing the windows' edges
-    return write_image(folder / "image.tif", data, nodata=0)
-
-
-def read(path) -> np.ndarray:
-    with rasterio.open(path) as dataset:
-        return dataset.read(1)
 
 
 @pytest.mark.parametrize("kind", MODEL_PIXEL_M)
