@@ -259,7 +259,7 @@ def _predict_resampled(
     staged_path = temporary_beside(beside, ".part.tif")
     staged_window = None if window is None else _processing_window(grid, processing, window)
     staged_grid = processing if staged_window is None else processing.window_grid(staged_window)
-    written = grid if window is None else grid.window_grid(window)
+    written = final.grid  # the input grid, or its window
     panel_width = settings.panel_width_px
     try:
         staged = OutputRasters(staged_grid, staged_path, "float32", None, final.threshold)
