@@ -52,23 +52,32 @@ class CurvesWidget(QWidget):
         self.clear()
 
     def clear(self) -> None:
+        self.show_history([])
+
+    def show_history(self, records: list[dict]) -> None:
+        """Exactly ``records`` (a model file's whole history), drawn once: a redraw per epoch took
+        about 0.1 s each, seconds for a long history."""
         self.records = []
-        if self.figure is not None:
-            self._draw(self.figure)
         if self.table is not None:
             self.table.setRowCount(0)
+        self._add(records)
 
     def add_epoch(self, record: dict) -> None:
-        self.records.append(record)
+        """One more epoch, as training reports it."""
+        self._add([record])
+
+    def _add(self, records: list[dict]) -> None:
+        self.records.extend(records)
         if self.figure is not None:
             self._draw(self.figure)
         if self.table is not None:
-            row = self.table.rowCount()
-            self.table.insertRow(row)
-            values = [record["epoch"], *(record.get(key) for key in COLUMNS)]
-            for column, value in enumerate(values):
-                text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-                self.table.setItem(row, column, QTableWidgetItem(text))
+            for record in records:
+                row = self.table.rowCount()
+                self.table.insertRow(row)
+                values = [record["epoch"], *(record.get(key) for key in COLUMNS)]
+                for column, value in enumerate(values):
+                    text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+                    self.table.setItem(row, column, QTableWidgetItem(text))
 
     def _draw(self, figure: Figure) -> None:
         from matplotlib.ticker import MaxNLocator

@@ -108,9 +108,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         except EngineError as error:
             self.tell(str(error), Qgis.MessageLevel.Warning)
             return
-        self.curves.clear()
-        for record in history:
-            self.curves.add_epoch(record)
+        self.curves.show_history(history)
 
     # -- actions -------------------------------------------------------------------------------
     def train(self) -> None:
