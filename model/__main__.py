@@ -55,7 +55,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         type=float,
         help="train for this many minutes (default preset on a CPU: 30 unless --epochs is given)",
     )
-    parser.add_argument("--init-model", help="a model file (.pt) to fine-tune instead of starting from scratch")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--init-model",
+        help="a model file (.pt) to start from (default: the starter model, when the images' bands fit it)",
+    )
+    start.add_argument("--from-scratch", action="store_true", help="train a new network instead of fine-tuning")
     parser.add_argument("--early-stop-epochs", type=int, help="stop after this many epochs without a better val IoU")
     parser.add_argument("--normalization", choices=NORMALIZATIONS, help="default: the preset's")
     parser.add_argument("--precision", choices=PRECISIONS, help="default: auto (bfloat16 where native)")
@@ -85,6 +90,7 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict | No
         resume_from=args.resume,
         time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
         init_model=args.init_model,
+        from_scratch=args.from_scratch,
         early_stop_patience=args.early_stop_epochs,
         normalization=args.normalization,
         precision=args.precision,
@@ -93,8 +99,9 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict | No
 
     def on_epoch(record: dict) -> None:
         progress.done()
+        trained = f"train loss {record['train_loss']:.4f}, " if record["epoch"] else "the model it starts from: "
         print(
-            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+            f"epoch {record['epoch']}: {trained}val loss {record['val_loss']:.4f}, "
             f"val accuracy {record['val_accuracy']:.4f}, val IoU {record['val_iou']:.4f} "
             f"(tuned {record['val_iou_tuned']:.4f} at {record['val_threshold']:.2f}), {record['seconds']:.0f} s",
             file=sys.stderr,
@@ -110,8 +117,13 @@ def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict | No
     if not main:
         return None
     best = result.history[[record["epoch"] for record in result.history].index(result.best_epoch)]
+    progress.done()
+    print(result.outcome, file=sys.stderr)
     return {
         "model": str(result.model_path),
+        "started_from": result.start_model or None,
+        "start_val_iou": result.start_val_iou,
+        "kept_start": result.kept_start,
         "best_epoch": result.best_epoch,
         "device": result.device_description,
         "precision": result.precision,
@@ -320,7 +332,7 @@ RUNNERS = {
 
 # per command: the options it reads files from, and those it writes files to (argparse destinations)
 INPUT_OPTIONS = {
-    "train": ("images", "labels", "resume"),
+    "train": ("images", "labels", "resume", "init_model"),
     "predict": ("input", "model"),
     "extract": ("input", "model"),
     "vectorize": ("mask", "probability"),

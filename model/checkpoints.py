@@ -74,7 +74,9 @@ def read_checkpoint(path: Path, network: UNetConfig) -> tuple[dict, ModelInfo]:
 
 
 def write_history_csv(path: Path, history: list[dict]) -> None:
+    """One row per epoch; a start model's epoch 0 has validation columns only, its others are empty."""
+    columns = list(dict.fromkeys(key for record in history for key in record))
     with replaced_when_done(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)

@@ -13,7 +13,6 @@ from .metrics import ConfusionMatrix
 from .recipe import TrainConfig
 
 THRESHOLD_BINS = 100  # validation probabilities are histogrammed in 1 % steps to tune the threshold
-WARMUP_FRACTION = 0.05
 
 
 def learning_rate_at(config: TrainConfig, progress: float) -> float:
@@ -21,9 +20,10 @@ def learning_rate_at(config: TrainConfig, progress: float) -> float:
     the schedule exactly. Linear warm-up, then cosine decay to 1 % of the peak."""
     if config.schedule == "constant":
         return config.learning_rate
-    if progress < WARMUP_FRACTION:
-        return config.learning_rate * max(progress / WARMUP_FRACTION, 0.01)
-    decay = min((progress - WARMUP_FRACTION) / (1 - WARMUP_FRACTION), 1.0)
+    warmup = config.warmup_fraction
+    if progress < warmup:
+        return config.learning_rate * max(progress / warmup, 0.01)
+    decay = min((progress - warmup) / (1 - warmup), 1.0)
     return config.learning_rate * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decay)))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from .augment import AugmentConfig
 from .choices import PRESETS
 from .errors import InputError
+from .start_model import default_start
 
 CPU_DEFAULT_BUDGET_MIN = 30.0
 
@@ -35,6 +36,10 @@ class TrainConfig:
     tile_size_px: int = 256
     learning_rate: float = 1e-3
     schedule: str = "cosine"  # "cosine" (with warm-up) or "constant"
+    warmup_fraction: float = 0.05  # share of training (steps or budget) over which the rate ramps up
+    # L2-SP: a pull of every weight towards the start model's, this much per unit of squared distance,
+    # so a few labelled blocks adapt the model without erasing what it learnt elsewhere (0: none)
+    l2sp_weight: float = 0.0
     loss: str = "bce_dice"  # "bce" or "bce_dice"
     validation: str = "spatial"  # "spatial": 1 block in 5 held out; "random": crops split at random
     validation_fraction: float = 0.2  # share of crops for "random" validation (paper 4:1)
@@ -51,6 +56,8 @@ class TrainConfig:
     seed: int | None = None
     resume_from: str | None = None
     init_model: str | None = None  # a model file whose weights training starts from (fine-tuning)
+    from_scratch: bool = False  # True: a new network even where the default preset would fine-tune
+    start_note: str = ""  # why the run starts from a new network when the starter model was not used
     # Wall-clock limit on training: when reached, the running epoch is cut short, validated and
     # saved, and training ends; the schedule then follows elapsed time rather than steps.
     time_budget_s: float | None = None
@@ -66,14 +73,30 @@ class TrainConfig:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise InputError(f"Unknown training option(s): {', '.join(sorted(unknown))}.")
+        if values.get("from_scratch") and values.get("init_model"):
+            raise InputError("Give either a model to start from or 'from scratch', not both.")
+        if not values.get("from_scratch") and not values.get("init_model"):
+            values["init_model"], values["start_note"] = default_start(preset, values, lambda: _band_count(values))
         if preset == "paper":
             values = {**PAPER_PRESET, **values}
         else:
             from .device import resolve_device  # imports torch: only when a config is built
 
             sizes, sizing = default_sizes(resolve_device(values.get("device", "auto")).type, values)
+            if values.get("init_model"):
+                tuning = {name: value for name, value in FINE_TUNE_RECIPE.items() if name not in values}
+                sizes, sizing = {**sizes, **tuning}, f"{sizing} {describe_fine_tuning({**tuning, **values})}"
             values = {**sizes, **values, "sizing": sizing}
         return cls(preset=preset, **values)
+
+
+def _band_count(values: dict) -> int:
+    """How many bands a run reads: the bands asked for, else the first image's (alpha excluded)."""
+    if values.get("bands"):
+        return len(values["bands"])
+    from .sampling import default_bands  # reads the file: only when a config is built
+
+    return len(default_bands(values["images"][0])) if values.get("images") else 0
 
 
 # The paper's recipe ("Remote sensing image building extraction based on U-net"), every number
@@ -101,6 +124,21 @@ PAPER_PRESET = dict(
     keep_epoch_checkpoints=True,
     precision="float32",
 )
+
+# Fine-tuning (the default preset's recipe when a run starts from a model, the starter model by
+# default): a tenth of the from-scratch rate reached over a longer warm-up, so the first steps on a
+# user's few labelled blocks do not wreck what the model knows, and an L2-SP pull towards the start
+# weights against forgetting. Chosen with bench/bench_finetune.py (leave-one-scene-out starting
+# models, train on half a scene, test on the other half); the README gives its figures.
+FINE_TUNE_RECIPE = dict(learning_rate=1e-4, warmup_fraction=0.1, l2sp_weight=0.01)
+
+
+def describe_fine_tuning(values: dict) -> str:
+    return (
+        f"Fine-tuning recipe: learning rate {values['learning_rate']:g} after a {values['warmup_fraction']:.0%} "
+        f"warm-up, weights pulled towards the start model's (L2-SP {values['l2sp_weight']:g})."
+    )
+
 
 # The default recipe by device. On a CPU: width 16 (about 3x the crops per minute of width 32 in
 # bfloat16), epochs of a minute or so, so the best epoch is picked often, and a 30-minute budget

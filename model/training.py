@@ -27,6 +27,7 @@ from .device import autocast, autocast_settings, describe_device, describe_preci
 from .distributed import Ranks, process_group
 from .epoch_files import EpochFiles
 from .errors import Cancelled, EngineError, InputError
+from .files import check_output_paths, same_file
 from .metrics import ConfusionMatrix
 from .modelfile import LoadedModel, ModelInfo, load_model
 from .network import UNet, UNetConfig
@@ -43,6 +44,9 @@ from .training_data import TrainingData
 from .training_progress import TrainingProgress
 
 EpochFn = Callable[[dict], None]
+BatchFn = Callable[[dict], None]
+BATCH_REPORT_S = 3.0  # the smoothed training loss is reported this often (and at each epoch's end)
+LOSS_SMOOTHING = 0.9  # weight of the previous value in the reported exponential mean of the batch losses
 
 
 class TrainingDiverged(EngineError):
@@ -61,15 +65,49 @@ class TrainResult:
     stop_reason: str = ""  # why, in words, when it stopped early
     sizing: str = ""  # what the preset chose for this device, and why
     precision: str = ""  # the arithmetic training ran in, and why
+    start_model: str = ""  # the model file training started from; "" for a new network
+    start_val_iou: float | None = None  # the start model's score on the validation areas (epoch 0)
+
+    @property
+    def best_val_iou(self) -> float:
+        return next(record["val_iou_tuned"] for record in self.history if record["epoch"] == self.best_epoch)
+
+    @property
+    def kept_start(self) -> bool:
+        """No epoch beat the model training started from: the model file holds the start's weights."""
+        return self.start_val_iou is not None and self.best_epoch == 0
+
+    @property
+    def outcome(self) -> str:
+        """One sentence: how the new model compares with the one it started from, on the validation areas."""
+        if self.start_val_iou is None:
+            return f"Validation IoU {self.best_val_iou:.3f} (best epoch {self.best_epoch}, a new network)."
+        start = Path(self.start_model).name
+        if self.kept_start:
+            return (
+                f"The new model is not better than the one it started from on your validation areas: kept "
+                f"'{start}' (validation IoU {self.start_val_iou:.3f}; no epoch beat it), written to "
+                f"'{self.model_path.name}' with its threshold tuned on your areas."
+            )
+        return (
+            f"Validation IoU {self.best_val_iou:.3f} (best epoch {self.best_epoch}), up from "
+            f"{self.start_val_iou:.3f} for '{start}', the model it started from."
+        )
 
 
 class Trainer(EpochFiles):
     def __init__(
-        self, config: TrainConfig, reporter: Reporter, on_epoch: EpochFn | None, ranks: Ranks | None = None
+        self,
+        config: TrainConfig,
+        reporter: Reporter,
+        on_epoch: EpochFn | None,
+        ranks: Ranks | None = None,
+        on_batch: BatchFn | None = None,
     ) -> None:
         self.config = config
         self.reporter = reporter
         self.on_epoch = on_epoch
+        self.on_batch = on_batch
         self.ranks = ranks or Ranks(resolve_device(config.device))  # one process unless torchrun started several
         self.device = self.ranks.device
         self.autocast_dtype, needs_grad_scaler = autocast_settings(self.device, config.precision)
@@ -104,6 +142,11 @@ class Trainer(EpochFiles):
             raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
         if c.time_budget_s is not None and c.time_budget_s <= 0:
             raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
+        if not 0 <= c.warmup_fraction < 1 or not c.l2sp_weight >= 0:
+            raise InputError(
+                f"The warm-up must be a share of training from 0 up to 1 (not {c.warmup_fraction:g}) and the "
+                f"pull towards the start weights at least 0 (not {c.l2sp_weight:g})."
+            )
         if (
             c.validation not in ("spatial", "random")
             or c.loss not in ("bce", "bce_dice")
@@ -111,9 +154,24 @@ class Trainer(EpochFiles):
             or c.schedule not in ("cosine", "constant")
         ):
             raise InputError("Unknown validation, loss, normalisation or schedule option.")
+        # the files a run writes, its derived ones included, never replace what it reads (a run resumed
+        # from its own checkpoint goes on writing it: that one is meant to be replaced)
+        last = self.checkpoint_dir / "last.pt"
+        resumed_elsewhere = c.resume_from if c.resume_from and not same_file(c.resume_from, last) else None
+        check_output_paths(
+            {
+                "image": c.images,
+                "label layer": c.labels,
+                "model to start from": c.init_model,
+                "checkpoint": resumed_elsewhere,
+            },
+            {"model file": c.output_model, "history": history_csv_for(self.output_model), "checkpoint": last},
+        )
 
     def _load_init_model(self) -> LoadedModel | None:
-        if not self.config.init_model or self.config.resume_from:  # a checkpoint holds its own weights
+        """The model to start from; also when resuming, whose checkpoint holds the weights: the start's
+        network, bands, input scaling and weights (the L2-SP anchor) are those of the first run."""
+        if not self.config.init_model:
             return None
         return load_model(Path(self.config.init_model))
 
@@ -157,6 +215,12 @@ class Trainer(EpochFiles):
         )
 
         net = self.build_network()
+        # the start weights, which L2-SP pulls towards: taken before a checkpoint's weights replace them
+        self.anchors = (
+            [parameter.detach().clone() for parameter in net.parameters()]
+            if self.init is not None and c.l2sp_weight > 0
+            else []
+        )
         if not self.ranks.distributed:  # a rank stopping inside a step would leave the others waiting
             self.check_cancel_inside(net)
         # torch's type stubs omit memory_format, which Module.to accepts
@@ -168,6 +232,7 @@ class Trainer(EpochFiles):
         if c.resume_from:
             start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from), info)
         self.start_epoch = start_epoch
+        self.anchors = [anchor.to(self.device) for anchor in self.anchors]
         model = self.ranks.wrap(net)  # what the steps call; net itself is validated and saved
         for line in (
             c.sizing,
@@ -176,12 +241,26 @@ class Trainer(EpochFiles):
             f"{self.batches_per_epoch} steps per epoch of {c.patches_per_epoch} crops."
             if self.ranks.distributed
             else "",
-            f"Fine-tuning '{c.init_model}'." if self.init is not None else "",
+            f"Starting from the model '{c.init_model}'." if self.init is not None else c.start_note,
         ):
             if line:
                 self.reporter.report(0.0, line)
 
+        if self.init is not None and not c.resume_from:
+            # epoch 0: the start model on the same validation blocks, so a run that cannot beat it keeps it
+            started = time.monotonic()
+            record = {"epoch": 0, **self.validate(net, scenes, hidden, val_crops, 0)}
+            record["seconds"] = time.monotonic() - started
+            history.append(record)
+            best_score = record[c.select_by]
+            best_state = state_on_cpu(net)
+            info.best_epoch, info.threshold, info.epoch, info.history = 0, record["val_threshold"], 0, history
+            self.save_epoch(net, optimizer, info, best_state, best_score, record)
+            if self.on_epoch:
+                self.on_epoch(dict(record))
+
         stop_reason = ""
+        self.smoothed_loss, self.smoothed_weight, self.last_batch_report = 0.0, 0.0, -math.inf
         for epoch in range(start_epoch, c.epochs + 1):
             epoch_started = time.monotonic()
             net.train()
@@ -207,6 +286,7 @@ class Trainer(EpochFiles):
                 batches_run += 1
                 train_matrix += confusion_counts(logits.detach(), target, weight)
                 self.progress.timed_train_batch(time.monotonic() - batch_started)
+                self.report_batch(epoch, batch + 1, value)
                 self.progress.report(self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
             if batches_run == 0 and history:  # the budget ran out right at an epoch's start
                 break
@@ -226,7 +306,7 @@ class Trainer(EpochFiles):
             score = record[c.select_by]
             if score > best_score or best_state is None:
                 best_score = score
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+                best_state = state_on_cpu(net)
                 info.best_epoch, info.threshold = epoch, record["val_threshold"]
             info.epoch, info.history = epoch, history
             self.save_epoch(net, optimizer, info, best_state, best_score, record)
@@ -240,6 +320,7 @@ class Trainer(EpochFiles):
 
         if self.ranks.is_main:
             write_history_csv(history_csv_for(self.output_model), history)
+        start_record = history[0] if self.init is not None and history and history[0]["epoch"] == 0 else None
         return TrainResult(
             self.output_model,
             history,
@@ -251,6 +332,29 @@ class Trainer(EpochFiles):
             stop_reason,
             c.sizing,
             self.precision,
+            str(c.init_model) if self.init is not None else "",
+            start_record[c.select_by] if start_record else None,
+        )
+
+    def report_batch(self, epoch: int, batch: int, loss: float) -> None:
+        """The exponentially smoothed training loss, every BATCH_REPORT_S and at the epoch's last batch:
+        a short run shows its progress long before its first epoch ends."""
+        if not math.isfinite(loss):
+            return
+        self.smoothed_loss = LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * loss
+        self.smoothed_weight = LOSS_SMOOTHING * self.smoothed_weight + (1 - LOSS_SMOOTHING)
+        now = time.monotonic()
+        if self.on_batch is None or (now - self.last_batch_report < BATCH_REPORT_S and batch < self.batches_per_epoch):
+            return
+        self.last_batch_report = now
+        self.on_batch(
+            {
+                "epoch": epoch,
+                "batch": batch,
+                "batches_per_epoch": self.batches_per_epoch,
+                "train_loss": self.smoothed_loss / self.smoothed_weight,  # the mean's start-up bias removed
+                "elapsed_s": self.elapsed_s(),
+            }
         )
 
     def elapsed_s(self) -> float:
@@ -294,9 +398,12 @@ class Trainer(EpochFiles):
                 optimizer.zero_grad(set_to_none=True)
                 if self.scaler is None:
                     loss.backward()
+                    self.pull_towards_start(net)
                     optimizer.step()
                 else:
                     self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(optimizer)  # the pull is added to true, unscaled gradients
+                    self.pull_towards_start(net)
                     self.scaler.step(optimizer)
                     self.scaler.update()
                 return loss, logits, target, weight
@@ -316,6 +423,13 @@ class Trainer(EpochFiles):
                     ) from None
                 self.batch_size //= 2
                 self.reporter.report(0.0, f"The GPU ran out of memory: batch size halved to {self.batch_size}.")
+
+    @torch.no_grad()
+    def pull_towards_start(self, net: torch.nn.Module) -> None:
+        """L2-SP: the gradient of l2sp_weight / 2 * |w - w_start|^2 added to each weight's gradient."""
+        for parameter, anchor in zip(net.parameters(), self.anchors):
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter - anchor, alpha=self.config.l2sp_weight)
 
     def divergence_message(self, epoch: int, batch: int, value: float, info: ModelInfo) -> str:
         kept = (
@@ -368,7 +482,8 @@ class Trainer(EpochFiles):
             positive_hist += torch.bincount(bins[valid & (target > 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
             negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
             self.progress.timed_validation_batch(time.monotonic() - batch_started)
-            self.progress.report(self.elapsed_s(), epoch, self.batches_per_epoch, index + 1, "validating")
+            doing = "validating" if epoch else "scoring the model it starts from"
+            self.progress.report(self.elapsed_s(), epoch, self.batches_per_epoch, index + 1, doing)
         matrix = self.summed_over_ranks(matrix)
         loss_sum, *counts = self.ranks.sum([loss_sum, *positive_hist, *negative_hist])
         positive_hist = np.array(counts[:THRESHOLD_BINS], np.int64)
@@ -386,15 +501,25 @@ class Trainer(EpochFiles):
         }
 
 
+def state_on_cpu(net: torch.nn.Module) -> dict:
+    """A copy of the weights that later steps do not change (``.cpu()`` of a CPU tensor is no copy)."""
+    return copy.deepcopy({name: value.detach().cpu() for name, value in net.state_dict().items()})
+
+
 def train(
     config: TrainConfig,
     progress: ProgressFn | None = None,
     cancelled: CancelFn | None = None,
     on_epoch: EpochFn | None = None,
+    on_batch: BatchFn | None = None,
 ) -> TrainResult:
     """Train a U-Net on the config's image/label pairs and write the best model to
     ``config.output_model``. Raises ``Cancelled`` when cancelled; the model file then holds the
     best complete epoch so far (if any) and ``<model>_checkpoints/last.pt`` allows resuming.
+
+    A run that starts from a model (``init_model``) first scores it on the validation areas (epoch 0,
+    the first history record): an epoch must beat it to replace it, so a run that cannot improve on
+    its start writes the start's weights (``TrainResult.kept_start``) instead of a worse model.
 
     Started by torchrun as several processes, each is one rank of one run (see distributed.py):
     ``batch_size`` is per rank, an epoch's crops are shared out, and only rank 0 reports progress,
@@ -402,4 +527,4 @@ def train(
     with process_group(resolve_device(config.device)) as ranks:
         main = ranks.is_main
         reporter = Reporter.of(progress if main else None, cancelled)
-        return Trainer(config, reporter, on_epoch if main else None, ranks).run()
+        return Trainer(config, reporter, on_epoch if main else None, ranks, on_batch if main else None).run()

@@ -52,7 +52,9 @@ def pair(tmp_path: Path) -> tuple[list[str], list[str]]:
 
 
 def test_default_preset_on_a_cpu_is_narrow_and_trains_for_30_minutes_unless_told_otherwise():
-    config = TrainConfig.for_preset("default", images=["a.tif"], labels=["b.tif"], output_model="m.pt", device="cpu")
+    config = TrainConfig.for_preset(
+        "default", images=["a.tif"], labels=["b.tif"], output_model="m.pt", device="cpu", from_scratch=True
+    )
     assert (config.base_width, config.batch_size) == (DEFAULT_SIZES["cpu"]["base_width"], 8)
     assert config.time_budget_s == CPU_DEFAULT_BUDGET_MIN * 60 == 1800
     assert "CPU" in config.sizing and "for 30 min" in config.sizing
