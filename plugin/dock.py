@@ -30,7 +30,7 @@ from .dock_inputs import DockInputs
 from .dock_layout import build_dock_widgets
 from .dock_requests import DockRequest
 from .dock_widgets import ERROR_STYLE, breakable, clock, file_stem, readable, remember
-from .epochs import parse_epoch
+from .epochs import parse_batch, parse_epoch
 from .install_flow import InstallFlow
 from .layers import add_result_group, add_styled_layer
 from .log import log
@@ -276,6 +276,9 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         record = parse_epoch(text)
         if record is not None:
             self.curves.add_epoch(record)
+        batch = parse_batch(text)
+        if batch is not None:
+            self.curves.add_batch(batch)
         log(text)
 
     def show_evaluation(self, results: dict) -> None:

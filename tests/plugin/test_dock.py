@@ -195,6 +195,7 @@ def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_mod
 
 
 def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
+    from unet_buildings.plugin.curves import BATCH_LABEL
     from unet_buildings.plugin.epochs import format_epoch, parse_epoch
 
     record = {
@@ -212,7 +213,7 @@ def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
     dock.show_info(format_epoch(record))
     dock.show_info(format_epoch({**record, "epoch": 4, "val_iou": 0.5}))
     lines = {line.get_label(): line for axes in dock.curves.figure.axes for line in axes.get_lines()}
-    assert set(lines) == {"train", "validation", "train accuracy", "validation accuracy", "validation IoU"}
+    assert set(lines) == {"train", "validation", "train accuracy", "validation accuracy", "validation IoU", BATCH_LABEL}
     assert list(lines["validation IoU"].get_xdata()) == [3, 4]
     assert list(lines["validation IoU"].get_ydata()) == pytest.approx([0.4, 0.5])
 
