@@ -73,6 +73,11 @@ def read_checkpoint(path: Path, network: UNetConfig) -> tuple[dict, ModelInfo]:
     return payload, saved
 
 
+def training_time_s(checkpoint: Path) -> float:
+    """The training time a checkpoint's run has spent: what a resumed run's time budget must exceed."""
+    return float(read_payload(checkpoint).get("elapsed_s", 0.0))
+
+
 def write_history_csv(path: Path, history: list[dict]) -> None:
     """One row per epoch; a start model's epoch 0 has validation columns only, its others are empty."""
     columns = list(dict.fromkeys(key for record in history for key in record))

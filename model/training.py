@@ -45,6 +45,7 @@ from .training_progress import TrainingProgress
 
 EpochFn = Callable[[dict], None]
 BatchFn = Callable[[dict], None]
+BUDGET_REACHED = "the time budget"  # how the stop reason of a run that used up its time begins
 BATCH_REPORT_S = 3.0  # the smoothed training loss is reported this often (and at each epoch's end)
 LOSS_SMOOTHING = 0.9  # weight of the previous value in the reported exponential mean of the batch losses
 
@@ -67,6 +68,7 @@ class TrainResult:
     precision: str = ""  # the arithmetic training ran in, and why
     start_model: str = ""  # the model file training started from; "" for a new network
     start_val_iou: float | None = None  # the start model's score on the validation areas (epoch 0)
+    out_of_time: bool = False  # the time budget ended it: resuming with a larger budget trains on
 
     @property
     def best_val_iou(self) -> float:
@@ -271,7 +273,7 @@ class Trainer(EpochFiles):
                 if c.time_budget_s is not None:
                     spent = elapsed_s / c.time_budget_s
                     if spent >= 1.0:
-                        stop_reason = f"the time budget of {c.time_budget_s / 60:g} min was reached"
+                        stop_reason = f"{BUDGET_REACHED} of {c.time_budget_s / 60:g} min was reached"
                         break
                     progress = max(progress, spent)
                 for group in optimizer.param_groups:
@@ -334,6 +336,7 @@ class Trainer(EpochFiles):
             self.precision,
             str(c.init_model) if self.init is not None else "",
             start_record[c.select_by] if start_record else None,
+            stop_reason.startswith(BUDGET_REACHED),
         )
 
     def report_batch(self, epoch: int, batch: int, loss: float) -> None:

@@ -11,6 +11,7 @@ missing modules in ``install_flow.py``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,8 +29,8 @@ from . import DISPLAY_NAME
 from .dependencies import dependency_problem, install_arguments, missing_requirements
 from .dock_inputs import DockInputs
 from .dock_layout import build_dock_widgets
-from .dock_requests import DockRequest
-from .dock_widgets import ERROR_STYLE, breakable, clock, file_stem, readable, remember
+from .dock_requests import DockRequest, TrainRequest
+from .dock_widgets import DEFAULT_TRAINING_MINUTES, ERROR_STYLE, breakable, clock, file_stem, readable, remember
 from .epochs import parse_batch, parse_epoch
 from .install_flow import InstallFlow
 from .layers import add_result_group, add_styled_layer
@@ -43,6 +44,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         self.setObjectName("UNetBuildingsDock")
         self.iface = iface
         self.current_run: AlgorithmRun | None = None
+        self.resumable: TrainRequest | None = None  # the last training run, when it can be continued
         self.install_process: QProcess | None = None
         self.quiet = False  # True while the dock itself changes layers and pickers: that makes nothing stale
         self.clock_timer = QTimer(self)
@@ -117,15 +119,44 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
             return
         remember("building_values", request.building_values.strip())
         self.curves.clear()
+        self.run_training(request)
 
-        def trained(results: dict) -> None:
-            self.model_widget.setFilePath(results["OUTPUT_MODEL"])
-            self.tell(
-                f"Model written to {results['OUTPUT_MODEL']} (best epoch {results['BEST_EPOCH']:.0f}).",
-                Qgis.MessageLevel.Success,
-            )
+    def resume(self) -> None:
+        """Continues the last cancelled or timed-out training run for the minutes set, with its own images,
+        labels, start model and model file (the engine checks that the checkpoint fits them)."""
+        request = self.resumable
+        if request is None:
+            return
+        from ..model.checkpoints import checkpoint_dir_for, training_time_s
 
-        self.run_request(request, trained)
+        checkpoint = checkpoint_dir_for(request.output_model) / "last.pt"
+        minutes = self.minutes_spin.value() or DEFAULT_TRAINING_MINUTES
+        # the budget covers the whole run: the time already spent, then the minutes asked for now
+        budget_min = training_time_s(checkpoint) / 60 + minutes
+        self.run_training(replace(request, resume_from=checkpoint, time_budget_min=budget_min))
+
+    def run_training(self, request: TrainRequest) -> None:
+        self.run_request(request, self.trained, lambda ok, results: self.training_ended(request, ok, results))
+
+    def trained(self, results: dict) -> None:
+        """Says how the new model compares with its start, and makes it the dock's model only when better."""
+        if results["KEPT_START"]:  # the dock's model was at least as good: it stays the dock's model
+            self.tell(f"{results['OUTCOME']} The dock goes on using it.", Qgis.MessageLevel.Warning)
+            return
+        self.model_widget.setFilePath(results["OUTPUT_MODEL"])
+        self.tell(
+            f"{results['OUTCOME']} The dock now uses the new model, {results['OUTPUT_MODEL']}.",
+            Qgis.MessageLevel.Success,
+        )
+
+    def training_ended(self, request: TrainRequest, ok: bool, results: dict) -> None:
+        """A run cancelled, failed or out of time after it wrote a checkpoint can be resumed."""
+        from ..model.checkpoints import checkpoint_dir_for
+
+        continuable = not ok or results.get("OUT_OF_TIME")
+        checkpoint = checkpoint_dir_for(request.output_model) / "last.pt"
+        self.resumable = request if continuable and checkpoint.is_file() else None
+        self.resume_button.setEnabled(self.resumable is not None)
 
     def predict(self) -> None:
         request = self.predict_request()
@@ -206,17 +237,30 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
             self.install_process.kill()
 
     # -- running -------------------------------------------------------------------------------
-    def run_request(self, request: DockRequest, on_success: Callable[[dict], None]) -> None:
-        self.start(request.algorithm_id, request.parameters(), on_success)
+    def run_request(
+        self,
+        request: DockRequest,
+        on_success: Callable[[dict], None],
+        on_end: Callable[[bool, dict], None] | None = None,
+    ) -> None:
+        """Runs the request's algorithm; ``on_success`` gets its results, ``on_end`` (ok, results) is
+        called after any ending, a failure or cancel included."""
+        self.start(request.algorithm_id, request.parameters(), on_success, on_end)
 
-    def start(self, algorithm_id: str, parameters: dict, on_success: Callable[[dict], None]) -> None:
+    def start(
+        self,
+        algorithm_id: str,
+        parameters: dict,
+        on_success: Callable[[dict], None],
+        on_end: Callable[[bool, dict], None] | None = None,
+    ) -> None:
         if self.current_run is not None:
             self.tell("Another run is still going: wait for it or press Cancel.", Qgis.MessageLevel.Warning)
             return
         run = AlgorithmRun(algorithm_id, parameters, self)
         run.progress_changed.connect(self.show_progress)
         run.info.connect(self.show_info)
-        run.finished.connect(lambda ok, results, error: self.finish(ok, results, error, on_success))
+        run.finished.connect(lambda ok, results, error: self.finish(ok, results, error, on_success, on_end))
         self.clear_results()  # the previous run's time, matrix and scores say nothing about this one
         self.current_run = run
         self.set_running(True)
@@ -226,7 +270,14 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         run.start()
         self.show_time()
 
-    def finish(self, ok: bool, results: dict, error: str, on_success: Callable[[dict], None]) -> None:
+    def finish(
+        self,
+        ok: bool,
+        results: dict,
+        error: str,
+        on_success: Callable[[dict], None],
+        on_end: Callable[[bool, dict], None] | None = None,
+    ) -> None:
         run, self.current_run = self.current_run, None
         self.set_running(False)
         if run is not None:
@@ -241,6 +292,8 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
                 self.quiet = False
         else:
             self.tell(error, Qgis.MessageLevel.Critical if "ancel" not in error else Qgis.MessageLevel.Warning)
+        if on_end is not None:
+            on_end(ok, results)
 
     def set_running(self, running: bool) -> None:
         run_buttons = (self.train_button, self.predict_button, self.evaluate_button, self.export_button)
@@ -252,6 +305,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         for button in run_buttons:
             button.setEnabled(not running and not self.problem)
         self.install_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running and not self.problem and self.resumable is not None)
         if not running and self.cancel_button.hasFocus():
             self.cancel_button.clearFocus()
         if running:

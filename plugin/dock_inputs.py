@@ -12,7 +12,7 @@ from qgis.core import Qgis, QgsMapLayer, QgsProcessingUtils, QgsProject
 from qgis.gui import QgisInterface, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QSpinBox
 
-from .algorithms.predict import starter_model
+from ..model.start_model import starter_model
 from .dock_requests import EvaluateRequest, ExportRequest, PredictRequest, TrainRequest
 from .dock_widgets import ERROR_STYLE, LayerChecklist, file_stem, label_values, numbered, remember
 from .layers import layer_file
@@ -30,6 +30,7 @@ class DockInputs:
     preset_combo: QComboBox
     epochs_spin: QSpinBox
     minutes_spin: QSpinBox
+    adapt_check: QCheckBox
     image_combo: QgsMapLayerComboBox
     model_widget: QgsFileWidget
     output_widget: QgsFileWidget
@@ -143,6 +144,10 @@ class DockInputs:
             # 0 is shown as "preset's value"
             epochs=self.epochs_spin.value() or None,
             time_budget_min=self.minutes_spin.value() or None,
+            # the dock's model (the starter model unless the user picked another) is adapted, unless unticked
+            init_model=Path(self.model_widget.filePath())
+            if self.adapt_check.isChecked() and self.model_widget.filePath()
+            else None,
         )
 
     def predict_request(self) -> PredictRequest | None:

@@ -30,7 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .algorithms.predict import starter_model
+from ..model.start_model import starter_model
 from .algorithms.train import PRESETS
 from .curves import CurvesWidget
 from .dock_widgets import (
@@ -121,6 +121,14 @@ def build_dock_widgets(self) -> None:
         "value: 30 minutes on a computer without a GPU)."
     )
     training_form.addRow("Train for", self.minutes_spin)
+    self.adapt_check = shrinkable(QCheckBox("Adapt the model file above"))
+    self.adapt_check.setChecked(True)
+    self.adapt_check.setToolTip(
+        "Training starts from the dock's model (the starter model by default) and keeps it unless the new "
+        "model does better on your validation areas. Untick to train a new network from scratch, which "
+        "needs many more labels and minutes to match it."
+    )
+    training_form.addRow(self.adapt_check)
     layout.addWidget(training)
 
     prediction = QGroupBox("Prediction")
@@ -178,6 +186,12 @@ def build_dock_widgets(self) -> None:
     self.export_button.setToolTip("Writes the model file as ONNX for the Deepness plugin, in the output folder.")
     self.export_button.clicked.connect(self.export)
     buttons.addWidget(self.export_button, 2, 0, 1, 2)
+    self.resume_button = QPushButton("Resume training")
+    self.resume_button.setToolTip(
+        "Continues the last training run that was cancelled or ran out of time, for the minutes set above."
+    )
+    self.resume_button.clicked.connect(self.resume)
+    buttons.addWidget(self.resume_button, 3, 0, 1, 2)
     layout.addLayout(buttons)
 
     self.progress_bar = QProgressBar()

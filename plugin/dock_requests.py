@@ -27,7 +27,9 @@ class TrainRequest:
     preset: str
     output_model: Path
     epochs: int | None  # None: the preset's
-    time_budget_min: int | None  # None: the preset's
+    time_budget_min: float | None  # None: the preset's; a resumed run's covers the time already spent
+    init_model: Path | None  # the model to adapt; None: a new network
+    resume_from: Path | None = None  # a cancelled or timed-out run's checkpoint, continued
 
     def parameters(self) -> dict[str, object]:
         return set_only(
@@ -39,6 +41,9 @@ class TrainRequest:
                 "OUTPUT_MODEL": str(self.output_model),
                 "EPOCHS": self.epochs,
                 "TIME_BUDGET_MIN": self.time_budget_min,
+                "INIT_MODEL": str(self.init_model) if self.init_model else "",
+                "FROM_SCRATCH": self.init_model is None,
+                "RESUME": str(self.resume_from) if self.resume_from else None,
             }
         )
 

@@ -11,8 +11,8 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
+from ...model.start_model import starter_model
 from .base import EngineAlgorithm
-from .predict import starter_model
 
 PER_IMAGE_WARNING = (
     "This model standardises every image by that image's own statistics (per-image normalisation, the default "

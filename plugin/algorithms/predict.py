@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -17,17 +15,8 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from .. import RESOURCES_DIR
+from ...model.start_model import starter_model
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks, threshold_parameter
-
-# A model trained on the sample scenes, shipped with the plugin so Extract works before any training
-STARTER_MODEL = RESOURCES_DIR / "models" / "buildings_rgb_starter.pt"
-
-
-def starter_model() -> Path | None:
-    """The shipped starter model when it is there (the default model of Predict, Extract and the dock)."""
-    return STARTER_MODEL if STARTER_MODEL.is_file() else None
-
 
 # Shared with extract (same names, same meaning)
 PREDICTION_HELP = {

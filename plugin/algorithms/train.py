@@ -7,9 +7,11 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputBoolean,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -19,7 +21,9 @@ from qgis.core import (
 )
 
 from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
-from ..epochs import format_epoch
+from ...model.files import same_file
+from ...model.start_model import starter_model
+from ..epochs import format_batch, format_epoch
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
 
 # parameter -> TrainConfig field; empty means "the preset's value"
@@ -53,10 +57,12 @@ class TrainAlgorithm(EngineAlgorithm):
     GROUP_ID = "training"
     SUMMARY = (
         "Trains a U-Net to tell building pixels from everything else, on random 256 x 256 crops of the "
-        "images (augmented with gamma, rotation, noise, blur and flips) and their labels. Validation "
-        "uses areas training never sees; the epoch with the best validation IoU is kept and the "
-        "building threshold is tuned on validation. One line per epoch reports loss, accuracy, "
-        "precision, recall and IoU."
+        "images (augmented with gamma, rotation, noise, blur and flips) and their labels. By default it "
+        "adapts the starter model to your imagery instead of starting from nothing: the model it starts "
+        "from is scored first on the validation areas (epoch 0), and the new model replaces it only if "
+        "an epoch does better there. Validation uses areas training never sees; the epoch with the best "
+        "validation IoU is kept and the building threshold is tuned on validation. One line per epoch "
+        "reports loss, accuracy, precision, recall and IoU."
     )
     PARAMETER_HELP = {
         "IMAGES": "One or more images (local raster files) of the same bands and a similar resolution.",
@@ -71,14 +77,23 @@ class TrainAlgorithm(EngineAlgorithm):
         "TIME_BUDGET_MIN": "Train for this many minutes: the running epoch is cut short, validated and saved, and "
         "the learning-rate schedule follows the time. Empty: the preset's (default preset on a "
         "computer without a GPU: 30 minutes, unless you set EPOCHS; on a GPU: no limit).",
-        "INIT_MODEL": "Optional model file (.pt) to start from instead of a new network: fine-tunes it on your "
-        "labels (its network, bands and input scaling are kept), e.g. to adapt a model to a new "
-        "city with a few labelled blocks.",
+        "INIT_MODEL": "The model file (.pt) to start from: training adapts it to your labels (its network, bands "
+        "and input scaling are kept) with a gentle fine-tuning recipe, and keeps it when no epoch beats it "
+        "on your validation areas. Default: the starter model shipped with the plugin, when the images' "
+        "bands fit it (RGB), else a new network. Empty: a new network.",
+        "FROM_SCRATCH": "Train a new network instead of adapting a model (INIT_MODEL is then ignored). On a "
+        "computer without a GPU a new network needs far more labels and time to match the starter model.",
+        "RESUME": "(optional) Continue a run that was cancelled or ran out of time, from its checkpoint "
+        "NAME_checkpoints/last.pt beside its model file; give the same images, labels and options, and "
+        "that model file as OUTPUT_MODEL. The time budget covers the whole run, the time already spent "
+        "included: give a larger one to train on after a run that used up its time.",
         "OUTPUT_MODEL": "The model file (.pt) to write: weights plus bands, normalisation, tile size, tuned "
         "threshold and training history. Beside it go the history as NAME_history.csv and "
         "the checkpoints in a folder NAME_checkpoints (NAME: the file name without .pt).",
         "PATCHES_PER_EPOCH": "(advanced) Training crops per epoch. Empty: the preset's value.",
         "BATCH_SIZE": "(advanced) Crops per optimisation step. Empty: the preset's value.",
+        "LEARNING_RATE": "(advanced) The peak learning rate of Adam. Empty: the recipe's (default preset: 0.001 "
+        "for a new network, 0.0001 when adapting a model; paper preset: 0.01).",
         "BASE_WIDTH": "(advanced) Filters of the first U-Net level (the paper: 64; each level doubles it). "
         "Smaller trains faster. Empty: the preset's value.",
         "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
@@ -123,9 +138,20 @@ class TrainAlgorithm(EngineAlgorithm):
                 minValue=0.1,
             )
         )
+        starter = starter_model()
         self.addParameter(
             QgsProcessingParameterFile(
-                "INIT_MODEL", "Start from this model (fine-tune; optional)", extension="pt", optional=True
+                "INIT_MODEL",
+                "Start from this model (default: the starter model)",
+                extension="pt",
+                optional=True,
+                defaultValue=str(starter) if starter else None,
+            )
+        )
+        self.addParameter(QgsProcessingParameterBoolean("FROM_SCRATCH", "Train a new network from scratch", False))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "RESUME", "Continue from this checkpoint (…_checkpoints/last.pt)", extension="pt", optional=True
             )
         )
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT_MODEL", "Model file", "Model files (*.pt)"))
@@ -137,6 +163,17 @@ class TrainAlgorithm(EngineAlgorithm):
         }
         for name, title in titles.items():
             self.addParameter(advanced(preset_number(name, title)))
+        self.addParameter(
+            advanced(
+                QgsProcessingParameterNumber(
+                    "LEARNING_RATE",
+                    "Learning rate (empty: the recipe's)",
+                    QgsProcessingParameterNumber.Type.Double,
+                    optional=True,
+                    minValue=1e-9,
+                )
+            )
+        )
         self.addParameter(advanced(device_parameter()))
         self.addParameter(advanced(QgsProcessingParameterString("BANDS", "Bands (e.g. 1,2,3)", optional=True)))
         self.addParameter(
@@ -195,6 +232,15 @@ class TrainAlgorithm(EngineAlgorithm):
             QgsProcessingOutputNumber("VAL_IOU", "Validation IoU of the best epoch (at its tuned threshold)")
         )
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD", "Building threshold tuned on validation"))
+        self.addOutput(QgsProcessingOutputString("STARTED_FROM", "The model training started from (empty: new)"))
+        self.addOutput(QgsProcessingOutputNumber("START_VAL_IOU", "Validation IoU of the model training started from"))
+        self.addOutput(
+            QgsProcessingOutputBoolean("KEPT_START", "No epoch beat the model training started from: it was kept")
+        )
+        self.addOutput(QgsProcessingOutputString("OUTCOME", "How the new model compares with its start, in words"))
+        self.addOutput(
+            QgsProcessingOutputBoolean("OUT_OF_TIME", "The time budget ended training (RESUME with a larger one)")
+        )
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
         self.addOutput(QgsProcessingOutputFile("HISTORY_CSV", "Training history (CSV)"))
 
@@ -213,6 +259,7 @@ class TrainAlgorithm(EngineAlgorithm):
                 "in the same order."
             )
         budget_min = self.optional_number(parameters, "TIME_BUDGET_MIN", context)
+        init_model, from_scratch = self.start_model(parameters, context)
         normalization = self.parameterAsEnumString(parameters, "NORMALIZATION", context)
         config = TrainConfig.for_preset(
             self.parameterAsEnumString(parameters, "PRESET", context),
@@ -224,7 +271,10 @@ class TrainAlgorithm(EngineAlgorithm):
             precision=self.parameterAsEnumString(parameters, "PRECISION", context) or None,
             bands=parse_bands(self.parameterAsString(parameters, "BANDS", context)),
             time_budget_s=budget_min * 60 if budget_min else None,
-            init_model=self.parameterAsFile(parameters, "INIT_MODEL", context) or None,
+            init_model=init_model,
+            from_scratch=from_scratch,
+            learning_rate=self.optional_number(parameters, "LEARNING_RATE", context),
+            resume_from=self.parameterAsFile(parameters, "RESUME", context) or None,
             normalization=None if normalization in ("", PRESET_CHOICE) else normalization,
             **{
                 field: self.optional_number(parameters, name, context, integer=True)
@@ -237,6 +287,7 @@ class TrainAlgorithm(EngineAlgorithm):
             progress=progress,
             cancelled=cancelled,
             on_epoch=lambda record: feedback.pushInfo(format_epoch(record)),
+            on_batch=lambda record: feedback.pushInfo(format_batch(record)),
         )
         best = next((record for record in result.history if record.get("epoch") == result.best_epoch), {})
         if result.stop_reason:
@@ -245,12 +296,28 @@ class TrainAlgorithm(EngineAlgorithm):
             f"Best epoch {result.best_epoch} on {result.device_description}, {result.precision}; "
             f"model: {result.model_path}"
         )
+        (feedback.pushWarning if result.kept_start else feedback.pushInfo)(result.outcome)
         # the score that chose the epoch: IoU at the threshold tuned on validation (0.5 when not tuned)
         return {
             "OUTPUT_MODEL": str(result.model_path),
             "BEST_EPOCH": result.best_epoch,
             "VAL_IOU": best.get("val_iou_tuned"),
             "THRESHOLD": best.get("val_threshold"),
+            "STARTED_FROM": result.start_model,
+            "START_VAL_IOU": result.start_val_iou,
+            "KEPT_START": result.kept_start,
+            "OUTCOME": result.outcome,
+            "OUT_OF_TIME": result.out_of_time,
             "DEVICE_USED": result.device_description,
             "HISTORY_CSV": str(result.history_csv_path),
         }
+
+    def start_model(self, parameters: dict, context: QgsProcessingContext) -> tuple[str | None, bool]:
+        """(init_model, from_scratch) as the engine takes them. The starter model (INIT_MODEL's default) is
+        left to the engine, which trains a new network, and says why, when the images do not fit it (4
+        bands, another band scaling); FROM_SCRATCH or an emptied INIT_MODEL mean a new network."""
+        path = self.parameterAsFile(parameters, "INIT_MODEL", context)
+        if self.parameterAsBoolean(parameters, "FROM_SCRATCH", context) or not path:
+            return None, True
+        starter = starter_model()
+        return (None, False) if starter is not None and same_file(path, starter) else (path, False)

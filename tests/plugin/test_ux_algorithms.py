@@ -167,11 +167,11 @@ def test_evaluate_writes_false_positive_and_missed_buildings_as_polygons(scene, 
 def test_predict_and_extract_default_to_the_starter_model_when_it_is_shipped(
     unet_buildings, model_file, monkeypatch, tmp_path
 ) -> None:
-    from unet_buildings.plugin.algorithms import predict
+    from unet_buildings.model import start_model
 
-    monkeypatch.setattr(predict, "STARTER_MODEL", tmp_path / "absent.pt")
+    monkeypatch.setattr(start_model, "STARTER_MODEL", tmp_path / "absent.pt")
     assert algorithm("extract").parameterDefinition("MODEL").defaultValue() in (None, "")
-    monkeypatch.setattr(predict, "STARTER_MODEL", model_file)
+    monkeypatch.setattr(start_model, "STARTER_MODEL", model_file)
     for algorithm_id in ("predict", "extract", "export"):
         assert algorithm(algorithm_id).parameterDefinition("MODEL").defaultValue() == str(model_file)
 

@@ -252,7 +252,7 @@ def test_building_values_say_what_the_labels_hold_and_follow_0_1_labels(fresh_do
     fresh_dock.building_values_edit.setText("2")
     fresh_dock.train_labels.tick([layer])
     assert fresh_dock.building_values_edit.text() == "1"
-    assert "holds the values 0, 1 (255 = no data)" in fresh_dock.label_values_label.text()
+    assert "holds 0 and 1 (255 = no data). Building values set to 1." in fresh_dock.label_values_label.text()
 
     fresh_dock.building_values_edit.setText("4")
     fresh_dock.building_values_edit.editingFinished.emit()
@@ -383,12 +383,12 @@ def test_train_for_minutes_reaches_the_train_algorithm(fresh_dock, scene, tmp_pa
 def test_the_starter_model_is_the_default_model_when_shipped(
     plugin, qgis_iface, model_file, monkeypatch, tmp_path
 ) -> None:
-    from unet_buildings.plugin.algorithms import predict as predict_module
+    from unet_buildings.model import start_model
     from unet_buildings.plugin.dock import BuildingsDock
 
-    monkeypatch.setattr(predict_module, "STARTER_MODEL", tmp_path / "not_shipped.pt")
+    monkeypatch.setattr(start_model, "STARTER_MODEL", tmp_path / "not_shipped.pt")
     without = BuildingsDock(qgis_iface)
-    monkeypatch.setattr(predict_module, "STARTER_MODEL", model_file)
+    monkeypatch.setattr(start_model, "STARTER_MODEL", model_file)
     with_starter = BuildingsDock(qgis_iface)
     try:
         assert without.model_widget.filePath() == ""
@@ -421,6 +421,7 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
     dock.preset_combo.setCurrentText("paper")
     dock.epochs_spin.setValue(3)
     dock.minutes_spin.setValue(7)
+    dock.model_widget.setFilePath(str(model_file))  # adapted: "Adapt the model file above" is ticked
     request = dock.train_request()
     assert request.algorithm_id == "train"
     assert request.parameters() == {
@@ -431,6 +432,8 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
         "OUTPUT_MODEL": str(tmp_path / "scene_model.pt"),
         "EPOCHS": 3,
         "TIME_BUDGET_MIN": 7,
+        "INIT_MODEL": str(model_file),
+        "FROM_SCRATCH": False,
     }
     assert_algorithm_accepts("train", request.parameters())
     dock.epochs_spin.setValue(0)  # shown as "preset's value": the algorithm's preset decides

@@ -1,0 +1,170 @@
+"""Train through Processing adapts a model: the starter model by default, a new network when asked,
+the start kept when no epoch beats it, a run continued from its checkpoint (RESUME), and the dock
+that switches to a new model only when it is better and offers to resume a cut-short run."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from qgis.core import QgsProcessingException
+
+from .conftest import KeptMessages
+from .test_dock import dock, wait_for  # noqa: F401  (dock is a fixture)
+
+pytestmark = pytest.mark.usefixtures("plugin")
+
+# a few crops of a small network: seconds on a CPU
+QUICK = {"EPOCHS": 1, "PATCHES_PER_EPOCH": 8, "BATCH_SIZE": 4, "TILE_SIZE": 64, "SEED": 1, "DEVICE": "cpu"}
+
+
+def train(scene, output: Path, feedback: KeptMessages | None = None, **parameters) -> dict:
+    import processing
+
+    values = {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "OUTPUT_MODEL": str(output), **QUICK}
+    return processing.run("unet_buildings:train", {**values, **parameters}, feedback=feedback or KeptMessages())
+
+
+def history(results: dict) -> list[dict]:
+    with open(results["HISTORY_CSV"], newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def starter(unet_buildings) -> Path:
+    from unet_buildings.model.start_model import starter_model
+
+    path = starter_model()
+    if path is None:
+        pytest.skip("the starter model is not in this checkout")
+    return path
+
+
+def test_train_adapts_the_starter_model_by_default_and_scores_it_first(scene, tmp_path, starter) -> None:
+    from unet_buildings.model.modelfile import load_model
+
+    feedback = KeptMessages()
+    results = train(scene, tmp_path / "adapted.pt", feedback)
+    rows = history(results)
+    assert results["STARTED_FROM"] == str(starter) and [row["epoch"] for row in rows] == ["0", "1"]
+    assert results["START_VAL_IOU"] == pytest.approx(float(rows[0]["val_iou_tuned"]), rel=1e-9)
+    assert load_model(results["OUTPUT_MODEL"]).info.training["init_model"] == str(starter)
+    said = feedback.warnings if results["KEPT_START"] else feedback.lines
+    assert results["OUTCOME"] in said and "buildings_rgb_starter.pt" in results["OUTCOME"]
+
+
+@pytest.mark.parametrize("start", [{"FROM_SCRATCH": True}, {"INIT_MODEL": ""}])
+def test_from_scratch_or_an_emptied_start_model_trains_a_new_network(scene, tmp_path, start) -> None:
+    results = train(scene, tmp_path / "new.pt", BASE_WIDTH=4, **start)
+    assert results["STARTED_FROM"] == "" and results["START_VAL_IOU"] is None and not results["KEPT_START"]
+    assert [row["epoch"] for row in history(results)] == ["1"]
+    assert results["OUTCOME"].endswith("(best epoch 1, a new network).")
+
+
+def test_a_run_that_cannot_beat_its_start_keeps_it_and_warns(scene, tmp_path, starter) -> None:
+    from unet_buildings.model.modelfile import load_model
+
+    feedback = KeptMessages()
+    # a learning rate of 1 wrecks the network at its first steps: the start must be kept
+    results = train(scene, tmp_path / "kept.pt", feedback, LEARNING_RATE=1.0, EPOCHS=2)
+    assert results["KEPT_START"] and results["BEST_EPOCH"] == 0
+    assert results["OUTCOME"].startswith(
+        "The new model is not better than the one it started from on your validation areas: kept "
+        "'buildings_rgb_starter.pt'"
+    )
+    assert results["OUTCOME"] in feedback.warnings
+    kept, started = load_model(results["OUTPUT_MODEL"]).net.state_dict(), load_model(starter).net.state_dict()
+    assert all(torch.equal(kept[name], started[name]) for name in started)
+
+
+def test_the_model_file_cannot_replace_the_model_it_starts_from(scene, tmp_path) -> None:
+    start = tmp_path / "start.pt"
+    train(scene, start, BASE_WIDTH=4, FROM_SCRATCH=True)
+    with pytest.raises(QgsProcessingException, match="is the input INIT_MODEL"):
+        train(scene, start, INIT_MODEL=str(start))
+
+
+def test_resume_continues_a_run_from_its_checkpoint(scene, tmp_path) -> None:
+    output = tmp_path / "resumed.pt"
+    train(scene, output, BASE_WIDTH=4, FROM_SCRATCH=True)
+    checkpoint = tmp_path / "resumed_checkpoints" / "last.pt"
+    results = train(scene, output, BASE_WIDTH=4, FROM_SCRATCH=True, EPOCHS=3, RESUME=str(checkpoint))
+    assert [row["epoch"] for row in history(results)] == ["1", "2", "3"]
+
+
+# -- the dock --------------------------------------------------------------------------------------
+def tick_training(dock, scene, qgis_iface) -> None:  # noqa: F811
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    image = QgsRasterLayer(str(scene.image), "image")
+    labels = QgsRasterLayer(str(scene.labels), "image labels")
+    QgsProject.instance().addMapLayers([image, labels])
+    dock.train_images.tick([image])
+    dock.train_labels.tick([labels])
+    dock.building_values_edit.setText("2")
+
+
+def test_the_dock_switches_to_a_new_model_only_when_it_beat_its_start(dock, scene, tmp_path, model_file) -> None:  # noqa: F811
+    weak = model_file  # untrained
+    # real runs of the train algorithm, as the dock's own task would return them
+    better = train(scene, tmp_path / "better.pt", INIT_MODEL=str(weak), TILE_SIZE=32, LEARNING_RATE=3e-3, EPOCHS=4)
+    good = Path(better["OUTPUT_MODEL"])
+    worse = train(scene, tmp_path / "worse.pt", INIT_MODEL=str(good), TILE_SIZE=32, LEARNING_RATE=1.0, EPOCHS=2)
+    assert not better["KEPT_START"] and worse["KEPT_START"]
+
+    dock.model_widget.setFilePath(str(good))
+    dock.trained(worse)
+    assert dock.model_widget.filePath() == str(good)
+    shown = dock.status_label.text().replace("\u200b", "")  # the status line breaks long paths with zero-width spaces
+    assert shown == f"{worse['OUTCOME']} The dock goes on using it."
+    assert "not better than the one it started from" in shown and "'better.pt'" in shown
+
+    dock.model_widget.setFilePath(str(weak))
+    dock.trained(better)
+    assert dock.model_widget.filePath() == better["OUTPUT_MODEL"]
+    shown = dock.status_label.text().replace("\u200b", "")
+    assert f"up from {better['START_VAL_IOU']:.3f} for '{weak.name}'" in shown
+    assert "The dock now uses the new model" in shown
+
+
+def test_the_dock_adapts_its_model_unless_told_to_start_anew(dock, scene, tmp_path, qgis_iface) -> None:  # noqa: F811
+    dock.model_widget.setFilePath(str(tmp_path / "mine.pt"))
+    tick_training(dock, scene, qgis_iface)
+    dock.adapt_check.setChecked(True)
+    parameters = dock.train_request().parameters()
+    assert parameters["INIT_MODEL"] == str(tmp_path / "mine.pt") and parameters["FROM_SCRATCH"] is False
+    dock.adapt_check.setChecked(False)
+    parameters = dock.train_request().parameters()
+    assert parameters["INIT_MODEL"] == "" and parameters["FROM_SCRATCH"] is True
+    dock.adapt_check.setChecked(True)
+
+
+def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_path, qgis_iface) -> None:  # noqa: F811
+    from qgis.PyQt.QtCore import QCoreApplication
+    from unet_buildings.model.checkpoints import training_time_s
+
+    start = tmp_path / "start.pt"
+    train(scene, start, BASE_WIDTH=4, FROM_SCRATCH=True, TILE_SIZE=32)
+    dock.model_widget.setFilePath(str(start))
+    dock.output_widget.setFilePath(str(tmp_path))
+    tick_training(dock, scene, qgis_iface)
+    dock.epochs_spin.setValue(0)
+    dock.minutes_spin.setValue(30)
+    dock.train_button.click()
+    first = dock.current_run.parameters
+    checkpoint = tmp_path / "image_model_checkpoints" / "last.pt"
+    while not checkpoint.is_file():  # epoch 0 (the start scored) writes the first checkpoint
+        QCoreApplication.processEvents()
+    dock.cancel_button.click()
+    wait_for(dock)
+    assert dock.resume_button.isEnabled()
+    spent_min = training_time_s(checkpoint) / 60
+    dock.minutes_spin.setValue(2)
+    dock.resume_button.click()
+    resumed = dock.current_run.parameters
+    dock.cancel_button.click()
+    wait_for(dock)
+    assert resumed["RESUME"] == str(checkpoint) and resumed["OUTPUT_MODEL"] == first["OUTPUT_MODEL"]
+    assert resumed["INIT_MODEL"] == str(start) and resumed["TIME_BUDGET_MIN"] == pytest.approx(spent_min + 2)
