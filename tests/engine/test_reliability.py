@@ -112,6 +112,7 @@ def test_an_output_is_refused_over_an_input_through_any_link_and_outputs_may_not
         ["evaluate", "{mask}", "--labels", "{labels}", "--error-map", "{mask}"],
         ["evaluate", "{mask}", "--labels", "{labels}", "--report", "{folder}/r.html", "--json", "{folder}/r.html"],
         ["train", "--images", "{image}", "--labels", "{labels}", "--output", "{image}"],
+        ["train", "--images", "{image}", "--labels", "{labels}", "--init-model", "{model}", "--output", "{model}"],
         ["predict", "{image}", "--model", "{model}", "--probability", "{folder}/p.tif", "--mask", "{folder}/p.tif"],
         ["predict", "{image}", "--model", "{model}", "--mask", "{model}"],
         ["extract", "{image}", "--model", "{model}", "--output", "{folder}/link.gpkg"],
