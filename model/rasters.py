@@ -8,6 +8,7 @@ The encodings of the rasters the engine writes are defined here too, so every re
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
 from .errors import InputError
+from .label_checks import LabelValues, check_band_count
 
 LABEL_IGNORE = 255
 # Output encodings shared by prediction, vectorization and evaluation:
@@ -35,6 +37,9 @@ PROBABILITY_U8_NODATA = 255
 PROBABILITY_F32_NODATA = -1.0  # float32 probability in [0, 1]; -1 is nodata
 KIND_TAG = "UNET_BUILDINGS_KIND"  # GDAL dataset tag on every written raster: probability | mask | error_map
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".kml", ".gml", ".fgb", ".sqlite"}
+# a quick look at a label raster's values (the dock's, as the user ticks it): a million pixels read in well
+# under a second and miss only classes rarer than about one pixel in a million
+LABEL_SAMPLE_PX = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,8 @@ def require_overlap(grid: Grid, bounds: tuple, crs: CRS | None, path: Path, role
 class LabelSource:
     """A label layer (class raster or building polygons) that yields binary building masks on any
     window of a target grid, aligned on the fly (nearest resampling for class rasters, so class
-    values are never blended; polygons are rasterized)."""
+    values are never blended; polygons are rasterized). A class raster's raw values are tallied as they
+    are read (``values``), so ``check_values`` judges them without a second pass over the raster."""
 
     def __init__(self, path: str | Path, building_values: Sequence[int], grid: Grid, role: str = "label layer") -> None:
         self.path = Path(path)
@@ -195,6 +201,8 @@ class LabelSource:
         self._vrt: WarpedVRT | None = None
         self._dataset: rasterio.io.DatasetReader | None = None
         self._shapes: list | None = None
+        # the raw class values of every window read so far (class rasters only): read each pixel once
+        self.values: LabelValues | None = None
         if is_vector(self.path):
             self._shapes = _read_polygons(self.path, grid, role)
         else:
@@ -202,7 +210,14 @@ class LabelSource:
 
     def _open_raster(self) -> None:
         dataset = open_raster(self.path, self.role)
+        subject = f"The {self.role} '{self.path}'"
+        try:
+            check_label_bands(dataset, subject)
+        except InputError:
+            dataset.close()
+            raise
         self._dataset = dataset
+        self.values = LabelValues(subject)
         require_overlap(self.grid, tuple(dataset.bounds), dataset.crs, self.path, self.role, "the image")
         if Grid.of(dataset) != self.grid:
             self._vrt = WarpedVRT(
@@ -242,12 +257,21 @@ class LabelSource:
             1, window=window, boundless=boundless, fill_value=LABEL_IGNORE if source.nodata is None else source.nodata
         )
         has_data = source.read_masks(1, window=window, boundless=boundless) > 0
+        if self.values is not None:
+            self.values.add(classes, has_data)
         # one comparison per building value: several times faster than np.isin on large windows
         binary = np.zeros(classes.shape, np.uint8)
         for value in self.building_values:
             binary |= classes == value
         binary[~has_data] = LABEL_IGNORE
         return binary
+
+    def check_values(self) -> None:
+        """Refuse class values that cannot be these labels (``label_checks``: continuous values, building
+        values marking none or nearly all of the labelled pixels), judged on every window read so far:
+        call once the whole grid is read. Polygon layers pass: each polygon is a building."""
+        if self.values is not None:
+            self.values.check(self.building_values.tolist())
 
     @property
     def polygons(self) -> list | None:
@@ -264,6 +288,28 @@ class LabelSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_label_bands(dataset: rasterio.io.DatasetReader, subject: str) -> None:
+    """Refuse a label raster with more than one data band (alpha bands are masks, not data)."""
+    check_band_count(subject, sum(interp.name != "alpha" for interp in dataset.colorinterp))
+
+
+def sample_label_values(path: str | Path, subject: str, max_px: int = LABEL_SAMPLE_PX) -> LabelValues:
+    """The values of a label raster on an evenly spread sample of at most ``max_px`` pixels (nearest
+    decimation: classes are never blended), for a quick look before any run; refuses a multi-band raster."""
+    with open_raster(path, "label layer") as dataset:
+        check_label_bands(dataset, subject)
+        step = max(1, math.ceil(math.sqrt(dataset.width * dataset.height / max_px)))
+        shape = (max(1, dataset.height // step), max(1, dataset.width // step))
+        values = LabelValues(subject, dataset.nodata)
+        try:  # open_raster read two corners: a damaged block in between fails here
+            values.add(dataset.read(1, out_shape=shape), dataset.read_masks(1, out_shape=shape) > 0)
+        except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as error:
+            raise InputError(
+                f"{subject} is damaged: its pixels cannot be read ({error}). Copy or export it again."
+            ) from error
+    return values
 
 
 def open_vector_layer(path: Path, role: str) -> tuple:

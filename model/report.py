@@ -48,6 +48,7 @@ th { background: #f0f0f0; }
 .matrix td.number { min-width: 10em; }
 .note { color: #666; font-size: 0.9em; }
 .area { color: #666; font-size: 0.85em; }
+.warning { color: #a40000; font-weight: bold; }
 """
 
 
@@ -73,6 +74,7 @@ def html_report(data: dict) -> str:
         "<h1>Building extraction accuracy</h1>",
         f"<p class='note'>{_e(data['created'])} &middot; {_e(data['software']['name'])} "
         f"{_e(data['software']['version'])}</p>",
+        *(f"<p class='warning'>{_e(warning)}</p>" for warning in data["warnings"]),
         "<h2>Confusion matrix (pixels)</h2>",
         _matrix_table(counts, areas, unit),
         "<p class='note'>Building is the positive class. TN, FP, FN, TP: true negatives, false positives, false "
@@ -226,4 +228,4 @@ def text_report(data: dict) -> str:
             lines.append(
                 f"{name + ' (IoU >= ' + str(objects['iou_threshold']) + ')':<68}{_number(objects.get(key)):>10}"
             )
-    return "\n".join(lines)
+    return "\n".join(lines + [f"Warning: {warning}" for warning in data.get("warnings", [])])  # older JSON: none

@@ -86,7 +86,8 @@ def load_scene(
     scratch_dir: Path | None = None,
 ) -> Scene:
     """Read one image/label pair strip by strip (labels aligned onto the image grid); scenes
-    smaller than a crop are padded with ignored pixels."""
+    smaller than a crop are padded with ignored pixels. Labels that cannot be the buildings meant are
+    refused (``label_checks``), judged on the raw values the strips held."""
     with open_raster(image_path) as dataset, LabelSource(label_path, building_values, Grid.of(dataset)) as labels:
         bands = check_bands(dataset, bands)
         if min(dataset.width, dataset.height) < MIN_IMAGE_PX:
@@ -111,15 +112,16 @@ def load_scene(
         crs_units = dataset.crs.linear_units if dataset.crs else ""
         pixel_size = Grid.of(dataset).pixel_size_map_units
         ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
+    labels.check_values()
     if not (label == 1).any():
         if labels.polygons is not None:
             raise InputError(
                 f"The polygon layer '{label_path}' has no building polygon over the image "
                 f"'{image_path}': check that it holds buildings for this image's area."
             )
-        raise InputError(
-            f"The label layer '{label_path}' marks no building pixel on the image '{image_path}' "
-            f"with building value(s) {list(building_values)}: check the building class values."
+        raise InputError(  # the label values passed: their buildings lie where the image has no data
+            f"The label layer '{label_path}' marks buildings only where the image '{image_path}' has no "
+            "data: check that both cover the same area and the image's no-data value."
         )
     return Scene(Path(image_path).stem, image, label, statistics, pixel_size, crs_units, value_scale, ground)
 

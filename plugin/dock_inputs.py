@@ -104,28 +104,35 @@ class DockInputs:
         )
 
     def show_label_values(self, *_) -> None:
-        """Says which values the first ticked label raster holds, and picks building value 1 for 0/1 labels
-        when the building values set match nothing in them."""
+        """Says what is wrong with the first ticked label raster, one sentence per problem (the engine's
+        label checks), else which values it holds; picks building value 1 for 0/1 labels that hold none of
+        the building values set, and says so."""
+        from ..model.choices import parse_building_values
+        from ..model.errors import EngineError
+
         found = next(
-            ((layer, held) for layer in self.train_labels.ticked_layers() if (held := label_values(layer)) is not None),
-            None,
+            (held for layer in self.train_labels.ticked_layers() if (held := label_values(layer)) is not None), None
         )
-        if found is None:
-            self.label_values_label.setText("")
-            return
-        layer, (values, nodata) = found
-        text = f"'{layer.name()}' holds the values {', '.join(map(str, values)) or 'none'}"
-        text += f" ({nodata:g} = no data)." if nodata is not None else "."
-        chosen = {
-            part.strip() for part in self.building_values_edit.text().replace(";", ",").split(",") if part.strip()
-        }
-        if values and not chosen & {str(value) for value in values}:
-            if set(values) <= {0, 1}:
-                self.building_values_edit.setText("1")
-                text += " Building values set to 1."
+        problems: list[str] = []
+        text = ""
+        if isinstance(found, str):  # no class raster at all: an image, an unreadable file
+            problems = [found]
+        elif found is not None:
+            try:
+                chosen = parse_building_values(self.building_values_edit.text())
+            except EngineError as error:
+                problems = [str(error)]
             else:
-                text += f" None of the building values ({self.building_values_edit.text()}) is among them."
-        self.label_values_label.setText(text)
+                binary = found.binary_building_values(chosen)
+                if binary is not None:
+                    self.building_values_edit.setText(",".join(map(str, binary)))
+                    chosen = binary
+                problems = found.problems(chosen)
+                if not problems:
+                    switched = f" Building values set to {', '.join(map(str, binary))}." if binary else ""
+                    text = found.summary() + switched
+        self.label_values_label.setStyleSheet(ERROR_STYLE if problems else "")
+        self.label_values_label.setText(" ".join(problems) or text)
 
     # -- requests: what the widgets say the user asked for -------------------------------------
     def train_request(self) -> TrainRequest | None:

@@ -4,15 +4,14 @@ names that never replace an earlier run's, layer filters, narrow forms and the l
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from qgis.core import (
-    Qgis,
     QgsMapLayer,
     QgsProject,
     QgsRasterLayer,
-    QgsRectangle,
     QgsSettings,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -26,7 +25,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .layers import is_plugin_output
+from .layers import is_plugin_output, layer_file
+
+if TYPE_CHECKING:
+    from ..model.label_checks import LabelValues
 
 ERROR_STYLE = "QLabel { color: #a40000; }"
 SETTINGS_GROUP = "unet_buildings/dock/"
@@ -120,18 +122,27 @@ def is_label_layer(layer: QgsMapLayer) -> bool:
     ) and not is_plugin_output(layer)
 
 
-def label_values(layer: QgsMapLayer) -> tuple[list[int], float | None] | None:
-    """(class values, nodata value) of a byte label raster, from a sample of its pixels; None for other
-    layers (polygons, non-byte rasters)."""
-    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+def label_values(layer: QgsMapLayer) -> LabelValues | str | None:
+    """The engine's look at a label raster's values, from a sample of its pixels; the sentence that says
+    why it cannot be a class raster (an image, an unreadable file); None for layers that are not a local
+    raster file (polygons, web services: training exports and checks those itself)."""
+    path = layer_file(layer) if isinstance(layer, QgsRasterLayer) and layer.isValid() else ""
+    if not path:
         return None
-    provider = layer.dataProvider()
-    if provider.dataType(1) != Qgis.DataType.Byte:
-        return None
-    histogram = provider.histogram(1, 256, -0.5, 255.5, QgsRectangle(), 250_000)
-    values = [value for value, count in enumerate(histogram.histogramVector) if count]
-    nodata = provider.sourceNoDataValue(1) if provider.sourceHasNoDataValue(1) else None
-    return [value for value in values if value != nodata], nodata
+    return sampled_label_values(path, Path(path).stat().st_mtime_ns, layer.name())
+
+
+@lru_cache(maxsize=16)
+def sampled_label_values(path: str, modified_ns: int, name: str) -> LabelValues | str:
+    """``label_values`` once per version of a file (``modified_ns``): the dock asks again whenever a layer
+    is added to or removed from the project, and a large raster's sample takes a moment to read."""
+    from ..model.errors import EngineError
+    from ..model.rasters import sample_label_values
+
+    try:
+        return sample_label_values(path, f"The label layer '{name}'")
+    except EngineError as error:
+        return str(error)
 
 
 def narrow_form(parent: QWidget | None = None) -> QFormLayout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
@@ -60,6 +62,11 @@ OBJECT_OUTPUTS = {
 }
 
 
+def score_text(value: float) -> str:
+    """A score for the log: 'n/a' where it is undefined (NaN), the reason following as a warning."""
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
 class EvaluateAlgorithm(EngineAlgorithm):
     ALGORITHM_ID = "evaluate"
     TITLE = "Evaluate buildings against labels"
@@ -69,7 +76,10 @@ class EvaluateAlgorithm(EngineAlgorithm):
         "Compares a building prediction with reference labels pixel by pixel (no-data pixels of either "
         "are not counted): the confusion matrix, overall accuracy, precision, recall, F1, building IoU "
         "and Cohen's kappa as numeric outputs, plus object-level scores (a predicted building matches "
-        "a true one at IoU >= 0.5) in an HTML report and a JSON file beside it."
+        "a true one at IoU >= 0.5) in an HTML report and a JSON file beside it. Labels that cannot be the "
+        "buildings meant (an image, a continuous raster, building values marking none or nearly all of the "
+        "labelled pixels) are refused. A score that is undefined (NaN) or 0 because one side holds no building "
+        "comes with the reason in the log, the report and the WARNINGS output."
     )
     PARAMETER_HELP = {
         "PREDICTION": "The prediction: a building mask raster (1 = building), a probability raster (thresholded "
@@ -154,6 +164,8 @@ class EvaluateAlgorithm(EngineAlgorithm):
         for name, (title, _) in OBJECT_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(name, title))
         self.addOutput(QgsProcessingOutputFile("OUTPUT_REPORT_JSON", "Report (JSON)"))
+        # numeric outputs cannot hold text: why a score is undefined (NaN) or 0 is said here, '' when all is well
+        self.addOutput(QgsProcessingOutputString("WARNINGS", "Why scores are undefined or 0"))
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ...model.choices import parse_building_values
@@ -199,7 +211,11 @@ class EvaluateAlgorithm(EngineAlgorithm):
         feedback.pushInfo(
             "Confusion matrix (pixels): " + ", ".join(f"{name} {outputs[name]}" for name in COUNT_OUTPUTS)
         )
-        feedback.pushInfo("Scores: " + ", ".join(f"{name.lower()} {outputs[name]:.4f}" for name in SCORE_OUTPUTS))
+        feedback.pushInfo(
+            "Scores: " + ", ".join(f"{name.lower()} {score_text(outputs[name])}" for name in SCORE_OUTPUTS)
+        )
+        for warning in result.warnings:
+            feedback.pushWarning(warning)
         self.style_output(error_map, "error_map")
         crs = QgsCoordinateReferenceSystem.fromWkt(result.grid.crs_wkt or "")
         for name, shapes, kind in (
@@ -212,6 +228,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
             "OUTPUT_REPORT": report,
             "OUTPUT_REPORT_JSON": report_json,
             "OUTPUT_ERROR_MAP": error_map or None,
+            "WARNINGS": " ".join(result.warnings),
         }
 
     def write_objects(

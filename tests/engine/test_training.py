@@ -222,7 +222,7 @@ def test_clear_errors_for_mismatched_inputs(scenes, tmp_path):
     images, labels = scenes
     with pytest.raises(InputError, match="one label layer per image"):
         train(tiny_config((images, labels[:1]), tmp_path / "m.pt"))
-    with pytest.raises(InputError, match="no building pixel"):
+    with pytest.raises(InputError, match="holds 0, 1 and 2; building value 7 is not among them"):
         train(tiny_config((images, labels), tmp_path / "m.pt", building_values=[7]))
     with pytest.raises(InputError, match="is not a model file|not a U-Net"):
         (tmp_path / "junk.pt").write_bytes(b"not a model")
