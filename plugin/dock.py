@@ -201,7 +201,10 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
                 if results.get(key):
                     add_styled_layer(results[key], f"{prediction.name()} {title}", key.lower()[7:], group=group)
             add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{prediction.name()} errors", "error_map", group=group)
-            self.tell(f"IoU {results['IOU']:.3f}, F1 {results['F1']:.3f}.", Qgis.MessageLevel.Success)
+            if results.get("WARNINGS"):  # undefined or zero scores: the reason, not "IoU nan"
+                self.tell(results["WARNINGS"], Qgis.MessageLevel.Warning)
+            else:
+                self.tell(f"IoU {results['IOU']:.3f}, F1 {results['F1']:.3f}.", Qgis.MessageLevel.Success)
 
         self.run_request(request, evaluated)
 

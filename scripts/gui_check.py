@@ -97,8 +97,10 @@ def train() -> None:
     after_run(
         "1-train",
         # the dock adapts its model (the starter model) and says how the new one compares with it
-        lambda: Path(dock.model_widget.filePath()).is_file()
-        and any(words in dock.status_label.text() for words in ("The dock now uses", "The dock goes on using")),
+        lambda: (
+            Path(dock.model_widget.filePath()).is_file()
+            and any(words in dock.status_label.text() for words in ("The dock now uses", "The dock goes on using"))
+        ),
         predict,
     )
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-window check (make gui-check): the QGIS desktop with the plugin walks train -> predict -> evaluate
-# through the dock's own buttons on the sample scenes (train on scenes 1 and 2 for GUI_CHECK_TRAIN_MINUTES,
-# default 2; predict and evaluate the held-out scene 3). Screenshots after each step go to
+# through the dock's own buttons on the sample scenes (adapt the dock's model, the starter model, to scenes 1
+# and 2 for GUI_CHECK_TRAIN_MINUTES, default 2; predict and evaluate the held-out scene 3). Screenshots after each step go to
 # build/gui-check-1-train.png, -2-predict.png, -3-evaluate.png (the last also as build/gui-check.png), a
 # one-line outcome to build/gui-check.txt. Without a display it starts a virtual one (xvfb-run).
 set -euo pipefail

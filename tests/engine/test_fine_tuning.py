@@ -141,3 +141,22 @@ def test_the_starter_model_is_what_start_model_says(tmp_path):
     assert len(info.bands) == start_model.STARTER_BANDS
     assert {name: info.network[name] for name in start_model.STARTER_NETWORK} == start_model.STARTER_NETWORK
     assert info.normalization["mode"] == start_model.STARTER_NORMALIZATION
+
+
+def test_the_command_line_adapts_a_model_and_says_how_it_compares(scenes, start, tmp_path, capsys):  # noqa: F811
+    import json
+
+    from model.__main__ import main
+
+    images, labels = scenes
+    output = tmp_path / "cli.pt"
+    small = ["--epochs", "1", "--patches-per-epoch", "16", "--batch-size", "4", "--tile-size-px", "32", "--seed", "3"]
+    arguments = ["train", "--images", *images, "--labels", *labels, "--building-values", "2", "--device", "cpu"]
+    assert main([*arguments, *small, "--init-model", str(start), "--output", str(output)]) == 0
+    printed = capsys.readouterr()
+    outputs = json.loads(printed.out)
+    assert outputs["started_from"] == str(start) and outputs["start_val_iou"] is not None
+    assert "epoch 0: the model it starts from: val loss" in printed.err
+    assert ("not better than the one it started from" if outputs["kept_start"] else "up from") in printed.err
+    assert main([*arguments, *small, "--from-scratch", "--base-width", "4", "--output", str(tmp_path / "new.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["started_from"] is None
