@@ -7,7 +7,7 @@ and what it costs in result. Decides ``precision="auto"`` and channels_last on t
    ``torch.compile`` of the fastest setting (slow to compile: a minute or more).
 2. Prediction tiles (256 px, batch 4) in tiles/s: torch float32, torch bfloat16 + channels_last
    (the engine's CPU default where the CPU has bfloat16 instructions) and ONNX Runtime float32 on
-   the same network exported by ``model.export`` (the engine of the Deepness plugin), with the
+   the same network exported by ``model.net.export`` (the engine of the Deepness plugin), with the
    ratio of our default to ONNX Runtime, and the largest and mean probability difference of
    bfloat16 against float32.
 3. With ``--model M --image I --labels L``: the end-to-end prediction of a real scene in float32
@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.device import cpu_has_native_bf16  # noqa: E402  (after the path set-up above)
-from model.modelfile import ModelInfo, save_model  # noqa: E402
-from model.network import UNet, UNetConfig  # noqa: E402
-from model.objective import masked_loss  # noqa: E402
+from model.net.device import cpu_has_native_bf16  # noqa: E402  (after the path set-up above)
+from model.net.modelfile import ModelInfo, save_model  # noqa: E402
+from model.net.network import UNet, UNetConfig  # noqa: E402
+from model.training.objective import masked_loss  # noqa: E402
 
 TILE_PX = 256
 WIDTHS = (16, 32)
@@ -116,7 +116,7 @@ def prediction_settings(net: UNet, tiles: torch.Tensor, onnx_path: Path) -> dict
 
 
 def prediction_table(width: int, batch: int, seconds: float, folder: Path) -> None:
-    from model.export import export_onnx
+    from model.net.export import export_onnx
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(3, width, batch_norm=True)).eval()
@@ -149,8 +149,8 @@ def prediction_table(width: int, batch: int, seconds: float, folder: Path) -> No
 
 
 def scene_table(model: Path, image: Path, labels: Path, folder: Path) -> None:
-    from model.evaluation import evaluate
-    from model.inference import predict_raster
+    from model.evaluation.evaluate import evaluate
+    from model.prediction.predict import predict_raster
 
     print(f"\nEnd to end on {image.parent.name}/{image.name} with {model.name}:")
     probabilities = {}

@@ -29,8 +29,8 @@ from affine import Affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.evaluation import evaluate  # noqa: E402  (after the path set-up above)
-from model.metrics import ConfusionMatrix  # noqa: E402
+from model.evaluation.evaluate import evaluate  # noqa: E402  (after the path set-up above)
+from model.evaluation.metrics import ConfusionMatrix  # noqa: E402
 
 CELL_PX = 32
 PAPER_PIXELS = 61_594_236  # TN + FP + FN + TP of the paper's Table 2

@@ -54,9 +54,9 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 # importable once bench_presets has put the repository root on sys.path
-from model.evaluation import evaluate
-from model.inference import predict_raster
-from model.training import TrainConfig, TrainResult, train
+from model.evaluation.evaluate import evaluate
+from model.prediction.predict import predict_raster
+from model.training.trainer import TrainConfig, TrainResult, train
 
 SCENES = ("zanzibar_1", "kampala_1", "banepa_1")
 DEVICE = "cpu"

@@ -10,7 +10,7 @@ Run from the repository root: ``python bench/bench_gpu.py [--seconds 10] [--devi
      ``device.autocast_settings`` picks ("auto") and in float32, with channels_last as training
      uses; samples/s, TFLOP/s (FLOPs of one step counted by ``torch.utils.flop_counter``) and the
      peak GPU memory of the step;
-   - the real loop: ``model.training.train`` with the paper preset on the bundled sample scenes
+   - the real loop: ``model.training.trainer.train`` with the paper preset on the bundled sample scenes
      (crops drawn, gathered, augmented and moved every batch), measured between its per-batch
      progress reports; samples/s and the ratio real / bare (what the data and the bookkeeping cost).
    The projected wall time of the paper's protocol, 1,000,000 crop-steps (10 epochs of 100,000
@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 from bench_inference import NORMALIZATION, bare_tiles, make_image  # noqa: E402  (bench/ is on sys.path)
 from bench_training import SAMPLE, SCENES, training_samples_per_s  # noqa: E402
 
-from model.device import autocast_settings, describe_device, precision_name  # noqa: E402
-from model.inference import predict_raster  # noqa: E402
-from model.modelfile import LoadedModel, ModelInfo, load_model, save_model  # noqa: E402
-from model.network import UNet, UNetConfig  # noqa: E402
-from model.runner import TileRunner  # noqa: E402
-from model.training import TrainConfig  # noqa: E402
+from model.net.device import autocast_settings, describe_device, precision_name  # noqa: E402
+from model.net.modelfile import LoadedModel, ModelInfo, load_model, save_model  # noqa: E402
+from model.net.network import UNet, UNetConfig  # noqa: E402
+from model.prediction.predict import predict_raster  # noqa: E402
+from model.prediction.runner import TileRunner  # noqa: E402
+from model.training.trainer import TrainConfig  # noqa: E402
 
 PAPER_CROP_STEPS = 1_000_000  # 10 epochs x 100,000 crops
 PAPER_HOURS = 10.0  # the paper's training time on its GPU

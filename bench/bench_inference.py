@@ -36,11 +36,11 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.inference import predict_raster  # noqa: E402
-from model.modelfile import ModelInfo, load_model, save_model  # noqa: E402
-from model.network import UNet, UNetConfig  # noqa: E402
-from model.runner import TileRunner  # noqa: E402
-from model.tiling import plan_tiles  # noqa: E402
+from model.net.modelfile import ModelInfo, load_model, save_model  # noqa: E402
+from model.net.network import UNet, UNetConfig  # noqa: E402
+from model.prediction.predict import predict_raster  # noqa: E402
+from model.prediction.runner import TileRunner  # noqa: E402
+from model.prediction.tiling import plan_tiles  # noqa: E402
 
 TARGET_RATIO = 1.15
 GDAL_CACHE_MB = 32
@@ -202,7 +202,7 @@ def bf16_vs_fp32(base_width: int, batch_size: int = 4, tile_px: int = 256) -> No
 MEMORY_CHILD = r"""
 import re, sys, time
 sys.path.insert(0, {root!r})
-from model.inference import predict_raster
+from model.prediction.predict import predict_raster
 started = time.perf_counter()
 result = predict_raster({image!r}, {model!r}, probability_path={out!r} + "_p.tif", mask_path={out!r} + "_m.tif",
                         device="cpu", batch_size=8)

@@ -37,9 +37,9 @@ from rasterio.windows import Window
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.evaluation import evaluate  # noqa: E402  (after the path set-up above)
-from model.inference import predict_raster  # noqa: E402
-from model.training import PAPER_PRESET, TrainConfig, train  # noqa: E402
+from model.evaluation.evaluate import evaluate  # noqa: E402  (after the path set-up above)
+from model.prediction.predict import predict_raster  # noqa: E402
+from model.training.trainer import PAPER_PRESET, TrainConfig, train  # noqa: E402
 
 TRAIN_SCENES = ("zanzibar_1", "kampala_1")
 TEST_SCENE = "banepa_1"

@@ -45,11 +45,11 @@ sys.path.insert(0, str(ROOT))
 from bench_gpu import sample_flops  # noqa: E402  (bench/ is on sys.path)
 from bench_inference import NORMALIZATION, make_image  # noqa: E402
 
-from model.device import autocast, autocast_settings, describe_device, precision_name  # noqa: E402
-from model.inference import predict_raster  # noqa: E402
-from model.modelfile import ModelInfo, save_model  # noqa: E402
-from model.network import UNet, UNetConfig  # noqa: E402
-from model.objective import masked_loss  # noqa: E402
+from model.net.device import autocast, autocast_settings, describe_device, precision_name  # noqa: E402
+from model.net.modelfile import ModelInfo, save_model  # noqa: E402
+from model.net.network import UNet, UNetConfig  # noqa: E402
+from model.prediction.predict import predict_raster  # noqa: E402
+from model.training.objective import masked_loss  # noqa: E402
 
 WIDTHS = (16, 32, 64)
 TILES_PX = (128, 256)

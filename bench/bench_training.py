@@ -2,7 +2,7 @@
 
 1. Training samples per second (256 px crops, the default recipe: batch norm, BCE + Dice,
    augmentation) at base widths 16, 32 and 64, on the CPU and, when there is one, on the GPU
-   (where training.py always uses bfloat16 autocast and channels_last). Measured inside the real
+   (where trainer.py always uses bfloat16 autocast and channels_last). Measured inside the real
    ``train()`` loop: its per-batch progress reports are timestamped, the first batch (warm-up) is
    left out, and the run is cancelled once ``--seconds`` have passed (at least two batches).
 2. Data loading alone (crop drawing + gather + augmentation + normalisation on the device,
@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.errors import Cancelled  # noqa: E402  (after the path set-up above)
+from model.io.rasters import LABEL_IGNORE  # noqa: E402
 from model.progress import Reporter  # noqa: E402
-from model.rasters import LABEL_IGNORE  # noqa: E402
-from model.sampling import CropSampler  # noqa: E402
-from model.training import TrainConfig, Trainer, train  # noqa: E402
+from model.training.sampling import CropSampler  # noqa: E402
+from model.training.trainer import TrainConfig, Trainer, train  # noqa: E402
 
 SAMPLE = ROOT / "resources" / "sample"
 SCENES = ("scene_1", "scene_2", "scene_3")

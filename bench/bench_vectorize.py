@@ -27,9 +27,9 @@ from rasterio.transform import from_origin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.rasters import KIND_TAG, MASK_NODATA  # noqa: E402
-from model.vector_io import write_polygons  # noqa: E402
-from model.vectorize import polygons_from_mask  # noqa: E402
+from model.io.rasters import KIND_TAG, MASK_NODATA  # noqa: E402
+from model.io.vector_io import write_polygons  # noqa: E402
+from model.vectors.vectorize import polygons_from_mask  # noqa: E402
 
 
 def synthetic_mask(size_px: int, seed: int = 0) -> np.ndarray:

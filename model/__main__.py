@@ -69,8 +69,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace, progress: ConsoleProgress) -> dict | None:
     """Trains; under ``torchrun`` every process runs this as one rank, and only rank 0 prints
     (the others return None: nothing to print)."""
-    from .distributed import is_main_process
-    from .training import TrainConfig, train
+    from .training.distributed import is_main_process
+    from .training.trainer import TrainConfig, train
 
     config = TrainConfig.for_preset(
         args.preset,
@@ -169,7 +169,7 @@ def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str | None) -> dict:
-    from .inference import extent_window, predict_raster
+    from .prediction.predict import extent_window, predict_raster
 
     area = {}
     if args.extent:
@@ -177,7 +177,7 @@ def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str
             raise InputError("Give --extent or --shard, not both: a shard is a band of rows of the whole image.")
         area["window"] = extent_window(args.input, tuple(args.extent))
     if getattr(args, "shard", None):
-        from .shards import shard_predictor
+        from .prediction.shards import shard_predictor
 
         predict_raster = shard_predictor(args.shard)  # noqa: F811  (the same call, for one shard)
     result = predict_raster(
@@ -203,8 +203,8 @@ def _vectorize(
 ) -> dict:
     import rasterio
 
-    from .vector_io import write_polygons
-    from .vectorize import polygons_from_mask
+    from .io.vector_io import write_polygons
+    from .vectors.vectorize import polygons_from_mask
 
     with rasterio.open(mask) as dataset:
         crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
@@ -230,7 +230,7 @@ def _run_extract(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
 
 
 def _run_evaluate(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
-    from .evaluation import evaluate
+    from .evaluation.evaluate import evaluate
 
     result = evaluate(
         args.prediction,
@@ -249,13 +249,13 @@ def _run_evaluate(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
 def _run_info(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     from dataclasses import asdict
 
-    from .modelfile import ModelInfo, read_payload
+    from .net.modelfile import ModelInfo, read_payload
 
     return asdict(ModelInfo.from_dict(read_payload(Path(args.model))["info"]))
 
 
 def _run_export_onnx(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
-    from .export import export_onnx
+    from .net.export import export_onnx
 
     return {"onnx": str(export_onnx(args.model, args.output, opset=args.opset, overlap_percent=args.overlap_percent))}
 
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
-    from .shards import assemble
+    from .prediction.shards import assemble
 
     return {
         "assembled": [
@@ -377,7 +377,7 @@ def _option(command: str, name: str) -> str:
 def check_command_paths(args: argparse.Namespace) -> None:
     """Before any work: no output over an input (links included) or another output, in the format its
     name says, somewhere a file can be written."""
-    from .files import check_output_location, check_output_paths, check_output_suffix
+    from .io.files import check_output_location, check_output_paths, check_output_suffix
 
     inputs = {_option(args.command, name): getattr(args, name, None) for name in INPUT_OPTIONS.get(args.command, ())}
     outputs = {_option(args.command, name): getattr(args, name, None) for name in OUTPUT_OPTIONS.get(args.command, ())}
@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        from .files import describe_os_error
+        from .io.files import describe_os_error
 
         progress.done()
         print(f"error: {describe_os_error(error)}", file=sys.stderr)

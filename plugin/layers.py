@@ -28,7 +28,7 @@ VECTOR_KINDS = ("buildings", "false_positives", "missed")
 # custom layer property naming what the plugin wrote into a layer (a STYLE_KINDS value): such layers are
 # results, never training images or labels
 OUTPUT_PROPERTY = "unet_buildings/output"
-# the tag the engine writes into its GeoTIFFs (model.rasters.KIND_TAG), for outputs loaded from disk
+# the tag the engine writes into its GeoTIFFs (model.io.rasters.KIND_TAG), for outputs loaded from disk
 KIND_TAG = "UNET_BUILDINGS_KIND"
 
 
@@ -75,7 +75,7 @@ def vector_path(
 ) -> str:
     """The polygon file behind a vector layer, or a temporary GeoPackage copy when the engine could not
     read the layer as it is (memory or database layers, a filter, one layer of a multi-layer file)."""
-    from ..model.rasters import is_vector  # the engine decides which files it reads
+    from ..model.io.rasters import is_vector  # the engine decides which files it reads
 
     if layer.providerType() == "ogr" and not layer.subsetString():
         parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())

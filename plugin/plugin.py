@@ -13,7 +13,7 @@ from . import DISPLAY_NAME, ICON_PATH
 from .provider import UNetBuildingsProvider
 
 if TYPE_CHECKING:  # the dock module is imported on first use only (see show_dock)
-    from .dock import BuildingsDock
+    from .dock.dock_widget import BuildingsDock
 
 
 class UNetBuildingsPlugin:
@@ -38,7 +38,7 @@ class UNetBuildingsPlugin:
 
     def show_dock(self, visible: bool = True) -> None:
         if self.dock is None:
-            from .dock import BuildingsDock
+            from .dock.dock_widget import BuildingsDock
 
             self.dock = BuildingsDock(self.iface, self.iface.mainWindow())
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)

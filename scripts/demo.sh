@@ -48,7 +48,7 @@ run "$out/evaluate.log" unet_buildings:evaluate -- \
 
 .venv/bin/python - "$out/evaluation.json" <<'PY'
 import json, sys
-from model.report import text_report
+from model.evaluation.report import text_report
 print(text_report(json.load(open(sys.argv[1]))))
 PY
 echo

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.training import TrainConfig, train  # noqa: E402  (after the path set-up above)
+from model.training.trainer import TrainConfig, train  # noqa: E402  (after the path set-up above)
 
 SCENES = ("zanzibar_1", "kampala_1", "banepa_1")
 OUTPUT = ROOT / "resources" / "models" / "buildings_rgb_starter.pt"
@@ -32,7 +32,7 @@ algorithms' default model, so buildings can be extracted before you train anythi
 fine-tune (`INIT_MODEL`) on your own labels for better results in your area.
 
 ## How it was made
-`{command}` on {date}: the default recipe (`model/recipe.py`) on {device}, {precision},
+`{command}` on {date}: the default recipe (`model/training/recipe.py`) on {device}, {precision},
 seed 0, {minutes:g} minutes, {epochs} epochs, {crops:,} training crops. Best epoch {best_epoch}:
 validation IoU {val_iou:.3f} at the tuned threshold {threshold:.2f}, on the held-out blocks (one
 in five) of the same scenes, so this is not a test on unseen places: on a scene it never saw,

@@ -152,7 +152,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         if problem:
             raise QgsProcessingException(problem)
         from ...model.errors import EngineError
-        from ...model.files import describe_os_error
+        from ...model.io.files import describe_os_error
 
         try:
             check_destinations(self, parameters, context)
@@ -266,7 +266,7 @@ def check_destinations(algorithm: QgsProcessingAlgorithm, parameters: dict, cont
     output, every output in the format its extension names, and somewhere a file can be written."""
     import re
 
-    from ...model.files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix
+    from ...model.io.files import GEOTIFF_SUFFIXES, check_output_location, check_output_paths, check_output_suffix
 
     outputs = destination_paths(algorithm, parameters, context)
     check_output_paths(input_paths(algorithm, parameters, context), outputs)
@@ -298,7 +298,7 @@ def check_written_features(destination: str, name: str, count: int) -> None:
     some failures (a full disk while closing a GeoPackage) only in the log."""
     from qgis.core import QgsVectorLayer
 
-    from ...model.files import incomplete_output
+    from ...model.io.files import incomplete_output
 
     path = local_file(destination)
     if not path or not os.path.isfile(path):

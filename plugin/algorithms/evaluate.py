@@ -169,7 +169,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ...model.choices import parse_building_values
-        from ...model.evaluation import evaluate
+        from ...model.evaluation.evaluate import evaluate
         from ..layers import layer_path
 
         prediction = layer_path(

@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
-from ...model.start_model import starter_model
+from ...model.training.start_model import starter_model
 from .base import EngineAlgorithm
 
 PER_IMAGE_WARNING = (
@@ -48,8 +48,8 @@ class ExportAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "ONNX model", "ONNX models (*.onnx)"))
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        from ...model.export import export_onnx
-        from ...model.modelfile import read_payload
+        from ...model.net.export import export_onnx
+        from ...model.net.modelfile import read_payload
 
         model = Path(self.parameterAsFile(parameters, "MODEL", context))
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context)

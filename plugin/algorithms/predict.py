@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ...model.start_model import starter_model
+from ...model.training.start_model import starter_model
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks, threshold_parameter
 
 # Shared with extract (same names, same meaning)
@@ -100,7 +100,7 @@ def run_prediction(
     mask_path: str,
 ):
     """Runs the engine's prediction on INPUT with MODEL; returns its PredictionResult."""
-    from ...model.inference import extent_window, predict_raster
+    from ...model.prediction.predict import extent_window, predict_raster
     from ..layers import raster_path
 
     layer = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)

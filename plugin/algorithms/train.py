@@ -21,8 +21,8 @@ from qgis.core import (
 )
 
 from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
-from ...model.files import same_file
-from ...model.start_model import starter_model
+from ...model.io.files import same_file
+from ...model.training.start_model import starter_model
 from ..epochs import format_batch, format_epoch
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
 
@@ -245,7 +245,7 @@ class TrainAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputFile("HISTORY_CSV", "Training history (CSV)"))
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        from ...model.training import TrainConfig, train
+        from ...model.training.trainer import TrainConfig, train
         from ..layers import layer_path, raster_path
 
         images = [raster_path(layer, "image") for layer in self.parameterAsLayerList(parameters, "IMAGES", context)]

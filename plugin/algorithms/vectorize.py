@@ -111,7 +111,7 @@ def write_buildings(
     crs: QgsCoordinateReferenceSystem,
 ) -> dict:
     """Vectorizes ``mask_path`` into the OUTPUT sink; returns OUTPUT and BUILDING_COUNT."""
-    from ...model.vectorize import polygons_from_mask
+    from ...model.vectors.vectorize import polygons_from_mask
 
     fields = building_fields()
     progress, cancelled = engine_hooks(feedback)

@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 distributed_rank.py SETTINGS_JSON RESULTS_DIR
 
-Trains with ``model.training.train`` on the TrainConfig overrides in SETTINGS_JSON (default preset;
+Trains with ``model.training.trainer.train`` on the TrainConfig overrides in SETTINGS_JSON (default preset;
 ``"cancel_on": [R, E]`` asks rank R alone to cancel once E epochs are saved), then writes
 RESULTS_DIR/rank<R>.json with what the test compares across ranks: a checksum of the network after
 each epoch, the seed, the training crops this rank drew, the crops it validated, the result, and every write
@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `model`
 
 from model.errors import Cancelled  # noqa: E402
-from model.sampling import CropSampler  # noqa: E402
-from model.training import TrainConfig, Trainer, train  # noqa: E402
-from model.training_data import TrainingData  # noqa: E402
+from model.training.data import TrainingData  # noqa: E402
+from model.training.sampling import CropSampler  # noqa: E402
+from model.training.trainer import TrainConfig, Trainer, train  # noqa: E402
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 WRITE_EVENTS = ("os.rename", "os.mkdir", "os.remove", "os.rmdir")

@@ -10,9 +10,9 @@ from rasterio.windows import Window
 
 from model.__main__ import main
 from model.errors import InputError
-from model.inference import extent_window, predict_raster
-from model.modelfile import load_model
-from model.shards import assemble, predict_shard
+from model.net.modelfile import load_model
+from model.prediction.predict import extent_window, predict_raster
+from model.prediction.shards import assemble, predict_shard
 from tests.engine.test_inference import make_model, noise, read, write_image
 from tests.engine.test_shards import image_with_nodata  # nodata across the windows' edges
 

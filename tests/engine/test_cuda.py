@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.device import autocast_settings, precision_name
 from model.errors import Cancelled
-from model.inference import TileRunner, predict_raster
-from model.modelfile import load_model
-from model.training import train
+from model.net.device import autocast_settings, precision_name
+from model.net.modelfile import load_model
+from model.prediction.predict import TileRunner, predict_raster
+from model.training.trainer import train
 from tests.engine.test_inference import make_model, noise, read, write_image
 from tests.engine.test_training import scenes, tiny_config  # noqa: F401  (scenes is a fixture)
 

@@ -13,12 +13,12 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-import model.device as device_module
-from model.device import autocast_settings, cpu_flags_have_native_bf16, describe_precision
+import model.net.device as device_module
 from model.errors import InputError
-from model.inference import TileRunner, predict_raster
-from model.modelfile import LoadedModel, ModelInfo
-from model.network import UNet, UNetConfig
+from model.net.device import autocast_settings, cpu_flags_have_native_bf16, describe_precision
+from model.net.modelfile import LoadedModel, ModelInfo
+from model.net.network import UNet, UNetConfig
+from model.prediction.predict import TileRunner, predict_raster
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.checkpoints import checkpoint_dir_for, history_csv_for
-from model.modelfile import load_model, read_payload
+from model.net.modelfile import load_model, read_payload
+from model.training.checkpoints import checkpoint_dir_for, history_csv_for
 from tests.engine.scenes import write_pair
 
 RANK_SCRIPT = Path(__file__).with_name("distributed_rank.py")

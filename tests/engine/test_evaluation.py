@@ -14,11 +14,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
 
-from model import comparison
 from model.errors import Cancelled, InputError
-from model.evaluation import evaluate
-from model.outputs import OUTPUT_BLOCK_PX, create_geotiff
-from model.rasters import Grid, LabelSource
+from model.evaluation import comparison
+from model.evaluation.evaluate import evaluate
+from model.io.outputs import OUTPUT_BLOCK_PX, create_geotiff
+from model.io.rasters import Grid, LabelSource
 
 CRS_UTM = CRS.from_epsg(32636)
 ORIGIN = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 9_000_000.0)  # 0.5 m pixels

@@ -12,10 +12,10 @@ import torch
 
 from model.__main__ import main
 from model.errors import InputError
-from model.export import export_onnx
-from model.modelfile import ModelInfo, load_model, save_model
-from model.network import UNet, UNetConfig
-from model.normalization import normalize
+from model.net.export import export_onnx
+from model.net.modelfile import ModelInfo, load_model, save_model
+from model.net.network import UNet, UNetConfig
+from model.net.normalization import normalize
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

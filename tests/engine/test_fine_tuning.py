@@ -12,10 +12,10 @@ import pytest
 import rasterio
 import torch
 
-from model import start_model
-from model.modelfile import load_model, read_payload
-from model.recipe import FINE_TUNE_RECIPE, TrainConfig
-from model.training import train
+from model.net.modelfile import load_model, read_payload
+from model.training import start_model
+from model.training.recipe import FINE_TUNE_RECIPE, TrainConfig
+from model.training.trainer import train
 from tests.engine.test_training import scenes, tiny_config  # noqa: F401  (scenes is a fixture)
 
 

@@ -14,13 +14,13 @@ from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
 from model.errors import Cancelled, InputError
-from model.inference import predict_raster
-from model.modelfile import ModelInfo, load_model, save_model
-from model.network import UNet, UNetConfig
-from model.normalization import normalize
-from model.rasters import KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA
-from model.vector_io import write_polygons
-from model.vectorize import polygons_from_mask
+from model.io.rasters import KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA
+from model.io.vector_io import write_polygons
+from model.net.modelfile import ModelInfo, load_model, save_model
+from model.net.network import UNet, UNetConfig
+from model.net.normalization import normalize
+from model.prediction.predict import predict_raster
+from model.vectors.vectorize import polygons_from_mask
 
 FIXED = {"mode": "fixed", "mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
 

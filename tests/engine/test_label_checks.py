@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import rasterio
 
-from model import sampling
 from model.errors import InputError
-from model.evaluation import evaluate
-from model.label_checks import values_text
-from model.rasters import Grid, LabelSource, raster_windows, sample_label_values
-from model.report import text_report
-from model.training import train
+from model.evaluation.evaluate import evaluate
+from model.evaluation.report import text_report
+from model.io.label_checks import values_text
+from model.io.rasters import Grid, LabelSource, raster_windows, sample_label_values
+from model.training import sampling
+from model.training.trainer import train
 from tests.engine.scenes import UTM_36_TRANSFORM, write_pair
 from tests.engine.test_training import tiny_config
 

@@ -7,7 +7,7 @@ import pytest
 import shapely
 
 from model.errors import InputError
-from model.metrics import ConfusionMatrix, ObjectScores, match_objects
+from model.evaluation.metrics import ConfusionMatrix, ObjectScores, match_objects
 
 
 def test_scores_of_a_hand_made_matrix():

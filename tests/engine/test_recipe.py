@@ -19,16 +19,23 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.warp import transform as transform_points
 
-from model.augment import AugmentConfig, augment
 from model.errors import Cancelled, InputError
-from model.ground import ground_pixel_size_m
-from model.inference import predict_raster
-from model.modelfile import ModelInfo, load_model, read_payload, save_model
-from model.network import UNet, UNetConfig
-from model.rasters import LABEL_IGNORE
-from model.recipe import CPU_DEFAULT_BUDGET_MIN, DEFAULT_SIZES, TrainConfig, default_sizes
-from model.sampling import CropSampler, evenly_spread, gather, load_scene, validation_block_px, validation_blocks
-from model.training import TrainingDiverged, checkpoint_dir_for, train
+from model.io.ground import ground_pixel_size_m
+from model.io.rasters import LABEL_IGNORE
+from model.net.modelfile import ModelInfo, load_model, read_payload, save_model
+from model.net.network import UNet, UNetConfig
+from model.prediction.predict import predict_raster
+from model.training.augment import AugmentConfig, augment
+from model.training.recipe import CPU_DEFAULT_BUDGET_MIN, DEFAULT_SIZES, TrainConfig, default_sizes
+from model.training.sampling import (
+    CropSampler,
+    evenly_spread,
+    gather,
+    load_scene,
+    validation_block_px,
+    validation_blocks,
+)
+from model.training.trainer import TrainingDiverged, checkpoint_dir_for, train
 from tests.engine.scenes import write_pair
 from tests.engine.test_training import tiny_config as config_for
 
@@ -126,7 +133,7 @@ def test_validation_holds_out_a_fifth_of_a_small_image_and_training_crops_never_
 def test_training_batches_never_hold_a_pixel_that_validation_scores(pair, tmp_path, monkeypatch):
     """Through a whole training run: every crop training draws has the validation area blanked (band
     means, no label), and validation scores only pixels that training never saw labelled."""
-    from model.training_data import TrainingData
+    from model.training.data import TrainingData
 
     batches = []  # (crops, for training, the crops as gathered with the hidden masks the trainer passed)
     batch_tensors = TrainingData.batch_tensors
@@ -344,7 +351,7 @@ def test_inputs_too_small_or_without_buildings_get_the_right_advice(tmp_path):
 
 def test_a_nearly_uniform_image_is_not_stretched_past_the_contrast_floor(tmp_path):
     """Fields or water: per-image statistics alone would stretch faint noise to a town's contrast."""
-    from model.normalization import normalization_for
+    from model.net.normalization import normalization_for
 
     flat = np.full((1, 64, 64), 120.0) + np.random.default_rng(0).normal(0, 2, (1, 64, 64))
     path = tmp_path / "field.tif"

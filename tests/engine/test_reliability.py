@@ -23,8 +23,8 @@ from rasterio.transform import from_origin
 
 from model.__main__ import main
 from model.errors import EngineError, InputError, OutputError
-from model.evaluation import evaluate
-from model.files import (
+from model.evaluation.evaluate import evaluate
+from model.io.files import (
     LEFTOVER_AGE_S,
     SCRATCH_PREFIX,
     check_output_paths,
@@ -32,12 +32,12 @@ from model.files import (
     current_umask,
     replaced_when_done,
 )
-from model.inference import predict_raster
-from model.modelfile import ModelInfo, load_model, save_model
-from model.network import UNet, UNetConfig
-from model.rasters import KIND_TAG
-from model.vector_io import write_polygons
-from model.vectorize import polygons_from_mask
+from model.io.rasters import KIND_TAG
+from model.io.vector_io import write_polygons
+from model.net.modelfile import ModelInfo, load_model, save_model
+from model.net.network import UNet, UNetConfig
+from model.prediction.predict import predict_raster
+from model.vectors.vectorize import polygons_from_mask
 
 CRS = "EPSG:32633"
 SIZE_PX = 48
@@ -361,12 +361,12 @@ def test_any_model_file_metadata_loads_or_is_one_sentence(scene, tmp_path, info)
 
 
 def test_an_unexpected_error_on_the_command_line_is_a_sentence_with_the_log(scene, monkeypatch, capsys) -> None:
-    import model.vectorize
+    import model.vectors.vectorize
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(model.vectorize, "polygons_from_mask", bug)  # the one deliberate bug
+    monkeypatch.setattr(model.vectors.vectorize, "polygons_from_mask", bug)  # the one deliberate bug
     code = main(["vectorize", str(scene["mask"]), "--output", str(scene["folder"] / "b.gpkg")])
     message = capsys.readouterr().err
     assert code == 3 and "failed unexpectedly (ZeroDivisionError: division by zero); details in the log" in message

@@ -15,10 +15,10 @@ import rasterio
 
 from model.__main__ import main
 from model.errors import InputError
-from model.inference import predict_raster
-from model.modelfile import load_model
-from model.shards import assemble, parse_shard, plan_row_shards, predict_shard, shard_path
-from model.tiling import plan_tiles
+from model.net.modelfile import load_model
+from model.prediction.predict import predict_raster
+from model.prediction.shards import assemble, parse_shard, plan_row_shards, predict_shard, shard_path
+from model.prediction.tiling import plan_tiles
 from tests.engine.test_inference import make_model, noise, write_image
 
 FLOAT_ULPS = 1e-6  # a few float32 units in the last place of a probability

@@ -16,9 +16,9 @@ import torch
 from rasterio.transform import from_origin
 
 from model.errors import Cancelled, InputError
-from model.modelfile import load_model, read_payload
-from model.network import UNet, UNetConfig, count_conv_layers, count_parameters
-from model.training import PAPER_PRESET, TrainConfig, checkpoint_dir_for, masked_loss, train, tuned_threshold
+from model.net.modelfile import load_model, read_payload
+from model.net.network import UNet, UNetConfig, count_conv_layers, count_parameters
+from model.training.trainer import PAPER_PRESET, TrainConfig, checkpoint_dir_for, masked_loss, train, tuned_threshold
 from tests.engine.scenes import UTM_36_TRANSFORM, write_pair
 
 
@@ -134,7 +134,7 @@ def test_model_file_round_trips_bit_exactly(scenes, tmp_path):
     train(tiny_config(scenes, output, epochs=1))
     first = load_model(output)
     second_path = tmp_path / "copy.pt"
-    from model.modelfile import save_model
+    from model.net.modelfile import save_model
 
     save_model(second_path, first.net, first.info)
     second = load_model(second_path)
@@ -255,7 +255,7 @@ def test_time_budget_is_checked_before_every_batch_and_still_saves_a_validated_m
 
 
 def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_mapped(tmp_path, monkeypatch):
-    import model.sampling as sampling
+    import model.training.sampling as sampling
 
     rng = np.random.default_rng(0)
     size_px = 64

@@ -16,10 +16,10 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from model.errors import Cancelled, InputError
-from model.polygonize import RegionStream
-from model.rasters import KIND_TAG, MASK_NODATA, raster_windows
-from model.vector_io import write_polygons
-from model.vectorize import polygons_from_mask, regularize_polygon
+from model.io.rasters import KIND_TAG, MASK_NODATA, raster_windows
+from model.io.vector_io import write_polygons
+from model.vectors.polygonize import RegionStream
+from model.vectors.vectorize import polygons_from_mask, regularize_polygon
 
 PIXEL_M = 0.5
 TRANSFORM = from_origin(500000.0, 100.0, PIXEL_M, PIXEL_M)

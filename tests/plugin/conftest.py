@@ -149,8 +149,8 @@ def model_file(unet_buildings, tmp_path_factory: pytest.TempPathFactory) -> Path
     """An untrained, tiny model file (its predictions are noise: tests use THRESHOLD 0 or 1 where they
     need a known mask). Made with the engine's own model-file writer, so it loads as a trained one does."""
     import torch
-    from unet_buildings.model.modelfile import ModelInfo, save_model
-    from unet_buildings.model.network import UNet, UNetConfig
+    from unet_buildings.model.net.modelfile import ModelInfo, save_model
+    from unet_buildings.model.net.network import UNet, UNetConfig
 
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_bands=3, base_width=4, depth=2))

@@ -34,7 +34,7 @@ def history(results: dict) -> list[dict]:
 
 @pytest.fixture
 def starter(unet_buildings) -> Path:
-    from unet_buildings.model.start_model import starter_model
+    from unet_buildings.model.training.start_model import starter_model
 
     path = starter_model()
     if path is None:
@@ -43,7 +43,7 @@ def starter(unet_buildings) -> Path:
 
 
 def test_train_adapts_the_starter_model_by_default_and_scores_it_first(scene, tmp_path, starter) -> None:
-    from unet_buildings.model.modelfile import load_model
+    from unet_buildings.model.net.modelfile import load_model
 
     feedback = KeptMessages()
     results = train(scene, tmp_path / "adapted.pt", feedback)
@@ -64,7 +64,7 @@ def test_from_scratch_or_an_emptied_start_model_trains_a_new_network(scene, tmp_
 
 
 def test_a_run_that_cannot_beat_its_start_keeps_it_and_warns(scene, tmp_path, starter) -> None:
-    from unet_buildings.model.modelfile import load_model
+    from unet_buildings.model.net.modelfile import load_model
 
     feedback = KeptMessages()
     # a learning rate of 1 wrecks the network at its first steps: the start must be kept
@@ -143,7 +143,7 @@ def test_the_dock_adapts_its_model_unless_told_to_start_anew(dock, scene, tmp_pa
 
 def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_path, qgis_iface) -> None:  # noqa: F811
     from qgis.PyQt.QtCore import QCoreApplication
-    from unet_buildings.model.checkpoints import training_time_s
+    from unet_buildings.model.training.checkpoints import training_time_s
 
     start = tmp_path / "start.pt"
     train(scene, start, BASE_WIDTH=4, FROM_SCRATCH=True, TILE_SIZE=32)

@@ -56,7 +56,7 @@ def drawn(curves) -> dict:
 
 @pytest.fixture
 def curves(unet_buildings, qgis_app):
-    from unet_buildings.plugin.curves import CurvesWidget
+    from unet_buildings.plugin.dock.curves import CurvesWidget
 
     widget = CurvesWidget()
     yield widget
@@ -90,7 +90,7 @@ def test_epoch_line_has_meaningful_digits_and_reads_back_exactly(unet_buildings,
 
 
 def test_batch_reports_and_epoch_0_reach_the_curves_through_the_dock(dock) -> None:  # noqa: F811
-    from unet_buildings.plugin.curves import BATCH_LABEL
+    from unet_buildings.plugin.dock.curves import BATCH_LABEL
     from unet_buildings.plugin.epochs import format_batch, format_epoch
 
     dock.curves.clear()
@@ -120,8 +120,8 @@ def test_batch_reports_and_epoch_0_reach_the_curves_through_the_dock(dock) -> No
 
 
 def test_model_file_whose_history_starts_at_epoch_0_shows_it(dock, tmp_path) -> None:  # noqa: F811
-    from unet_buildings.model.modelfile import ModelInfo, save_model
-    from unet_buildings.model.network import UNet, UNetConfig
+    from unet_buildings.model.net.modelfile import ModelInfo, save_model
+    from unet_buildings.model.net.network import UNet, UNetConfig
 
     path = tmp_path / "fine_tuned.pt"
     history = [EPOCH_0, EPOCH]
@@ -135,7 +135,7 @@ def test_model_file_whose_history_starts_at_epoch_0_shows_it(dock, tmp_path) -> 
 
 
 def test_without_matplotlib_a_table_shows_epoch_0_and_the_running_epoch(unet_buildings, qgis_app, monkeypatch) -> None:
-    from unet_buildings.plugin.curves import COLUMNS, CurvesWidget
+    from unet_buildings.plugin.dock.curves import COLUMNS, CurvesWidget
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # its import now fails, as in a QGIS without it
     widget = CurvesWidget()

@@ -120,7 +120,7 @@ def test_a_failed_run_reaches_the_message_bar(dock, scene, tmp_path, qgis_iface)
 
 def test_a_missing_module_is_named_with_its_install_command(unet_buildings, qgis_iface, monkeypatch) -> None:
     from unet_buildings.plugin import dependencies
-    from unet_buildings.plugin.dock import BuildingsDock
+    from unet_buildings.plugin.dock.dock_widget import BuildingsDock
 
     monkeypatch.setitem(dependencies.ENGINE_MODULES, "unet_buildings_absent_module", "absent-package==1.0")
     dock = BuildingsDock(qgis_iface)
@@ -152,7 +152,7 @@ def answer_next_dialog(button, seen: list[str]) -> None:
 @pytest.fixture
 def dock_missing_a_module(unet_buildings, qgis_iface, monkeypatch):
     from unet_buildings.plugin import dependencies
-    from unet_buildings.plugin.dock import BuildingsDock
+    from unet_buildings.plugin.dock.dock_widget import BuildingsDock
 
     monkeypatch.setitem(dependencies.ENGINE_MODULES, "unet_buildings_absent_module", "absent-package==1.0")
     dock = BuildingsDock(qgis_iface)
@@ -195,7 +195,7 @@ def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_mod
 
 
 def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
-    from unet_buildings.plugin.curves import BATCH_LABEL
+    from unet_buildings.plugin.dock.curves import BATCH_LABEL
     from unet_buildings.plugin.epochs import format_epoch, parse_epoch
 
     record = {
@@ -219,8 +219,8 @@ def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
 
 
 def test_model_file_shows_its_training_history(dock, unet_buildings, tmp_path) -> None:
-    from unet_buildings.model.modelfile import ModelInfo, save_model
-    from unet_buildings.model.network import UNet, UNetConfig
+    from unet_buildings.model.net.modelfile import ModelInfo, save_model
+    from unet_buildings.model.net.network import UNet, UNetConfig
 
     history = [
         {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "val_iou": 0.2 * epoch}

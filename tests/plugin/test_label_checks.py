@@ -101,7 +101,7 @@ def test_scores_evaluation_cannot_define_stay_numbers_and_the_log_says_why(scene
 
 
 def test_the_dock_says_in_one_sentence_what_is_wrong_with_a_ticked_label_raster(dock, scene, tmp_path) -> None:  # noqa: F811
-    from unet_buildings.plugin.dock_widgets import ERROR_STYLE
+    from unet_buildings.plugin.dock.widgets import ERROR_STYLE
 
     dock.building_values_edit.setText("2")
     orthophoto = add_raster(scene.image, "orthophoto")

@@ -26,7 +26,7 @@ def test_package_holds_the_plugin_and_nothing_else(tmp_path) -> None:
         "__init__.py",
         "plugin/plugin.py",
         "plugin/provider.py",
-        "model/network.py",
+        "model/net/network.py",
         "resources/icon.svg",
         *(f"resources/styles/{kind}.qml" for kind in ("buildings", "probability", "mask", "error_map")),
     ):

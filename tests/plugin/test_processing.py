@@ -147,7 +147,7 @@ def test_vectorize_min_area_drops_small_buildings_into_a_memory_layer(scene) -> 
 
 
 def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path, unet_buildings) -> None:
-    from unet_buildings.model.inference import predict_raster
+    from unet_buildings.model.prediction.predict import predict_raster
 
     # threshold 0 marks every pixel building: one polygon covering the whole image
     results = run(
@@ -256,8 +256,8 @@ def test_train_a_tiny_model_then_predict_with_it(scene, tmp_path, unet_buildings
 
     import numpy as np
     import processing
-    from unet_buildings.model.inference import predict_raster
-    from unet_buildings.model.modelfile import load_model
+    from unet_buildings.model.net.modelfile import load_model
+    from unet_buildings.model.prediction.predict import predict_raster
 
     feedback = KeptMessages()
 

@@ -94,7 +94,7 @@ def test_example_model_chains_extract_and_evaluate(plugins_dir, scene, model_fil
     """resources/models/extract_and_evaluate.model3, the example users open in the Model Designer: its
     evaluation scores the mask its extraction predicted against the labels' building values."""
     import rasterio
-    from unet_buildings.model.inference import predict_raster
+    from unet_buildings.model.prediction.predict import predict_raster
 
     results = run_with_torch(
         [

@@ -144,7 +144,7 @@ def test_a_full_disk_under_a_feature_sink_is_an_error_and_leaves_nothing(tmp_pat
 
 
 def test_an_unexpected_error_is_a_short_sentence_with_the_traceback_in_the_log(scene, tmp_path, monkeypatch) -> None:
-    import unet_buildings.model.vectorize as engine
+    import unet_buildings.model.vectors.vectorize as engine
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero")

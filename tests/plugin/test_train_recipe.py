@@ -34,7 +34,7 @@ def train(image, labels, output_model, **parameters) -> dict:
 
 
 def test_train_for_a_time_reports_the_score_that_chose_the_epoch(scene, tmp_path, unet_buildings) -> None:
-    from unet_buildings.model.modelfile import load_model
+    from unet_buildings.model.net.modelfile import load_model
 
     results = train(scene.image, scene.labels, tmp_path / "m.pt", TIME_BUDGET_MIN=0.1, BASE_WIDTH=4)
     info = load_model(results["OUTPUT_MODEL"]).info
@@ -45,7 +45,7 @@ def test_train_for_a_time_reports_the_score_that_chose_the_epoch(scene, tmp_path
 
 
 def test_fine_tuning_through_processing_keeps_the_models_network(scene, tmp_path, unet_buildings) -> None:
-    from unet_buildings.model.modelfile import load_model
+    from unet_buildings.model.net.modelfile import load_model
 
     base = train(scene.image, scene.labels, tmp_path / "base.pt", EPOCHS=1, BASE_WIDTH=8)
     # polygon labels, another base width asked for: the fine-tuned model keeps its own network

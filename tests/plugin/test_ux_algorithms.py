@@ -119,8 +119,8 @@ def test_export_writes_an_onnx_model_deepness_reads_without_median_filter(model_
 
 def test_export_warns_about_per_image_normalisation(unet_buildings, tmp_path) -> None:
     pytest.importorskip("onnx")
-    from unet_buildings.model.modelfile import ModelInfo, save_model
-    from unet_buildings.model.network import UNet, UNetConfig
+    from unet_buildings.model.net.modelfile import ModelInfo, save_model
+    from unet_buildings.model.net.network import UNet, UNetConfig
 
     path = tmp_path / "per_image.pt"
     save_model(
@@ -167,7 +167,7 @@ def test_evaluate_writes_false_positive_and_missed_buildings_as_polygons(scene, 
 def test_predict_and_extract_default_to_the_starter_model_when_it_is_shipped(
     unet_buildings, model_file, monkeypatch, tmp_path
 ) -> None:
-    from unet_buildings.model import start_model
+    from unet_buildings.model.training import start_model
 
     monkeypatch.setattr(start_model, "STARTER_MODEL", tmp_path / "absent.pt")
     assert algorithm("extract").parameterDefinition("MODEL").defaultValue() in (None, "")

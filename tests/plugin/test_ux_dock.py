@@ -29,8 +29,8 @@ LEFT, TOP = 500000, 9000000
 @pytest.fixture
 def fresh_dock(plugin, qgis_new_project, qgis_iface):
     """A dock as a new user first sees it: no remembered settings, an unsaved project."""
-    from unet_buildings.plugin.dock import BuildingsDock
-    from unet_buildings.plugin.dock_widgets import SETTINGS_GROUP
+    from unet_buildings.plugin.dock.dock_widget import BuildingsDock
+    from unet_buildings.plugin.dock.widgets import SETTINGS_GROUP
 
     QgsSettings().remove(SETTINGS_GROUP.rstrip("/"))
     dock = BuildingsDock(qgis_iface)
@@ -78,7 +78,7 @@ def test_outputs_go_beside_the_project_file(fresh_dock, model_file, tmp_path) ->
 
 
 def test_the_chosen_output_folder_is_remembered(fresh_dock, qgis_iface, tmp_path) -> None:
-    from unet_buildings.plugin.dock import BuildingsDock
+    from unet_buildings.plugin.dock.dock_widget import BuildingsDock
 
     fresh_dock.output_widget.setFilePath(str(tmp_path))
     again = BuildingsDock(qgis_iface)
@@ -169,7 +169,7 @@ def test_a_foreign_model_file_gives_one_readable_line(fresh_dock, scene, foreign
 def test_torchs_own_message_becomes_one_plain_line(unet_buildings, foreign_model) -> None:
     """Whatever an engine message quotes from torch (escape codes, several lines, weights_only=False advice)."""
     import torch
-    from unet_buildings.plugin.dock import readable
+    from unet_buildings.plugin.dock.dock_widget import readable
 
     with pytest.raises(Exception, match="weights_only") as caught:  # torch's own class for it varies
         torch.load(foreign_model, weights_only=True)
@@ -243,7 +243,7 @@ def test_training_pickers_leave_out_the_plugins_own_outputs(fresh_dock, scene, m
 
 
 def test_building_values_say_what_the_labels_hold_and_follow_0_1_labels(fresh_dock, qgis_iface, tmp_path) -> None:
-    from unet_buildings.plugin.dock import BuildingsDock
+    from unet_buildings.plugin.dock.dock_widget import BuildingsDock
 
     binary = np.zeros((1, 64, 64), np.uint8)
     binary[0, 8:24, 8:24] = 1
@@ -383,8 +383,8 @@ def test_train_for_minutes_reaches_the_train_algorithm(fresh_dock, scene, tmp_pa
 def test_the_starter_model_is_the_default_model_when_shipped(
     plugin, qgis_iface, model_file, monkeypatch, tmp_path
 ) -> None:
-    from unet_buildings.model import start_model
-    from unet_buildings.plugin.dock import BuildingsDock
+    from unet_buildings.model.training import start_model
+    from unet_buildings.plugin.dock.dock_widget import BuildingsDock
 
     monkeypatch.setattr(start_model, "STARTER_MODEL", tmp_path / "not_shipped.pt")
     without = BuildingsDock(qgis_iface)

@@ -1,0 +1,1 @@
+"""Evaluation: the confusion matrix and scores, object matching, the comparison of rasters, the report."""

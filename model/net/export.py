@@ -1,0 +1,172 @@
+"""ONNX export of a model file, with the metadata the Deepness QGIS plugin reads, so a model
+trained here also runs in Deepness (https://github.com/PUTvision/qgis-plugin-deepness).
+
+What Deepness does with a segmentation model (its ``model_base.py`` / ``segmentor.py`` /
+``map_processor_segmentation.py``):
+- input: one tensor (N, C, S, S); it feeds 8-bit band values divided by 255 (0..1, float32), then
+  ``(x - standardization_mean) / standardization_std`` when those metadata keys are present
+  (newer versions only; older ones feed 0..1 as is);
+- output: one tensor (N, 1, S, S) holding a sigmoid probability is a binary (one-class) model;
+  pixels at or above ``seg_thresh`` become the class, the rest background;
+- metadata_props: every value a JSON string: ``model_type`` "Segmentor", ``class_names``
+  ({"0": ..., "1": ...}), ``resolution`` in cm per pixel, ``tile_size`` in px, ``tiles_overlap``
+  in percent of the tile, ``seg_thresh``, ``seg_small_segment`` (the size of a median filter applied
+  to the mask; 0 for none), ``standardization_mean`` / ``standardization_std``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..io.files import replaced_when_done
+from ..io.rasters import metres_per_unit
+from .modelfile import ModelInfo, load_model
+from .network import UNet
+
+DEEPNESS_INPUT_RANGE = 255.0  # Deepness reads 8-bit bands and divides them by 255
+DEFAULT_OVERLAP_PERCENT = 25  # our prediction default: a quarter of the tile
+# One sigmoid channel is "building"; both names are given because Deepness versions before the
+# multi-output rework name the background channel 0 from this list too (newer ones accept both).
+CLASS_NAMES = {"0": "background", "1": "building"}
+INPUT_NAME, OUTPUT_NAME = "image", "building_probability"
+
+
+class DeepnessGraph(nn.Module):
+    """Deepness' input (bands / 255) -> our normalisation -> U-Net -> sigmoid probability."""
+
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
+
+    def __init__(self, net: UNet, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        # (raw - mean) / std with raw = x * 255, folded into one multiply-add per band
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x * self.scale + self.shift))
+
+
+def deepness_normalization(info: ModelInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per band turning Deepness' 0..1 input into the network's input.
+
+    ``fixed`` mode uses the stored mean/std. ``per_image`` mode cannot be reproduced (Deepness
+    sees one tile at a time, never the whole image's statistics), so the training images' average
+    mean/std stored in the model file stands in for them: images much brighter or darker than
+    the training ones will score worse in Deepness than with our own prediction."""
+    settings = info.normalization
+    if settings.get("mode") not in ("fixed", "per_image"):
+        raise InputError(f"Unknown normalisation mode {settings.get('mode')!r} in the model file.")
+    mean = torch.tensor(settings["mean"], dtype=torch.float64)
+    std = torch.tensor(settings["std"], dtype=torch.float64)
+    # uint8 training data has means in 0..255 (per_image) or a full range of 255 (fixed);
+    # anything larger is 16-bit or float imagery, which Deepness cannot feed.
+    if bool((mean + std > DEEPNESS_INPUT_RANGE + 1e-6).any()):
+        raise InputError(
+            "This model was trained on imagery beyond 8 bits per band (its normalisation is "
+            f"mean {settings['mean']}, std {settings['std']}); Deepness feeds 8-bit bands only. "
+            "Train on 8-bit (Byte) images to export for Deepness."
+        )
+    return (DEEPNESS_INPUT_RANGE / std).float(), (-mean / std).float()
+
+
+def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
+    """metadata_props for Deepness (values JSON-encoded, as its reader expects), plus our own
+    ``unet_buildings`` record of where the model came from."""
+    metadata = {
+        "model_type": "Segmentor",
+        "class_names": CLASS_NAMES,
+        "tile_size": int(info.tile_size_px),
+        "tiles_overlap": int(overlap_percent),
+        "seg_thresh": float(info.threshold),
+        # no extra clean-up: Deepness would otherwise median-filter the mask (9 px), which our Predict never does
+        "seg_small_segment": 0,
+        # the normalisation is inside the graph: Deepness must not standardise again
+        "standardization_mean": [0.0] * len(info.bands),
+        "standardization_std": [1.0] * len(info.bands),
+        "unet_buildings": {
+            "bands": list(info.bands),
+            "normalization": info.normalization,
+            "building_values": list(info.building_values),
+            "preset": info.preset,
+            "best_epoch": info.best_epoch,
+            "software_version": info.software_version,
+        },
+    }
+    resolution_cm = resolution_cm_per_px(info)
+    if resolution_cm is not None:
+        metadata["resolution"] = resolution_cm
+    return {key: json.dumps(value) for key, value in metadata.items()}
+
+
+def resolution_cm_per_px(info: ModelInfo) -> float | None:
+    """The training pixel size in cm (mean of x and y); None when its units are not linear
+    (e.g. degrees), and Deepness then asks the user."""
+    metres = metres_per_unit(info.crs_units or "")
+    if not info.pixel_size or metres is None:
+        return None
+    size_x, size_y = (abs(float(value)) for value in info.pixel_size)
+    return round((size_x + size_y) / 2 * metres * 100, 4)
+
+
+def export_onnx(
+    model_path: str | Path,
+    onnx_path: str | Path,
+    *,
+    opset: int = 17,
+    overlap_percent: int = DEFAULT_OVERLAP_PERCENT,
+) -> Path:
+    """Write ``model_path`` (our .pt) as an ONNX model for Deepness and return ``onnx_path``.
+
+    The graph takes (N, bands, tile, tile) float32 band values / 255 with a dynamic batch size
+    and returns (N, 1, tile, tile) building probability. The model's normalisation is baked in
+    (see ``deepness_normalization``: per-image models use their training images' average
+    mean/std), so the file also runs in Deepness versions without standardisation metadata. The
+    file is written under a temporary name and renamed when complete."""
+    try:
+        import onnx
+    except ImportError as error:
+        raise InputError(
+            "ONNX export needs the 'onnx' package: install it into the plugin's Python environment (pip install onnx)."
+        ) from error
+    if not 0 <= overlap_percent < 100:
+        raise InputError(f"The tile overlap must be 0 to 99 percent, not {overlap_percent}.")
+    onnx_path = Path(onnx_path)
+    loaded = load_model(Path(model_path), "cpu")
+    info = loaded.info
+    multiple = loaded.net.config.size_multiple_px
+    if info.tile_size_px % multiple:
+        raise InputError(f"The model's tile size {info.tile_size_px} px is not a multiple of {multiple} px.")
+    graph = DeepnessGraph(loaded.net, *deepness_normalization(info)).eval()
+    example = torch.zeros(1, len(info.bands), info.tile_size_px, info.tile_size_px)
+
+    with replaced_when_done(onnx_path) as temporary:
+        # the TorchScript exporter (dynamo=False) needs no onnxscript and gives one self-contained file
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # the network's input-shape checks run once on the example tile, which is the point
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                graph,
+                (example,),
+                temporary,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        model = onnx.load(temporary)
+        for key, value in deepness_metadata(info, overlap_percent).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        model.doc_string = "U-Net Building Extractor model: building probability from RGB band values / 255."
+        onnx.checker.check_model(model)
+        onnx.save(model, temporary)
+    return onnx_path

@@ -1,0 +1,97 @@
+"""The grid the network runs on: the model's training resolution matched on the ground, or what the
+user asked for, and the limits of resampling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from ..errors import InputError
+from ..io.ground import ground_pixel_size_m
+from ..io.rasters import Grid, metres_per_unit
+from ..net.modelfile import ModelInfo
+
+# Pixel sizes within this relative difference of the model's are processed as they are:
+# resampling by a few percent costs a blur and buys nothing.
+PIXEL_SIZE_TOLERANCE = 0.05
+# Beyond this factor between the input's and the processing pixel size the result is
+# meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
+MAX_RESAMPLE_FACTOR = 16.0
+
+
+def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> tuple[float, float] | None:
+    """The model's training pixel size expressed in the input CRS's units, or None when unknown.
+
+    Sizes are matched on the ground (``ground.py``): a model trained on 0.15 m Web Mercator pixels
+    near the equator gets 0.15 ground metres on a Web Mercator image at 50 degrees (0.23 Web
+    Mercator "metres"), on UTM, feet or degrees alike. Model files from before ground sizes were
+    stored fall back to their CRS's unit name (metres, feet; degrees at the centre latitude)."""
+    native_map_units = Grid.of(dataset).pixel_size_map_units
+    input_ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
+    if info.ground_pixel_size_m and input_ground:
+        return (
+            native_map_units[0] * float(info.ground_pixel_size_m[0]) / input_ground[0],
+            native_map_units[1] * float(info.ground_pixel_size_m[1]) / input_ground[1],
+        )
+    if not info.pixel_size:
+        return None
+    size_x, size_y = (float(value) for value in info.pixel_size)
+    model_metres = metres_per_unit(info.crs_units or "")
+    if model_metres is None or input_ground is None:
+        return size_x, size_y  # units unknown on one side: assume the same units
+    # the old model's pixel in metres, over the input's ground metres per unit
+    return (
+        size_x * model_metres * native_map_units[0] / input_ground[0],
+        size_y * model_metres * native_map_units[1] / input_ground[1],
+    )
+
+
+def processing_grid(
+    dataset: rasterio.io.DatasetReader,
+    info: ModelInfo,
+    processing_pixel_size_map_units: float | Sequence[float] | str | None,
+) -> Grid | None:
+    """The grid the network runs on, or None to run on the input's own pixels."""
+    grid = Grid.of(dataset)
+    if isinstance(processing_pixel_size_map_units, str):
+        if processing_pixel_size_map_units != "native":
+            raise InputError(
+                "The processing pixel size must be a number, [x, y] or 'native', "
+                f"not {processing_pixel_size_map_units!r}."
+            )
+        return None
+    if dataset.crs is None:
+        if processing_pixel_size_map_units is None:
+            return None  # pixels without a georeference have no size to match: run on them as they are
+        raise InputError(
+            f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
+            "resampled to a pixel size: leave the processing pixel size empty."
+        )
+    if processing_pixel_size_map_units is None:
+        target_map_units = model_pixel_size_in_input_units(dataset, info)
+        if target_map_units is None:
+            return None
+    else:
+        values = [float(value) for value in np.atleast_1d(processing_pixel_size_map_units)]
+        target_map_units = (values[0], values[-1])
+    if min(target_map_units) <= 0:
+        raise InputError(f"The processing pixel size must be positive, got {target_map_units}.")
+    native_map_units = grid.pixel_size_map_units
+    factors = (target_map_units[0] / native_map_units[0], target_map_units[1] / native_map_units[1])
+    if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):
+        return None
+    if any(not 1 / MAX_RESAMPLE_FACTOR <= factor <= MAX_RESAMPLE_FACTOR for factor in factors):
+        raise InputError(
+            f"The image's pixels ({native_map_units[0]:.6g} x {native_map_units[1]:.6g}) differ from the processing "
+            f"pixel size ({target_map_units[0]:.6g} x {target_map_units[1]:.6g}) by more than {MAX_RESAMPLE_FACTOR:g} "
+            "times: use imagery close to the model's training resolution, or set the processing "
+            "pixel size explicitly ('native' to run on the image's own pixels)."
+        )
+    width = max(1, round(grid.width / factors[0]))
+    height = max(1, round(grid.height / factors[1]))
+    # Scaling the input's geotransform keeps its origin, orientation and extent.
+    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
+    return Grid(grid.crs_wkt, transform, width, height)

@@ -1,0 +1,129 @@
+"""Training data: the image / label pairs read into memory, split into training and validation
+areas, and served as normalised (and, for training, augmented) batches of crops on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io.rasters import LABEL_IGNORE
+from ..net.modelfile import LoadedModel
+from ..net.normalization import normalize, pooled_statistics, with_contrast_floor
+from ..progress import Reporter
+from .augment import augment
+from .distributed import Ranks
+from .recipe import TrainConfig
+from .sampling import (
+    Crop,
+    CropSampler,
+    Scene,
+    default_bands,
+    evenly_spread,
+    gather,
+    load_scene,
+    validation_block_px,
+    validation_blocks,
+    validation_crops,
+)
+
+PER_IMAGE_MIN_STD_FRACTION = 0.5  # no image is stretched to more than twice the training images' contrast
+
+
+class TrainingData:
+    """What one training run reads: its bands, scenes, validation split and input normalisation."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, ranks: Ranks, init: LoadedModel | None) -> None:
+        self.config = config
+        self.device = device
+        self.ranks = ranks
+        self.init = init  # the model being fine-tuned: its bands and input scaling are kept
+        self.bands: list[int] = []
+        self.normalization: dict = {}  # chosen from the scenes' statistics when they are read
+
+    def load_scenes(self, scratch_dir: Path, reporter: Reporter, check_cancel: Callable[[], None]) -> list[Scene]:
+        bands = self.config.bands or default_bands(self.config.images[0])
+        if self.init is not None and len(bands) != len(self.init.info.bands):
+            raise InputError(
+                f"The model to fine-tune, '{self.config.init_model}', reads {len(self.init.info.bands)} "
+                f"band(s) but the images give {len(bands)}: choose {len(self.init.info.bands)} bands "
+                "(BANDS) or train a new model."
+            )
+        self.bands = bands
+        scenes = []
+        for index, (image, label) in enumerate(zip(self.config.images, self.config.labels)):
+            reporter.report(0.0, f"Reading image {index + 1} of {len(self.config.images)}: {Path(image).name}")
+            check_cancel()
+            scenes.append(
+                load_scene(image, label, self.config.building_values, bands, self.config.tile_size_px, scratch_dir)
+            )
+        self.normalization = self._input_normalization(scenes)
+        return scenes
+
+    def split(self, scenes: list[Scene], rng: np.random.Generator) -> tuple[list[np.ndarray], list[Crop]]:
+        """Training-hidden masks per scene and the validation crops (a fixed, bounded set)."""
+        crop_px = self.config.tile_size_px
+        if self.config.validation == "random":
+            count = max(1, round(self.config.patches_per_epoch * self.config.validation_fraction))
+            usable = [scene.label != LABEL_IGNORE for scene in scenes]
+            crops = self.ranks.from_main(CropSampler(scenes, crop_px, usable, rng).draw(count))  # one set for all
+            return [np.zeros_like(scene.label, dtype=bool) for scene in scenes], crops
+        hidden, crops = [], []
+        for index, scene in enumerate(scenes):
+            blocks = validation_blocks(scene, validation_block_px(scene, crop_px), offset=index)
+            hidden.append(blocks)
+            crops.extend(validation_crops(index, scene, blocks, crop_px))
+        if not crops:
+            raise InputError(
+                "The images are too small to hold out a validation area: give larger images or more of them."
+            )
+        return hidden, evenly_spread(crops, self.config.max_validation_crops)
+
+    def _input_normalization(self, scenes: list[Scene]) -> dict:
+        """How raw values become network inputs, as stored in the model file (see normalization.py)."""
+        c, bands = self.config, len(self.bands)
+        if self.init is not None:  # fine-tuning keeps the input scaling the weights were trained for
+            return dict(self.init.info.normalization)
+        if c.normalization == "fixed":
+            return {"mode": "fixed", "mean": [0.0] * bands, "std": [scenes[0].value_scale] * bands}
+        mean, std = pooled_statistics([scene.statistics for scene in scenes])
+        if c.normalization == "per_image":  # pooled numbers for the record (and exports); the floor applies
+            return {
+                "mode": "per_image",
+                "mean": mean,
+                "std": std,
+                "min_std": [value * PER_IMAGE_MIN_STD_FRACTION for value in std],
+            }
+        return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
+
+    def batch_tensors(
+        self,
+        scenes: list[Scene],
+        crops: Sequence[Crop],
+        hidden: list[np.ndarray] | None,
+        augmented: bool,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels, scene_ids = gather(scenes, crops, self.config.tile_size_px, hidden)
+        device = self.device
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        label = torch.from_numpy(labels).to(device).unsqueeze(1)
+        weight = (label != LABEL_IGNORE).float()
+        target = (label == 1).float()
+        if augmented:
+            scale = torch.tensor([scenes[i].value_scale for i in scene_ids], dtype=torch.float32, device=device)
+            x, target, weight = augment(x, target, weight, scale, self.config.augmentation, generator)
+        x = normalize(x, *self.normalization_of(scenes, scene_ids))
+        return x.contiguous(memory_format=torch.channels_last), target, weight
+
+    def normalization_of(self, scenes: list[Scene], scene_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.normalization["mode"] == "per_image":
+            return (
+                np.array([scenes[i].mean for i in scene_ids]),
+                np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]),
+            )
+        return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])

@@ -1,0 +1,533 @@
+"""Training: the paper's recipe as a preset, and our default recipe.
+
+One readable loop: draw random crops, augment them on the device, take an Adam step on binary
+cross-entropy (plus Dice in the default recipe), validate after each epoch, keep the best model
+and a resumable checkpoint, report progress, stop promptly when cancelled. The data it reads is
+``data.py``, its progress bar ``progress_bar.py``, its epoch files and resuming
+``epoch_files.py``, and its ranks under torchrun ``distributed.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..choices import NORMALIZATIONS
+from ..errors import Cancelled, EngineError, InputError
+from ..evaluation.metrics import ConfusionMatrix
+from ..io.files import check_output_paths, same_file
+from ..io.rasters import LABEL_IGNORE
+from ..net.device import autocast, autocast_settings, describe_device, describe_precision, resolve_device
+from ..net.modelfile import LoadedModel, ModelInfo, load_model
+from ..net.network import UNet, UNetConfig
+from ..progress import CancelFn, ProgressFn, Reporter
+from .checkpoints import checkpoint_dir_for, history_csv_for, write_history_csv
+from .data import TrainingData
+from .distributed import Ranks, process_group
+from .epoch_files import EpochFiles
+from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
+from .progress_bar import TrainingProgress
+from .recipe import PAPER_PRESET, TrainConfig  # noqa: F401  (part of the training API)
+from .sampling import (
+    Crop,
+    CropSampler,
+    Scene,
+)
+
+EpochFn = Callable[[dict], None]
+BatchFn = Callable[[dict], None]
+BUDGET_REACHED = "the time budget"  # how the stop reason of a run that used up its time begins
+BATCH_REPORT_S = 3.0  # the smoothed training loss is reported this often (and at each epoch's end)
+LOSS_SMOOTHING = 0.9  # weight of the previous value in the reported exponential mean of the batch losses
+
+
+class TrainingDiverged(EngineError):
+    """The loss became NaN or infinite: the weights are lost, the last good epoch is kept."""
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    history: list[dict]
+    best_epoch: int
+    device_description: str
+    history_csv_path: Path
+    checkpoint_dir: Path
+    stopped_early: bool = False  # the time budget or early stopping ended training before its last epoch
+    stop_reason: str = ""  # why, in words, when it stopped early
+    sizing: str = ""  # what the preset chose for this device, and why
+    precision: str = ""  # the arithmetic training ran in, and why
+    start_model: str = ""  # the model file training started from; "" for a new network
+    start_val_iou: float | None = None  # the start model's score on the validation areas (epoch 0)
+    out_of_time: bool = False  # the time budget ended it: resuming with a larger budget trains on
+
+    @property
+    def best_val_iou(self) -> float:
+        return next(record["val_iou_tuned"] for record in self.history if record["epoch"] == self.best_epoch)
+
+    @property
+    def kept_start(self) -> bool:
+        """No epoch beat the model training started from: the model file holds the start's weights."""
+        return self.start_val_iou is not None and self.best_epoch == 0
+
+    @property
+    def outcome(self) -> str:
+        """One sentence: how the new model compares with the one it started from, on the validation areas."""
+        if self.start_val_iou is None:
+            return f"Validation IoU {self.best_val_iou:.3f} (best epoch {self.best_epoch}, a new network)."
+        start = Path(self.start_model).name
+        if self.kept_start:
+            return (
+                f"The new model is not better than the one it started from on your validation areas: kept "
+                f"'{start}' (validation IoU {self.start_val_iou:.3f}; no epoch beat it), written to "
+                f"'{self.model_path.name}' with its threshold tuned on your areas."
+            )
+        return (
+            f"Validation IoU {self.best_val_iou:.3f} (best epoch {self.best_epoch}), up from "
+            f"{self.start_val_iou:.3f} for '{start}', the model it started from."
+        )
+
+
+class Trainer(EpochFiles):
+    def __init__(
+        self,
+        config: TrainConfig,
+        reporter: Reporter,
+        on_epoch: EpochFn | None,
+        ranks: Ranks | None = None,
+        on_batch: BatchFn | None = None,
+    ) -> None:
+        self.config = config
+        self.reporter = reporter
+        self.on_epoch = on_epoch
+        self.on_batch = on_batch
+        self.ranks = ranks or Ranks(resolve_device(config.device))  # one process unless torchrun started several
+        self.device = self.ranks.device
+        self.autocast_dtype, needs_grad_scaler = autocast_settings(self.device, config.precision)
+        self.precision = describe_precision(self.device, config.precision)
+        # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
+        self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler else None
+        self.batch_size = config.batch_size  # halved when the GPU runs out of memory
+        self.output_model = Path(config.output_model)
+        self.checkpoint_dir = checkpoint_dir_for(self.output_model)
+        self._validate_config()
+        seed = config.seed if config.seed is not None else int(np.random.default_rng().integers(2**31))
+        self.seed = seed = self.ranks.from_main(seed)  # an unseeded run's ranks take rank 0's seed
+        torch.manual_seed(seed)  # the same initial network on every rank
+        self.rng = np.random.default_rng(self.ranks.seed(seed))  # each rank its own crops and augmentation
+        self.torch_rng = torch.Generator(device=self.device).manual_seed(self.ranks.seed(seed))
+        self.init = self._load_init_model()
+        self.data = TrainingData(config, self.device, self.ranks, self.init)
+
+    def _validate_config(self) -> None:
+        c = self.config
+        if not c.images or len(c.images) != len(c.labels):
+            raise InputError(
+                f"Give one label layer per image: got {len(c.images)} image(s) and {len(c.labels)} label layer(s)."
+            )
+        multiple = 2 ** UNetConfig().depth
+        if c.tile_size_px % multiple:
+            raise InputError(f"The crop size must be a multiple of {multiple} px, not {c.tile_size_px}.")
+        for name in ("epochs", "patches_per_epoch", "batch_size", "base_width", "max_validation_crops"):
+            if getattr(c, name) < 1:
+                raise InputError(f"{name} must be at least 1, not {getattr(c, name)}.")
+        if c.early_stop_patience is not None and c.early_stop_patience < 1:
+            raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
+        if c.time_budget_s is not None and c.time_budget_s <= 0:
+            raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
+        if not 0 <= c.warmup_fraction < 1 or not c.l2sp_weight >= 0:
+            raise InputError(
+                f"The warm-up must be a share of training from 0 up to 1 (not {c.warmup_fraction:g}) and the "
+                f"pull towards the start weights at least 0 (not {c.l2sp_weight:g})."
+            )
+        if (
+            c.validation not in ("spatial", "random")
+            or c.loss not in ("bce", "bce_dice")
+            or c.normalization not in NORMALIZATIONS
+            or c.schedule not in ("cosine", "constant")
+        ):
+            raise InputError("Unknown validation, loss, normalisation or schedule option.")
+        # the files a run writes, its derived ones included, never replace what it reads (a run resumed
+        # from its own checkpoint goes on writing it: that one is meant to be replaced)
+        last = self.checkpoint_dir / "last.pt"
+        resumed_elsewhere = c.resume_from if c.resume_from and not same_file(c.resume_from, last) else None
+        check_output_paths(
+            {
+                "image": c.images,
+                "label layer": c.labels,
+                "model to start from": c.init_model,
+                "checkpoint": resumed_elsewhere,
+            },
+            {"model file": c.output_model, "history": history_csv_for(self.output_model), "checkpoint": last},
+        )
+
+    def _load_init_model(self) -> LoadedModel | None:
+        """The model to start from; also when resuming, whose checkpoint holds the weights: the start's
+        network, bands, input scaling and weights (the L2-SP anchor) are those of the first run."""
+        if not self.config.init_model:
+            return None
+        return load_model(Path(self.config.init_model))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.autocast_dtype)
+
+    # -- loop -------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        # scenes too large for memory are memory-mapped from here; removed when training ends. Ranks
+        # other than 0 use the system's temporary folder: they write nothing beside the model.
+        scratch_parent = None
+        if self.ranks.is_main:
+            scratch_parent = self.output_model.parent
+            scratch_parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".unet_buildings_scratch_", dir=scratch_parent) as scratch:
+            return self._run(Path(scratch))
+
+    def build_network(self) -> UNet:
+        c = self.config
+        if self.init is not None:
+            return self.init.net.train()
+        return UNet(UNetConfig(len(self.data.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
+
+    def _run(self, scratch_dir: Path) -> TrainResult:
+        c = self.config
+        self.started = time.monotonic()
+        self.elapsed_before_s = 0.0  # training time of the run this one resumes
+        data = self.data
+        scenes = data.load_scenes(scratch_dir, self.reporter, self.check_cancel_alone)
+        hidden, val_crops = data.split(scenes, self.rng)
+        train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
+        sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng, c.building_crop_share)
+        train_per_epoch = c.patches_per_epoch - (len(val_crops) if c.validation == "random" else 0)
+        # an epoch is patches_per_epoch crops in all, shared out: each rank takes batch_size of them a step
+        global_batch = c.batch_size * self.ranks.world_size
+        self.batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / global_batch))
+        self.val_batches = math.ceil(len(self.ranks.shard(val_crops)) / c.batch_size)
+        total_steps = self.batches_per_epoch * c.epochs
+        self.progress = TrainingProgress(
+            self.reporter, c.epochs, c.time_budget_s, self.batches_per_epoch, self.val_batches
+        )
+
+        net = self.build_network()
+        # the start weights, which L2-SP pulls towards: taken before a checkpoint's weights replace them
+        self.anchors = (
+            [parameter.detach().clone() for parameter in net.parameters()]
+            if self.init is not None and c.l2sp_weight > 0
+            else []
+        )
+        if not self.ranks.distributed:  # a rank stopping inside a step would leave the others waiting
+            self.check_cancel_inside(net)
+        # torch's type stubs omit memory_format, which Module.to accepts
+        net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        optimizer = torch.optim.Adam(net.parameters(), lr=c.learning_rate)
+        info = self.model_info(scenes)
+        history: list[dict] = []
+        start_epoch, best_state, best_score = 1, None, -math.inf
+        if c.resume_from:
+            start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from), info)
+        self.start_epoch = start_epoch
+        self.anchors = [anchor.to(self.device) for anchor in self.anchors]
+        model = self.ranks.wrap(net)  # what the steps call; net itself is validated and saved
+        for line in (
+            c.sizing,
+            f"Training on {describe_device(self.device)} in {self.precision}.",
+            f"{self.ranks.world_size} processes (torchrun), batch {c.batch_size} each: global batch {global_batch}, "
+            f"{self.batches_per_epoch} steps per epoch of {c.patches_per_epoch} crops."
+            if self.ranks.distributed
+            else "",
+            f"Starting from the model '{c.init_model}'." if self.init is not None else c.start_note,
+        ):
+            if line:
+                self.reporter.report(0.0, line)
+
+        if self.init is not None and not c.resume_from:
+            # epoch 0: the start model on the same validation blocks, so a run that cannot beat it keeps it
+            started = time.monotonic()
+            record = {"epoch": 0, **self.validate(net, scenes, hidden, val_crops, 0)}
+            record["seconds"] = time.monotonic() - started
+            history.append(record)
+            best_score = record[c.select_by]
+            best_state = state_on_cpu(net)
+            info.best_epoch, info.threshold, info.epoch, info.history = 0, record["val_threshold"], 0, history
+            self.save_epoch(net, optimizer, info, best_state, best_score, record)
+            if self.on_epoch:
+                self.on_epoch(dict(record))
+
+        stop_reason = ""
+        self.smoothed_loss, self.smoothed_weight, self.last_batch_report = 0.0, 0.0, -math.inf
+        for epoch in range(start_epoch, c.epochs + 1):
+            epoch_started = time.monotonic()
+            net.train()
+            train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
+            for batch in range(self.batches_per_epoch):
+                elapsed_s = self.agreed_clock()
+                progress = ((epoch - 1) * self.batches_per_epoch + batch) / total_steps
+                if c.time_budget_s is not None:
+                    spent = elapsed_s / c.time_budget_s
+                    if spent >= 1.0:
+                        stop_reason = f"{BUDGET_REACHED} of {c.time_budget_s / 60:g} min was reached"
+                        break
+                    progress = max(progress, spent)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(c, progress)
+                batch_started = time.monotonic()
+                loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, hidden)
+                # the ranks' mean loss: every rank sees a divergence at the same step
+                value = self.ranks.sum([float(loss.detach())])[0] / self.ranks.world_size
+                if not math.isfinite(value) and self.scaler is None:  # the scaler skips such steps itself
+                    raise TrainingDiverged(self.divergence_message(epoch, batch, value, info))
+                train_loss += value if math.isfinite(value) else 0.0
+                batches_run += 1
+                train_matrix += confusion_counts(logits.detach(), target, weight)
+                self.progress.timed_train_batch(time.monotonic() - batch_started)
+                self.report_batch(epoch, batch + 1, value)
+                self.progress.report(self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
+            if batches_run == 0 and history:  # the budget ran out right at an epoch's start
+                break
+            train_matrix = self.summed_over_ranks(train_matrix)
+            self.ranks.share_buffers(net)
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss / max(batches_run, 1),
+                "train_batches": batches_run,
+                "train_accuracy": train_matrix.accuracy,
+                "train_iou": train_matrix.iou,
+                "learning_rate": optimizer.param_groups[0]["lr"],
+            }
+            record.update(self.validate(net, scenes, hidden, val_crops, epoch))
+            record["seconds"] = time.monotonic() - epoch_started
+            history.append(record)
+            score = record[c.select_by]
+            if score > best_score or best_state is None:
+                best_score = score
+                best_state = state_on_cpu(net)
+                info.best_epoch, info.threshold = epoch, record["val_threshold"]
+            info.epoch, info.history = epoch, history
+            self.save_epoch(net, optimizer, info, best_state, best_score, record)
+            if self.on_epoch:
+                self.on_epoch(dict(record))
+            if stop_reason:
+                break
+            if c.early_stop_patience and epoch - info.best_epoch >= c.early_stop_patience:
+                stop_reason = f"validation did not improve for {c.early_stop_patience} epochs"
+                break
+
+        if self.ranks.is_main:
+            write_history_csv(history_csv_for(self.output_model), history)
+        start_record = history[0] if self.init is not None and history and history[0]["epoch"] == 0 else None
+        return TrainResult(
+            self.output_model,
+            history,
+            info.best_epoch,
+            describe_device(self.device),
+            history_csv_for(self.output_model),
+            self.checkpoint_dir,
+            bool(stop_reason),
+            stop_reason,
+            c.sizing,
+            self.precision,
+            str(c.init_model) if self.init is not None else "",
+            start_record[c.select_by] if start_record else None,
+            stop_reason.startswith(BUDGET_REACHED),
+        )
+
+    def report_batch(self, epoch: int, batch: int, loss: float) -> None:
+        """The exponentially smoothed training loss, every BATCH_REPORT_S and at the epoch's last batch:
+        a short run shows its progress long before its first epoch ends."""
+        if not math.isfinite(loss):
+            return
+        self.smoothed_loss = LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * loss
+        self.smoothed_weight = LOSS_SMOOTHING * self.smoothed_weight + (1 - LOSS_SMOOTHING)
+        now = time.monotonic()
+        if self.on_batch is None or (now - self.last_batch_report < BATCH_REPORT_S and batch < self.batches_per_epoch):
+            return
+        self.last_batch_report = now
+        self.on_batch(
+            {
+                "epoch": epoch,
+                "batch": batch,
+                "batches_per_epoch": self.batches_per_epoch,
+                "train_loss": self.smoothed_loss / self.smoothed_weight,  # the mean's start-up bias removed
+                "elapsed_s": self.elapsed_s(),
+            }
+        )
+
+    def elapsed_s(self) -> float:
+        """Training time so far, a resumed run's earlier time included (the budget covers both)."""
+        return self.elapsed_before_s + time.monotonic() - self.started
+
+    def agreed_clock(self) -> float:
+        """Raises ``Cancelled`` when any rank is asked to stop, else returns the training time so far by
+        rank 0's clock: every rank then takes the same time-budget and learning-rate decisions."""
+        asked, elapsed_s = self.ranks.sum([self.reporter.cancelled(), self.elapsed_s() if self.ranks.is_main else 0])
+        if asked:
+            raise Cancelled()
+        return elapsed_s
+
+    def check_cancel_alone(self) -> None:
+        """Cancel where ranks may be out of step (reading, validating): there only a single process
+        stops at once; the ranks of a distributed run stop together at their next training step."""
+        if not self.ranks.distributed:
+            self.reporter.check()
+
+    def summed_over_ranks(self, matrix: ConfusionMatrix) -> ConfusionMatrix:
+        return ConfusionMatrix(*(int(count) for count in self.ranks.sum([matrix.tn, matrix.fp, matrix.fn, matrix.tp])))
+
+    def step(
+        self,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scenes: list[Scene],
+        sampler: CropSampler,
+        hidden: list[np.ndarray],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on a fresh batch. Out of GPU memory, the batch size is halved for the
+        rest of training (and said so) and the step is taken again on a smaller batch."""
+        while True:
+            crops = sampler.draw(self.batch_size)
+            x, target, weight = self.data.batch_tensors(scenes, crops, hidden, True, self.torch_rng)
+            try:
+                with self.autocast():
+                    logits = net(x)
+                loss = masked_loss(logits.float(), target, weight, self.config.loss)
+                optimizer.zero_grad(set_to_none=True)
+                if self.scaler is None:
+                    loss.backward()
+                    self.pull_towards_start(net)
+                    optimizer.step()
+                else:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(optimizer)  # the pull is added to true, unscaled gradients
+                    self.pull_towards_start(net)
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                return loss, logits, target, weight
+            except torch.cuda.OutOfMemoryError:
+                del x, target, weight
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                if self.ranks.distributed:  # the ranks' steps must stay alike: no rank halves its batch alone
+                    raise InputError(
+                        f"The GPU ran out of memory at a batch size of {self.batch_size} per process: "
+                        "run again with a smaller batch size or base width."
+                    ) from None
+                if self.batch_size == 1:
+                    raise InputError(
+                        "The GPU ran out of memory for a single crop: choose a smaller base width or "
+                        "crop size, close other programs using the GPU, or train on the CPU."
+                    ) from None
+                self.batch_size //= 2
+                self.reporter.report(0.0, f"The GPU ran out of memory: batch size halved to {self.batch_size}.")
+
+    @torch.no_grad()
+    def pull_towards_start(self, net: torch.nn.Module) -> None:
+        """L2-SP: the gradient of l2sp_weight / 2 * |w - w_start|^2 added to each weight's gradient."""
+        for parameter, anchor in zip(net.parameters(), self.anchors):
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter - anchor, alpha=self.config.l2sp_weight)
+
+    def divergence_message(self, epoch: int, batch: int, value: float, info: ModelInfo) -> str:
+        kept = (
+            f"the model file keeps epoch {info.best_epoch}, the best complete one"
+            if info.best_epoch
+            else "no model file was written"
+        )
+        return (
+            f"Training diverged at epoch {epoch}, batch {batch + 1}: the loss became {value}, so {kept}. "
+            f"Lower the learning rate (now {self.config.learning_rate:g}) or use the default preset."
+        )
+
+    def check_cancel_inside(self, net: UNet) -> None:
+        """A batch of the paper's network takes many seconds on a CPU: checking for cancel before
+        each U-Net block, forward and backward, makes cancel take effect within about a second."""
+
+        def check(*_args) -> None:
+            self.reporter.check()
+
+        blocks = [*net.encoders, net.bottom, *net.decoders]
+        for block in blocks:
+            block.register_forward_pre_hook(check)
+        for block in blocks[1:]:  # the first block's input needs no gradient: no backward hook there
+            block.register_full_backward_pre_hook(check)
+
+    @torch.inference_mode()
+    def validate(self, net: UNet, scenes: list[Scene], hidden: list[np.ndarray], crops: list[Crop], epoch: int) -> dict:
+        net.eval()
+        c = self.config
+        # The paper's validation crops are augmented like its training crops; the same seed
+        # each epoch gives the same validation set. Spatial validation is never augmented.
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        augmented = c.validation == "random"
+        val_hidden = None if augmented else [~mask for mask in hidden]
+        loss_sum, matrix = 0.0, ConfusionMatrix()
+        positive_hist = np.zeros(THRESHOLD_BINS, np.int64)
+        negative_hist = np.zeros(THRESHOLD_BINS, np.int64)
+        share = self.ranks.shard(crops)  # each rank scores its share; the sums below add the shares up
+        for index, start in enumerate(range(0, len(share), self.batch_size)):
+            self.check_cancel_alone()
+            batch_started = time.monotonic()
+            chunk = share[start : start + self.batch_size]
+            x, target, weight = self.data.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
+            with self.autocast():
+                logits = net(x).float()
+            loss_sum += float(masked_loss(logits, target, weight, c.loss)) * len(chunk)
+            matrix += confusion_counts(logits, target, weight)
+            bins = (torch.sigmoid(logits) * THRESHOLD_BINS).long().clamp_(0, THRESHOLD_BINS - 1)
+            valid = weight > 0
+            positive_hist += torch.bincount(bins[valid & (target > 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
+            negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
+            self.progress.timed_validation_batch(time.monotonic() - batch_started)
+            doing = "validating" if epoch else "scoring the model it starts from"
+            self.progress.report(self.elapsed_s(), epoch, self.batches_per_epoch, index + 1, doing)
+        matrix = self.summed_over_ranks(matrix)
+        loss_sum, *counts = self.ranks.sum([loss_sum, *positive_hist, *negative_hist])
+        positive_hist = np.array(counts[:THRESHOLD_BINS], np.int64)
+        negative_hist = np.array(counts[THRESHOLD_BINS:], np.int64)
+        threshold, tuned_iou = tuned_threshold(positive_hist, negative_hist) if c.tune_threshold else (0.5, matrix.iou)
+        return {
+            "val_loss": loss_sum / max(1, len(crops)),
+            "val_accuracy": matrix.accuracy,
+            "val_precision": matrix.precision,
+            "val_recall": matrix.recall,
+            "val_f1": matrix.f1,
+            "val_iou": matrix.iou,
+            "val_threshold": threshold,
+            "val_iou_tuned": tuned_iou,
+        }
+
+
+def state_on_cpu(net: torch.nn.Module) -> dict:
+    """A copy of the weights that later steps do not change (``.cpu()`` of a CPU tensor is no copy)."""
+    return copy.deepcopy({name: value.detach().cpu() for name, value in net.state_dict().items()})
+
+
+def train(
+    config: TrainConfig,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+    on_epoch: EpochFn | None = None,
+    on_batch: BatchFn | None = None,
+) -> TrainResult:
+    """Train a U-Net on the config's image/label pairs and write the best model to
+    ``config.output_model``. Raises ``Cancelled`` when cancelled; the model file then holds the
+    best complete epoch so far (if any) and ``<model>_checkpoints/last.pt`` allows resuming.
+
+    A run that starts from a model (``init_model``) first scores it on the validation areas (epoch 0,
+    the first history record): an epoch must beat it to replace it, so a run that cannot improve on
+    its start writes the start's weights (``TrainResult.kept_start``) instead of a worse model.
+
+    Started by torchrun as several processes, each is one rank of one run (see distributed.py):
+    ``batch_size`` is per rank, an epoch's crops are shared out, and only rank 0 reports progress,
+    calls ``on_epoch`` and writes files; every rank returns the same result."""
+    with process_group(resolve_device(config.device)) as ranks:
+        main = ranks.is_main
+        reporter = Reporter.of(progress if main else None, cancelled)
+        return Trainer(config, reporter, on_epoch if main else None, ranks, on_batch if main else None).run()

@@ -1,0 +1,1 @@
+"""Vectorization: masks to building polygons, merged across windows, filtered and simplified."""

@@ -1,0 +1,1 @@
+"""The dock: its widget, layout, inputs, requests, curves and install flow."""

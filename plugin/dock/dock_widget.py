@@ -1,0 +1,350 @@
+"""The dock: pick layers and a model, press Train, Predict, Evaluate or Export for Deepness.
+
+Each button runs the provider's own Processing algorithm (train, extract, evaluate, export) as a
+background task, so the dock and the toolbox share one code path and QGIS never freezes. Results are added
+to the project, styled, in a group per run at the top of the layer tree, when the task has finished. Files
+go to a real folder (the user's choice, remembered; else beside the project file or the image) under names
+that never replace an earlier run's. Its widgets are laid out in ``layout.py``, the pieces they
+are made of live in ``widgets.py``, what they ask for is read in ``inputs.py`` and installing
+missing modules in ``install_flow.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from qgis.core import (
+    Qgis,
+)
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import QProcess, Qt, QTimer
+from qgis.PyQt.QtWidgets import (
+    QTableWidgetItem,
+    QWidget,
+)
+
+from .. import DISPLAY_NAME
+from ..dependencies import dependency_problem, install_arguments, missing_requirements
+from ..epochs import parse_batch, parse_epoch
+from ..layers import add_result_group, add_styled_layer
+from ..log import log
+from ..tasks import AlgorithmRun
+from .inputs import DockInputs
+from .install_flow import InstallFlow
+from .layout import build_dock_widgets
+from .requests import DockRequest, TrainRequest
+from .widgets import DEFAULT_TRAINING_MINUTES, ERROR_STYLE, breakable, clock, file_stem, readable, remember
+
+
+class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
+    def __init__(self, iface, parent: QWidget | None = None) -> None:
+        super().__init__(DISPLAY_NAME, parent)
+        self.setObjectName("UNetBuildingsDock")
+        self.iface = iface
+        self.current_run: AlgorithmRun | None = None
+        self.resumable: TrainRequest | None = None  # the last training run, when it can be continued
+        self.install_process: QProcess | None = None
+        self.quiet = False  # True while the dock itself changes layers and pickers: that makes nothing stale
+        self.clock_timer = QTimer(self)
+        self.clock_timer.setInterval(1000)
+        self.clock_timer.timeout.connect(self.show_time)
+        self.problem = dependency_problem()
+        build_dock_widgets(self)
+        self.install_arguments = install_arguments(missing_requirements()) if self.problem else []
+        self.dependency_label.setVisible(bool(self.problem))
+        self.dependency_label.setText(self.problem or "")
+        self.install_button.setVisible(bool(self.problem))
+        self.set_running(False)
+        self.device_label.setText(self.describe_device())
+
+    def describe_device(self) -> str:
+        if self.problem:
+            return "Device: none (the engine's Python modules are missing, see above)"
+        from ...model.net.device import describe_device, resolve_device
+
+        return f"Device: {describe_device(resolve_device('auto'))}"
+
+    # -- inputs --------------------------------------------------------------------------------
+    def inputs_changed(self, *_) -> None:
+        """The layers changed: what the dock says about the previous inputs is stale."""
+        if self.quiet or self.current_run is not None:
+            return
+        self.clear_results()
+        self.status_label.setText("Ready.")
+        self.status_label.setStyleSheet("")
+
+    def clear_results(self) -> None:
+        self.time_label.setText("")
+        self.matrix_table.clearContents()
+        self.scores_label.setText("")
+
+    def require(self, value, what: str) -> bool:
+        if not value:
+            self.tell(f"Pick {what} first.", Qgis.MessageLevel.Warning)
+        return bool(value)
+
+    def tell(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
+        """The status line and the message bar get one readable line; the plugin's log tab the whole text.
+        Warnings and errors also go to the message bar (errors stay until closed, so a failure that happens
+        while the user looks elsewhere is not missed)."""
+        line = readable(text)
+        self.status_label.setText(breakable(line))
+        self.status_label.setStyleSheet(ERROR_STYLE if level == Qgis.MessageLevel.Critical else "")
+        log(text, level)
+        if level != Qgis.MessageLevel.Info:
+            self.iface.messageBar().pushMessage(
+                DISPLAY_NAME, line, level, 0 if level == Qgis.MessageLevel.Critical else 8
+            )
+
+    def show_model_history(self, path: str) -> None:
+        """The training curves recorded in a model file, so a model's quality shows when it is picked."""
+        if self.problem or self.current_run is not None or not path or not Path(path).is_file():
+            return
+        from ...model.errors import EngineError
+        from ...model.net.modelfile import read_payload
+
+        try:
+            history = read_payload(Path(path))["info"].get("history", [])
+        except EngineError as error:
+            self.tell(str(error), Qgis.MessageLevel.Warning)
+            return
+        self.curves.show_history(history)
+
+    # -- actions -------------------------------------------------------------------------------
+    def train(self) -> None:
+        request = self.train_request()
+        if request is None:
+            return
+        remember("building_values", request.building_values.strip())
+        self.curves.clear()
+        self.run_training(request)
+
+    def resume(self) -> None:
+        """Continues the last cancelled or timed-out training run for the minutes set, with its own images,
+        labels, start model and model file (the engine checks that the checkpoint fits them)."""
+        request = self.resumable
+        if request is None:
+            return
+        from ...model.training.checkpoints import checkpoint_dir_for, training_time_s
+
+        checkpoint = checkpoint_dir_for(request.output_model) / "last.pt"
+        minutes = self.minutes_spin.value() or DEFAULT_TRAINING_MINUTES
+        # the budget covers the whole run: the time already spent, then the minutes asked for now
+        budget_min = training_time_s(checkpoint) / 60 + minutes
+        self.run_training(replace(request, resume_from=checkpoint, time_budget_min=budget_min))
+
+    def run_training(self, request: TrainRequest) -> None:
+        self.run_request(request, self.trained, lambda ok, results: self.training_ended(request, ok, results))
+
+    def trained(self, results: dict) -> None:
+        """Says how the new model compares with its start, and makes it the dock's model only when better."""
+        if results["KEPT_START"]:  # the dock's model was at least as good: it stays the dock's model
+            self.tell(f"{results['OUTCOME']} The dock goes on using it.", Qgis.MessageLevel.Warning)
+            return
+        self.model_widget.setFilePath(results["OUTPUT_MODEL"])
+        self.tell(
+            f"{results['OUTCOME']} The dock now uses the new model, {results['OUTPUT_MODEL']}.",
+            Qgis.MessageLevel.Success,
+        )
+
+    def training_ended(self, request: TrainRequest, ok: bool, results: dict) -> None:
+        """A run cancelled, failed or out of time after it wrote a checkpoint can be resumed."""
+        from ...model.training.checkpoints import checkpoint_dir_for
+
+        continuable = not ok or results.get("OUT_OF_TIME")
+        checkpoint = checkpoint_dir_for(request.output_model) / "last.pt"
+        self.resumable = request if continuable and checkpoint.is_file() else None
+        self.resume_button.setEnabled(self.resumable is not None)
+
+    def predict(self) -> None:
+        request = self.predict_request()
+        if request is None:
+            return
+        image = self.image_combo.currentLayer()
+        buildings = request.output_buildings
+        run_name = (
+            buildings.stem.replace("_buildings", " buildings", 1)
+            if buildings.stem != f"{file_stem(image.name())}_buildings"
+            else f"{image.name()} buildings"
+        )
+
+        def predicted(results: dict) -> None:
+            name = image.name()
+            group = add_result_group(run_name)
+            add_styled_layer(results["OUTPUT"], f"{name} buildings", "buildings", group=group)
+            # the outlines say what the mask says: the mask starts switched off so the probability shows
+            mask_layer = add_styled_layer(
+                results["OUTPUT_MASK"], f"{name} building mask", "mask", visible=False, group=group
+            )
+            add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability", group=group)
+            if mask_layer is not None:
+                self.prediction_combo.setLayer(mask_layer)
+            self.tell(
+                f"{results['BUILDING_COUNT']:.0f} buildings found; written to {buildings.parent}.",
+                Qgis.MessageLevel.Success,
+            )
+
+        self.run_request(request, predicted)
+
+    def evaluate(self) -> None:
+        request = self.evaluate_request()
+        if request is None:
+            return
+        prediction = self.prediction_combo.currentLayer()
+
+        def evaluated(results: dict) -> None:
+            self.show_evaluation(results)
+            group = add_result_group(f"{prediction.name()} evaluation")
+            for key, title in (("OUTPUT_FALSE_POSITIVES", "false positives"), ("OUTPUT_MISSED", "missed buildings")):
+                if results.get(key):
+                    add_styled_layer(results[key], f"{prediction.name()} {title}", key.lower()[7:], group=group)
+            add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{prediction.name()} errors", "error_map", group=group)
+            if results.get("WARNINGS"):  # undefined or zero scores: the reason, not "IoU nan"
+                self.tell(results["WARNINGS"], Qgis.MessageLevel.Warning)
+            else:
+                self.tell(f"IoU {results['IOU']:.3f}, F1 {results['F1']:.3f}.", Qgis.MessageLevel.Success)
+
+        self.run_request(request, evaluated)
+
+    def export(self) -> None:
+        request = self.export_request()
+        if request is None:
+            return
+
+        def exported(results: dict) -> None:
+            self.tell(
+                f'Written {results["OUTPUT"]}: in Deepness, pick it as the model and press "Load default parameters".',
+                Qgis.MessageLevel.Success,
+            )
+
+        self.run_request(request, exported)
+
+    def shut_down(self) -> None:
+        """Before the plugin unloads or reloads: a running task is cancelled and waited for, so none
+        of the plugin's code runs on once its modules are gone."""
+        run, self.current_run = self.current_run, None
+        if run is not None and not run.cancel_and_wait():
+            log(f"The {run.algorithm_id} task had not stopped 30 s after it was cancelled.")
+        if self.install_process is not None:
+            self.install_process.kill()
+            self.install_process.waitForFinished(5000)
+            self.install_process = None
+
+    def cancel(self) -> None:
+        if self.current_run is not None:
+            self.status_label.setText("Cancelling...")
+            self.current_run.cancel()
+        if self.install_process is not None:
+            self.install_process.kill()
+
+    # -- running -------------------------------------------------------------------------------
+    def run_request(
+        self,
+        request: DockRequest,
+        on_success: Callable[[dict], None],
+        on_end: Callable[[bool, dict], None] | None = None,
+    ) -> None:
+        """Runs the request's algorithm; ``on_success`` gets its results, ``on_end`` (ok, results) is
+        called after any ending, a failure or cancel included."""
+        self.start(request.algorithm_id, request.parameters(), on_success, on_end)
+
+    def start(
+        self,
+        algorithm_id: str,
+        parameters: dict,
+        on_success: Callable[[dict], None],
+        on_end: Callable[[bool, dict], None] | None = None,
+    ) -> None:
+        if self.current_run is not None:
+            self.tell("Another run is still going: wait for it or press Cancel.", Qgis.MessageLevel.Warning)
+            return
+        run = AlgorithmRun(algorithm_id, parameters, self)
+        run.progress_changed.connect(self.show_progress)
+        run.info.connect(self.show_info)
+        run.finished.connect(lambda ok, results, error: self.finish(ok, results, error, on_success, on_end))
+        self.clear_results()  # the previous run's time, matrix and scores say nothing about this one
+        self.current_run = run
+        self.set_running(True)
+        self.progress_bar.setValue(0)
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(f"Running {algorithm_id}...")
+        run.start()
+        self.show_time()
+
+    def finish(
+        self,
+        ok: bool,
+        results: dict,
+        error: str,
+        on_success: Callable[[dict], None],
+        on_end: Callable[[bool, dict], None] | None = None,
+    ) -> None:
+        run, self.current_run = self.current_run, None
+        self.set_running(False)
+        if run is not None:
+            self.time_label.setText(f"{run.algorithm_id} took {clock(run.elapsed_s())}")
+            run.deleteLater()
+        if ok:
+            self.progress_bar.setValue(100)
+            self.quiet = True  # the results it adds and picks are not a change of the user's inputs
+            try:
+                on_success(results)
+            finally:
+                self.quiet = False
+        else:
+            self.tell(error, Qgis.MessageLevel.Critical if "ancel" not in error else Qgis.MessageLevel.Warning)
+        if on_end is not None:
+            on_end(ok, results)
+
+    def set_running(self, running: bool) -> None:
+        run_buttons = (self.train_button, self.predict_button, self.evaluate_button, self.export_button)
+        # Cancel first, and the focus onto it: a disabled button with the focus hands it on to the next
+        # widget down the dock, and the scroll area then scrolls that widget into view
+        self.cancel_button.setEnabled(running)
+        if running and any(button.hasFocus() for button in run_buttons):
+            self.cancel_button.setFocus(Qt.FocusReason.OtherFocusReason)
+        for button in run_buttons:
+            button.setEnabled(not running and not self.problem)
+        self.install_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running and not self.problem and self.resumable is not None)
+        if not running and self.cancel_button.hasFocus():
+            self.cancel_button.clearFocus()
+        if running:
+            self.clock_timer.start()
+        else:
+            self.clock_timer.stop()
+
+    def show_progress(self, percent: float) -> None:
+        self.progress_bar.setValue(int(percent))
+        self.show_time()
+
+    def show_time(self) -> None:
+        if self.current_run is None:
+            return
+        elapsed = self.current_run.elapsed_s()
+        percent = self.progress_bar.value()
+        # a linear estimate: good enough once a few percent are done, and said to be rough
+        remaining = f", about {clock(elapsed * (100 - percent) / percent)} left" if 0 < percent < 100 else ""
+        self.time_label.setText(f"{clock(elapsed)} elapsed{remaining}")
+
+    def show_info(self, text: str) -> None:
+        record = parse_epoch(text)
+        if record is not None:
+            self.curves.add_epoch(record)
+        batch = parse_batch(text)
+        if batch is not None:
+            self.curves.add_batch(batch)
+        log(text)
+
+    def show_evaluation(self, results: dict) -> None:
+        cells = ((0, 0, "TP"), (0, 1, "FN"), (1, 0, "FP"), (1, 1, "TN"))
+        for row, column, name in cells:
+            self.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
+        scores = ", ".join(
+            f"{name.lower().replace('_', ' ')} {results[name]:.3f}"
+            for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA")
+        )
+        report = Path(results["OUTPUT_REPORT"]).as_uri()
+        self.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')
