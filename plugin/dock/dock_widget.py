@@ -100,7 +100,9 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
 
     def show_model_history(self, path: str) -> None:
         """The training curves recorded in a model file, so a model's quality shows when it is picked."""
-        if self.problem or self.current_run is not None or not path or not Path(path).is_file():
+        # quiet: the dock picked a model a training run just wrote, whose curves (live batch loss included)
+        # are already drawn
+        if self.problem or self.quiet or self.current_run is not None or not path or not Path(path).is_file():
             return
         from ...model.errors import EngineError
         from ...model.net.modelfile import read_payload

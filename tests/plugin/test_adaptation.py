@@ -107,6 +107,8 @@ def tick_training(dock, scene, qgis_iface) -> None:  # noqa: F811
 
 
 def test_the_dock_switches_to_a_new_model_only_when_it_beat_its_start(dock, scene, tmp_path, model_file) -> None:  # noqa: F811
+    from unet_buildings.plugin.dock.curves import BATCH_LABEL
+
     weak = model_file  # untrained
     # real runs of the train algorithm, as the dock's own task would return them
     better = train(scene, tmp_path / "better.pt", INIT_MODEL=str(weak), TILE_SIZE=32, LEARNING_RATE=3e-3, EPOCHS=4)
@@ -122,8 +124,14 @@ def test_the_dock_switches_to_a_new_model_only_when_it_beat_its_start(dock, scen
     assert "not better than the one it started from" in shown and "'better.pt'" in shown
 
     dock.model_widget.setFilePath(str(weak))
-    dock.trained(better)
+    dock.curves.add_batch({"epoch": 1, "batch": 1, "batches_per_epoch": 2, "train_loss": 0.5, "elapsed_s": 1.0})
+    dock.finish(True, better, "", dock.trained)  # as the task's end calls it
     assert dock.model_widget.filePath() == better["OUTPUT_MODEL"]
+    # the live curves stay: the new model file's history has no batch reports to redraw them from
+    (batch_line,) = [
+        line for axes in dock.curves.figure.axes for line in axes.get_lines() if line.get_label() == BATCH_LABEL
+    ]
+    assert list(batch_line.get_ydata()) == [0.5]
     shown = dock.status_label.text().replace("\u200b", "")
     assert f"up from {better['START_VAL_IOU']:.3f} for '{weak.name}'" in shown
     assert "The dock now uses the new model" in shown
