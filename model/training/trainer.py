@@ -97,6 +97,38 @@ class TrainResult:
         )
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """How a run's epochs are cut into steps: an epoch is patches_per_epoch crops in all, shared out, and
+    each rank takes batch_size of them a step."""
+
+    batches_per_epoch: int
+    val_batches: int  # this rank's validation batches
+    total_steps: int
+    global_batch: int
+
+    @classmethod
+    def of(cls, config: TrainConfig, val_crops: int, rank_val_crops: int, world_size: int) -> RunPlan:
+        train_per_epoch = config.patches_per_epoch - (val_crops if config.validation == "random" else 0)
+        global_batch = config.batch_size * world_size
+        batches = max(1, math.ceil(max(train_per_epoch, 1) / global_batch))
+        return cls(batches, math.ceil(rank_val_crops / config.batch_size), batches * config.epochs, global_batch)
+
+
+@dataclass
+class BestEpoch:
+    """The best epoch so far by the recipe's score, and its weights: what the model file holds. The first
+    epoch offered (epoch 0, the start model, when there is one) is taken; later ones must beat it."""
+
+    state: dict | None = None
+    score: float = -math.inf
+
+    def offer(self, record: dict, net: torch.nn.Module, info: ModelInfo, select_by: str) -> None:
+        if record[select_by] > self.score or self.state is None:
+            self.score, self.state = record[select_by], state_on_cpu(net)
+            info.best_epoch, info.threshold = record["epoch"], record["val_threshold"]
+
+
 class Trainer(EpochFiles):
     def __init__(
         self,
@@ -201,19 +233,13 @@ class Trainer(EpochFiles):
         c = self.config
         self.started = time.monotonic()
         self.elapsed_before_s = 0.0  # training time of the run this one resumes
-        data = self.data
-        scenes = data.load_scenes(scratch_dir, self.reporter, self.check_cancel_alone)
-        hidden, val_crops = data.split(scenes, self.rng)
+        scenes = self.data.load_scenes(scratch_dir, self.reporter, self.check_cancel_alone)
+        hidden, val_crops = self.data.split(scenes, self.rng)
         train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
         sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng, c.building_crop_share)
-        train_per_epoch = c.patches_per_epoch - (len(val_crops) if c.validation == "random" else 0)
-        # an epoch is patches_per_epoch crops in all, shared out: each rank takes batch_size of them a step
-        global_batch = c.batch_size * self.ranks.world_size
-        self.batches_per_epoch = max(1, math.ceil(max(train_per_epoch, 1) / global_batch))
-        self.val_batches = math.ceil(len(self.ranks.shard(val_crops)) / c.batch_size)
-        total_steps = self.batches_per_epoch * c.epochs
+        self.plan = plan = RunPlan.of(c, len(val_crops), len(self.ranks.shard(val_crops)), self.ranks.world_size)
         self.progress = TrainingProgress(
-            self.reporter, c.epochs, c.time_budget_s, self.batches_per_epoch, self.val_batches
+            self.reporter, c.epochs, c.time_budget_s, plan.batches_per_epoch, plan.val_batches
         )
 
         net = self.build_network()
@@ -230,90 +256,37 @@ class Trainer(EpochFiles):
         optimizer = torch.optim.Adam(net.parameters(), lr=c.learning_rate)
         info = self.model_info(scenes)
         history: list[dict] = []
-        start_epoch, best_state, best_score = 1, None, -math.inf
+        best = BestEpoch()
+        self.start_epoch = 1
         if c.resume_from:
-            start_epoch, history, best_state, best_score = self.resume(net, optimizer, Path(c.resume_from), info)
-        self.start_epoch = start_epoch
+            self.start_epoch, history, best.state, best.score = self.resume(net, optimizer, Path(c.resume_from), info)
         self.anchors = [anchor.to(self.device) for anchor in self.anchors]
         model = self.ranks.wrap(net)  # what the steps call; net itself is validated and saved
-        for line in (
-            c.sizing,
-            f"Training on {describe_device(self.device)} in {self.precision}.",
-            f"{self.ranks.world_size} processes (torchrun), batch {c.batch_size} each: global batch {global_batch}, "
-            f"{self.batches_per_epoch} steps per epoch of {c.patches_per_epoch} crops."
-            if self.ranks.distributed
-            else "",
-            f"Starting from the model '{c.init_model}'." if self.init is not None else c.start_note,
-        ):
-            if line:
-                self.reporter.report(0.0, line)
+        self.report_set_up()
+
+        def end_epoch(record: dict, started: float) -> None:
+            """Validation, the best epoch, the epoch's files and the caller's callback."""
+            record.update(self.validate(net, scenes, hidden, val_crops, record["epoch"]))
+            record["seconds"] = time.monotonic() - started
+            history.append(record)
+            best.offer(record, net, info, c.select_by)
+            info.epoch, info.history = record["epoch"], history
+            assert best.state is not None  # offer() takes the first epoch it is given
+            self.save_epoch(net, optimizer, info, best.state, best.score, record)
+            if self.on_epoch:
+                self.on_epoch(dict(record))
 
         if self.init is not None and not c.resume_from:
             # epoch 0: the start model on the same validation blocks, so a run that cannot beat it keeps it
-            started = time.monotonic()
-            record = {"epoch": 0, **self.validate(net, scenes, hidden, val_crops, 0)}
-            record["seconds"] = time.monotonic() - started
-            history.append(record)
-            best_score = record[c.select_by]
-            best_state = state_on_cpu(net)
-            info.best_epoch, info.threshold, info.epoch, info.history = 0, record["val_threshold"], 0, history
-            self.save_epoch(net, optimizer, info, best_state, best_score, record)
-            if self.on_epoch:
-                self.on_epoch(dict(record))
-
+            end_epoch({"epoch": 0}, time.monotonic())
         stop_reason = ""
         self.smoothed_loss, self.smoothed_weight, self.last_batch_report = 0.0, 0.0, -math.inf
-        for epoch in range(start_epoch, c.epochs + 1):
-            epoch_started = time.monotonic()
-            net.train()
-            train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
-            for batch in range(self.batches_per_epoch):
-                elapsed_s = self.agreed_clock()
-                progress = ((epoch - 1) * self.batches_per_epoch + batch) / total_steps
-                if c.time_budget_s is not None:
-                    spent = elapsed_s / c.time_budget_s
-                    if spent >= 1.0:
-                        stop_reason = f"{BUDGET_REACHED} of {c.time_budget_s / 60:g} min was reached"
-                        break
-                    progress = max(progress, spent)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate_at(c, progress)
-                batch_started = time.monotonic()
-                loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, hidden)
-                # the ranks' mean loss: every rank sees a divergence at the same step
-                value = self.ranks.sum([float(loss.detach())])[0] / self.ranks.world_size
-                if not math.isfinite(value) and self.scaler is None:  # the scaler skips such steps itself
-                    raise TrainingDiverged(self.divergence_message(epoch, batch, value, info))
-                train_loss += value if math.isfinite(value) else 0.0
-                batches_run += 1
-                train_matrix += confusion_counts(logits.detach(), target, weight)
-                self.progress.timed_train_batch(time.monotonic() - batch_started)
-                self.report_batch(epoch, batch + 1, value)
-                self.progress.report(self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
-            if batches_run == 0 and history:  # the budget ran out right at an epoch's start
+        for epoch in range(self.start_epoch, c.epochs + 1):
+            started = time.monotonic()
+            record, stop_reason = self.train_epoch(model, net, optimizer, scenes, sampler, hidden, epoch, info)
+            if record["train_batches"] == 0 and history:  # the budget ran out right at an epoch's start
                 break
-            train_matrix = self.summed_over_ranks(train_matrix)
-            self.ranks.share_buffers(net)
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss / max(batches_run, 1),
-                "train_batches": batches_run,
-                "train_accuracy": train_matrix.accuracy,
-                "train_iou": train_matrix.iou,
-                "learning_rate": optimizer.param_groups[0]["lr"],
-            }
-            record.update(self.validate(net, scenes, hidden, val_crops, epoch))
-            record["seconds"] = time.monotonic() - epoch_started
-            history.append(record)
-            score = record[c.select_by]
-            if score > best_score or best_state is None:
-                best_score = score
-                best_state = state_on_cpu(net)
-                info.best_epoch, info.threshold = epoch, record["val_threshold"]
-            info.epoch, info.history = epoch, history
-            self.save_epoch(net, optimizer, info, best_state, best_score, record)
-            if self.on_epoch:
-                self.on_epoch(dict(record))
+            end_epoch(record, started)
             if stop_reason:
                 break
             if c.early_stop_patience and epoch - info.best_epoch >= c.early_stop_patience:
@@ -339,6 +312,74 @@ class Trainer(EpochFiles):
             stop_reason.startswith(BUDGET_REACHED),
         )
 
+    def report_set_up(self) -> None:
+        """What the run does, in the log before its first step."""
+        c, plan = self.config, self.plan
+        for line in (
+            c.sizing,
+            f"Training on {describe_device(self.device)} in {self.precision}.",
+            f"{self.ranks.world_size} processes (torchrun), batch {c.batch_size} each: global batch "
+            f"{plan.global_batch}, {plan.batches_per_epoch} steps per epoch of {c.patches_per_epoch} crops."
+            if self.ranks.distributed
+            else "",
+            f"Starting from the model '{c.init_model}'." if self.init is not None else c.start_note,
+        ):
+            if line:
+                self.reporter.report(0.0, line)
+
+    def train_epoch(
+        self,
+        model: torch.nn.Module,
+        net: UNet,
+        optimizer: torch.optim.Optimizer,
+        scenes: list[Scene],
+        sampler: CropSampler,
+        hidden: list[np.ndarray],
+        epoch: int,
+        info: ModelInfo,
+    ) -> tuple[dict, str]:
+        """One epoch's training steps, cut short when the time budget is spent: (its record without the
+        validation scores, why training stops or "")."""
+        c, plan = self.config, self.plan
+        net.train()
+        train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
+        stop_reason = ""
+        for batch in range(plan.batches_per_epoch):
+            elapsed_s = self.agreed_clock()
+            progress = ((epoch - 1) * plan.batches_per_epoch + batch) / plan.total_steps
+            if c.time_budget_s is not None:
+                spent = elapsed_s / c.time_budget_s
+                if spent >= 1.0:
+                    stop_reason = f"{BUDGET_REACHED} of {c.time_budget_s / 60:g} min was reached"
+                    break
+                progress = max(progress, spent)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(c, progress)
+            batch_started = time.monotonic()
+            loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, hidden)
+            # the ranks' mean loss: every rank sees a divergence at the same step
+            value = self.ranks.sum([float(loss.detach())])[0] / self.ranks.world_size
+            if not math.isfinite(value) and self.scaler is None:  # the scaler skips such steps itself
+                raise TrainingDiverged(self.divergence_message(epoch, batch, value, info))
+            train_loss += value if math.isfinite(value) else 0.0
+            batches_run += 1
+            train_matrix += confusion_counts(logits.detach(), target, weight)
+            self.progress.timed_train_batch(time.monotonic() - batch_started)
+            self.report_batch(epoch, batch + 1, value)
+            self.progress.report(self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
+        # the epoch's figures summed over the ranks, whose batch-norm statistics are shared before validating
+        train_matrix = self.summed_over_ranks(train_matrix)
+        self.ranks.share_buffers(net)
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss / max(batches_run, 1),
+            "train_batches": batches_run,
+            "train_accuracy": train_matrix.accuracy,
+            "train_iou": train_matrix.iou,
+            "learning_rate": optimizer.param_groups[0]["lr"],
+        }
+        return record, stop_reason
+
     def report_batch(self, epoch: int, batch: int, loss: float) -> None:
         """The exponentially smoothed training loss, every BATCH_REPORT_S and at the epoch's last batch:
         a short run shows its progress long before its first epoch ends."""
@@ -347,14 +388,15 @@ class Trainer(EpochFiles):
         self.smoothed_loss = LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * loss
         self.smoothed_weight = LOSS_SMOOTHING * self.smoothed_weight + (1 - LOSS_SMOOTHING)
         now = time.monotonic()
-        if self.on_batch is None or (now - self.last_batch_report < BATCH_REPORT_S and batch < self.batches_per_epoch):
+        last_of_epoch = batch == self.plan.batches_per_epoch
+        if self.on_batch is None or (now - self.last_batch_report < BATCH_REPORT_S and not last_of_epoch):
             return
         self.last_batch_report = now
         self.on_batch(
             {
                 "epoch": epoch,
                 "batch": batch,
-                "batches_per_epoch": self.batches_per_epoch,
+                "batches_per_epoch": self.plan.batches_per_epoch,
                 "train_loss": self.smoothed_loss / self.smoothed_weight,  # the mean's start-up bias removed
                 "elapsed_s": self.elapsed_s(),
             }
@@ -486,7 +528,7 @@ class Trainer(EpochFiles):
             negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
             self.progress.timed_validation_batch(time.monotonic() - batch_started)
             doing = "validating" if epoch else "scoring the model it starts from"
-            self.progress.report(self.elapsed_s(), epoch, self.batches_per_epoch, index + 1, doing)
+            self.progress.report(self.elapsed_s(), epoch, self.plan.batches_per_epoch, index + 1, doing)
         matrix = self.summed_over_ranks(matrix)
         loss_sum, *counts = self.ranks.sum([loss_sum, *positive_hist, *negative_hist])
         positive_hist = np.array(counts[:THRESHOLD_BINS], np.int64)
