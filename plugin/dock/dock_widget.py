@@ -296,7 +296,8 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
             finally:
                 self.quiet = False
         else:
-            self.tell(error, Qgis.MessageLevel.Critical if "ancel" not in error else Qgis.MessageLevel.Warning)
+            cancelled = run is not None and run.feedback.isCanceled()  # asked for: a warning, not a failure
+            self.tell(error, Qgis.MessageLevel.Warning if cancelled else Qgis.MessageLevel.Critical)
         if on_end is not None:
             on_end(ok, results)
 

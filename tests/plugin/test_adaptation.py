@@ -165,8 +165,11 @@ def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_p
     checkpoint = tmp_path / "image_model_checkpoints" / "last.pt"
     while not checkpoint.is_file():  # epoch 0 (the start scored) writes the first checkpoint
         QCoreApplication.processEvents()
+    qgis_iface.messageBar().clear_messages()
     dock.cancel_button.click()
     wait_for(dock)
+    # a cancel the user asked for is a warning, never an error
+    assert qgis_iface.messageBar().get_messages(1) and not qgis_iface.messageBar().get_messages(2)
     assert dock.resume_button.isEnabled()
     spent_min = training_time_s(checkpoint) / 60
     dock.minutes_spin.setValue(2)
