@@ -33,7 +33,7 @@ from ..progress import CancelFn, ProgressFn, Reporter
 from .checkpoints import checkpoint_dir_for, history_csv_for, write_history_csv
 from .data import TrainingData
 from .distributed import Ranks, process_group
-from .epoch_files import EpochFiles
+from .epoch_files import EpochFiles, RandomState
 from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
 from .progress_bar import TrainingProgress
 from .recipe import PAPER_PRESET, TrainConfig  # noqa: F401  (part of the training API)
@@ -129,7 +129,7 @@ class BestEpoch:
             info.best_epoch, info.threshold = record["epoch"], record["val_threshold"]
 
 
-class Trainer(EpochFiles):
+class Trainer:
     def __init__(
         self,
         config: TrainConfig,
@@ -157,6 +157,7 @@ class Trainer(EpochFiles):
         torch.manual_seed(seed)  # the same initial network on every rank
         self.rng = np.random.default_rng(self.ranks.seed(seed))  # each rank its own crops and augmentation
         self.torch_rng = torch.Generator(device=self.device).manual_seed(self.ranks.seed(seed))
+        self.files = EpochFiles(config, self.ranks, RandomState(self.rng, self.torch_rng))
         self.init = self._load_init_model()
         self.data = TrainingData(config, self.device, self.ranks, self.init)
 
@@ -254,12 +255,14 @@ class Trainer(EpochFiles):
         # torch's type stubs omit memory_format, which Module.to accepts
         net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = torch.optim.Adam(net.parameters(), lr=c.learning_rate)
-        info = self.model_info(scenes)
+        info = self.files.model_info(scenes, self.data, self.seed, self.precision)
         history: list[dict] = []
         best = BestEpoch()
         self.start_epoch = 1
         if c.resume_from:
-            self.start_epoch, history, best.state, best.score = self.resume(net, optimizer, Path(c.resume_from), info)
+            resumed = self.files.resume(net, optimizer, Path(c.resume_from), info)
+            self.start_epoch, history, self.elapsed_before_s = resumed.start_epoch, resumed.history, resumed.elapsed_s
+            best.state, best.score = resumed.best_state, resumed.best_score
         self.anchors = [anchor.to(self.device) for anchor in self.anchors]
         model = self.ranks.wrap(net)  # what the steps call; net itself is validated and saved
         self.report_set_up()
@@ -272,7 +275,7 @@ class Trainer(EpochFiles):
             best.offer(record, net, info, c.select_by)
             info.epoch, info.history = record["epoch"], history
             assert best.state is not None  # offer() takes the first epoch it is given
-            self.save_epoch(net, optimizer, info, best.state, best.score, record)
+            self.files.save_epoch(net, optimizer, info, best.state, best.score, record, self.elapsed_s())
             if self.on_epoch:
                 self.on_epoch(dict(record))
 

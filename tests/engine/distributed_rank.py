@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from model.errors import Cancelled  # noqa: E402
 from model.training.data import TrainingData  # noqa: E402
+from model.training.epoch_files import EpochFiles  # noqa: E402
 from model.training.sampling import CropSampler  # noqa: E402
-from model.training.trainer import TrainConfig, Trainer, train  # noqa: E402
+from model.training.trainer import TrainConfig, train  # noqa: E402
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 WRITE_EVENTS = ("os.rename", "os.mkdir", "os.remove", "os.rmdir")
@@ -61,15 +62,15 @@ def main(settings_json: str, results_dir: str) -> None:
     crops: list[list[int]] = []
     validated: list[list[int]] = []
     record: dict = {"checksums": checksums, "crops": crops, "validated": validated, "writes": writes}
-    save_epoch, draw, batch_tensors = Trainer.save_epoch, CropSampler.draw, TrainingData.batch_tensors
+    save_epoch, draw, batch_tensors = EpochFiles.save_epoch, CropSampler.draw, TrainingData.batch_tensors
 
-    def recording_save_epoch(self: Trainer, net, *args) -> None:
+    def recording_save_epoch(self: EpochFiles, net, optimizer, info, *args) -> None:
         digest = hashlib.sha256()
         for tensor in net.state_dict().values():
             digest.update(tensor.detach().cpu().numpy().tobytes())
         checksums.append(digest.hexdigest())
-        record["seed"] = self.seed
-        save_epoch(self, net, *args)
+        record["seed"] = info.training["seed"]  # the run's seed, as its model file records it
+        save_epoch(self, net, optimizer, info, *args)
 
     def recording_draw(self: CropSampler, count: int) -> list:
         drawn = draw(self, count)
@@ -81,7 +82,7 @@ def main(settings_json: str, results_dir: str) -> None:
             validated.extend([crop.scene, crop.row, crop.col] for crop in batch_crops)
         return batch_tensors(self, scenes, batch_crops, hidden, augmented, generator)
 
-    Trainer.save_epoch = recording_save_epoch  # type: ignore[method-assign]
+    EpochFiles.save_epoch = recording_save_epoch  # type: ignore[method-assign]
     CropSampler.draw = recording_draw  # type: ignore[method-assign]
     TrainingData.batch_tensors = recording_batch_tensors  # type: ignore[method-assign]
 
