@@ -114,7 +114,9 @@ def test_the_default_start_is_the_starter_model_with_the_fine_tuning_recipe(tmp_
     config = config_for(rgb_image(tmp_path / "rgb.tif"), device="cpu")
     assert config.init_model == str(start_model.STARTER_MODEL) and not config.start_note
     assert (config.learning_rate, config.warmup_fraction, config.l2sp_weight) == tuple(FINE_TUNE_RECIPE.values())
-    assert "Fine-tuning recipe: learning rate 0.0001" in config.sizing
+    assert (
+        f"Fine-tuning recipe: learning rate {FINE_TUNE_RECIPE['learning_rate']:g} after a 10% warm-up" in config.sizing
+    )
     assert config_for(rgb_image(tmp_path / "rgb.tif"), device="cpu", learning_rate=5e-4).learning_rate == 5e-4
 
 
