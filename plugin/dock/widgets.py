@@ -79,8 +79,8 @@ def readable(text: str) -> str:
 
 def breakable(text: str) -> str:
     """Long paths get break opportunities (zero-width spaces after separators), so a word-wrapped label
-    wraps them instead of widening the dock."""
-    return re.sub(r"([/\\_.-])(?=\S)", "\\1\u200b", text)
+    wraps them instead of widening the dock; a decimal point is no separator ("IoU 0.299" stays whole)."""
+    return re.sub(r"([/\\_-]|\.(?!\d))(?=\S)", "\\1\u200b", text)
 
 
 def numbered(folder: Path, names: list[str]) -> list[Path]:

@@ -179,3 +179,11 @@ def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_p
     wait_for(dock)
     assert resumed["RESUME"] == str(checkpoint) and resumed["OUTPUT_MODEL"] == first["OUTPUT_MODEL"]
     assert resumed["INIT_MODEL"] == str(start) and resumed["TIME_BUDGET_MIN"] == pytest.approx(spent_min + 2)
+
+
+def test_status_lines_break_paths_but_not_numbers(unet_buildings) -> None:
+    from unet_buildings.plugin.dock.widgets import breakable
+
+    assert breakable("up from 0.299, written to /data/a_b.pt") == (
+        "up from 0.299, written to /\u200bdata/\u200ba_\u200bb.\u200bpt"
+    )
