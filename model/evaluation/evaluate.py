@@ -75,6 +75,7 @@ from .comparison import AreaOfInterest, PredictionSource, comparison_grid, compa
 from .metrics import ConfusionMatrix, ObjectScores, check_iou_threshold, match_objects
 from .object_polygons import BuildingRegions, building_objects, unmatched_objects
 from .report import write_reports
+from .score_warnings import score_warnings
 
 ERROR_MAP_NODATA = 255
 ERROR_MAP_CODES = {0: "true negative", 1: "false positive", 2: "false negative", 3: "true positive"}
@@ -85,21 +86,6 @@ ERROR_MAP_COLOURS = {
     2: (55, 126, 184, 255),
     3: (77, 175, 74, 255),
     ERROR_MAP_NODATA: (0, 0, 0, 0),
-}
-# how warning sentences name the scores (keys of EvaluationResult.scores())
-SCORE_WORDS = {
-    "accuracy": "accuracy",
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "F1",
-    "iou": "IoU",
-    "kappa": "kappa",
-    "background_iou": "background IoU",
-    "mean_iou": "mean IoU",
-    "object_precision": "object precision",
-    "object_recall": "object recall",
-    "object_f1": "object F1",
-    "object_mean_matched_iou": "the mean IoU of matched buildings",
 }
 
 
@@ -334,51 +320,12 @@ def evaluate(
         false_positive_objects=unmatched[0],
         missed_objects=unmatched[1],
     )
-    result.warnings = score_warnings(result)
+    result.warnings = score_warnings(result.matrix, result.objects, result.scores())
     result.seconds = time.perf_counter() - started
     if report_html_path or report_json_path:
         write_reports(result.to_dict(), html_path=report_html_path, json_path=report_json_path)
     reporter.report(1.0, "Evaluation done")
     return result
-
-
-def score_warnings(result: EvaluationResult) -> list[str]:
-    """Why scores came out undefined (n/a) or can only be 0, as one sentence: never a bare n/a or 0."""
-    matrix, objects = result.matrix, result.objects
-    scored = f"among the {matrix.total:,} pixels scored"
-    if not matrix.tp + matrix.fn and not matrix.tp + matrix.fp:
-        reason = f"Neither the labels nor the prediction mark a building pixel {scored}"
-        advice = "check the building values and that both layers cover buildings in the area scored"
-    elif not matrix.tp + matrix.fn:
-        reason = f"The labels mark no building pixel {scored}, so every building pixel predicted is a false positive"
-        advice = "check that the labels cover the area scored (the prediction's extent and the area of interest)"
-    elif not matrix.tp + matrix.fp:
-        reason = f"The prediction marks no building pixel {scored}"
-        advice = "check the prediction's threshold and that it is the layer meant"
-    elif not matrix.tn + matrix.fp + matrix.fn:
-        reason = f"All {matrix.total:,} pixels scored are building in both layers"
-        advice = "score an area that holds background too"
-    elif objects is not None and not (objects.predicted and objects.true):
-        reason = f"No building object is left to match ({objects.predicted} predicted, {objects.true} true)"
-        advice = "check the minimum object area"
-    elif objects is not None and not objects.matched:
-        reason = f"No predicted building matches a true one at IoU >= {objects.iou_threshold:g}"
-        advice = ""
-    else:
-        return []
-    scores = result.scores()
-    undefined = [SCORE_WORDS[key] for key, value in scores.items() if math.isnan(value)]
-    zero = [SCORE_WORDS[key] for key, value in scores.items() if value == 0]
-    consequences = []
-    if undefined:
-        consequences.append(f"{_words(undefined)} {'is' if len(undefined) == 1 else 'are'} undefined (n/a)")
-    if zero:
-        consequences.append(f"{_words(zero)} {'is' if len(zero) == 1 else 'are'} 0")
-    return [f"{reason}: {' and '.join(consequences)}" + (f"; {advice}." if advice else ".")]
-
-
-def _words(names: list[str]) -> str:
-    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def check_evaluation_outputs(

@@ -37,11 +37,11 @@ def values_text(values: Sequence[int]) -> str:
     if len(values) == 1:
         return f"only {values[0]}"
     if len(values) <= MAX_LISTED_VALUES:
-        return _listed(values)
+        return listed(values)
     return f"{len(values)} values from {values[0]} to {values[-1]}"
 
 
-def _listed(values: Sequence[int]) -> str:
+def listed(values: Sequence) -> str:
     """'2', '2 and 5', '2, 5 and 7'."""
     return ", ".join(map(str, values[:-1])) + f" and {values[-1]}" if len(values) > 1 else str(values[0])
 
@@ -141,13 +141,13 @@ class LabelValues:
             which = (
                 f"building value {building_values[0]} is not"
                 if len(building_values) == 1
-                else f"none of the building values {_listed(building_values)} is"
+                else f"none of the building values {listed(building_values)} is"
             )
             return [f"{self.subject} holds {values_text(held)}; {which} among them: {self._set_building_values()}."]
         share = sum(self.counts[value] for value in marked) / self.labelled_px
         if share > MAX_BUILDING_SHARE:
             which = (
-                f"building value {marked[0]} covers" if len(marked) == 1 else f"building values {_listed(marked)} cover"
+                f"building value {marked[0]} covers" if len(marked) == 1 else f"building values {listed(marked)} cover"
             )
             return [
                 f"{self.subject} holds {values_text(held)}, and {which} {100 * share:.1f} % of its labelled "

@@ -1,6 +1,10 @@
-"""A training run's progress bar and remaining time, from the measured time of its batches."""
+"""A training run's progress bar and remaining time, from the measured time of its batches, and the
+smoothed training loss it reports between epochs."""
 
 from __future__ import annotations
+
+import math
+import time
 
 from ..progress import Reporter
 
@@ -51,3 +55,34 @@ class TrainingProgress:
             else f"validation batch {val_done}/{self.val_batches}"
         )
         self.reporter.report(fraction, f"{where}, {step}, {detail}, about {remaining_s / 60:.1f} min left")
+
+
+LOSS_SMOOTHING = 0.9  # weight of the previous value in the exponential mean of the batch losses
+
+
+class SmoothedLoss:
+    """An exponential mean of the batch losses with its start-up bias removed (as Adam's moments), and
+    the time it was last reported."""
+
+    def __init__(self) -> None:
+        self.total, self.weight, self.reported_at = 0.0, 0.0, -math.inf
+
+    def add(self, loss: float) -> bool:
+        """Takes a batch's loss; False, and nothing taken, for a non-finite one."""
+        if not math.isfinite(loss):
+            return False
+        self.total = LOSS_SMOOTHING * self.total + (1 - LOSS_SMOOTHING) * loss
+        self.weight = LOSS_SMOOTHING * self.weight + (1 - LOSS_SMOOTHING)
+        return True
+
+    @property
+    def value(self) -> float:
+        return self.total / self.weight
+
+    def due(self, every_s: float) -> bool:
+        """True, and the clock restarted, when ``every_s`` have passed since the last report."""
+        now = time.monotonic()
+        if now - self.reported_at < every_s:
+            return False
+        self.reported_at = now
+        return True

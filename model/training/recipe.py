@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from ..choices import PRESETS
+from ..choices import NORMALIZATIONS, PRESETS
 from ..errors import InputError
 from .augment import AugmentConfig
 from .start_model import default_start
@@ -62,6 +62,38 @@ class TrainConfig:
     # saved, and training ends; the schedule then follows elapsed time rather than steps.
     time_budget_s: float | None = None
     sizing: str = ""  # what the preset chose for this device and why: logged and kept in the model file
+
+    def check(self) -> None:
+        """Refuses values no run can use, each in a sentence naming the option."""
+        from ..net.network import UNetConfig  # imports torch: only when a run is about to start
+
+        c = self
+        if not c.images or len(c.images) != len(c.labels):
+            raise InputError(
+                f"Give one label layer per image: got {len(c.images)} image(s) and {len(c.labels)} label layer(s)."
+            )
+        multiple = 2 ** UNetConfig().depth
+        if c.tile_size_px % multiple:
+            raise InputError(f"The crop size must be a multiple of {multiple} px, not {c.tile_size_px}.")
+        for name in ("epochs", "patches_per_epoch", "batch_size", "base_width", "max_validation_crops"):
+            if getattr(c, name) < 1:
+                raise InputError(f"{name} must be at least 1, not {getattr(c, name)}.")
+        if c.early_stop_patience is not None and c.early_stop_patience < 1:
+            raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
+        if c.time_budget_s is not None and c.time_budget_s <= 0:
+            raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
+        if not 0 <= c.warmup_fraction < 1 or not c.l2sp_weight >= 0:
+            raise InputError(
+                f"The warm-up must be a share of training from 0 up to 1 (not {c.warmup_fraction:g}) and the "
+                f"pull towards the start weights at least 0 (not {c.l2sp_weight:g})."
+            )
+        if (
+            c.validation not in ("spatial", "random")
+            or c.loss not in ("bce", "bce_dice")
+            or c.normalization not in NORMALIZATIONS
+            or c.schedule not in ("cosine", "constant")
+        ):
+            raise InputError("Unknown validation, loss, normalisation or schedule option.")
 
     @classmethod
     def for_preset(cls, preset: str = "default", **overrides) -> TrainConfig:

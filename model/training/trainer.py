@@ -3,14 +3,15 @@
 One readable loop: draw random crops, augment them on the device, take an Adam step on binary
 cross-entropy (plus Dice in the default recipe), validate after each epoch, keep the best model
 and a resumable checkpoint, report progress, stop promptly when cancelled. The data it reads is
-``data.py``, its progress bar ``progress_bar.py``, its epoch files and resuming
-``epoch_files.py``, and its ranks under torchrun ``distributed.py``.
+``data.py``, its loss, pull towards the start and validation tally ``objective.py``, its options'
+checks ``recipe.py``, its progress bar and smoothed loss ``progress_bar.py``, its epoch files and
+resuming ``epoch_files.py``, what it returns and its best epoch ``outcome.py``, and its ranks under
+torchrun ``distributed.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import tempfile
 import time
@@ -21,7 +22,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..choices import NORMALIZATIONS
 from ..errors import Cancelled, EngineError, InputError
 from ..evaluation.metrics import ConfusionMatrix
 from ..io.files import check_output_paths, same_file
@@ -34,8 +34,9 @@ from .checkpoints import checkpoint_dir_for, history_csv_for, write_history_csv
 from .data import TrainingData
 from .distributed import Ranks, process_group
 from .epoch_files import EpochFiles, RandomState
-from .objective import THRESHOLD_BINS, confusion_counts, learning_rate_at, masked_loss, tuned_threshold
-from .progress_bar import TrainingProgress
+from .objective import ValidationTally, confusion_counts, learning_rate_at, masked_loss, pull_towards
+from .outcome import BestEpoch, TrainResult
+from .progress_bar import SmoothedLoss, TrainingProgress
 from .recipe import PAPER_PRESET, TrainConfig  # noqa: F401  (part of the training API)
 from .sampling import (
     Crop,
@@ -47,54 +48,10 @@ EpochFn = Callable[[dict], None]
 BatchFn = Callable[[dict], None]
 BUDGET_REACHED = "the time budget"  # how the stop reason of a run that used up its time begins
 BATCH_REPORT_S = 3.0  # the smoothed training loss is reported this often (and at each epoch's end)
-LOSS_SMOOTHING = 0.9  # weight of the previous value in the reported exponential mean of the batch losses
 
 
 class TrainingDiverged(EngineError):
     """The loss became NaN or infinite: the weights are lost, the last good epoch is kept."""
-
-
-@dataclass
-class TrainResult:
-    model_path: Path
-    history: list[dict]
-    best_epoch: int
-    device_description: str
-    history_csv_path: Path
-    checkpoint_dir: Path
-    stopped_early: bool = False  # the time budget or early stopping ended training before its last epoch
-    stop_reason: str = ""  # why, in words, when it stopped early
-    sizing: str = ""  # what the preset chose for this device, and why
-    precision: str = ""  # the arithmetic training ran in, and why
-    start_model: str = ""  # the model file training started from; "" for a new network
-    start_val_iou: float | None = None  # the start model's score on the validation areas (epoch 0)
-    out_of_time: bool = False  # the time budget ended it: resuming with a larger budget trains on
-
-    @property
-    def best_val_iou(self) -> float:
-        return next(record["val_iou_tuned"] for record in self.history if record["epoch"] == self.best_epoch)
-
-    @property
-    def kept_start(self) -> bool:
-        """No epoch beat the model training started from: the model file holds the start's weights."""
-        return self.start_val_iou is not None and self.best_epoch == 0
-
-    @property
-    def outcome(self) -> str:
-        """One sentence: how the new model compares with the one it started from, on the validation areas."""
-        if self.start_val_iou is None:
-            return f"Validation IoU {self.best_val_iou:.3f} (best epoch {self.best_epoch}, a new network)."
-        start = Path(self.start_model).name
-        if self.kept_start:
-            return (
-                f"The new model is not better than the one it started from on your validation areas: kept "
-                f"'{start}' (validation IoU {self.start_val_iou:.3f}; no epoch beat it), written to "
-                f"'{self.model_path.name}' with its threshold tuned on your areas."
-            )
-        return (
-            f"Validation IoU {self.best_val_iou:.3f} (best epoch {self.best_epoch}), up from "
-            f"{self.start_val_iou:.3f} for '{start}', the model it started from."
-        )
 
 
 @dataclass(frozen=True)
@@ -113,20 +70,6 @@ class RunPlan:
         global_batch = config.batch_size * world_size
         batches = max(1, math.ceil(max(train_per_epoch, 1) / global_batch))
         return cls(batches, math.ceil(rank_val_crops / config.batch_size), batches * config.epochs, global_batch)
-
-
-@dataclass
-class BestEpoch:
-    """The best epoch so far by the recipe's score, and its weights: what the model file holds. The first
-    epoch offered (epoch 0, the start model, when there is one) is taken; later ones must beat it."""
-
-    state: dict | None = None
-    score: float = -math.inf
-
-    def offer(self, record: dict, net: torch.nn.Module, info: ModelInfo, select_by: str) -> None:
-        if record[select_by] > self.score or self.state is None:
-            self.score, self.state = record[select_by], state_on_cpu(net)
-            info.best_epoch, info.threshold = record["epoch"], record["val_threshold"]
 
 
 class Trainer:
@@ -163,32 +106,7 @@ class Trainer:
 
     def _validate_config(self) -> None:
         c = self.config
-        if not c.images or len(c.images) != len(c.labels):
-            raise InputError(
-                f"Give one label layer per image: got {len(c.images)} image(s) and {len(c.labels)} label layer(s)."
-            )
-        multiple = 2 ** UNetConfig().depth
-        if c.tile_size_px % multiple:
-            raise InputError(f"The crop size must be a multiple of {multiple} px, not {c.tile_size_px}.")
-        for name in ("epochs", "patches_per_epoch", "batch_size", "base_width", "max_validation_crops"):
-            if getattr(c, name) < 1:
-                raise InputError(f"{name} must be at least 1, not {getattr(c, name)}.")
-        if c.early_stop_patience is not None and c.early_stop_patience < 1:
-            raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
-        if c.time_budget_s is not None and c.time_budget_s <= 0:
-            raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
-        if not 0 <= c.warmup_fraction < 1 or not c.l2sp_weight >= 0:
-            raise InputError(
-                f"The warm-up must be a share of training from 0 up to 1 (not {c.warmup_fraction:g}) and the "
-                f"pull towards the start weights at least 0 (not {c.l2sp_weight:g})."
-            )
-        if (
-            c.validation not in ("spatial", "random")
-            or c.loss not in ("bce", "bce_dice")
-            or c.normalization not in NORMALIZATIONS
-            or c.schedule not in ("cosine", "constant")
-        ):
-            raise InputError("Unknown validation, loss, normalisation or schedule option.")
+        c.check()
         # the files a run writes, its derived ones included, never replace what it reads (a run resumed
         # from its own checkpoint goes on writing it: that one is meant to be replaced)
         last = self.checkpoint_dir / "last.pt"
@@ -251,7 +169,8 @@ class Trainer:
             else []
         )
         if not self.ranks.distributed:  # a rank stopping inside a step would leave the others waiting
-            self.check_cancel_inside(net)
+            # a batch of the paper's network takes many seconds on a CPU: a cancel takes effect within a block
+            net.call_before_each_block(self.reporter.check)
         # torch's type stubs omit memory_format, which Module.to accepts
         net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer = torch.optim.Adam(net.parameters(), lr=c.learning_rate)
@@ -283,7 +202,7 @@ class Trainer:
             # epoch 0: the start model on the same validation blocks, so a run that cannot beat it keeps it
             end_epoch({"epoch": 0}, time.monotonic())
         stop_reason = ""
-        self.smoothed_loss, self.smoothed_weight, self.last_batch_report = 0.0, 0.0, -math.inf
+        self.batch_loss = SmoothedLoss()
         for epoch in range(self.start_epoch, c.epochs + 1):
             started = time.monotonic()
             record, stop_reason = self.train_epoch(model, net, optimizer, scenes, sampler, hidden, epoch, info)
@@ -384,26 +303,20 @@ class Trainer:
         return record, stop_reason
 
     def report_batch(self, epoch: int, batch: int, loss: float) -> None:
-        """The exponentially smoothed training loss, every BATCH_REPORT_S and at the epoch's last batch:
-        a short run shows its progress long before its first epoch ends."""
-        if not math.isfinite(loss):
+        """The smoothed training loss, every BATCH_REPORT_S and at the epoch's last batch: a short run shows
+        its progress long before its first epoch ends."""
+        if not self.batch_loss.add(loss) or self.on_batch is None:
             return
-        self.smoothed_loss = LOSS_SMOOTHING * self.smoothed_loss + (1 - LOSS_SMOOTHING) * loss
-        self.smoothed_weight = LOSS_SMOOTHING * self.smoothed_weight + (1 - LOSS_SMOOTHING)
-        now = time.monotonic()
-        last_of_epoch = batch == self.plan.batches_per_epoch
-        if self.on_batch is None or (now - self.last_batch_report < BATCH_REPORT_S and not last_of_epoch):
-            return
-        self.last_batch_report = now
-        self.on_batch(
-            {
-                "epoch": epoch,
-                "batch": batch,
-                "batches_per_epoch": self.plan.batches_per_epoch,
-                "train_loss": self.smoothed_loss / self.smoothed_weight,  # the mean's start-up bias removed
-                "elapsed_s": self.elapsed_s(),
-            }
-        )
+        if self.batch_loss.due(BATCH_REPORT_S) or batch == self.plan.batches_per_epoch:
+            self.on_batch(
+                {
+                    "epoch": epoch,
+                    "batch": batch,
+                    "batches_per_epoch": self.plan.batches_per_epoch,
+                    "train_loss": self.batch_loss.value,
+                    "elapsed_s": self.elapsed_s(),
+                }
+            )
 
     def elapsed_s(self) -> float:
         """Training time so far, a resumed run's earlier time included (the budget covers both)."""
@@ -446,12 +359,12 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 if self.scaler is None:
                     loss.backward()
-                    self.pull_towards_start(net)
+                    pull_towards(net, self.anchors, self.config.l2sp_weight)
                     optimizer.step()
                 else:
                     self.scaler.scale(loss).backward()
                     self.scaler.unscale_(optimizer)  # the pull is added to true, unscaled gradients
-                    self.pull_towards_start(net)
+                    pull_towards(net, self.anchors, self.config.l2sp_weight)
                     self.scaler.step(optimizer)
                     self.scaler.update()
                 return loss, logits, target, weight
@@ -472,13 +385,6 @@ class Trainer:
                 self.batch_size //= 2
                 self.reporter.report(0.0, f"The GPU ran out of memory: batch size halved to {self.batch_size}.")
 
-    @torch.no_grad()
-    def pull_towards_start(self, net: torch.nn.Module) -> None:
-        """L2-SP: the gradient of l2sp_weight / 2 * |w - w_start|^2 added to each weight's gradient."""
-        for parameter, anchor in zip(net.parameters(), self.anchors):
-            if parameter.grad is not None:
-                parameter.grad.add_(parameter - anchor, alpha=self.config.l2sp_weight)
-
     def divergence_message(self, epoch: int, batch: int, value: float, info: ModelInfo) -> str:
         kept = (
             f"the model file keeps epoch {info.best_epoch}, the best complete one"
@@ -490,19 +396,6 @@ class Trainer:
             f"Lower the learning rate (now {self.config.learning_rate:g}) or use the default preset."
         )
 
-    def check_cancel_inside(self, net: UNet) -> None:
-        """A batch of the paper's network takes many seconds on a CPU: checking for cancel before
-        each U-Net block, forward and backward, makes cancel take effect within about a second."""
-
-        def check(*_args) -> None:
-            self.reporter.check()
-
-        blocks = [*net.encoders, net.bottom, *net.decoders]
-        for block in blocks:
-            block.register_forward_pre_hook(check)
-        for block in blocks[1:]:  # the first block's input needs no gradient: no backward hook there
-            block.register_full_backward_pre_hook(check)
-
     @torch.inference_mode()
     def validate(self, net: UNet, scenes: list[Scene], hidden: list[np.ndarray], crops: list[Crop], epoch: int) -> dict:
         net.eval()
@@ -512,10 +405,8 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         augmented = c.validation == "random"
         val_hidden = None if augmented else [~mask for mask in hidden]
-        loss_sum, matrix = 0.0, ConfusionMatrix()
-        positive_hist = np.zeros(THRESHOLD_BINS, np.int64)
-        negative_hist = np.zeros(THRESHOLD_BINS, np.int64)
-        share = self.ranks.shard(crops)  # each rank scores its share; the sums below add the shares up
+        tally = ValidationTally()
+        share = self.ranks.shard(crops)  # each rank scores its share; the tallies of all ranks are summed
         for index, start in enumerate(range(0, len(share), self.batch_size)):
             self.check_cancel_alone()
             batch_started = time.monotonic()
@@ -523,35 +414,11 @@ class Trainer:
             x, target, weight = self.data.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
             with self.autocast():
                 logits = net(x).float()
-            loss_sum += float(masked_loss(logits, target, weight, c.loss)) * len(chunk)
-            matrix += confusion_counts(logits, target, weight)
-            bins = (torch.sigmoid(logits) * THRESHOLD_BINS).long().clamp_(0, THRESHOLD_BINS - 1)
-            valid = weight > 0
-            positive_hist += torch.bincount(bins[valid & (target > 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
-            negative_hist += torch.bincount(bins[valid & (target < 0.5)], minlength=THRESHOLD_BINS).cpu().numpy()
+            tally.add(logits, target, weight, c.loss)
             self.progress.timed_validation_batch(time.monotonic() - batch_started)
             doing = "validating" if epoch else "scoring the model it starts from"
             self.progress.report(self.elapsed_s(), epoch, self.plan.batches_per_epoch, index + 1, doing)
-        matrix = self.summed_over_ranks(matrix)
-        loss_sum, *counts = self.ranks.sum([loss_sum, *positive_hist, *negative_hist])
-        positive_hist = np.array(counts[:THRESHOLD_BINS], np.int64)
-        negative_hist = np.array(counts[THRESHOLD_BINS:], np.int64)
-        threshold, tuned_iou = tuned_threshold(positive_hist, negative_hist) if c.tune_threshold else (0.5, matrix.iou)
-        return {
-            "val_loss": loss_sum / max(1, len(crops)),
-            "val_accuracy": matrix.accuracy,
-            "val_precision": matrix.precision,
-            "val_recall": matrix.recall,
-            "val_f1": matrix.f1,
-            "val_iou": matrix.iou,
-            "val_threshold": threshold,
-            "val_iou_tuned": tuned_iou,
-        }
-
-
-def state_on_cpu(net: torch.nn.Module) -> dict:
-    """A copy of the weights that later steps do not change (``.cpu()`` of a CPU tensor is no copy)."""
-    return copy.deepcopy({name: value.detach().cpu() for name, value in net.state_dict().items()})
+        return tally.summed(self.ranks.sum).record(len(crops), c.tune_threshold)
 
 
 def train(

@@ -18,7 +18,8 @@ from rasterio.transform import from_origin
 from model.errors import Cancelled, InputError
 from model.net.modelfile import load_model, read_payload
 from model.net.network import UNet, UNetConfig, count_conv_layers, count_parameters
-from model.training.trainer import PAPER_PRESET, TrainConfig, checkpoint_dir_for, masked_loss, train, tuned_threshold
+from model.training.objective import masked_loss, tuned_threshold
+from model.training.trainer import PAPER_PRESET, TrainConfig, checkpoint_dir_for, train
 from tests.engine.scenes import UTM_36_TRANSFORM, write_pair
 
 
