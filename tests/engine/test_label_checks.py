@@ -21,6 +21,7 @@ from model.io.rasters import Grid, LabelSource, raster_windows, sample_label_val
 from model.training import sampling
 from model.training.trainer import train
 from tests.engine.scenes import UTM_36_TRANSFORM, write_pair
+from tests.engine.test_evaluation import write_raster
 from tests.engine.test_training import tiny_config
 
 SIZE_PX = 64
@@ -32,29 +33,6 @@ def buildings() -> np.ndarray:
     for row, col in ((4, 4), (4, 40), (40, 8), (36, 44)):
         building[row : row + 12, col : col + 12] = True
     return building
-
-
-def write_raster(
-    path: Path, array: np.ndarray, nodata: float | None = None, kind: str | None = None, **creation_options
-) -> str:
-    array = array if array.ndim == 3 else array[np.newaxis]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=array.shape[2],
-        height=array.shape[1],
-        count=array.shape[0],
-        dtype=array.dtype,
-        crs="EPSG:32636",
-        transform=UTM_36_TRANSFORM,
-        nodata=nodata,
-        **creation_options,
-    ) as dataset:
-        dataset.write(array)
-        if kind:
-            dataset.update_tags(UNET_BUILDINGS_KIND=kind)
-    return str(path)
 
 
 def write_polygons(path: Path, wkts: tuple[str, ...] = ()) -> str:
@@ -77,7 +55,7 @@ def write_polygons(path: Path, wkts: tuple[str, ...] = ()) -> str:
 def scene(tmp_path: Path) -> tuple[str, str]:
     """(image, mask predicting its buildings exactly) on one grid."""
     image, _ = write_pair(tmp_path, "scene", np.where(buildings(), 2, 1).astype(np.uint8))
-    return image, write_raster(tmp_path / "mask.tif", buildings().astype(np.uint8), 255, "mask")
+    return image, write_raster(tmp_path / "mask.tif", buildings().astype(np.uint8), nodata=255, kind="mask")
 
 
 def refusals(tmp_path: Path, scene: tuple[str, str], labels: str, building_values: list[int]) -> list[str]:
@@ -213,7 +191,7 @@ def test_labels_whose_buildings_lie_only_where_the_image_has_no_data_are_refused
 def test_scores_left_undefined_or_0_say_why_in_the_result_and_both_reports(tmp_path, scene) -> None:
     _, mask = scene
     labels = write_raster(tmp_path / "labels.tif", np.where(buildings(), 2, 1).astype(np.uint8))
-    nothing = write_raster(tmp_path / "nothing.tif", np.zeros((SIZE_PX, SIZE_PX), np.uint8), 255, "mask")
+    nothing = write_raster(tmp_path / "nothing.tif", np.zeros((SIZE_PX, SIZE_PX), np.uint8), nodata=255, kind="mask")
     report_html, report_json = tmp_path / "report.html", tmp_path / "report.json"
     result = evaluate(nothing, labels, [2], report_html_path=report_html, report_json_path=report_json)
     said = (
@@ -238,7 +216,9 @@ def test_scores_left_undefined_or_0_say_why_in_the_result_and_both_reports(tmp_p
         "recall, F1, IoU, kappa and mean IoU are undefined (n/a); check the building values and that both layers "
         "cover buildings in the area scored."
     ]
-    shifted = write_raster(tmp_path / "shifted.tif", np.roll(buildings(), 8, axis=1).astype(np.uint8), 255, "mask")
+    shifted = write_raster(
+        tmp_path / "shifted.tif", np.roll(buildings(), 8, axis=1).astype(np.uint8), nodata=255, kind="mask"
+    )
     assert evaluate(shifted, labels, [2]).warnings == [
         "No predicted building matches a true one at IoU >= 0.5: the mean IoU of matched buildings is undefined "
         "(n/a) and object precision, object recall and object F1 are 0."
@@ -247,7 +227,9 @@ def test_scores_left_undefined_or_0_say_why_in_the_result_and_both_reports(tmp_p
         "No building object is left to match (0 predicted, 0 true): object precision, object recall, object F1 "
         "and the mean IoU of matched buildings are undefined (n/a); check the minimum object area."
     ]
-    everywhere = write_raster(tmp_path / "everywhere.tif", np.ones((SIZE_PX, SIZE_PX), np.uint8), 255, "mask")
+    everywhere = write_raster(
+        tmp_path / "everywhere.tif", np.ones((SIZE_PX, SIZE_PX), np.uint8), nodata=255, kind="mask"
+    )
     left, top = UTM_36_TRANSFORM * (0, 0)
     right, bottom = UTM_36_TRANSFORM * (SIZE_PX, SIZE_PX)
     whole_scene = write_polygons(
@@ -282,7 +264,7 @@ def test_a_label_raster_damaged_between_its_corners_is_one_sentence(tmp_path) ->
     classes = np.random.default_rng(0).integers(0, 3, (256, 256), dtype=np.uint8)
     tiles = dict(tiled=True, blockxsize=64, blockysize=64, compress="deflate")
     path = write_raster(tmp_path / "damaged.tif", classes, **tiles)
-    written = gdal.Open(path)  # a block inside: open_raster reads only the corners' blocks
+    written = gdal.Open(str(path))  # a block inside: open_raster reads only the corners' blocks
     block = [int(written.GetRasterBand(1).GetMetadataItem(f"BLOCK_{item}_1_1", "TIFF")) for item in ("OFFSET", "SIZE")]
     written = None  # closed before the file is changed
     offset, size = block
