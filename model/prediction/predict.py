@@ -46,16 +46,11 @@ from ..net.device import PRECISIONS, describe_device, resolve_device
 from ..net.modelfile import LoadedModel, ModelInfo, load_model
 from ..net.normalization import normalization_for
 from ..progress import CancelFn, ProgressFn, Reporter
-from .resolution import processing_grid
+from .resolution import EDGE_TOLERANCE_PX, processing_grid
 from .runner import TileRunner
 from .tile_loop import TileSettings, predict_grid
 
 PROBABILITY_DTYPES = ("uint8", "float32")
-# Pixel sizes within this relative difference of the model's are processed as they are:
-# resampling by a few percent costs a blur and buys nothing.
-PIXEL_SIZE_TOLERANCE = 0.05
-# An area of interest's edge this close to a pixel edge (in pixels) is on it: no sliver pixel added.
-EDGE_TOLERANCE_PX = 1e-6
 # Processing pixels beyond a window's edge predicted when resampling, so that the warp back onto the
 # window's pixels has all its source pixels (bilinear needs one; two for safety at fractional scales).
 RESAMPLE_MARGIN_PX = 2
@@ -63,9 +58,6 @@ RESAMPLE_MARGIN_PX = 2
 # borders to a few percent.
 PANEL_WIDTH_PX = 4096
 PANEL_WIDTH_TILES = 16
-# Beyond this factor between the input's and the processing pixel size the result is
-# meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
-MAX_RESAMPLE_FACTOR = 16.0
 
 
 @dataclass

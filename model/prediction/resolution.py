@@ -3,6 +3,7 @@ user asked for, and the limits of resampling."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,13 @@ PIXEL_SIZE_TOLERANCE = 0.05
 # Beyond this factor between the input's and the processing pixel size the result is
 # meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
 MAX_RESAMPLE_FACTOR = 16.0
+# The model's pixel size in the input's units comes from the ground size at the scene's centre, so
+# it differs in the last digits between neighbouring files; rounded to this many significant
+# digits, they resample onto one grid (0.05 % of a pixel at most, nothing to the network).
+PIXEL_SIZE_DIGITS = 4
+# An edge this close to a pixel edge (in pixels) is on it: no sliver pixel added (an area of
+# interest's edges, a resampled grid's far edges).
+EDGE_TOLERANCE_PX = 1e-6
 
 
 def model_pixel_size_in_input_units(dataset: rasterio.io.DatasetReader, info: ModelInfo) -> tuple[float, float] | None:
@@ -90,8 +98,31 @@ def processing_grid(
             "times: use imagery close to the model's training resolution, or set the processing "
             "pixel size explicitly ('native' to run on the image's own pixels)."
         )
-    width = max(1, round(grid.width / factors[0]))
-    height = max(1, round(grid.height / factors[1]))
-    # Scaling the input's geotransform keeps its origin, orientation and extent.
-    transform = grid.transform * Affine.scale(grid.width / width, grid.height / height)
-    return Grid(grid.crs_wkt, transform, width, height)
+    if processing_pixel_size_map_units is None:
+        target_map_units = (significant(target_map_units[0]), significant(target_map_units[1]))
+    return ground_anchored_grid(grid, target_map_units)
+
+
+def significant(value: float, digits: int = PIXEL_SIZE_DIGITS) -> float:
+    return float(f"{value:.{digits - 1}e}")
+
+
+def ground_anchored_grid(grid: Grid, pixel_size_map_units: tuple[float, float]) -> Grid:
+    """A grid of ``pixel_size_map_units`` pixels covering ``grid``, its pixel edges on multiples of
+    that size from the CRS's origin: any file over the same place resamples onto the same pixels, so
+    the tile grid anchored on them (``tiling.ground_phase_px``) is the same too. It reaches past the
+    input by under a pixel at each side (no data there). A rotated input keeps its own origin."""
+    transform = grid.transform
+    if transform.b or transform.d:
+        width = max(1, round(grid.width * abs(transform.a) / pixel_size_map_units[0]))
+        height = max(1, round(grid.height * abs(transform.e) / pixel_size_map_units[1]))
+        # Scaling the input's geotransform keeps its origin, orientation and extent.
+        return Grid(grid.crs_wkt, transform * Affine.scale(grid.width / width, grid.height / height), width, height)
+    size_x = math.copysign(pixel_size_map_units[0], transform.a)
+    size_y = math.copysign(pixel_size_map_units[1], transform.e)
+    left, top = math.floor(transform.c / size_x) * size_x, math.floor(transform.f / size_y) * size_y
+    right, bottom = transform.c + grid.width * transform.a, transform.f + grid.height * transform.e
+    # the tolerance keeps an edge on a pixel edge (up to rounding) from gaining a pixel
+    width = max(1, math.ceil((right - left) / size_x - EDGE_TOLERANCE_PX))
+    height = max(1, math.ceil((bottom - top) / size_y - EDGE_TOLERANCE_PX))
+    return Grid(grid.crs_wkt, Affine(size_x, 0.0, left, 0.0, size_y, top), width, height)

@@ -55,8 +55,8 @@ def shard_path(output: str | Path, index: int, count: int) -> Path:
 
 def plan_row_shards(tile_rows: Sequence[int], overlap_px: int, height: int, count: int) -> list[tuple[int, int]]:
     """``count`` output row ranges ``[start, end)`` covering ``height`` rows, with about the same
-    number of tile rows each. Each border lies ``overlap_px`` below the top of a tile row: the tile
-    row above ends there, so only that one tile row is run by both shards."""
+    number of tile rows each. Each border lies ``overlap_px`` below the top of a tile row: on the
+    regular grid the tile row above ends there, so only that one tile row is run by both shards."""
     if count > len(tile_rows):
         raise InputError(
             f"This raster has {len(tile_rows)} row(s) of tiles: split it into at most "
@@ -88,15 +88,15 @@ def predict_shard(
     from ..net.device import resolve_device
     from ..net.modelfile import LoadedModel, load_model
     from .predict import predict_raster, tiling_options
-    from .tiling import plan_tiles
+    from .tiling import ground_phase_px, plan_tiles
 
     if not 1 <= index <= count:
         raise InputError(f"Shard {index} of {count} does not exist: shards are numbered 1 to {count}.")
     loaded = model if isinstance(model, LoadedModel) else load_model(Path(model), resolve_device(device))
     tile_px, overlap = tiling_options(loaded.info, tile_size_px, overlap_px)
     with rasterio.open(image_path) as dataset:
-        width, height = dataset.width, dataset.height
-    layout = plan_tiles(width, height, tile_px, overlap, loaded.net.config.size_multiple_px)
+        width, height, phase = dataset.width, dataset.height, ground_phase_px(dataset.transform)
+    layout = plan_tiles(width, height, tile_px, overlap, loaded.net.config.size_multiple_px, phase)
     rows = plan_row_shards(layout.rows, layout.overlap_px, height, count)[index - 1]
     return predict_raster(
         image_path,

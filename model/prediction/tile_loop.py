@@ -9,11 +9,13 @@ a background writer, which writes it as a window of the output GeoTIFFs. Memory 
 tiles plus that band (about 5 bytes x tile height x panel width) and the writer's pending block
 rows, whatever the raster's width and height.
 
-Panels do not change the result: all panels share one tile layout, a panel runs every tile that
-touches the columns it writes (the tiles straddling a panel border run twice, a few percent of the
-work on rasters wider than one panel), so each pixel is blended from the same tiles with the same
-weights as without panels. A window of the raster (an area of interest, a shard) is predicted the
-same way: the whole raster's layout, only the tiles touching the window.
+Tile origins are anchored to the ground (``tiling.ground_phase_px``): a pixel is predicted from the
+same tiles in any file that holds it and its neighbourhood. Panels do not change the result: all
+panels share one tile layout, a panel runs every tile that touches the columns it writes (the tiles
+straddling a panel border run twice, a few percent of the work on rasters wider than one panel), so
+each pixel is blended from the same tiles with the same weights as without panels. A window of the
+raster (an area of interest, a shard) is predicted the same way: the whole raster's layout, only the
+tiles touching the window.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..io.background import BackgroundWriter, Prefetcher
 from ..io.rasters import Grid, valid_mask
 from ..progress import Reporter
 from .runner import TileRunner
-from .tiling import Panel, TileLayout, blend_weights, plan_panels, plan_tiles, ramp_1d, rows_extent
+from .tiling import Panel, TileLayout, blend_weights, ground_phase_px, plan_panels, plan_tiles, ramp_1d, rows_extent
 
 
 @dataclass
@@ -228,13 +230,15 @@ def predict_grid(
     runner = settings.runner
     tile_size_px, overlap_px = settings.tile_size_px, settings.overlap_px
     multiple = runner.net.config.size_multiple_px
-    layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, multiple)
+    phase = ground_phase_px(grid.transform)
+    layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, multiple, phase)
     row_off, columns = 0, None
     if window is not None:
         start, end = int(window.row_off), int(window.row_off + window.height)
         row_off, bottom, first = rows_extent(layout, start, end)
         whole = layout
-        layout = plan_tiles(grid.width, bottom - row_off, tile_size_px, overlap_px, multiple)
+        band_phase = (phase[0], phase[1] + row_off)
+        layout = plan_tiles(grid.width, bottom - row_off, tile_size_px, overlap_px, multiple, band_phase)
         if layout.rows != tuple(top - row_off for top in whole.rows[first : first + len(layout.rows)]):
             raise RuntimeError(f"The tile rows of rows [{start}, {end}) do not line up with the whole raster's.")
         columns = (int(window.col_off), int(window.col_off + window.width))

@@ -1,16 +1,20 @@
 """Where tiles go on a raster and how overlapping tile predictions are blended.
 
-Tiles sit on a regular grid with stride ``tile - overlap``; the last tile of a row or column is
-pulled back to end exactly on the raster edge, so no tile hangs outside a raster at least one
-tile wide. A raster narrower than a tile gets one (smaller) tile per axis, rounded up to the
-network's size multiple and padded.
+Tiles sit on a regular grid with stride ``tile - overlap`` anchored to the ground, not to the
+raster's corner: tile origins fall on multiples of the stride counted in pixels from the CRS's
+origin (``ground_phase_px``), so two files that share pixels (adjacent map sheets of one orthophoto,
+a clip saved as its own file) run the same tiles over them and predict them alike. A row or column
+also gets a tile starting on the raster's first pixel and one ending on its last, so no tile hangs
+outside a raster at least one tile wide and the edges see real pixels. A raster narrower than a
+tile gets one (smaller) tile per axis, rounded up to the network's size multiple and padded.
 
 Blending uses a flat-top window: weight 1 in the tile's centre and a raised-cosine ramp
 ``sin^2`` over the ``overlap`` pixels at each side. On a regular grid two neighbouring ramps sum
 to exactly 1 (``sin^2 + cos^2``), so the blend is a partition of unity and a prediction that
 agrees across tiles comes out unchanged, while disagreements near tile borders (where the network
 sees zero padding instead of context) fade smoothly instead of showing a seam. Weights never
-reach 0, so pixels on the raster edge, covered by one ramp only, still normalise exactly.
+reach 0 and every pixel is divided by the sum of the weights covering it, so pixels on the raster
+edge, or where the edge tiles overlap the regular grid by more than ``overlap``, normalise exactly.
 
 Wide rasters are cut into column panels (``plan_panels``) so that memory follows the panel's
 width, not the raster's. A panel owns the output columns ``[left, right)`` and runs every tile of
@@ -24,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from affine import Affine
 
 from ..errors import InputError
 
@@ -97,9 +102,10 @@ def rows_extent(layout: TileLayout, start: int, end: int) -> tuple[int, int, int
     """For the output rows ``[start, end)``: the pixel rows ``[top, bottom)`` spanned by every tile
     row touching them, and the index of the first such tile row (the row analogue of a panel).
 
-    A layout planned over ``[top, bottom)`` alone is the whole layout's tile rows from that index,
-    shifted by ``top`` (the grid is regular from the top and its last row ends on the edge), so
-    rows predicted over that extent get exactly the tiles and weights of a whole prediction."""
+    A layout planned over ``[top, bottom)`` alone, its row phase moved on by ``top``, is the whole
+    layout's tile rows from that index, shifted by ``top`` (``top`` and ``bottom`` are where a tile
+    row starts and ends, the rows between are on the same ground grid), so rows predicted over that
+    extent get exactly the tiles and weights of a whole prediction."""
     if not 0 <= start < end <= layout.height:
         raise InputError(f"Output rows [{start}, {end}) are not within the raster's {layout.height} rows.")
     touching = [index for index, top in enumerate(layout.rows) if top < end and top + layout.tile_height_px > start]
@@ -111,15 +117,37 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def tile_starts(length_px: int, tile_px: int, stride_px: int) -> tuple[int, ...]:
-    """Start offsets of tiles covering ``[0, length_px)``; the last one ends on the edge."""
+def tile_starts(length_px: int, tile_px: int, stride_px: int, phase_px: int = 0) -> tuple[int, ...]:
+    """Start offsets of tiles covering ``[0, length_px)``: every offset inside the raster that is a
+    multiple of ``stride_px`` once ``phase_px`` (the ground grid's index of pixel 0) is added, plus
+    a first tile on pixel 0 and a last one ending on the edge."""
     if length_px <= tile_px:
         return (0,)
-    count = math.ceil((length_px - tile_px) / stride_px) + 1
-    return tuple(min(index * stride_px, length_px - tile_px) for index in range(count))
+    last = length_px - tile_px
+    anchored = range((-phase_px) % stride_px, last, stride_px)
+    return tuple(sorted({0, last, *anchored}))
 
 
-def plan_tiles(width: int, height: int, tile_size_px: int, overlap_px: int, size_multiple_px: int) -> TileLayout:
+def ground_phase_px(transform: Affine) -> tuple[int, int]:
+    """(column, row) index of a raster's first pixel on the CRS's own pixel grid of that pixel size:
+    the origin's coordinates in pixels. Rasters cut from one orthophoto share the grid, so their
+    pixels have the same index whatever file holds them. A rotated or sheared grid has no such
+    index: (0, 0), tiles start at its corner."""
+    if transform.b or transform.d or not transform.a or not transform.e:
+        return 0, 0
+    return math.floor(transform.c / transform.a + 0.5), math.floor(transform.f / transform.e + 0.5)
+
+
+def plan_tiles(
+    width: int,
+    height: int,
+    tile_size_px: int,
+    overlap_px: int,
+    size_multiple_px: int,
+    phase_px: tuple[int, int] = (0, 0),
+) -> TileLayout:
+    """The tiles over a ``width`` x ``height`` raster whose first pixel has the ground grid index
+    ``phase_px`` (column, row; ``ground_phase_px``)."""
     if tile_size_px <= 0 or tile_size_px % size_multiple_px:
         raise InputError(
             f"The tile size must be a positive multiple of {size_multiple_px} px "
@@ -138,8 +166,8 @@ def plan_tiles(width: int, height: int, tile_size_px: int, overlap_px: int, size
         tile_w,
         tile_h,
         overlap_px,
-        tile_starts(width, tile_w, stride),
-        tile_starts(height, tile_h, stride),
+        tile_starts(width, tile_w, stride, phase_px[0]),
+        tile_starts(height, tile_h, stride, phase_px[1]),
     )
 
 

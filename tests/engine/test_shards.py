@@ -18,7 +18,7 @@ from model.errors import InputError
 from model.net.modelfile import load_model
 from model.prediction.predict import predict_raster
 from model.prediction.shards import assemble, parse_shard, plan_row_shards, predict_shard, shard_path
-from model.prediction.tiling import plan_tiles
+from model.prediction.tiling import ground_phase_px, plan_tiles
 from tests.engine.test_inference import make_model, noise, write_image
 
 FLOAT_ULPS = 1e-6  # a few float32 units in the last place of a probability
@@ -56,7 +56,8 @@ def test_shards_assembled_equal_the_unsharded_prediction(tmp_path, count):
         shard_tiles += result.tile_count
         assert result.probability_path == shard_path(tmp_path / "sp.tif", index, count)
     # one tile row of each border runs twice, nothing more (the input is 230 px = 5 tile columns wide)
-    layout = plan_tiles(230, 410, 64, 16, 16)
+    with rasterio.open(image) as dataset:
+        layout = plan_tiles(230, 410, 64, 16, 16, ground_phase_px(dataset.transform))
     assert shard_tiles - whole.tile_count <= (count - 1) * len(layout.columns) * 2  # panels repeat a column
     probability = read_all(tmp_path / "p.tif")[0]
     decided = np.abs(probability - whole.threshold) > FLOAT_ULPS  # nodata (-1) included
