@@ -9,7 +9,7 @@ What Deepness does with a segmentation model (its ``model_base.py`` / ``segmento
 - output: one tensor (N, 1, S, S) holding a sigmoid probability is a binary (one-class) model;
   pixels at or above ``seg_thresh`` become the class, the rest background;
 - metadata_props: every value a JSON string: ``model_type`` "Segmentor", ``class_names``
-  ({"0": ..., "1": ...}), ``resolution`` in cm per pixel, ``tile_size`` in px, ``tiles_overlap``
+  ({"0": ..., "1": ...}), ``resolution`` in cm per pixel (on the ground), ``tile_size`` in px, ``tiles_overlap``
   in percent of the tile, ``seg_thresh``, ``seg_small_segment`` (the size of a median filter applied
   to the mask; 0 for none), ``standardization_mean`` / ``standardization_std``.
 """
@@ -38,7 +38,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "building_probability"
 
 
 class DeepnessGraph(nn.Module):
-    """Deepness' input (bands / 255) -> our normalisation -> U-Net -> sigmoid probability."""
+    """Deepness' input (bands / 255) -> our normalisation -> U-Net -> sigmoid probability, 0 on
+    black padding."""
 
     scale: torch.Tensor  # buffers, registered in __init__
     shift: torch.Tensor
@@ -51,7 +52,10 @@ class DeepnessGraph(nn.Module):
         self.register_buffer("shift", shift.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x * self.scale + self.shift))
+        probability = torch.sigmoid(self.net(x * self.scale + self.shift))
+        # Deepness pads tiles past the image's far edges with black, 0 in every band, where a model
+        # would find buildings as readily as anywhere: no data there, as in our own Predict.
+        return probability * (x.amax(dim=1, keepdim=True) > 0).to(probability.dtype)
 
 
 def deepness_normalization(info: ModelInfo) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,13 +111,18 @@ def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
 
 
 def resolution_cm_per_px(info: ModelInfo) -> float | None:
-    """The training pixel size in cm (mean of x and y); None when its units are not linear
-    (e.g. degrees), and Deepness then asks the user."""
-    metres = metres_per_unit(info.crs_units or "")
-    if not info.pixel_size or metres is None:
-        return None
-    size_x, size_y = (abs(float(value)) for value in info.pixel_size)
-    return round((size_x + size_y) / 2 * metres * 100, 4)
+    """The training pixel size on the ground in cm (mean of x and y): what the model sees, whatever
+    its training images' CRS (0.13 m Web Mercator pixels at 27 degrees north are 0.15 "metres" of
+    the map). Model files from before ground sizes were stored give their CRS's linear units;
+    None when those are not linear either (degrees), and Deepness then asks the user."""
+    if info.ground_pixel_size_m:
+        size_x_m, size_y_m = (abs(float(value)) for value in info.ground_pixel_size_m)
+    else:
+        metres = metres_per_unit(info.crs_units or "")
+        if not info.pixel_size or metres is None:
+            return None
+        size_x_m, size_y_m = (abs(float(value)) * metres for value in info.pixel_size)
+    return round((size_x_m + size_y_m) / 2 * 100, 4)
 
 
 def export_onnx(

@@ -26,7 +26,13 @@ FIXED = {"mode": "fixed", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
 
 
 def write_model(
-    path: Path, normalization: dict, *, pixel_size=(0.3, -0.3), crs_units: str = "metre", threshold: float = 0.42
+    path: Path,
+    normalization: dict,
+    *,
+    pixel_size=(0.3, -0.3),
+    crs_units: str = "metre",
+    ground_pixel_size_m=None,
+    threshold: float = 0.42,
 ) -> Path:
     torch.manual_seed(0)
     net = UNet(UNetConfig(base_width=4, batch_norm=True))
@@ -38,6 +44,7 @@ def write_model(
         threshold=threshold,
         pixel_size=list(pixel_size),
         crs_units=crs_units,
+        ground_pixel_size_m=ground_pixel_size_m,
     )
     save_model(path, net, info)
     return path
@@ -76,6 +83,22 @@ def test_onnx_in_deepness_matches_torch(tmp_path: Path, normalization: dict) -> 
         np.testing.assert_allclose(probability, expected[: len(batch)], atol=1e-4)
 
 
+def test_black_padding_is_no_building(tmp_path: Path) -> None:
+    """Deepness pads the far edges of an image with black (0 in every band): the export gives no
+    building there, and the real pixels beside it what the network says."""
+    model_path = write_model(tmp_path / "model.pt", FIXED)
+    onnx_path = export_onnx(model_path, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tile = np.random.default_rng(2).integers(1, 256, (1, TILE_PX, TILE_PX, 3), dtype=np.uint8)
+    tile[:, :, TILE_PX // 2 :] = 0  # the image ends half way across the tile
+    model_input = deepness_input(tile, session.get_modelmeta().custom_metadata_map)
+    (probability,) = session.run(None, {session.get_inputs()[0].name: model_input})
+    image_part = probability[..., : TILE_PX // 2]
+    assert np.all(probability[..., TILE_PX // 2 :] == 0)
+    np.testing.assert_allclose(image_part, torch_probability(model_path, tile)[..., : TILE_PX // 2], atol=1e-4)
+    assert image_part.max() > 0.5  # there are buildings to lose
+
+
 def test_metadata_is_what_deepness_reads(tmp_path: Path) -> None:
     onnx_path = export_onnx(write_model(tmp_path / "model.pt", PER_IMAGE), tmp_path / "model.onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -97,6 +120,18 @@ def test_metadata_is_what_deepness_reads(tmp_path: Path) -> None:
     assert isinstance(model_input.shape[0], str) and model_input.shape[1:] == [3, TILE_PX, TILE_PX]
     assert len(output.shape) == 4 and output.shape[1:] == [1, TILE_PX, TILE_PX]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.pt"]  # no .part left
+
+
+def test_resolution_is_the_ground_pixel_size(tmp_path: Path) -> None:
+    """Web Mercator "metres" at 27 degrees north are 0.89 ground metres: the export says what the
+    model saw on the ground (from before ground sizes were stored: the map units, as above)."""
+    model_path = write_model(
+        tmp_path / "model.pt", FIXED, pixel_size=(0.3, -0.3), crs_units="metre", ground_pixel_size_m=[0.267, 0.265]
+    )
+    session = ort.InferenceSession(
+        str(export_onnx(model_path, tmp_path / "model.onnx")), providers=["CPUExecutionProvider"]
+    )
+    assert float(json.loads(session.get_modelmeta().custom_metadata_map["resolution"])) == pytest.approx(26.6)
 
 
 def test_resolution_left_out_when_units_are_not_linear(tmp_path: Path) -> None:
