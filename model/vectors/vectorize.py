@@ -15,19 +15,23 @@ then left to right within a band; stable for a given mask and window height), ``
 ``perimeter_m`` (on the ground, with the same ground size of a map unit), ``mean_probability``
 (mean of the probability raster over the building's pixels; None without one).
 
-Regularisation (``regularize=True``), for mostly rectangular buildings: a polygon filling at
-least ``RECTANGLE_FILL`` of its minimum rotated rectangle becomes that rectangle, scaled about its
-centre to the polygon's area (the enclosing rectangle also encloses pixel jags); any other is
-simplified, turned into the frame of that rectangle, and every edge within ``SNAP_ANGLE_DEG`` of
-the rectangle's axes is made exactly parallel to it (corners recomputed as line intersections).
-A result that comes out invalid or changes the area by more than ``MAX_AREA_CHANGE`` falls back
-to the plain simplified outline, so regularisation never destroys a building.
+Regularisation (``regularize=True``, "Square corners"), for mostly rectangular buildings: a polygon
+filling at least ``RECTANGLE_FILL`` of its minimum rotated rectangle becomes that rectangle, scaled
+about its centre to the polygon's area (the enclosing rectangle also encloses pixel jags); any other
+is simplified and turned into the frame of that rectangle, where each edge goes to the nearer axis,
+each run of edges along one axis becomes one wall, and walls shorter than ``MIN_EDGE_TOLERANCES``
+simplification tolerances are dropped, their neighbours merged: walls at right angles only. A
+result that comes out invalid or overlaps the traced outline less than ``MIN_SHAPE_IOU`` (a round
+or diagonal building) falls back to the plain simplified outline, so regularisation never destroys
+a building. On the real scenes (``bench/bench_outlines.py``) squared outlines have a median of 5 to 9
+vertices against 21 to 28 simplified, with the same IoU against the mapped buildings.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +49,8 @@ from .polygonize import Region, RegionStream, apply_affine
 
 WINDOW_ROWS_PX = 1024
 RECTANGLE_FILL = 0.85
-SNAP_ANGLE_DEG = 20.0
-MAX_AREA_CHANGE = 0.25
+MIN_EDGE_TOLERANCES = 4.0  # a squared outline's shortest wall, in simplification tolerances
+MIN_SHAPE_IOU = 0.8  # a squared outline overlapping the traced one less than this is not used
 
 
 def polygons_from_mask(
@@ -235,46 +239,59 @@ class _Cleaning:
             yield geometry, {"area_m2": float(area_m2), "perimeter_m": float(perimeter_m), "mean_probability": mean}
 
 
-def _orthogonal_ring(coordinates: list[tuple[float, float]], snap_tangent: float) -> list[tuple[float, float]]:
-    """Edges of a ring in an axis-aligned frame: near-horizontal ones made horizontal, near-vertical
-    ones vertical, others kept; vertices recomputed where consecutive edge lines meet."""
-    points = coordinates[:-1]
-    count = len(points)
-    lines = []  # (kind, point on the line, direction)
-    for index in range(count):
-        (x0, y0), (x1, y1) = points[index], points[(index + 1) % count]
-        dx, dy = x1 - x0, y1 - y0
-        if abs(dy) <= snap_tangent * abs(dx):
-            lines.append(("h", (x0, (y0 + y1) / 2), (1.0, 0.0)))
-        elif abs(dx) <= snap_tangent * abs(dy):
-            lines.append(("v", ((x0 + x1) / 2, y0), (0.0, 1.0)))
+@dataclass(frozen=True)
+class _Wall:
+    """A line of a squared ring: ``axis`` 0 is horizontal, y = ``position``; 1 vertical, x = ``position``.
+    ``length``: of the traced edges it stands for, its weight when walls merge."""
+
+    axis: int
+    position: float
+    length: float
+
+    def merged(self, other: _Wall) -> _Wall:
+        length = self.length + other.length
+        return _Wall(self.axis, (self.position * self.length + other.position * other.length) / length, length)
+
+
+def _orthogonal_ring(coordinates: list[tuple[float, float]], min_edge: float) -> list[tuple[float, float]] | None:
+    """A ring in an axis-aligned frame made of horizontal and vertical walls only, or None when
+    nothing is left of it: each edge goes to the nearer axis, each run of edges on one axis becomes
+    one wall (at their length-weighted mean), and a wall shorter than ``min_edge`` is dropped, its
+    two neighbours (on the other axis) merged into one; corners are where the walls meet."""
+    points = np.array(coordinates[:-1], np.float64)
+    edges = np.roll(points, -1, axis=0) - points
+    walls: list[_Wall] = []
+    for (x0, y0), (dx, dy) in zip(points, edges):
+        axis = 0 if abs(dy) <= abs(dx) else 1
+        wall = _Wall(axis, y0 + dy / 2 if axis == 0 else x0 + dx / 2, math.hypot(dx, dy))
+        if walls and walls[-1].axis == axis:
+            walls[-1] = walls[-1].merged(wall)
         else:
-            lines.append(("d", (x0, y0), (dx, dy)))
-    result = []
-    for index in range(count):
-        before, after = lines[index - 1], lines[index]
-        corner = points[index]
-        if before[0] == after[0] and before[0] != "d":
-            # Two parallel axis edges: a small step between them, through the original corner.
-            result.extend([_project(corner, before), _project(corner, after)])
-            continue
-        meet = _intersect(before, after)
-        result.append(meet if meet is not None else corner)
-    return result + [result[0]]
-
-
-def _project(point: tuple[float, float], line: tuple) -> tuple[float, float]:
-    kind, (px, py), _ = line
-    return (point[0], py) if kind == "h" else (px, point[1])
-
-
-def _intersect(first: tuple, second: tuple) -> tuple[float, float] | None:
-    (_, (x1, y1), (dx1, dy1)), (_, (x2, y2), (dx2, dy2)) = first, second
-    denominator = dx1 * dy2 - dy1 * dx2
-    if abs(denominator) < 1e-9 * math.hypot(dx1, dy1) * math.hypot(dx2, dy2):
+            walls.append(wall)
+    if len(walls) > 1 and walls[0].axis == walls[-1].axis:  # the ring's last run goes on into its first
+        walls = [walls[0].merged(walls[-1]), *walls[1:-1]]
+    while len(walls) > 4:
+        corners = _corners(walls)
+        # a horizontal wall runs along x from its corner to the next one, a vertical one along y
+        spans = [abs(corners[(i + 1) % len(walls)][wall.axis] - corners[i][wall.axis]) for i, wall in enumerate(walls)]
+        shortest = int(np.argmin(spans))
+        if spans[shortest] >= min_edge:
+            break
+        # rotated so that the short wall is second, between the two walls it joins
+        walls = walls[shortest - 1 :] + walls[: shortest - 1] if shortest else walls[-1:] + walls[:-1]
+        walls = [walls[0].merged(walls[2]), *walls[3:]]
+    if len(walls) < 4:
         return None
-    t = ((x2 - x1) * dy2 - (y2 - y1) * dx2) / denominator
-    return x1 + t * dx1, y1 + t * dy1
+    corners = _corners(walls)
+    return [*corners, corners[0]]
+
+
+def _corners(walls: list[_Wall]) -> list[tuple[float, float]]:
+    """Where each wall meets the one before it (they alternate between the axes)."""
+    return [
+        (before.position, wall.position) if wall.axis == 0 else (wall.position, before.position)
+        for before, wall in zip([walls[-1], *walls[:-1]], walls)
+    ]
 
 
 def regularize_polygon(polygon: shapely.Polygon, tolerance: float) -> shapely.Polygon:
@@ -291,19 +308,21 @@ def regularize_polygon(polygon: shapely.Polygon, tolerance: float) -> shapely.Po
     angle = math.degrees(math.atan2(corners[1][1] - corners[0][1], corners[1][0] - corners[0][0]))
     centre = polygon.centroid
     upright = shapely.affinity.rotate(simplified, -angle, origin=centre)
-    snap_tangent = math.tan(math.radians(SNAP_ANGLE_DEG))
+    min_edge = MIN_EDGE_TOLERANCES * tolerance
+    shell = _orthogonal_ring(list(upright.exterior.coords), min_edge)
+    if shell is None:
+        return simplified
+    holes = [_orthogonal_ring(list(ring.coords), min_edge) for ring in upright.interiors]
     try:
-        rebuilt = shapely.Polygon(
-            _orthogonal_ring(list(upright.exterior.coords), snap_tangent),
-            [_orthogonal_ring(list(ring.coords), snap_tangent) for ring in upright.interiors],
-        )
+        rebuilt = shapely.Polygon(shell, [hole for hole in holes if hole is not None])
         rebuilt = shapely.affinity.rotate(rebuilt, angle, origin=centre).simplify(0)
     except (ValueError, shapely.errors.GEOSException):
         return simplified
-    if (
-        not rebuilt.is_valid
-        or not isinstance(rebuilt, shapely.Polygon)
-        or abs(rebuilt.area - polygon.area) > MAX_AREA_CHANGE * polygon.area
-    ):
+    if not rebuilt.is_valid or not isinstance(rebuilt, shapely.Polygon) or _iou(rebuilt, polygon) < MIN_SHAPE_IOU:
         return simplified
     return rebuilt
+
+
+def _iou(first: shapely.Polygon, second: shapely.Polygon) -> float:
+    common = first.intersection(second).area
+    return common / (first.area + second.area - common)

@@ -241,6 +241,27 @@ def test_regularisation_makes_rectangles_and_right_angles(tmp_path):
     assert regular.is_valid and regular.area == pytest.approx(noisy.area, rel=0.1)
 
 
+def test_squared_pixel_outline_of_a_rotated_l_is_its_six_walls(tmp_path):
+    """Traced from the pixels of a mask, an L-shaped building 25 degrees off the grid has a
+    staircase outline; squared, it is six walls at right angles, over the building."""
+    l_shape = shapely.affinity.rotate(
+        shapely.Polygon([(10, 10), (50, 10), (50, 26), (28, 26), (28, 50), (10, 50)]), 25, origin=(30, 30)
+    )
+    mask = rasterize([l_shape], out_shape=(64, 64), dtype="uint8")
+    path = write_raster(tmp_path / "mask.tif", mask, crs=None, transform=from_origin(0, 64, 1, 1))
+    ((traced, _),) = polygons(path, simplify_m=1.0)
+    ((squared, _),) = polygons(path, simplify_m=1.0, regularize=True)
+    assert len(traced.exterior.coords) > 10  # what squaring has to mend
+    edges = np.diff(np.array(squared.exterior.coords), axis=0)
+    assert len(edges) == 6
+    for first, second in zip(edges, np.roll(edges, -1, axis=0)):
+        assert abs(first @ second) / (np.linalg.norm(first) * np.linalg.norm(second)) < 1e-6
+    # pixel (column, row) -> map (x, 64 - y)
+    truth = shapely.affinity.affine_transform(l_shape, [1, 0, 0, -1, 0, 64])
+    common = squared.intersection(truth).area
+    assert common / (squared.area + truth.area - common) > 0.9
+
+
 def test_bad_inputs(tmp_path):
     mask_path = write_raster(tmp_path / "mask.tif", shapes_mask())
     probability = write_raster(tmp_path / "p.tif", np.zeros((40, 50), np.uint8), kind="probability")

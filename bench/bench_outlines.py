@@ -1,0 +1,139 @@
+"""How building outlines compare with the mapped ones: plain, simplified and squared.
+
+For each real scene of ``../shared/data`` (or ``$UNET_SHARED_DATA``), the starter model's mask is
+vectorised three ways (the pixel outline; simplified by ``--simplify`` m, the dock's default; and
+squared, "Square corners" / ``REGULARIZE``, with the same tolerance) and each polygon is matched to
+the OpenStreetMap building it overlaps most (``buildings.geojson``; one-to-one, IoU >= 0.5).
+Per way it prints the matched buildings' median vertex count (the mapped ones': 5, a closed
+rectangle), their mean IoU with the mapped outline, the mean error of their main direction (the
+oriented rectangle's, modulo 90 degrees) and the share of corners within 10 degrees of a right
+angle among corners that turn by more than 10 degrees.
+
+The starter model was trained on these scenes, so its masks are better here than elsewhere: this
+measures outlines, not detection. Run from the repository root:
+``.venv/bin/python bench/bench_outlines.py``. Exits 0 with a message when the data folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+from bench_clip_agreement import SCENES, STARTER  # beside this file
+from bench_presets import shared_data
+from rasterio.warp import transform_geom
+
+from model.prediction.predict import predict_raster
+from model.vectors.vectorize import polygons_from_mask
+
+RIGHT_ANGLE_TOLERANCE_DEG = 10.0
+MATCH_IOU = 0.5
+
+
+def mapped_buildings(scene: Path, crs) -> list[shapely.Polygon]:
+    """The mapped buildings in ``crs``; a few OSM outlines cross themselves: made valid, their largest part kept."""
+    features = json.loads((scene / "buildings.geojson").read_text())["features"]
+    buildings = []
+    for feature in features:
+        shape = shapely.make_valid(shapely.geometry.shape(transform_geom("EPSG:4326", crs, feature["geometry"])))
+        parts = [part for part in getattr(shape, "geoms", [shape]) if isinstance(part, shapely.Polygon)]
+        if parts:
+            buildings.append(max(parts, key=lambda part: part.area))
+    return buildings
+
+
+def main_direction_deg(polygon: shapely.Polygon) -> float:
+    corners = list(shapely.oriented_envelope(polygon).exterior.coords)
+    return math.degrees(math.atan2(corners[1][1] - corners[0][1], corners[1][0] - corners[0][0])) % 90.0
+
+
+def corner_turns_deg(polygon: shapely.Polygon) -> np.ndarray:
+    """How much the outline turns at each vertex, 0 to 180 degrees."""
+    points = np.array(polygon.exterior.coords[:-1])
+    edges = np.roll(points, -1, axis=0) - points
+    headings = np.arctan2(edges[:, 1], edges[:, 0])
+    turns = np.degrees(np.abs((headings - np.roll(headings, 1) + np.pi) % (2 * np.pi) - np.pi))
+    return turns
+
+
+def matched_pairs(polygons: list[shapely.Polygon], mapped: list[shapely.Polygon]) -> list[tuple]:
+    """(polygon, mapped building, IoU), greedily one-to-one by IoU, at least ``MATCH_IOU``."""
+    tree = shapely.STRtree(mapped)
+    candidates = []
+    for index, polygon in enumerate(polygons):
+        for other in tree.query(polygon, predicate="intersects"):
+            common = polygon.intersection(mapped[other]).area
+            iou = common / (polygon.area + mapped[other].area - common)
+            if iou >= MATCH_IOU:
+                candidates.append((iou, index, int(other)))
+    pairs, used_polygons, used_mapped = [], set(), set()
+    for iou, index, other in sorted(candidates, reverse=True):
+        if index not in used_polygons and other not in used_mapped:
+            used_polygons.add(index)
+            used_mapped.add(other)
+            pairs.append((polygons[index], mapped[other], iou))
+    return pairs
+
+
+def outline_figures(polygons: list[shapely.Polygon], mapped: list[shapely.Polygon]) -> str:
+    pairs = matched_pairs(polygons, mapped)
+    if not pairs:
+        return "no building matched"
+    vertices = [len(polygon.exterior.coords) for polygon, _, _ in pairs]
+    direction_errors = []
+    for polygon, building, _ in pairs:
+        error = abs(main_direction_deg(polygon) - main_direction_deg(building))
+        direction_errors.append(min(error, 90.0 - error))
+    turns = np.concatenate([corner_turns_deg(polygon) for polygon, _, _ in pairs])
+    corners = turns[turns > RIGHT_ANGLE_TOLERANCE_DEG]
+    right = np.abs(corners - 90.0) <= RIGHT_ANGLE_TOLERANCE_DEG
+    return (
+        f"{len(pairs):4d} matched  vertices median {np.median(vertices):5.0f}  "
+        f"IoU {np.mean([iou for _, _, iou in pairs]):.3f}  "
+        f"direction error {np.mean(direction_errors):5.1f} deg  right corners {right.mean():6.1%}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=STARTER)
+    parser.add_argument("--simplify", type=float, default=0.2, help="simplification tolerance, m (the dock's 0.2)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = shared_data()
+    scenes = [name for name in SCENES if (data / name / "buildings.geojson").is_file()]
+    if not scenes:
+        print(f"skipped: the real scenes are not in {data} (set UNET_SHARED_DATA to their folder)")
+        return 0
+    ways = {
+        "pixel outline": {},
+        f"simplified {args.simplify:g} m": {"simplify_m": args.simplify},
+        f"squared {args.simplify:g} m": {"simplify_m": args.simplify, "regularize": True},
+    }
+    for scene in scenes:
+        with tempfile.TemporaryDirectory() as temporary:
+            mask = Path(temporary) / "mask.tif"
+            predict_raster(data / scene / "image.tif", args.model, mask_path=mask)
+            with rasterio.open(mask) as dataset:
+                mapped = mapped_buildings(data / scene, dataset.crs)
+            print(
+                f"{scene}: {len(mapped)} mapped buildings, median vertices "
+                f"{np.median([len(b.exterior.coords) for b in mapped]):.0f}"
+            )
+            for name, options in ways.items():
+                polygons = [polygon for polygon, _ in polygons_from_mask(mask, min_area_m2=2.0, **options)]
+                print(f"  {name:>16}: {outline_figures(polygons, mapped)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
