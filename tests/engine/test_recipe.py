@@ -26,6 +26,8 @@ from model.net.modelfile import ModelInfo, load_model, read_payload, save_model
 from model.net.network import UNet, UNetConfig
 from model.prediction.predict import predict_raster
 from model.training.augment import AugmentConfig, augment
+from model.training.distributed import Ranks
+from model.training.epoch_files import EpochFiles, RandomState
 from model.training.recipe import CPU_DEFAULT_BUDGET_MIN, DEFAULT_SIZES, TrainConfig, default_sizes
 from model.training.sampling import (
     CropSampler,
@@ -224,6 +226,17 @@ def test_ground_pixel_size_in_any_crs(epsg, transform, expected_m):
     assert measured == pytest.approx(geodesic, rel=1e-6)
 
 
+def test_ground_pixel_size_is_measured_at_the_raster_centre():
+    """A Web Mercator raster from about 60 degrees north down to the equator: a pixel covers
+    cos(latitude) ground metres per map unit, so where it is measured matters (0.5 at the top
+    corner, 1 at the bottom); the centre's latitude is what a pixel of the raster is on average."""
+    crs, top = CRS.from_epsg(3857), 8_399_738.0
+    height = round(top / 1000)
+    measured_x, _ = ground_pixel_size_m(crs, Affine(1000.0, 0, 0, 0, -1000.0, top), 100, height)
+    _, (centre_latitude,) = transform_points(crs, CRS.from_epsg(4326), [50_000.0], [top - height * 500.0])
+    assert measured_x == pytest.approx(1000.0 * math.cos(math.radians(centre_latitude)), rel=5e-3)
+
+
 def test_prediction_matches_ground_resolution_across_latitudes(tmp_path):
     """A model trained on 0.3 m Web Mercator pixels at the equator, applied to Web Mercator pixels at
     50 degrees: processed at 0.3 ground metres, i.e. 0.3 / cos(50 deg) = 0.467 Web Mercator units."""
@@ -266,6 +279,23 @@ def test_resumed_run_writes_the_same_model_file_as_an_uninterrupted_one(pair, tm
     assert all(torch.equal(a.net.state_dict()[k], b.net.state_dict()[k]) for k in a.net.state_dict())
     # the time already spent counts against a budget after resuming
     assert read_payload(checkpoint_dir_for(tmp_path / "part.pt") / "last.pt")["elapsed_s"] > 0
+
+
+def test_resuming_restores_the_best_epochs_tuned_threshold(pair, tmp_path):
+    """A resumed run whose remaining epochs do not beat the best one writes the best epoch's weights
+    with the description resuming restored: its threshold must be the best epoch's tuned one, not the
+    0.5 a new run starts with."""
+    done = train(config_for(pair, tmp_path / "done.pt", epochs=2))
+    best_threshold = next(r["val_threshold"] for r in done.history if r["epoch"] == done.best_epoch)
+    assert best_threshold != 0.5  # else the check below could not fail
+    loaded, info = load_model(done.model_path), ModelInfo(threshold=0.5)
+    files = EpochFiles(
+        config_for(pair, tmp_path / "next.pt", epochs=3),
+        Ranks(torch.device("cpu")),
+        RandomState(np.random.default_rng(0), torch.Generator()),
+    )
+    files.resume(loaded.net, torch.optim.Adam(loaded.net.parameters()), done.checkpoint_dir / "last.pt", info)
+    assert (info.best_epoch, info.threshold) == (done.best_epoch, best_threshold)
 
 
 def test_resume_restores_the_best_epoch_and_the_time_already_spent(pair, tmp_path):

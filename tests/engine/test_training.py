@@ -18,7 +18,7 @@ from rasterio.transform import from_origin
 from model.errors import Cancelled, InputError
 from model.net.modelfile import load_model, read_payload
 from model.net.network import UNet, UNetConfig, count_conv_layers, count_parameters
-from model.training.objective import masked_loss, tuned_threshold
+from model.training.objective import ValidationTally, masked_loss, tuned_threshold
 from model.training.trainer import PAPER_PRESET, TrainConfig, checkpoint_dir_for, train
 from tests.engine.scenes import UTM_36_TRANSFORM, write_pair
 
@@ -100,6 +100,20 @@ def test_tuned_threshold_finds_the_iou_maximum():
     threshold, iou = tuned_threshold(positives, negatives)
     assert threshold == pytest.approx(0.70)  # the only cut that keeps every building and no background
     assert iou == pytest.approx(1.0)
+
+
+def test_validation_tunes_the_threshold_on_labelled_pixels_only():
+    """Buildings score 0.3, background 0.1, and pixels without a label (no data, weight 0) 0.6: cut
+    anywhere in (0.1, 0.3] the labelled pixels are all right. Counted as background, the unlabelled
+    ones would move the cut above 0.6 or spoil its IoU."""
+    probability = torch.tensor([0.3] * 20 + [0.1] * 60 + [0.6] * 40).view(1, 1, 1, -1)
+    target = torch.tensor([1.0] * 20 + [0.0] * 100).view(1, 1, 1, -1)
+    weight = torch.tensor([1.0] * 80 + [0.0] * 40).view(1, 1, 1, -1)
+    tally = ValidationTally()
+    tally.add(torch.logit(probability), target, weight, "bce")
+    record = tally.record(crop_count=1, tune_threshold=True)
+    assert 0.1 < record["val_threshold"] <= 0.3
+    assert record["val_iou_tuned"] == pytest.approx(1.0)
 
 
 def test_training_steps_reduce_the_loss_and_write_model_history_and_checkpoint(scenes, tmp_path):
