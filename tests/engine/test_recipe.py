@@ -24,8 +24,11 @@ from model.io.ground import ground_pixel_size_m
 from model.io.rasters import LABEL_IGNORE
 from model.net.modelfile import ModelInfo, load_model, read_payload, save_model
 from model.net.network import UNet, UNetConfig
+from model.net.normalization import normalization_for
 from model.prediction.predict import predict_raster
+from model.progress import Reporter
 from model.training.augment import AugmentConfig, augment
+from model.training.data import TrainingData
 from model.training.distributed import Ranks
 from model.training.epoch_files import EpochFiles, RandomState
 from model.training.recipe import CPU_DEFAULT_BUDGET_MIN, DEFAULT_SIZES, TrainConfig, default_sizes
@@ -38,7 +41,7 @@ from model.training.sampling import (
     validation_blocks,
 )
 from model.training.trainer import TrainingDiverged, checkpoint_dir_for, train
-from tests.engine.scenes import write_pair
+from tests.engine.scenes import UTM_36_TRANSFORM, write_pair
 from tests.engine.test_training import tiny_config as config_for
 
 
@@ -298,6 +301,17 @@ def test_resuming_restores_the_best_epochs_tuned_threshold(pair, tmp_path):
     assert (info.best_epoch, info.threshold) == (done.best_epoch, best_threshold)
 
 
+def test_under_a_time_budget_the_learning_rate_follows_the_clock(pair, tmp_path):
+    """Planned for 1,000 epochs but given 20 s, a run must still warm up and decay its rate as the
+    budget passes: its last epoch ends near the schedule's floor (1 % of the peak), not at the peak
+    the step count alone would give."""
+    config = config_for(pair, tmp_path / "m.pt", epochs=1000, patches_per_epoch=8, time_budget_s=20.0)
+    rates = [record["learning_rate"] for record in train(config).history]
+    peak = config.learning_rate
+    assert len(rates) > 2 and rates[-1] < 0.2 * peak
+    assert max(rates) > 0.5 * peak  # it did reach the peak on the way
+
+
 def test_resume_restores_the_best_epoch_and_the_time_already_spent(pair, tmp_path):
     """Without restoring them, a resumed run would report best epoch 0 (threshold 0.5) when no later
     epoch improves, and would train past its budget."""
@@ -379,10 +393,30 @@ def test_inputs_too_small_or_without_buildings_get_the_right_advice(tmp_path):
         train(config_for(([image], [str(empty)]), tmp_path / "m.pt"))
 
 
+def test_training_normalises_each_image_as_prediction_will(pair, tmp_path):
+    """A nearly uniform scene (fields) trained beside a textured one: training feeds the network its
+    pixels standardised with the (mean, std) prediction will use on it, the contrast floor included,
+    not with the scene's own faint contrast."""
+    flat = {"image": tmp_path / "flat.tif", "labels": tmp_path / "flat_labels.tif"}
+    rng = np.random.default_rng(4)
+    for name, data in (("image", 120 + rng.normal(0, 2, (3, 96, 96))), ("labels", squares(96, 2, 5)[None])):
+        profile = dict(driver="GTiff", width=96, height=96, count=len(data), dtype="uint8", crs="EPSG:32636")
+        with rasterio.open(flat[name], "w", transform=UTM_36_TRANSFORM, **profile) as dataset:
+            dataset.write(data.astype(np.uint8))
+    images, labels = pair
+    config = config_for((images + [str(flat["image"])], labels + [str(flat["labels"])]), tmp_path / "m.pt")
+    data = TrainingData(config, torch.device("cpu"), Ranks(torch.device("cpu")), None)
+    scenes = data.load_scenes(tmp_path, Reporter.of(), lambda: None)
+    train_mean, train_std = data.normalization_of(scenes, np.array([1]))
+    with rasterio.open(flat["image"]) as dataset:
+        mean, std = normalization_for(dataset, data.bands, data.normalization)
+    np.testing.assert_allclose(train_mean[0], mean, rtol=1e-6)
+    np.testing.assert_allclose(train_std[0], std, rtol=1e-6)
+    assert min(std) > 5.0  # the floor, half the pooled contrast, not the scene's own 2
+
+
 def test_a_nearly_uniform_image_is_not_stretched_past_the_contrast_floor(tmp_path):
     """Fields or water: per-image statistics alone would stretch faint noise to a town's contrast."""
-    from model.net.normalization import normalization_for
-
     flat = np.full((1, 64, 64), 120.0) + np.random.default_rng(0).normal(0, 2, (1, 64, 64))
     path = tmp_path / "field.tif"
     with rasterio.open(
