@@ -93,7 +93,7 @@ class TrainAlgorithm(EngineAlgorithm):
         "PATCHES_PER_EPOCH": "(advanced) Training crops per epoch. Empty: the preset's value.",
         "BATCH_SIZE": "(advanced) Crops per optimisation step. Empty: the preset's value.",
         "LEARNING_RATE": "(advanced) The peak learning rate of Adam. Empty: the recipe's (default preset: 0.001 "
-        "for a new network, 0.0003 when adapting a model; paper preset: 0.01).",
+        "for a new network and when adapting a model; paper preset: 0.01).",
         "BASE_WIDTH": "(advanced) Filters of the first U-Net level (the paper: 64; each level doubles it). "
         "Smaller trains faster. Empty: the preset's value.",
         "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",

@@ -133,7 +133,8 @@ def test_the_default_start_is_the_starter_model_with_the_fine_tuning_recipe(tmp_
 def test_a_new_network_when_asked_or_when_the_starter_model_does_not_fit(tmp_path, bands, preset, options, note):
     config = config_for(rgb_image(tmp_path / "image.tif", bands), preset, device="cpu", **options)
     assert config.init_model is None and note in config.start_note
-    assert config.learning_rate != FINE_TUNE_RECIPE["learning_rate"] and config.l2sp_weight == 0
+    assert "Fine-tuning recipe" not in config.sizing
+    assert config.warmup_fraction != FINE_TUNE_RECIPE["warmup_fraction"]
 
 
 def test_the_starter_model_is_what_start_model_says(tmp_path):
