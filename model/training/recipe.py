@@ -167,10 +167,11 @@ FINE_TUNE_RECIPE = dict(learning_rate=1e-3, warmup_fraction=0.1, l2sp_weight=0.0
 
 
 def describe_fine_tuning(values: dict) -> str:
-    pull = values["l2sp_weight"]
-    return f"Fine-tuning recipe: learning rate {values['learning_rate']:g} after a {values['warmup_fraction']:.0%} " + (
-        f"warm-up, weights pulled towards the start model's (L2-SP {pull:g})." if pull else "warm-up."
+    recipe = (
+        f"Fine-tuning recipe: learning rate {values['learning_rate']:g} after a {values['warmup_fraction']:.0%} warm-up"
     )
+    pull = values["l2sp_weight"]
+    return f"{recipe}, weights pulled towards the start model's (L2-SP {pull:g})." if pull else f"{recipe}."
 
 
 # The default recipe by device. On a CPU: width 16 (about 3x the crops per minute of width 32 in
