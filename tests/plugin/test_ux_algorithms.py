@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
 
 from .conftest import BUILDINGS_PX, GROUND_M_PER_MAP_M, PIXEL_M, KeptMessages, write_raster
@@ -74,6 +75,23 @@ def test_predict_with_an_extent_covers_only_that_area(scene, model_file, tmp_pat
         assert (mask.width, mask.height) == (32, 32)
         assert mask.transform == image.transform  # same pixel grid, same upper-left corner
         assert mask.crs == image.crs
+
+
+def test_an_extent_in_another_crs_is_taken_in_the_images(scene, model_file, tmp_path) -> None:
+    """The map canvas is often in another CRS than the image: an extent in degrees around the image's
+    pixels [8, 24) x [8, 24) covers those pixels, not a patch of UTM metres at (longitude, latitude)."""
+    xs = [LEFT + 8 * PIXEL_M, LEFT + 24 * PIXEL_M]
+    ys = [TOP - 24 * PIXEL_M, TOP - 8 * PIXEL_M]
+    longitudes, latitudes = rasterio.warp.transform("EPSG:32736", "EPSG:4326", xs, ys)
+    extent = f"{longitudes[0]},{longitudes[1]},{latitudes[0]},{latitudes[1]} [EPSG:4326]"
+    results = run(
+        "predict",
+        {"INPUT": str(scene.image), "MODEL": str(model_file), "EXTENT": extent, "OUTPUT_MASK": str(tmp_path / "m.tif")},
+    )
+    with rasterio.open(results["OUTPUT_MASK"]) as mask:
+        # degrees and UTM metres do not share straight edges: a pixel more or less at each side
+        assert abs(mask.width - 16) <= 2 and abs(mask.height - 16) <= 2
+        assert abs(mask.transform.c - xs[0]) <= PIXEL_M and abs(mask.transform.f - ys[1]) <= PIXEL_M
 
 
 def test_an_extent_gets_the_pixels_of_the_whole_image_prediction(scene, model_file, tmp_path) -> None:
