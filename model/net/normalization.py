@@ -1,10 +1,10 @@
 """Turning raw band values (uint8, uint16, float; any number of bands) into network inputs.
 
 Two modes, recorded in the model file:
-- ``fixed``: (value - mean) / std with the numbers stored in the model file. The default recipe
-  stores its training images' pooled statistics (so a pixel's prediction never depends on the
-  extent processed, and an exported model needs nothing but its own numbers); the paper preset
-  stores mean 0, std 255 (values scaled to 0..1).
+- ``fixed``: (value - mean) / std with the numbers stored in the model file. Training with
+  ``normalization="dataset"`` stores its training images' pooled statistics (so a pixel's
+  prediction never depends on the extent processed, and an exported model needs nothing but its
+  own numbers); ``"fixed"`` (the paper preset) stores mean 0, std 255 (values scaled to 0..1).
 - ``per_image``: each image is standardised by its own per-band mean and standard deviation over
   valid pixels, the default recipe's choice: it adapts to the brightness, contrast and bit depth
   of imagery the model never saw (on a held-out scene, a clearly better IoU than the training

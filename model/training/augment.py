@@ -2,9 +2,10 @@
 
 The paper's four: gamma change, random rotation, added noise, smoothing; the default recipe adds
 flips and 90-degree rotations, and colour jitter (a gain and an offset per band and crop), which
-stands in for the brightness and colour differences between images now that the default recipe
-normalises every image with the same fixed statistics. Images arrive as raw band values (float),
-labels as float {0, 1} with a separate validity weight; geometric changes move all three together.
+stands in for the brightness and colour differences between cameras and light that per-image
+normalisation (the default) does not remove, and all of them under ``dataset`` normalisation.
+Images arrive as raw band values (float), labels as float {0, 1} with a separate validity weight;
+geometric changes move all three together.
 Value-scale changes (gamma, noise, jitter) work on values divided by the image's ``value_scale``:
 the full range of 8-bit data, the data's own high value for 16-bit and float data.
 """
