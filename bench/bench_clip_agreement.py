@@ -26,24 +26,15 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
-from bench_presets import ROOT, shared_data  # beside this file; puts the repository root on sys.path
+from bench_presets import available_scenes, shared_data, write_window  # beside this file; sets sys.path
 from rasterio.windows import Window
 
 from model.net.modelfile import load_model, save_model
 from model.net.normalization import normalization_for
 from model.prediction.predict import predict_raster
+from model.training.start_model import STARTER_MODEL
 
-SCENES = ("zanzibar_1", "kampala_1", "banepa_1")
 CLIP = Window(137, 211, 700, 700)
-STARTER = ROOT / "resources" / "models" / "buildings_rgb_starter.pt"
-
-
-def write_clip(image: Path, clip: Path) -> None:
-    with rasterio.open(image) as source:
-        profile = {**source.profile, "width": CLIP.width, "height": CLIP.height}
-        with rasterio.open(clip, "w", **{**profile, "transform": source.window_transform(CLIP)}) as target:
-            target.write(source.read(window=CLIP))
-            target.write_mask(source.read_masks(1, window=CLIP))
 
 
 def with_scene_statistics(model: Path, image: Path, path: Path) -> Path:
@@ -82,20 +73,16 @@ def agreement(image: Path, clip: Path, model: Path, folder: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=STARTER)
+    parser.add_argument("--model", type=Path, default=STARTER_MODEL)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = shared_data()
-    scenes = [name for name in SCENES if (data / name / "image.tif").is_file()]
-    if not scenes:
-        print(f"skipped: the real scenes are not in {data} (set UNET_SHARED_DATA to their folder)")
-        return 0
+    data, scenes = shared_data(), available_scenes("image.tif")
     for scene in scenes:
         with tempfile.TemporaryDirectory() as temporary:
             folder = Path(temporary)
             image, clip = data / scene / "image.tif", folder / "clip_source.tif"
-            write_clip(image, clip)
+            write_window(image, CLIP, clip)
             fixed = with_scene_statistics(args.model, image, folder / "fixed.pt")
             for label, model in (("model's own", args.model), ("scene's fixed", fixed)):
                 print(f"{scene:>11} {label:>13} normalisation: {agreement(image, clip, model, folder)}")

@@ -49,8 +49,7 @@ from pathlib import Path
 
 import rasterio
 import torch
-from bench_presets import BUILDING_VALUES, parse_run, shared_data  # beside this file
-from rasterio.enums import MaskFlags
+from bench_presets import BUILDING_VALUES, SCENES, parse_run, shared_data, write_window  # beside this file
 from rasterio.windows import Window
 
 # importable once bench_presets has put the repository root on sys.path
@@ -58,7 +57,6 @@ from model.evaluation.evaluate import evaluate
 from model.prediction.predict import predict_raster
 from model.training.trainer import TrainConfig, TrainResult, train
 
-SCENES = ("zanzibar_1", "kampala_1", "banepa_1")
 DEVICE = "cpu"
 SEED = 0
 VAL_SCORE = "val_iou_tuned"  # the history column the default preset picks its best epoch by
@@ -115,28 +113,6 @@ def write_halves(data: Path, work: Path, scene: str) -> None:
     for half, window in windows.items():
         for name in ("image.tif", "labels.tif"):
             write_window(data / scene / name, window, half_path(work, scene, half, name))
-
-
-def write_window(source_path: Path, window: Window, path: Path) -> None:
-    """The window of a raster as a GeoTIFF: georeferencing, nodata and (the image's) mask kept.
-    Written under another name and renamed, so an interrupted write is never taken for a half."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"partial_{path.name}")
-    # an internal mask travels with the file through the rename (a .msk sidecar would not)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(source_path) as source:
-        profile = {
-            **source.profile,
-            "width": window.width,
-            "height": window.height,
-            "transform": source.window_transform(window),
-        }
-        with rasterio.open(partial, "w", **profile) as target:
-            target.write(source.read(window=window))
-            if MaskFlags.per_dataset in source.mask_flag_enums[0]:  # labels say no data by their nodata value
-                target.write_mask(source.read_masks(1, window=window))
-    os.replace(partial, path)
 
 
 def start_model_path(work: Path, run: Run) -> Path:

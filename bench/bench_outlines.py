@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -27,12 +26,13 @@ import numpy as np
 import rasterio
 import shapely
 import torch
-from bench_clip_agreement import SCENES, STARTER  # beside this file
-from bench_presets import shared_data
+from bench_presets import available_scenes, shared_data  # beside this file; sets sys.path
 from rasterio.warp import transform_geom
 
+from model.evaluation.metrics import match_objects
 from model.prediction.predict import predict_raster
-from model.vectors.vectorize import polygons_from_mask
+from model.training.start_model import STARTER_MODEL
+from model.vectors.vectorize import polygons_from_mask, rectangle_angle_deg
 
 RIGHT_ANGLE_TOLERANCE_DEG = 10.0
 MATCH_IOU = 0.5
@@ -51,8 +51,7 @@ def mapped_buildings(scene: Path, crs) -> list[shapely.Polygon]:
 
 
 def main_direction_deg(polygon: shapely.Polygon) -> float:
-    corners = list(shapely.oriented_envelope(polygon).exterior.coords)
-    return math.degrees(math.atan2(corners[1][1] - corners[0][1], corners[1][0] - corners[0][0])) % 90.0
+    return rectangle_angle_deg(shapely.oriented_envelope(polygon)) % 90.0
 
 
 def corner_turns_deg(polygon: shapely.Polygon) -> np.ndarray:
@@ -60,31 +59,11 @@ def corner_turns_deg(polygon: shapely.Polygon) -> np.ndarray:
     points = np.array(polygon.exterior.coords[:-1])
     edges = np.roll(points, -1, axis=0) - points
     headings = np.arctan2(edges[:, 1], edges[:, 0])
-    turns = np.degrees(np.abs((headings - np.roll(headings, 1) + np.pi) % (2 * np.pi) - np.pi))
-    return turns
-
-
-def matched_pairs(polygons: list[shapely.Polygon], mapped: list[shapely.Polygon]) -> list[tuple]:
-    """(polygon, mapped building, IoU), greedily one-to-one by IoU, at least ``MATCH_IOU``."""
-    tree = shapely.STRtree(mapped)
-    candidates = []
-    for index, polygon in enumerate(polygons):
-        for other in tree.query(polygon, predicate="intersects"):
-            common = polygon.intersection(mapped[other]).area
-            iou = common / (polygon.area + mapped[other].area - common)
-            if iou >= MATCH_IOU:
-                candidates.append((iou, index, int(other)))
-    pairs, used_polygons, used_mapped = [], set(), set()
-    for iou, index, other in sorted(candidates, reverse=True):
-        if index not in used_polygons and other not in used_mapped:
-            used_polygons.add(index)
-            used_mapped.add(other)
-            pairs.append((polygons[index], mapped[other], iou))
-    return pairs
+    return np.degrees(np.abs((headings - np.roll(headings, 1) + np.pi) % (2 * np.pi) - np.pi))
 
 
 def outline_figures(polygons: list[shapely.Polygon], mapped: list[shapely.Polygon]) -> str:
-    pairs = matched_pairs(polygons, mapped)
+    pairs = [(polygons[p], mapped[t], iou) for p, t, iou in match_objects(polygons, mapped, MATCH_IOU).pairs]
     if not pairs:
         return "no building matched"
     vertices = [len(polygon.exterior.coords) for polygon, _, _ in pairs]
@@ -104,16 +83,12 @@ def outline_figures(polygons: list[shapely.Polygon], mapped: list[shapely.Polygo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=STARTER)
+    parser.add_argument("--model", type=Path, default=STARTER_MODEL)
     parser.add_argument("--simplify", type=float, default=0.2, help="simplification tolerance, m (the dock's 0.2)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = shared_data()
-    scenes = [name for name in SCENES if (data / name / "buildings.geojson").is_file()]
-    if not scenes:
-        print(f"skipped: the real scenes are not in {data} (set UNET_SHARED_DATA to their folder)")
-        return 0
+    data, scenes = shared_data(), available_scenes("buildings.geojson")
     ways = {
         "pixel outline": {},
         f"simplified {args.simplify:g} m": {"simplify_m": args.simplify},

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ from model.evaluation.evaluate import evaluate  # noqa: E402  (after the path se
 from model.prediction.predict import predict_raster  # noqa: E402
 from model.training.trainer import PAPER_PRESET, TrainConfig, train  # noqa: E402
 
+SCENES = ("zanzibar_1", "kampala_1", "banepa_1")  # the real scenes of ../shared/data
 TRAIN_SCENES = ("zanzibar_1", "kampala_1")
 TEST_SCENE = "banepa_1"
 BUILDING_VALUES = [1]
@@ -49,6 +51,15 @@ SCORES = ("iou", "f1", "precision", "recall", "kappa")
 
 def shared_data() -> Path:
     return Path(os.environ.get("UNET_SHARED_DATA") or ROOT / ".." / "shared" / "data")
+
+
+def available_scenes(needed: str) -> list[str]:
+    """The real scenes whose folder holds ``needed``; says so when there are none."""
+    data = shared_data()
+    scenes = [name for name in SCENES if (data / name / needed).is_file()]
+    if not scenes:
+        print(f"skipped: the real scenes are not in {data} (set UNET_SHARED_DATA to their folder)")
+    return scenes
 
 
 def parse_run(spec: str) -> tuple[str, dict]:
@@ -133,22 +144,36 @@ def run_preset(
 CLIP = Window(137, 211, 700, 700)  # a shifted clip of the test scene, as a user's smaller extent
 
 
+def write_window(source_path: Path, window: Window, path: Path) -> None:
+    """The window of a raster as a GeoTIFF: georeferencing, nodata and (the image's) mask kept.
+    Written under another name and renamed, so an interrupted write is never taken for a whole one; an
+    existing file is kept (reruns reuse it)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"partial_{path.name}")
+    # an internal mask travels with the file through the rename (a .msk sidecar would not)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(source_path) as source:
+        profile = {
+            **source.profile,
+            "width": window.width,
+            "height": window.height,
+            "transform": source.window_transform(window),
+        }
+        with rasterio.open(partial, "w", **profile) as target:
+            target.write(source.read(window=window))
+            if MaskFlags.per_dataset in source.mask_flag_enums[0]:  # labels say no data by their nodata value
+                target.write_mask(source.read_masks(1, window=window))
+    os.replace(partial, path)
+
+
 def extent_dependence(
     image: Path, model: Path, full_probability: Path, folder: Path, run_name: str, device: str
 ) -> float:
     """Mean |difference| of the building probability of the same pixels predicted in the whole test
     scene and in a shifted clip of it: what the normalisation (and tile placement) make of extent."""
     clip = folder / f"{run_name}_clip.tif"
-    with rasterio.open(image) as source:
-        profile = {
-            **source.profile,
-            "width": CLIP.width,
-            "height": CLIP.height,
-            "transform": source.window_transform(CLIP),
-        }
-        with rasterio.open(clip, "w", **profile) as target:
-            target.write(source.read(window=CLIP))
-            target.write_mask(source.read_masks(1, window=CLIP))
+    write_window(image, CLIP, clip)
     clipped = predict_raster(
         clip,
         model,

@@ -54,7 +54,7 @@ class DeepnessGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probability = torch.sigmoid(self.net(x * self.scale + self.shift))
         # Deepness pads tiles past the image's far edges with black, 0 in every band, where a model
-        # would find buildings as readily as anywhere: no data there, as in our own Predict.
+        # would find buildings as readily as anywhere: no building there.
         return probability * (x.amax(dim=1, keepdim=True) > 0).to(probability.dtype)
 
 

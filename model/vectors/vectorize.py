@@ -278,7 +278,7 @@ def _orthogonal_ring(coordinates: list[tuple[float, float]], min_edge: float) ->
         if spans[shortest] >= min_edge:
             break
         # rotated so that the short wall is second, between the two walls it joins
-        walls = walls[shortest - 1 :] + walls[: shortest - 1] if shortest else walls[-1:] + walls[:-1]
+        walls = walls[shortest - 1 :] + walls[: shortest - 1]
         walls = [walls[0].merged(walls[2]), *walls[3:]]
     if len(walls) < 4:
         return None
@@ -294,6 +294,12 @@ def _corners(walls: list[_Wall]) -> list[tuple[float, float]]:
     ]
 
 
+def rectangle_angle_deg(rectangle: shapely.Polygon) -> float:
+    """The direction of a rotated rectangle's first side (e.g. ``shapely.oriented_envelope``'s), in degrees."""
+    (x0, y0), (x1, y1) = rectangle.exterior.coords[:2]
+    return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
 def regularize_polygon(polygon: shapely.Polygon, tolerance: float) -> shapely.Polygon:
     """Right-angle regularisation of a building outline (see the module docstring)."""
     rectangle = shapely.oriented_envelope(polygon)
@@ -304,8 +310,7 @@ def regularize_polygon(polygon: shapely.Polygon, tolerance: float) -> shapely.Po
         scale = math.sqrt(polygon.area / rectangle.area)
         return shapely.affinity.scale(rectangle, scale, scale, origin=rectangle.centroid)
     simplified = polygon.simplify(tolerance, preserve_topology=True)
-    corners = list(rectangle.exterior.coords)
-    angle = math.degrees(math.atan2(corners[1][1] - corners[0][1], corners[1][0] - corners[0][0]))
+    angle = rectangle_angle_deg(rectangle)
     centre = polygon.centroid
     upright = shapely.affinity.rotate(simplified, -angle, origin=centre)
     min_edge = MIN_EDGE_TOLERANCES * tolerance
