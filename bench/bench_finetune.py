@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import rasterio
@@ -78,13 +78,14 @@ class Run:
     minutes: float
     start_minutes: float | None = None  # finetune only: the budget of the starting model it starts from
     recipe: str = ""  # finetune only: training overrides, "" for the engine's fine-tuning recipe
+    seed: int = SEED  # finetune and scratch: the training seed (crops, augmentation, a new network's weights)
 
     @property
     def key(self) -> str:
         key = f"{self.kind} {self.scene} {self.minutes:g}min"
         if self.kind == "finetune":
             key += f" from {self.start_minutes:g}min start" + (f" {self.recipe}" if self.recipe else "")
-        return key
+        return key + (f" seed {self.seed}" if self.seed != SEED else "")  # seed 0 keys as recorded before seeds
 
     @property
     def slug(self) -> str:
@@ -137,7 +138,7 @@ def execute(run: Run, data: Path, work: Path, threads: int) -> dict:
         output_model=str(work / "models" / f"{run.slug}.pt"),
         building_values=BUILDING_VALUES,
         device=DEVICE,
-        seed=SEED,
+        seed=run.seed,
         time_budget_s=run.minutes * 60,
         **start,
         **parse_run(f"default:{run.recipe}")[1],
@@ -202,13 +203,16 @@ def read_results(path: Path) -> dict[str, dict]:
     return results
 
 
-def planned_runs(scenes: list[str], minutes: list[float], start_minutes: float, recipes: list[str]) -> list[Run]:
+def planned_runs(
+    scenes: list[str], minutes: list[float], start_minutes: float, recipes: list[str], seeds: list[int]
+) -> list[Run]:
     """Starting models first, so that fine-tunes can follow them while the scratch runs go on."""
     runs = [Run("start", scene, start_minutes) for scene in scenes]
     for scene in scenes:
         for budget in minutes:
-            runs.append(Run("scratch", scene, budget))
-            runs += [Run("finetune", scene, budget, start_minutes, recipe) for recipe in recipes]
+            for seed in seeds:
+                runs.append(Run("scratch", scene, budget, seed=seed))
+                runs += [Run("finetune", scene, budget, start_minutes, recipe, seed) for recipe in recipes]
     return runs
 
 
@@ -242,80 +246,106 @@ def recipe_name(recipe: str) -> str:
     return recipe or "engine"
 
 
-def cell(record: dict | None, name: str) -> str:
-    value = record.get(name) if record else None
-    if value is None:
+def seed_records(results: dict[str, dict], run: Run, seeds: list[int]) -> list[dict]:
+    """The recorded runs of ``run`` under each seed (a starting model has one, seed 0)."""
+    if run.kind == "start":
+        return [results[run.key]] if run.key in results else []
+    keys = (replace(run, seed=seed).key for seed in seeds)
+    return [results[key] for key in keys if key in results]
+
+
+def cell(records: list[dict], name: str) -> str:
+    """The mean over seeds, with the range when there are several."""
+    values = [record[name] for record in records if record.get(name) is not None]
+    if not values:
         return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(values[0], bool):
+        return "/".join("yes" if value else "no" for value in values)
+    mean = sum(values) / len(values)
+    if not isinstance(values[0], float):
+        return f"{mean:.0f}"
+    return f"{mean:.4f}" + (f" ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else "")
 
 
 def print_table(
-    results: dict[str, dict], scenes: list[str], minutes: list[float], start_minutes: float, recipes: list[str]
+    results: dict[str, dict],
+    scenes: list[str],
+    minutes: list[float],
+    start_minutes: float,
+    recipes: list[str],
+    seeds: list[int],
 ) -> None:
+    wide = 10 if len(seeds) == 1 else 24  # a mean and its range across seeds
     columns = [
         ("scene", 11),
         ("min", 5),
         ("fine-tune recipe", max(16, *map(len, map(recipe_name, recipes)))),
         ("start IoU", 10),
-        ("tuned IoU", 10),
-        ("scratch IoU", 12),
+        ("tuned IoU", wide),
+        ("scratch IoU", wide),
         ("start F1", 9),
-        ("tuned F1", 9),
-        ("scratch F1", 11),
+        ("tuned F1", wide),
+        ("scratch F1", wide),
         ("tuned val ep0", 14),
-        ("tuned val best", 15),
+        ("tuned val best", wide),
         ("best ep", 8),
         ("kept start", 11),
         ("tuned crops", 12),
         ("scratch crops", 14),
     ]
-    print("\n" + " ".join(f"{name:>{width}}" for name, width in columns))
+    print(f"\nseeds {' '.join(map(str, seeds))}: each cell is the mean over the seeds recorded (range in brackets)")
+    print(" ".join(f"{name:>{width}}" for name, width in columns))
     for scene in scenes:
-        start = results.get(Run("start", scene, start_minutes).key)
+        start = seed_records(results, Run("start", scene, start_minutes), seeds)
         for budget in minutes:
-            scratch = results.get(Run("scratch", scene, budget).key)
+            scratch = seed_records(results, Run("scratch", scene, budget), seeds)
             for recipe in recipes:
-                tuned = results.get(Run("finetune", scene, budget, start_minutes, recipe).key)
+                tuned = seed_records(results, Run("finetune", scene, budget, start_minutes, recipe), seeds)
                 cells = [
                     scene,
                     f"{budget:g}",
                     recipe_name(recipe),
-                    *(cell(record, "test_iou") for record in (start, tuned, scratch)),
-                    *(cell(record, "test_f1") for record in (start, tuned, scratch)),
+                    *(cell(records, "test_iou") for records in (start, tuned, scratch)),
+                    *(cell(records, "test_f1") for records in (start, tuned, scratch)),
                     *(cell(tuned, name) for name in ("val_iou_epoch0", "best_val_iou", "best_epoch", "kept_start")),
                     cell(tuned, "crops"),
                     cell(scratch, "crops"),
                 ]
                 print(" ".join(f"{text:>{width}}" for text, (_, width) in zip(cells, columns)))
     for recipe in recipes:
-        print(f"target, {recipe_name(recipe)} recipe: {target_verdict(results, scenes, start_minutes, recipe)}")
+        print(f"target, {recipe_name(recipe)} recipe: {target_verdict(results, scenes, start_minutes, recipe, seeds)}")
 
 
-def target_verdict(results: dict[str, dict], scenes: list[str], start_minutes: float, recipe: str) -> str:
-    """Whether the target holds on every scene, or where it fails, or what is missing to tell."""
+def target_verdict(
+    results: dict[str, dict], scenes: list[str], start_minutes: float, recipe: str, seeds: list[int]
+) -> str:
+    """Whether the target holds on every scene (mean test IoU over the seeds), or where it fails, or what
+    is missing to tell."""
     failures, missing = [], [scene for scene in SCENES if scene not in scenes]
     for scene in scenes:
         start, tuned, scratch = (
-            results.get(run.key)
+            seed_records(results, run, seeds)
             for run in (
                 Run("start", scene, start_minutes),
                 Run("finetune", scene, TARGET_MINUTES, start_minutes, recipe),
                 Run("scratch", scene, TARGET_MINUTES),
             )
         )
-        if not (start and tuned and scratch):
+        if len(start) < 1 or len(tuned) < len(seeds) or len(scratch) < len(seeds):
             missing.append(scene)
-        elif not tuned["test_iou"] > max(start["test_iou"], scratch["test_iou"]):
-            failures.append(
-                f"{scene} (tuned {tuned['test_iou']:.4f}, start {start['test_iou']:.4f}, "
-                f"scratch {scratch['test_iou']:.4f})"
-            )
+            continue
+        start_iou, tuned_iou, scratch_iou = (
+            sum(record["test_iou"] for record in records) / len(records) for records in (start, tuned, scratch)
+        )
+        if not tuned_iou > max(start_iou, scratch_iou):
+            failures.append(f"{scene} (tuned {tuned_iou:.4f}, start {start_iou:.4f}, scratch {scratch_iou:.4f})")
     if failures:
         return f"does NOT hold: {TARGET}; it fails on {', '.join(failures)}"
     if missing:
-        return f"not measured on {', '.join(missing)} (needs all scenes and --minutes {TARGET_MINUTES:g}): {TARGET}"
+        return (
+            f"not measured on {', '.join(missing)} (needs all scenes, every seed and --minutes "
+            f"{TARGET_MINUTES:g}): {TARGET}"
+        )
     return f"HOLDS: {TARGET}"
 
 
@@ -336,6 +366,9 @@ def main() -> int:
         metavar="SPEC",
         help="training overrides of the fine-tunes, e.g. learning_rate=1e-4,l2sp_weight=0.01; repeat to compare "
         "recipes (default: the engine's fine-tuning recipe)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[SEED], help="training seeds of the fine-tunes and new networks (0)"
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_finetune")
     args = parser.parse_args()
@@ -361,7 +394,7 @@ def main() -> int:
     for scene in args.scenes:
         write_halves(data, args.work, scene)
     results_path = args.work / "results.jsonl"
-    runs = planned_runs(args.scenes, args.minutes, args.start_minutes, recipes)
+    runs = planned_runs(args.scenes, args.minutes, args.start_minutes, recipes, args.seeds)
     todo = [run for run in runs if run.key not in read_results(results_path)]
     budget_min = sum(run.minutes for run in todo)
     print(
@@ -371,7 +404,7 @@ def main() -> int:
         flush=True,
     )
     run_all(runs, results_path, data, args.work, args.jobs, args.threads)
-    print_table(read_results(results_path), args.scenes, args.minutes, args.start_minutes, recipes)
+    print_table(read_results(results_path), args.scenes, args.minutes, args.start_minutes, recipes, args.seeds)
     return 0
 
 
