@@ -156,11 +156,26 @@ def written_geotiff_problem(path: str | Path, width: int, height: int, count: in
 
 
 def valid_mask(
-    dataset: rasterio.io.DatasetReader, bands: Sequence[int], window: Window | None = None, boundless: bool = False
+    dataset: rasterio.io.DatasetReader,
+    bands: Sequence[int],
+    window: Window | None = None,
+    boundless: bool = False,
+    values: np.ndarray | None = None,
 ) -> np.ndarray:
-    """True where every chosen band has data (GDAL masks cover nodata values, alpha and internal masks)."""
-    masks = dataset.read_masks(list(bands), window=window, boundless=boundless)
-    return np.all(masks > 0, axis=0)
+    """True where every chosen band has data: GDAL masks cover nodata values, alpha and internal masks;
+    in float imagery NaN and infinite values are voids too, declared or not. ``values``: the bands
+    already read from that window, so a float image is not read twice."""
+    valid = np.all(dataset.read_masks(list(bands), window=window, boundless=boundless) > 0, axis=0)
+    if has_float_bands(dataset, bands):
+        if values is None:
+            values = dataset.read(list(bands), window=window, boundless=boundless)
+        valid &= np.isfinite(values).all(axis=0)
+    return valid
+
+
+def has_float_bands(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> bool:
+    """Whether any chosen band holds floats, which can hold NaN whatever the nodata value says."""
+    return any(np.issubdtype(np.dtype(dataset.dtypes[band - 1]), np.floating) for band in bands)
 
 
 def is_vector(path: str | Path) -> bool:

@@ -10,8 +10,13 @@ Two modes, recorded in the model file:
   of imagery the model never saw (on a held-out scene, a clearly better IoU than the training
   images' fixed statistics: README, benchmark). Its cost: statistics depend on the extent
   processed, and a nearly uniform image (fields, water) would be stretched to a town's contrast,
-  so the model file also stores ``min_std``, half the training images' pooled standard deviation,
-  below which no image is stretched.
+  so the model file also stores ``min_relative_std``, half the training images' pooled standard
+  deviation as a fraction of their value scale (255 for 8-bit data): below that floor, scaled to
+  each image's own value scale, no image is stretched. A floor in the images' units would squash a
+  0..1 float image, whose whole range is below an 8-bit floor, to a constant. (Model files before
+  it stored ``min_std`` in the training images' units; it still applies to them as it is.)
+
+Pixels that are NaN or infinite count as nodata everywhere: statistics, training, prediction.
 """
 
 from __future__ import annotations
@@ -32,32 +37,41 @@ STATS_SAMPLE_PX = 1024  # longest side of the decimated read used for image stat
 class BandStatistics:
     mean: list[float]
     std: list[float]
-    high: float  # the 99.9th percentile of all bands: the data's own value scale (16-bit imagery)
+    value_scale: float  # what "full range" means for this image (``value_scale``)
     valid_pixels: int  # valid pixels of the decimated read: the weight of this image when pooling
 
 
 def image_statistics(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> BandStatistics:
-    """Per-band mean and std over valid pixels and the data's high value, from a decimated read
+    """Per-band mean and std over valid pixels and the data's value scale, from a decimated read
     (memory stays small for any raster size; overviews are used when the file has them)."""
     scale = max(dataset.width, dataset.height) / STATS_SAMPLE_PX
     shape = (len(bands), max(1, round(dataset.height / max(scale, 1))), max(1, round(dataset.width / max(scale, 1))))
     values = dataset.read(list(bands), out_shape=shape, masked=True).astype(np.float64)
-    valid = ~np.ma.getmaskarray(values).any(axis=0)
+    valid = ~np.ma.getmaskarray(values).any(axis=0) & np.isfinite(values.data).all(axis=0)
     if not valid.any():
-        raise InputError(f"The image '{dataset.name}' has no valid pixels in the chosen bands.")
+        raise InputError(
+            f"The image '{dataset.name}' has no valid pixels in bands {list(bands)}: every pixel is nodata or "
+            "NaN. Check the image and its nodata value, or pick the bands that hold the imagery."
+        )
     pixels = values.data[:, valid]
     std = pixels.std(axis=1)
+    scale = value_scale(np.dtype(dataset.dtypes[bands[0] - 1]), float(np.percentile(pixels, 99.9)))
     return BandStatistics(
-        pixels.mean(axis=1).tolist(),
-        np.where(std > 1e-6, std, 1.0).tolist(),
-        float(np.percentile(pixels, 99.9)),
-        int(valid.sum()),
+        pixels.mean(axis=1).tolist(), np.where(std > 1e-6, std, 1.0).tolist(), scale, int(valid.sum())
     )
 
 
-def image_band_stats(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> tuple[list[float], list[float]]:
-    statistics = image_statistics(dataset, bands)
-    return statistics.mean, statistics.std
+def value_scale(dtype: np.dtype, high: float) -> float:
+    """The full range of an image's values: 255 for 8-bit data; 1 or 255 for float data within them,
+    the usual float copies of 8-bit imagery (reflectance 0..1, or 0..255), so that they are scaled
+    exactly as their original; else the data's own high value ``high`` (11-14 bit data in uint16)."""
+    if dtype == np.uint8:
+        return 255.0
+    if dtype.kind == "f":
+        for full_range in (1.0, 255.0):
+            if 0 < high <= full_range * (1 + 1e-6):
+                return full_range
+    return max(high, 1e-6)
 
 
 def pooled_statistics(parts: Sequence[BandStatistics]) -> tuple[list[float], list[float]]:
@@ -71,12 +85,32 @@ def pooled_statistics(parts: Sequence[BandStatistics]) -> tuple[list[float], lis
     return mean.tolist(), np.where(std > 1e-6, std, 1.0).tolist()
 
 
-def with_contrast_floor(std: Sequence[float], settings: dict) -> list[float]:
-    """Per-image standard deviations raised to the model's ``min_std`` (when it has one): an image
-    of fields or water, nearly uniform, is not stretched to the contrast of a town."""
-    floor = settings.get("min_std")
+def relative_contrast_floor(parts: Sequence[BandStatistics], fraction: float) -> list[float]:
+    """``fraction`` of the images' pooled per-band standard deviation, each image's in units of its
+    own value scale: the ``min_relative_std`` a per-image model file stores."""
+    relative = [
+        BandStatistics(
+            [value / part.value_scale for value in part.mean],
+            [value / part.value_scale for value in part.std],
+            1.0,
+            part.valid_pixels,
+        )
+        for part in parts
+    ]
+    return [value * fraction for value in pooled_statistics(relative)[1]]
+
+
+def with_contrast_floor(statistics: BandStatistics, settings: dict) -> list[float]:
+    """An image's per-band standard deviations raised to the model's contrast floor (when it has one):
+    an image of fields or water, nearly uniform, is not stretched to the contrast of a town."""
+    std = list(statistics.std)
+    floor = settings.get("min_relative_std")
+    if floor is not None:
+        floor = [value * statistics.value_scale for value in floor]
+    else:
+        floor = settings.get("min_std")  # model files before the relative floor: in their images' units
     if not floor or len(floor) != len(std):
-        return list(std)
+        return std
     return [max(value, minimum) for value, minimum in zip(std, floor)]
 
 
@@ -84,8 +118,8 @@ def normalization_for(dataset: rasterio.io.DatasetReader, bands: Sequence[int], 
     """The (mean, std) to apply to this image under a model's normalisation settings."""
     mode = settings.get("mode")
     if mode == "per_image":
-        mean, std = image_band_stats(dataset, bands)
-        return mean, with_contrast_floor(std, settings)
+        statistics = image_statistics(dataset, bands)
+        return statistics.mean, with_contrast_floor(statistics, settings)
     if mode == "fixed":
         return list(settings["mean"]), list(settings["std"])
     raise InputError(f"Unknown normalisation mode {mode!r} in the model file.")

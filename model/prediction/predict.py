@@ -158,6 +158,11 @@ def predict_raster(
             else:
                 tiles = _predict_resampled(dataset, bands, grid, processing, final, settings, reporter, window)
             reporter.check()
+            if tiles == 0 and window is None:  # (a window in nodata is a shard's or an area's own business)
+                raise InputError(
+                    f"The image '{image_path}' has no valid pixels in bands {bands}: every pixel is nodata "
+                    "or NaN, so there is nothing to predict. Check the image and its nodata value."
+                )
             final.commit()
         except BaseException:
             final.abort()
@@ -189,6 +194,11 @@ def extent_window(image_path: str | Path, extent: tuple[float, float, float, flo
     with open_raster(image_path, "image") as dataset:
         grid = Grid.of(dataset)
     left, bottom, right, top = extent
+    if not all(math.isfinite(value) for value in extent) or not (left < right and bottom < top):
+        raise InputError(
+            f"The area of interest ({left:g}, {bottom:g} : {right:g}, {top:g}) is not an extent: give four "
+            "numbers with left < right and bottom < top (xmin, ymin, xmax, ymax)."
+        )
     area = rasterio.windows.from_bounds(left, bottom, right, top, grid.transform)
     # outward to whole pixels; the tolerance keeps an extent on pixel edges from gaining a pixel
     first_column = max(0, math.floor(area.col_off + EDGE_TOLERANCE_PX))

@@ -119,8 +119,10 @@ class TileRunner:
         if on_gpu:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
             valid_t = valid_t.pin_memory().to(self.device, non_blocking=True)
-        # Nodata and padding become the band mean (0 after normalising), the least surprising value.
-        probabilities = self._in_parts(normalize(tensor, self.mean, self.std) * valid_t.unsqueeze(1))
+        # Nodata and padding become the band mean (0 after normalising), the least surprising value;
+        # chosen, not multiplied by 0, so that a NaN void gives 0 and not NaN to every pixel it reaches.
+        normalized = normalize(tensor, self.mean, self.std)
+        probabilities = self._in_parts(torch.where(valid_t.unsqueeze(1), normalized, 0.0))
         if not on_gpu:
             result = probabilities.numpy()
             return lambda: result

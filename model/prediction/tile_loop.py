@@ -30,7 +30,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from ..io.background import BackgroundWriter, Prefetcher
-from ..io.rasters import Grid, valid_mask
+from ..io.rasters import Grid, has_float_bands, valid_mask
 from ..progress import Reporter
 from .runner import TileRunner
 from .tiling import Panel, TileLayout, blend_weights, ground_phase_px, plan_panels, plan_tiles, ramp_1d, rows_extent
@@ -60,8 +60,10 @@ def _read_tiles(
     Each tile row of a panel is one read of a strip of rows (one GDAL call, each file block decoded
     once per strip, whatever the size of GDAL's block cache), cut into tiles in memory."""
     tile_h, tile_w = layout.tile_height_px, layout.tile_width_px
-    # Without nodata values, masks or alpha every pixel is valid: skip reading the masks.
-    all_valid = all(MaskFlags.all_valid in source.mask_flag_enums[band - 1] for band in bands)
+    # Without nodata values, masks or alpha every pixel is valid, floats aside (NaN): skip reading the masks.
+    all_valid = not has_float_bands(source, bands) and all(
+        MaskFlags.all_valid in source.mask_flag_enums[band - 1] for band in bands
+    )
     flat_index = 0
     for panel_index, panel in enumerate(panels):
         batch = _TileBatchBuilder(batch_size, panel_index)
@@ -70,9 +72,11 @@ def _read_tiles(
                 panel.extent_left, row_off + top, panel.extent_width, min(tile_h, layout.height - top)
             )
             strip = source.read(bands, window=strip_window)
+            strip_valid = (
+                np.ones(strip.shape[1:], bool) if all_valid else valid_mask(source, bands, strip_window, values=strip)
+            )
             if strip.dtype not in (np.uint8, np.int16, np.float32):
                 strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
-            strip_valid = np.ones(strip.shape[1:], bool) if all_valid else valid_mask(source, bands, strip_window)
             for column_index in range(panel.first_column, panel.end_column):
                 flat_index += 1
                 left = layout.columns[column_index] - panel.extent_left

@@ -13,7 +13,7 @@ import torch
 from ..errors import InputError
 from ..io.rasters import LABEL_IGNORE
 from ..net.modelfile import LoadedModel
-from ..net.normalization import normalize, pooled_statistics, with_contrast_floor
+from ..net.normalization import normalize, pooled_statistics, relative_contrast_floor, with_contrast_floor
 from ..progress import Reporter
 from .augment import augment
 from .distributed import Ranks
@@ -96,7 +96,9 @@ class TrainingData:
                 "mode": "per_image",
                 "mean": mean,
                 "std": std,
-                "min_std": [value * PER_IMAGE_MIN_STD_FRACTION for value in std],
+                "min_relative_std": relative_contrast_floor(
+                    [scene.statistics for scene in scenes], PER_IMAGE_MIN_STD_FRACTION
+                ),
             }
         return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
 
@@ -124,6 +126,6 @@ class TrainingData:
         if self.normalization["mode"] == "per_image":
             return (
                 np.array([scenes[i].mean for i in scene_ids]),
-                np.array([with_contrast_floor(scenes[i].std, self.normalization) for i in scene_ids]),
+                np.array([with_contrast_floor(scenes[i].statistics, self.normalization) for i in scene_ids]),
             )
         return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])

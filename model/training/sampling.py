@@ -8,6 +8,7 @@ Each scene is read once (window reads of the whole grid; the label aligned onto 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..net.normalization import BandStatistics, image_statistics
 _ALPHA = "alpha"
 STRIP_ROWS = 1024
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # larger scenes are memory-mapped from a scratch folder
+SCRATCH_MARGIN_BYTES = 1024**3  # left free beside a scene's scratch copy, for the model and checkpoints
 MIN_IMAGE_PX = 32  # smaller images hold too little to train on (or to hold out validation from)
 INDEX_STEP_PX = 4  # crop positions are scored on a grid this coarse: memory stays small for any scene
 MIN_USABLE_FRACTION = 0.25  # a random crop with less labelled, training-side area is drawn again ...
@@ -35,12 +37,9 @@ class Scene:
     name: str
     image: np.ndarray  # (bands, H, W), the raster's own dtype
     label: np.ndarray  # (H, W) uint8: 1 building, 0 background, LABEL_IGNORE not scored
-    statistics: BandStatistics  # per-band mean / std of this image, its valid pixel count
+    statistics: BandStatistics  # per-band mean / std of this image, its value scale, its valid pixel count
     pixel_size: tuple[float, float]
     crs_units: str
-    # 255 for 8-bit data, else the data's own high value (11-14 bit data often sits in uint16):
-    # the paper's 0..1 scaling and the value-scale augmentations divide by it
-    value_scale: float
     ground_pixel_size_m: tuple[float, float] | None = None
 
     @property
@@ -50,6 +49,11 @@ class Scene:
     @property
     def std(self) -> list[float]:
         return self.statistics.std
+
+    @property
+    def value_scale(self) -> float:
+        """What the paper's 0..1 scaling and the value-scale augmentations divide by."""
+        return self.statistics.value_scale
 
     @property
     def height(self) -> int:
@@ -77,6 +81,26 @@ def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Path | None) -> np
     return array
 
 
+def check_scratch_space(image_path: str | Path, shape: tuple, dtype, scratch_dir: Path | None) -> None:
+    """Refuse, before anything is copied, a scene whose scratch copy (bands and labels, memory-mapped
+    beside the model) would not fit the free disk: a memory map over a full disk dies of a bus error,
+    which in the dock would take QGIS down with it."""
+    bands, height, width = shape
+    needed = height * width * (bands * np.dtype(dtype).itemsize + 1)  # + the uint8 labels
+    if scratch_dir is None or needed <= IN_MEMORY_LIMIT_BYTES:
+        return
+    folder = scratch_dir
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed + SCRATCH_MARGIN_BYTES > free:
+        raise InputError(
+            f"The image '{image_path}' is {width:,} x {height:,} px: training copies it to a scratch file "
+            f"of {needed / 1024**3:,.1f} GB beside the model, and '{folder}' has {free / 1024**3:,.1f} GB free. "
+            "Train on a smaller part of it (clip the image to the labelled area) or free disk space there."
+        )
+
+
 def load_scene(
     image_path: str | Path,
     label_path: str | Path,
@@ -97,18 +121,20 @@ def load_scene(
                 "hundred)."
             )
         height, width = max(dataset.height, min_size_px), max(dataset.width, min_size_px)
+        check_scratch_space(image_path, (len(bands), height, width), dataset.dtypes[bands[0] - 1], scratch_dir)
         image = _scene_array((len(bands), height, width), dataset.dtypes[bands[0] - 1], 0, scratch_dir)
         label = _scene_array((height, width), np.uint8, LABEL_IGNORE, scratch_dir)
         for window in raster_windows(dataset.width, dataset.height, STRIP_ROWS):
             rows = slice(window.row_off, window.row_off + window.height)
             strip = dataset.read(bands, window=window)
             strip_label = labels.read(window)
-            valid = valid_mask(dataset, bands, window)
+            valid = valid_mask(dataset, bands, window, values=strip)
             strip_label[~valid] = LABEL_IGNORE
+            if strip.dtype.kind == "f":  # a NaN void would spread through every convolution that sees it
+                strip = np.where(valid, strip, 0)
             image[:, rows, : dataset.width] = strip
             label[rows, : dataset.width] = strip_label
         statistics = image_statistics(dataset, bands)
-        value_scale = 255.0 if image.dtype == np.uint8 else max(statistics.high, 1e-6)
         crs_units = dataset.crs.linear_units if dataset.crs else ""
         pixel_size = Grid.of(dataset).pixel_size_map_units
         ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
@@ -123,7 +149,7 @@ def load_scene(
             f"The label layer '{label_path}' marks buildings only where the image '{image_path}' has no "
             "data: check that both cover the same area and the image's no-data value."
         )
-    return Scene(Path(image_path).stem, image, label, statistics, pixel_size, crs_units, value_scale, ground)
+    return Scene(Path(image_path).stem, image, label, statistics, pixel_size, crs_units, ground)
 
 
 def validation_block_px(scene: Scene, crop_px: int) -> int:

@@ -134,7 +134,7 @@ def test_training_steps_reduce_the_loss_and_write_model_history_and_checkpoint(s
     normalization = loaded.info.normalization
     assert normalization["mode"] == "per_image"
     assert normalization["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), rel=1e-6)
-    assert normalization["min_std"] == pytest.approx((pixels.std(axis=1) / 2).tolist(), rel=1e-6)
+    assert normalization["min_relative_std"] == pytest.approx((pixels.std(axis=1) / 255 / 2).tolist(), rel=1e-6)
     with open(result.history_csv_path) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {"val_iou", "val_loss", "train_loss", "seconds"} <= set(rows[0])
