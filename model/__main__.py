@@ -8,11 +8,14 @@ Commands: train, predict, vectorize, extract, evaluate, info, export-onnx, assem
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
@@ -390,12 +393,32 @@ def check_command_paths(args: argparse.Namespace) -> None:
                 check_output_suffix(path, *format_, name=name)
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler's stop, ``kill``) ends a command as Ctrl-C does: temporary files and the
+    training scratch removed on the way out, nothing under a final name. Python's default is to die at
+    once and leave them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a command run from a worker keeps its host's)
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = ConsoleProgress()
     try:
         check_command_paths(args)
-        outputs = RUNNERS[args.command](args, progress)
+        with terminate_as_interrupt():
+            outputs = RUNNERS[args.command](args, progress)
     except EngineError as error:
         progress.done()
         print(f"error: {error}", file=sys.stderr)

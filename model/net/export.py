@@ -30,6 +30,8 @@ from .modelfile import ModelInfo, load_model
 from .network import UNet
 
 DEEPNESS_INPUT_RANGE = 255.0  # Deepness reads 8-bit bands and divides them by 255
+# 11 is the first with the Resize the network's upsampling exports to; 20 the last torch's exporter writes
+ONNX_OPSETS = range(11, 21)
 DEFAULT_OVERLAP_PERCENT = 25  # our prediction default: a quarter of the tile
 # One sigmoid channel is "building"; both names are given because Deepness versions before the
 # multi-output rework name the background channel 0 from this list too (newer ones accept both).
@@ -147,6 +149,11 @@ def export_onnx(
         ) from error
     if not 0 <= overlap_percent < 100:
         raise InputError(f"The tile overlap must be 0 to 99 percent, not {overlap_percent}.")
+    if opset not in ONNX_OPSETS:
+        raise InputError(
+            f"The ONNX opset must be {ONNX_OPSETS.start} to {ONNX_OPSETS.stop - 1}, not {opset}: the default, 17, "
+            "runs in every onnxruntime of the last years (Deepness included)."
+        )
     onnx_path = Path(onnx_path)
     loaded = load_model(Path(model_path), "cpu")
     info = loaded.info

@@ -95,11 +95,33 @@ def save_model(path: Path, net: UNet, info: ModelInfo, extra: dict | None = None
     atomic_torch_save(model_payload(net.state_dict(), info, extra), path)
 
 
+def _inflating_entries(path: Path) -> list[str]:
+    """The archive entries that would grow when read. torch.save stores every entry as it is, so the
+    memory a real model file needs is bounded by its size on disk; a compressed entry can declare
+    gigabytes in a few kilobytes (a zip bomb), and safe loading stops code, not decompression."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [
+                entry.filename
+                for entry in archive.infolist()
+                if entry.compress_type != zipfile.ZIP_STORED or entry.file_size > entry.compress_size
+            ]
+    except (zipfile.BadZipFile, OSError):
+        return []  # not a readable archive: torch.load says so below, in its own way
+
+
 def read_payload(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
         raise InputError(f"Model file '{path}' {what}: train a model first or pick an existing .pt file.")
+    inflating = _inflating_entries(path)
+    if inflating:
+        raise InputError(
+            f"'{path}' is not a model file this plugin can load safely: {len(inflating)} of its parts are "
+            "compressed (model files never are) and could fill the memory when unpacked. Pick a .pt file "
+            "written by the U-Net Building Extractor."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # torch's own text advises weights_only=False: never pass it on
@@ -110,6 +132,8 @@ def read_payload(path: Path) -> dict:
         ) from error
     except OSError as error:
         raise InputError(describe_os_error(error, path)) from error
+    except MemoryError:
+        raise  # not damage: the callers say "out of memory" and what to close
     except Exception as error:  # a truncated file or another program's file
         raise InputError(
             f"'{path}' is damaged or not a model file (it cannot be read as one). Pick a .pt file "

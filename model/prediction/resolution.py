@@ -85,8 +85,11 @@ def processing_grid(
     else:
         values = [float(value) for value in np.atleast_1d(processing_pixel_size_map_units)]
         target_map_units = (values[0], values[-1])
-    if min(target_map_units) <= 0:
-        raise InputError(f"The processing pixel size must be positive, got {target_map_units}.")
+    if not all(0 < value < math.inf for value in target_map_units):  # NaN fails both
+        raise InputError(
+            f"The processing pixel size must be a positive number of map units, not "
+            f"{' x '.join(f'{value:g}' for value in target_map_units)}."
+        )
     native_map_units = grid.pixel_size_map_units
     factors = (target_map_units[0] / native_map_units[0], target_map_units[1] / native_map_units[1])
     if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):

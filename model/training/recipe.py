@@ -9,6 +9,7 @@ a short budget; a GPU trains the wider network as fast as the CPU trains the nar
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from ..choices import NORMALIZATIONS, PRESETS
@@ -80,8 +81,10 @@ class TrainConfig:
                 raise InputError(f"{name} must be at least 1, not {getattr(c, name)}.")
         if c.early_stop_patience is not None and c.early_stop_patience < 1:
             raise InputError(f"Early stopping needs a patience of at least 1 epoch, not {c.early_stop_patience}.")
-        if c.time_budget_s is not None and c.time_budget_s <= 0:
-            raise InputError(f"The time budget must be positive, not {c.time_budget_s / 60:g} min.")
+        if c.time_budget_s is not None and not 0 < c.time_budget_s < math.inf:  # NaN fails both
+            raise InputError(f"The time budget must be a positive number of minutes, not {c.time_budget_s / 60:g}.")
+        if not 0 < c.learning_rate < math.inf:
+            raise InputError(f"The learning rate must be a positive number, not {c.learning_rate:g}.")
         if not 0 <= c.warmup_fraction < 1 or not c.l2sp_weight >= 0:
             raise InputError(
                 f"The warm-up must be a share of training from 0 up to 1 (not {c.warmup_fraction:g}) and the "

@@ -364,7 +364,7 @@ def test_fine_tuning_starts_from_the_given_model_and_keeps_its_network_and_scali
 
 def test_divergence_stops_with_a_clear_message_and_no_model(pair, tmp_path):
     with pytest.raises(TrainingDiverged, match="diverged at epoch 1.*no model file was written.*learning rate"):
-        train(config_for(pair, tmp_path / "m.pt", learning_rate=float("inf"), precision="float32"))
+        train(config_for(pair, tmp_path / "m.pt", learning_rate=1e30, precision="float32"))
     assert not (tmp_path / "m.pt").exists()
 
 
