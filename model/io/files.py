@@ -30,10 +30,13 @@ from ..errors import InputError, OutputError
 PathLike = Union[str, "os.PathLike[str]"]
 # ".<final name>.<pid>.<8 random characters>.part[.<extension>]", as temporary_beside makes them
 _LEFTOVER = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
-# training's scratch folders (tempfile.TemporaryDirectory(prefix=...)): no writer id in the name, so
-# they go by age only, far beyond any pause in a running training's use of them
+# training's scratch folders (``scratch_folder``): "<prefix><pid>.<random>"; those of versions before
+# the writer id in their name go by age only, far beyond any pause in a running training's use of them
 SCRATCH_PREFIX = ".unet_buildings_scratch_"
+_SCRATCH = re.compile(rf"^{re.escape(SCRATCH_PREFIX)}((?P<pid>\d+)\.)?")
 LEFTOVER_AGE_S = 24 * 3600.0
+# what temporary_beside adds to a file's name: ".", ".<pid>.<8 random characters>" and ".part.tif"
+TEMPORARY_NAME_EXTRA_BYTES = 32
 GEOTIFF_SUFFIXES = (".tif", ".tiff")  # every raster the engine writes is a GeoTIFF
 _cleaned_folders: set[str] = set()
 
@@ -103,6 +106,25 @@ def check_output_location(path: PathLike, name: str = "output") -> None:
             f"The {name} '{path}' cannot be written: the folder '{existing}' is read-only or not "
             "yours to write in. Choose another folder."
         )
+    _check_name_lengths(path, existing, name)
+
+
+def _check_name_lengths(path: Path, existing: Path, name: str) -> None:
+    """Every name still to be made fits the file system, the file's with room for its temporary name:
+    a name that is legal but too long for that would fail only when the output is written."""
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255  # what the common file systems allow
+    *folders, file_name = path.relative_to(existing).parts
+    allowed = [(part, limit) for part in folders] + [(file_name, limit - TEMPORARY_NAME_EXTRA_BYTES)]
+    for part, most in allowed:
+        size = len(os.fsencode(part))
+        if size > most:
+            raise OutputError(
+                f"The {name} '{path}' cannot be written: the name '{part[:40]}…' is {size} bytes long and "
+                f"this folder allows {most} there. Choose a shorter file name."
+            )
 
 
 def check_output_suffix(path: PathLike, suffixes: Sequence[str], format_name: str, name: str = "output") -> None:
@@ -178,6 +200,12 @@ def publish(temporary: Path, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def scratch_folder(parent: Path | None) -> tempfile.TemporaryDirectory:
+    """A training run's scratch folder in ``parent`` (None: the system's temporary folder), named with
+    the run's process id so that the next run there removes it once that process is gone."""
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}.", dir=parent)
+
+
 def clean_leftovers(folder: Path, now: float | None = None) -> list[Path]:
     """Remove what killed runs left in ``folder``: temporary files of processes that no longer run (or,
     where that cannot be told, older than LEFTOVER_AGE_S) and training scratch folders older than that.
@@ -192,18 +220,20 @@ def clean_leftovers(folder: Path, now: float | None = None) -> list[Path]:
         if not entry.name.startswith("."):
             continue
         try:
-            age_s = now - entry.stat(follow_symlinks=False).st_mtime
-            match = _LEFTOVER.match(entry.name)
-            if match and entry.is_file(follow_symlinks=False):
-                if int(match["pid"]) == os.getpid() or (_running(int(match["pid"])) and age_s < LEFTOVER_AGE_S):
-                    continue
-                os.unlink(entry.path)
-            elif entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir(follow_symlinks=False):
-                if age_s < LEFTOVER_AGE_S:
-                    continue
-                shutil.rmtree(entry.path)
-            else:
+            is_file = entry.is_file(follow_symlinks=False)
+            match = _LEFTOVER.match(entry.name) if is_file else None
+            if not is_file and entry.is_dir(follow_symlinks=False):
+                match = _SCRATCH.match(entry.name)
+            if not match:
                 continue
+            pid = int(match["pid"]) if match["pid"] else None
+            age_s = now - entry.stat(follow_symlinks=False).st_mtime
+            if pid == os.getpid() or ((pid is None or _running(pid)) and age_s < LEFTOVER_AGE_S):
+                continue
+            if is_file:
+                os.unlink(entry.path)
+            else:
+                shutil.rmtree(entry.path)
         except OSError:  # gone meanwhile, or not ours to remove: leave it
             continue
         removed.append(Path(entry.path))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ import torch
 
 from ..errors import Cancelled, EngineError, InputError
 from ..evaluation.metrics import ConfusionMatrix
-from ..io.files import check_output_paths, same_file
+from ..io.files import check_output_location, check_output_paths, clean_leftovers, same_file, scratch_folder
 from ..io.rasters import LABEL_IGNORE
 from ..net.device import autocast, autocast_settings, describe_device, describe_precision, resolve_device
 from ..net.modelfile import LoadedModel, ModelInfo, load_model
@@ -120,6 +120,26 @@ class Trainer:
             },
             {"model file": c.output_model, "history": history_csv_for(self.output_model), "checkpoint": last},
         )
+        # before the first step, not after an epoch: a file or folder in the way, a name too long once derived
+        for name, written in (
+            ("model file", self.output_model),
+            ("training history written beside the model file", history_csv_for(self.output_model)),
+            ("checkpoint written beside the model file", last),
+        ):
+            check_output_location(written, name)
+        inputs: dict[str, list[str]] = {
+            "image": list(c.images),
+            "label layer": list(c.labels),
+            "model to start from": [c.init_model] if c.init_model else [],
+        }
+        folder = os.path.realpath(self.checkpoint_dir)
+        for name, paths in inputs.items():
+            for path in paths:
+                if os.path.realpath(path).startswith(folder + os.sep):
+                    raise InputError(
+                        f"The {name} '{path}' is inside '{self.checkpoint_dir}', the checkpoint folder this run "
+                        "writes: copy it elsewhere first, or choose another name for the model file."
+                    )
 
     def _load_init_model(self) -> LoadedModel | None:
         """The model to start from; also when resuming, whose checkpoint holds the weights: the start's
@@ -139,7 +159,8 @@ class Trainer:
         if self.ranks.is_main:
             scratch_parent = self.output_model.parent
             scratch_parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".unet_buildings_scratch_", dir=scratch_parent) as scratch:
+            clean_leftovers(scratch_parent)  # a killed run's scratch can hold gigabytes: gone before this one's
+        with scratch_folder(scratch_parent) as scratch:
             return self._run(Path(scratch))
 
     def build_network(self) -> UNet:

@@ -37,6 +37,8 @@ from model.io.vector_io import write_polygons
 from model.net.modelfile import ModelInfo, load_model, save_model
 from model.net.network import UNet, UNetConfig
 from model.prediction.predict import predict_raster
+from model.training import sampling
+from model.training.trainer import TrainConfig, train
 from model.vectors.vectorize import polygons_from_mask
 
 CRS = "EPSG:32633"
@@ -149,6 +151,31 @@ def small_disk(folder: Path, size_kb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+def test_a_scene_whose_scratch_copy_would_not_fit_the_disk_is_refused_before_copying(tmp_path, monkeypatch) -> None:
+    """Large scenes are copied to a memory-mapped scratch file beside the model; over a full disk that
+    map dies of a bus error (in QGIS, taking QGIS with it). On a small disk, any scene too large for
+    memory (here: every scene) is refused before a byte is copied."""
+    monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)
+    rng = np.random.default_rng(0)
+    image = write_tif(tmp_path / "big.tif", rng.integers(0, 255, (3, 512, 512)).astype(np.uint8))
+    labels = write_tif(tmp_path / "big_labels.tif", (rng.random((512, 512)) < 0.2).astype(np.uint8))
+    with small_disk(tmp_path / "disk", 256) as disk:
+        config = TrainConfig.for_preset(
+            "default",
+            images=[str(image)],
+            labels=[str(labels)],
+            building_values=[1],
+            output_model=str(disk / "model.pt"),
+            epochs=1,
+            base_width=4,
+            device="cpu",
+            from_scratch=True,
+        )
+        with pytest.raises(EngineError, match=r"'.*big.tif' is 512 x 512 px: .* scratch file of 0.0 GB .* GB free"):
+            train(config)
+        assert list(disk.iterdir()) == []
+
+
 def fill(disk: Path, leave_kb: int) -> None:
     """Fill the disk up to ``leave_kb`` free, so a writer's first blocks fit and later ones do not."""
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
@@ -216,18 +243,20 @@ def test_the_next_run_removes_what_a_killed_run_left_and_nothing_else(tmp_path) 
     dead_pid = int(dead.stdout)
     leftover = tmp_path / f".out.tif.{dead_pid}.abcd1234.part.tif"
     running = tmp_path / ".out.tif.1.abcd1234.part.tif"  # pid 1 always runs: a writer at work
-    old_scratch = tmp_path / f"{SCRATCH_PREFIX}x1y2"
+    old_scratch = tmp_path / f"{SCRATCH_PREFIX}x1y2"  # named before scratch folders carried their pid
     young_scratch = tmp_path / f"{SCRATCH_PREFIX}z3"
+    killed_scratch = tmp_path / f"{SCRATCH_PREFIX}{dead_pid}.k1ll3d"  # a killed training's, minutes old
+    working_scratch = tmp_path / f"{SCRATCH_PREFIX}1.w0rk1n"
     users = [tmp_path / ".hidden.part", tmp_path / "notes.part.txt", tmp_path / ".other_scratch"]
     for path in (leftover, running, *users[:2]):
         path.write_bytes(b"x")
-    for folder in (old_scratch, young_scratch, users[2]):
+    for folder in (old_scratch, young_scratch, killed_scratch, working_scratch, users[2]):
         folder.mkdir()
     old = time.time() - LEFTOVER_AGE_S - 60
     for path in (old_scratch, users[2], users[0]):
         os.utime(path, (old, old))
-    assert sorted(clean_leftovers(tmp_path)) == sorted([leftover, old_scratch])
-    assert all(path.exists() for path in (running, young_scratch, *users))
+    assert sorted(clean_leftovers(tmp_path)) == sorted([leftover, old_scratch, killed_scratch])
+    assert all(path.exists() for path in (running, young_scratch, working_scratch, *users))
     # and a real write there does it by itself, once per folder
     (tmp_path / "fresh").mkdir()
     again = tmp_path / "fresh" / f".out.tif.{dead_pid}.abcd1234.part"
