@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from html import escape
+from pathlib import Path
 from typing import Callable
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureSink,
+    QgsFields,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
+    QgsProperty,
     QgsVectorFileWriter,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -156,6 +163,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
         try:
             check_destinations(self, parameters, context)
+            clean_dead_sessions_leftovers()
             return self.run_engine(parameters, context, feedback)
         except QgsProcessingException:
             raise
@@ -186,7 +194,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             style_on_completion(context, destination, kind)
         return {}  # empty: keep the results processAlgorithm returned
 
-    def style_output(self, destination: str, kind: str) -> None:
+    def style_output(self, destination: str | None, kind: str) -> None:
         if destination:
             self._styles[destination] = kind
 
@@ -282,14 +290,100 @@ def check_destinations(algorithm: QgsProcessingAlgorithm, parameters: dict, cont
                 check_output_suffix(path, suffixes, definition.fileFilter().split("(")[0].strip() or "its format", name)
 
 
-def add_feature_checked(sink: QgsFeatureSink, feature: QgsFeature, name: str) -> None:
-    """addFeature that fails loudly: a sink refusing a feature (full disk, format limits) returns False."""
-    if not sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert):
-        reason = sink.lastError() or "the format refused a feature"
-        raise QgsProcessingException(
-            f"Could not write to the output {name} ({reason}): check the free disk space "
-            "and the output's format, then run again."
-        )
+_sessions_cleaned = False
+
+
+def clean_dead_sessions_leftovers() -> None:
+    """Once per process: remove the temporary files that killed runs left in the processing temporary
+    folders of QGIS sessions, which QGIS itself removes only when it exits normally (each output has a
+    folder of its own there, so no later run writes beside them). Only this plugin's own temporary names,
+    of processes that no longer run, are touched."""
+    global _sessions_cleaned
+    if _sessions_cleaned:
+        return
+    _sessions_cleaned = True
+    from qgis.core import QgsProcessingUtils
+
+    from ...model.io.files import clean_leftovers
+
+    for folder in Path(QgsProcessingUtils.tempFolder()).parent.glob("processing_*/*"):
+        if folder.is_dir():
+            clean_leftovers(folder)
+
+
+def write_features(
+    algorithm: QgsProcessingAlgorithm,
+    parameters: dict,
+    name: str,
+    context: QgsProcessingContext,
+    fields: QgsFields,
+    geometry_type: QgsWkbTypes.Type,
+    crs: QgsCoordinateReferenceSystem,
+    features: Iterable[QgsFeature],
+) -> tuple[str | None, int]:
+    """Writes ``features`` to the feature sink output ``name``; returns its destination (None for an optional
+    output left out) and how many were written. A plain file is written under a temporary name beside it
+    and renamed into place once it reads back whole: a killed run leaves no layer-less file under the final
+    name (the next run removes its temporary file), and two runs writing one file do not collide: the
+    last to finish wins. On any failure, a cancel included, nothing is left under the final name."""
+    from ...model.io.files import publish, temporary_beside
+
+    final = algorithm.parameterAsOutputLayer(parameters, name, context)
+    path = local_file(final)
+    target = Path(path) if path and final == path else None  # a plain file, not a layer in a database
+    aside = None
+    if target is not None and target.suffix and target.suffix.lower() != ".shp":  # a shapefile is several files
+        aside = temporary_beside(target, ".part" + target.suffix)
+        parameters = {**parameters, name: _redirected(parameters[name], aside, target.stem)}
+    try:
+        sink, destination = algorithm.parameterAsSink(parameters, name, context, fields, geometry_type, crs)
+        if sink is None:
+            return None, 0
+        try:
+            count = 0
+            for feature in features:
+                if not sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert):  # a full disk, format limits
+                    reason = sink.lastError() or "the format refused a feature"
+                    raise QgsProcessingException(
+                        f"Could not write to the output {name} ({reason}): check the free disk space "
+                        "and the output's format, then run again."
+                    )
+                count += 1
+            sink = None  # closes the file writer, so the file is complete before it is read back
+            check_written_features(destination, name, count)
+            if aside is not None and target is not None:
+                publish(aside, target)
+                _load_on_completion_as(context, destination, final)
+                destination = final
+        except BaseException:
+            sink = None
+            discard_output(str(aside) if aside is not None else destination)  # with a GeoPackage's journal
+            raise
+    finally:
+        if aside is not None:
+            aside.unlink(missing_ok=True)
+    return destination, count
+
+
+def _redirected(value: object, path: Path, layer_name: str) -> QgsProcessingOutputLayerDefinition:
+    """The sink definition ``value`` (a path or a definition) pointed at ``path``, its layer still named
+    as the final file would name it."""
+    definition = (
+        QgsProcessingOutputLayerDefinition(value)
+        if isinstance(value, QgsProcessingOutputLayerDefinition)
+        else (QgsProcessingOutputLayerDefinition(str(value)))
+    )
+    definition.sink = QgsProperty.fromValue(str(path))
+    definition.createOptions = {**definition.createOptions, "layerName": layer_name}
+    return definition
+
+
+def _load_on_completion_as(context: QgsProcessingContext, written: str, final: str) -> None:
+    """The project loads the renamed file, not the temporary name the sink registered."""
+    layers = context.layersToLoadOnCompletion()
+    if written in layers:
+        layers[final] = layers.pop(written)
+        context.setLayersToLoadOnCompletion(layers)
 
 
 def check_written_features(destination: str, name: str, count: int) -> None:

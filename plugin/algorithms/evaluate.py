@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qgis.core import (
@@ -30,11 +30,10 @@ from qgis.core import (
 
 from .base import (
     EngineAlgorithm,
-    add_feature_checked,
     advanced,
-    check_written_features,
     engine_hooks,
     threshold_parameter,
+    write_features,
 )
 
 # output name -> (title, ConfusionMatrix attribute)
@@ -247,18 +246,19 @@ class EvaluateAlgorithm(EngineAlgorithm):
         fields = QgsFields()
         fields.append(typed_field("id", "LongLong"))
         fields.append(typed_field("area_m2", "Double"))
-        sink, destination = self.parameterAsSink(parameters, name, context, fields, QgsWkbTypes.Type.MultiPolygon, crs)
-        if sink is None:
-            return None
-        for index, shape in enumerate(shapes, 1):
-            geometry = QgsGeometry()
-            geometry.fromWkb(shape.wkb)
-            geometry.convertToMultiType()
-            feature = QgsFeature(fields)
-            feature.setGeometry(geometry)
-            feature.setAttributes([index, ground_area(shape)])
-            add_feature_checked(sink, feature, name)
-        sink = None  # closes the file writer, so the file is complete before it is read back
-        check_written_features(destination, name, len(shapes))
+
+        def features() -> Iterator[QgsFeature]:
+            for index, shape in enumerate(shapes, 1):
+                geometry = QgsGeometry()
+                geometry.fromWkb(shape.wkb)
+                geometry.convertToMultiType()
+                feature = QgsFeature(fields)
+                feature.setGeometry(geometry)
+                feature.setAttributes([index, ground_area(shape)])
+                yield feature
+
+        destination, _ = write_features(
+            self, parameters, name, context, fields, QgsWkbTypes.Type.MultiPolygon, crs, features()
+        )
         self.style_output(destination, kind)
         return destination

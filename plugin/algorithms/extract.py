@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -48,5 +51,20 @@ class ExtractAlgorithm(EngineAlgorithm):
         result = run_prediction(self, parameters, context, steps, working_probability, working_mask)
         steps.setCurrentStep(1)
         crs = self.parameterAsRasterLayer(parameters, "INPUT", context).crs()
-        outputs = write_buildings(self, parameters, context, steps, working_mask, working_probability, crs)
+        written = (working_mask, working_probability)
+        try:
+            outputs = write_buildings(self, parameters, context, steps, working_mask, working_probability, crs)
+        except BaseException:
+            remove_files(written)  # a failed or cancelled run leaves no rasters of its own behind either
+            raise
+        # the working rasters nobody asked for go now, not when QGIS exits: they are as large as the image
+        remove_files(path for path in written if path not in (mask_path, probability_path))
         return {**outputs, **raster_outputs(self, probability_path, mask_path, result.threshold)}
+
+
+def remove_files(paths: Iterable[str]) -> None:
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:  # never written (the prediction failed first), or already gone
+            pass

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
     QgsFeature,
-    QgsFeatureSink,
     QgsField,
     QgsFields,
     QgsGeometry,
@@ -24,7 +23,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
-from .base import EngineAlgorithm, add_feature_checked, advanced, check_written_features, discard_output, engine_hooks
+from .base import EngineAlgorithm, advanced, engine_hooks, write_features
 
 # Shared with extract
 POLYGON_HELP = {
@@ -126,31 +125,22 @@ def write_buildings(
         progress=progress,
         cancelled=cancelled,
     )
-    sink, destination = algorithm.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Type.Polygon, crs)
-    try:
-        count = add_features(sink, polygons, fields)
-        sink = None  # closes the file writer, so the file is complete before it is read back
-        check_written_features(destination, "OUTPUT", count)
-    except BaseException:
-        sink = None
-        discard_output(destination)  # nothing under the final name after a failure or a cancel
-        raise
+    destination, count = write_features(
+        algorithm, parameters, "OUTPUT", context, fields, QgsWkbTypes.Type.Polygon, crs, features(polygons, fields)
+    )
     algorithm.style_output(destination, "buildings")
     return {"OUTPUT": destination, "BUILDING_COUNT": count}
 
 
-def add_features(sink: QgsFeatureSink, polygons: Iterable, fields: QgsFields, name: str = "OUTPUT") -> int:
-    """Engine (shapely geometry, attributes) pairs -> features in the sink; returns how many."""
-    count = 0
+def features(polygons: Iterable, fields: QgsFields) -> Iterator[QgsFeature]:
+    """Engine (shapely geometry, attributes) pairs -> features."""
     for shape, attributes in polygons:
         geometry = QgsGeometry()
         geometry.fromWkb(shape.wkb)  # the engine yields one shapely Polygon per building
         feature = QgsFeature(fields)
         feature.setGeometry(geometry)
         feature.setAttributes([attributes.get(field.name()) for field in fields])
-        add_feature_checked(sink, feature, name)
-        count += 1
-    return count
+        yield feature
 
 
 class VectorizeAlgorithm(EngineAlgorithm):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sysconfig
@@ -262,3 +263,187 @@ def test_ctrl_c_stops_qgis_process_training_within_seconds_and_leaves_no_model(p
             os.killpg(process.pid, signal.SIGKILL)
     assert "Cancelled" in log.read_text()
     assert not model.exists() and not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+def qgis_process_environment(profile: Path, plugins_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QGIS_CUSTOM_CONFIG_PATH": str(profile),
+        "QGIS_PLUGINPATH": str(plugins_dir),
+        "QT_QPA_PLATFORM": "offscreen",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), sysconfig.get_paths()["purelib"]])),
+    }
+
+
+def dotted_mask(path: Path, size_px: int) -> Path:
+    """A mask of one-pixel buildings every 4 px: (size_px / 4)² polygons, seconds of writing."""
+    import numpy as np
+
+    from .conftest import write_raster
+
+    building = np.zeros((size_px, size_px), np.uint8)
+    building[::4, ::4] = 1
+    return write_raster(path, building[None], 255, "mask")
+
+
+def vectorize_command(mask: Path, output: Path) -> list[str]:
+    return ["bash", str(SCRIPT), "run", "unet_buildings:vectorize", "--", f"INPUT={mask}", f"OUTPUT={output}"]
+
+
+def test_a_killed_vectorize_leaves_nothing_under_the_final_name_and_the_next_run_cleans_up(
+    plugins_dir, tmp_path
+) -> None:
+    """kill -9 while the GeoPackage is written: no layer-less file (or journal) under the output's name;
+    the temporary file left beside it is removed by the next run, which writes the whole layer."""
+    mask = dotted_mask(tmp_path / "mask.tif", 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    output = out / "buildings.gpkg"
+    environment = qgis_process_environment(tmp_path / "profile", plugins_dir)
+    process = subprocess.Popen(
+        vectorize_command(mask, output), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".buildings.gpkg.*.part.gpkg")) and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before its output was being written"
+            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    left = sorted(path.name for path in out.iterdir())
+    assert left and all(name.startswith(".buildings.gpkg.") for name in left), left
+    result = subprocess.run(vectorize_command(mask, output), env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["buildings.gpkg"]
+    layer = QgsVectorLayer(str(output), "written", "ogr")
+    assert layer.featureCount() == 250**2 and layer.name() == "written"
+
+
+def test_two_runs_writing_one_geopackage_at_once_both_succeed(plugins_dir, tmp_path) -> None:
+    """Each writes under its own temporary name and renames it into place: the file is whole either way."""
+    mask = dotted_mask(tmp_path / "mask.tif", 400)
+    output = tmp_path / "buildings.gpkg"
+    runs = [
+        subprocess.Popen(
+            vectorize_command(mask, output),
+            env=qgis_process_environment(tmp_path / f"profile{index}", plugins_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    said = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], said
+    assert QgsVectorLayer(str(output), "written", "ogr").featureCount() == 100**2
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
+
+
+def test_a_failed_rewrite_keeps_the_earlier_file_whole(scene, tmp_path, monkeypatch) -> None:
+    output = tmp_path / "buildings.gpkg"
+    run("vectorize", {"INPUT": str(scene.mask), "OUTPUT": str(output)})
+    before = digests(tmp_path)
+
+    import unet_buildings.plugin.algorithms.vectorize as algorithm
+
+    written = algorithm.features
+
+    def broken(polygons, fields):
+        yield from written(polygons, fields)
+        raise OSError(28, "No space left on device")  # the disk fills after the last feature
+
+    monkeypatch.setattr(algorithm, "features", broken)
+    with pytest.raises(QgsProcessingException, match="No space left|full"):
+        run("vectorize", {"INPUT": str(scene.mask), "OUTPUT": str(output)})
+    assert digests(tmp_path) == before
+
+
+def test_extract_leaves_no_rasters_of_its_own_in_qgis_temporary_folder(scene, model_file, tmp_path) -> None:
+    from qgis.core import QgsProcessingUtils
+
+    temporary = Path(QgsProcessingUtils.tempFolder())
+    before = set(temporary.rglob("*"))
+    run(
+        "extract",
+        {"INPUT": str(scene.image), "MODEL": str(model_file), "THRESHOLD": 0, "OUTPUT": str(tmp_path / "b.gpkg")},
+    )
+    assert [path for path in set(temporary.rglob("*")) - before if path.is_file()] == []
+
+
+def test_a_failed_extract_leaves_neither_the_mask_it_was_asked_for_nor_polygons(
+    scene, model_file, tmp_path, monkeypatch
+) -> None:
+    import unet_buildings.plugin.algorithms.vectorize as algorithm
+
+    def broken(polygons, fields):
+        raise OSError(28, "No space left on device")
+        yield
+
+    monkeypatch.setattr(algorithm, "features", broken)
+    with pytest.raises(QgsProcessingException, match="No space left|full"):
+        run(
+            "extract",
+            {
+                "INPUT": str(scene.image),
+                "MODEL": str(model_file),
+                "OUTPUT": str(tmp_path / "b.gpkg"),
+                "OUTPUT_MASK": str(tmp_path / "mask.tif"),
+            },
+        )
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_temporary_files_of_killed_sessions_in_qgis_temporary_folders_are_removed(
+    scene, model_file, tmp_path, monkeypatch
+) -> None:
+    """What a kill -9 leaves in a QGIS session's processing folder, which QGIS only removes when it exits."""
+    import unet_buildings.plugin.algorithms.base as base
+    from qgis.core import QgsProcessingUtils
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    dead_session = Path(QgsProcessingUtils.tempFolder()).parent / "processing_unetkilled" / "0a1b2c"
+    dead_session.mkdir(parents=True)
+    leftover = dead_session / f".building_mask.tif.{gone.pid}.abcd1234.part.tif"
+    leftover.write_bytes(b"")
+    someone_elses = dead_session / "building_mask.tif"
+    someone_elses.write_bytes(b"")
+    monkeypatch.setattr(base, "_sessions_cleaned", False)  # the check runs once per process
+    try:
+        run("extract", {"INPUT": str(scene.image), "MODEL": str(model_file), "OUTPUT": str(tmp_path / "b.gpkg")})
+        assert not leftover.exists() and someone_elses.exists()
+    finally:
+        shutil.rmtree(dead_session.parent)
+
+
+class ErrorsKept(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+        self.errors.append(error)
+
+
+def test_the_toolbox_loads_the_renamed_file_and_nothing_else(scene, tmp_path) -> None:
+    """Written under a temporary name, the output is still the layer the toolbox adds to the project, and
+    the temporary name is not reported as a layer "not correctly generated"."""
+    import processing
+    from qgis.core import QgsProject
+
+    output = tmp_path / "buildings.gpkg"
+    feedback = ErrorsKept()
+    results = processing.runAndLoadResults(
+        "unet_buildings:vectorize", {"INPUT": str(scene.mask), "OUTPUT": str(output)}, feedback=feedback
+    )
+    try:
+        loaded = [
+            layer for layer in QgsProject.instance().mapLayers().values() if layer.source().startswith(str(output))
+        ]
+        assert results["OUTPUT"] == str(output) and len(loaded) == 1 and loaded[0].featureCount() == 2
+        assert feedback.errors == []
+    finally:
+        QgsProject.instance().removeAllMapLayers()
