@@ -171,7 +171,9 @@ def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regularize", action="store_true", help="square off building outlines")
 
 
-def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str | None) -> dict:
+def _predict(
+    args: argparse.Namespace, progress: ConsoleProgress, mask_path: str | None, probability_path: str | None
+) -> dict:
     from .prediction.predict import extent_window, predict_raster
 
     area = {}
@@ -186,7 +188,7 @@ def _predict(args: argparse.Namespace, progress: ConsoleProgress, mask_path: str
     result = predict_raster(
         args.input,
         args.model,
-        probability_path=args.probability,
+        probability_path=probability_path,
         mask_path=mask_path,
         threshold=args.threshold,
         batch_size=args.batch_size,
@@ -223,13 +225,13 @@ def _vectorize(
 
 
 def _run_extract(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
+    # vectorizing needs a mask file and the mean_probability field a probability file, asked for or not
     with tempfile.TemporaryDirectory(prefix="unet_buildings_") as scratch:
         mask = args.mask or str(Path(scratch) / "mask.tif")
-        outputs = _predict(args, progress, mask)
-        outputs.update(_vectorize(mask, args.probability, args.output, args, progress))
-        if not args.mask:
-            outputs["mask"] = None
-    return outputs
+        probability = args.probability or str(Path(scratch) / "probability.tif")
+        outputs = _predict(args, progress, mask, probability)
+        outputs.update(_vectorize(mask, probability, args.output, args, progress))
+    return {**outputs, "mask": args.mask, "probability": args.probability}
 
 
 def _run_evaluate(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
@@ -323,7 +325,7 @@ def _run_assemble(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
 
 RUNNERS = {
     "train": _run_train,
-    "predict": lambda a, p: _predict(a, p, a.mask),
+    "predict": lambda a, p: _predict(a, p, a.mask, a.probability),
     "extract": _run_extract,
     "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
     "evaluate": _run_evaluate,

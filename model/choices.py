@@ -39,6 +39,15 @@ def parse_building_values(text: str | Iterable[int]) -> list[int]:
     return values
 
 
+def check_pairs(images: list, labels: list, paired_by: str = "in the same order") -> None:
+    """Training pairs each image with one label layer: refuse any other count, saying how they pair."""
+    if not images or len(images) != len(labels):
+        raise InputError(
+            f"{len(images)} image(s) but {len(labels)} label layer(s): give one label layer per image "
+            f"(they are paired {paired_by})."
+        )
+
+
 def _whole_numbers(text: str, rule: str) -> list[int]:
     """Whole numbers separated by commas or semicolons ('2.0' is 2); ``rule`` says what was expected."""
     parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]

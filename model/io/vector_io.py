@@ -20,7 +20,7 @@ FIELDS = (
     ("area_m2", "area_m2", "OFTReal"),
     ("perimeter_m", "perimeter_m", "OFTReal"),
     ("mean_probability", "mean_probability", "OFTReal"),
-)  # the plugin's sink uses the same names
+)  # the plugin's sinks are made from this table too (plugin/algorithms/vectorize.py)
 TRANSACTION_FEATURES = 10_000  # GeoPackage inserts are far faster inside a transaction
 
 

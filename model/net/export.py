@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..io.files import replaced_when_done
+from ..io.files import check_output_location, check_output_paths, replaced_when_done
 from ..io.rasters import metres_per_unit
 from .modelfile import ModelInfo, load_model
 from .network import UNet
@@ -155,6 +155,8 @@ def export_onnx(
             "runs in every onnxruntime of the last years (Deepness included)."
         )
     onnx_path = Path(onnx_path)
+    check_output_paths({"model file": model_path}, {"ONNX file": onnx_path})
+    check_output_location(onnx_path, "ONNX file")
     loaded = load_model(Path(model_path), "cpu")
     info = loaded.info
     multiple = loaded.net.config.size_multiple_px

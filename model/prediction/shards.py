@@ -215,7 +215,7 @@ def assemble(
 
     from ..io.files import replaced_when_done, temporary_beside
     from ..io.outputs import create_geotiff
-    from ..io.rasters import Grid, raster_windows
+    from ..io.rasters import Grid, raster_windows, written_geotiff_problem
 
     output = Path(output)
     reporter = Reporter.of(progress, cancelled)
@@ -234,7 +234,11 @@ def assemble(
         grid = Grid(
             raster["crs"].to_wkt() if raster["crs"] else "", raster["transform"], raster["width"], raster["height"]
         )
-        with replaced_when_done(output, ".part.tif") as temporary, rasterio.open(vrt) as joined:
+
+        def problem(written: Path) -> str | None:
+            return written_geotiff_problem(written, grid.width, grid.height)
+
+        with replaced_when_done(output, ".part.tif", verify=problem) as temporary, rasterio.open(vrt) as joined:
             written = create_geotiff(Path(temporary), grid, raster["dtype"], raster["nodata"], raster["kind"])
             try:
                 for window in raster_windows(grid.width, grid.height, ASSEMBLE_ROWS):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from ..choices import NORMALIZATIONS, PRESETS
+from ..choices import NORMALIZATIONS, PRESETS, check_pairs
 from ..errors import InputError
 from .augment import AugmentConfig
 from .start_model import default_start
@@ -69,10 +69,7 @@ class TrainConfig:
         from ..net.network import UNetConfig  # imports torch: only when a run is about to start
 
         c = self
-        if not c.images or len(c.images) != len(c.labels):
-            raise InputError(
-                f"Give one label layer per image: got {len(c.images)} image(s) and {len(c.labels)} label layer(s)."
-            )
+        check_pairs(c.images, c.labels)
         multiple = 2 ** UNetConfig().depth
         if c.tile_size_px % multiple:
             raise InputError(f"The crop size must be a multiple of {multiple} px, not {c.tile_size_px}.")

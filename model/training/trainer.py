@@ -48,6 +48,9 @@ EpochFn = Callable[[dict], None]
 BatchFn = Callable[[dict], None]
 BUDGET_REACHED = "the time budget"  # how the stop reason of a run that used up its time begins
 BATCH_REPORT_S = 3.0  # the smoothed training loss is reported this often (and at each epoch's end)
+# a GradScaler skips a step whose float16 loss overflows and halves its scale: from 2**16, this many
+# skips in a row leave a scale far below 1, so the loss itself is lost, not just its float16 range
+MAX_SKIPPED_STEPS = 24
 
 
 class TrainingDiverged(EngineError):
@@ -92,6 +95,7 @@ class Trainer:
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler else None
         self.batch_size = config.batch_size  # halved when the GPU runs out of memory
+        self.skipped_steps = 0  # steps in a row whose loss was not finite (the GradScaler skipped them)
         self.output_model = Path(config.output_model)
         self.checkpoint_dir = checkpoint_dir_for(self.output_model)
         self._validate_config()
@@ -285,7 +289,7 @@ class Trainer:
         validation scores, why training stops or "")."""
         c, plan = self.config, self.plan
         net.train()
-        train_loss, train_matrix, batches_run = 0.0, ConfusionMatrix(), 0
+        train_loss, train_matrix, batches_run, finite_batches = 0.0, ConfusionMatrix(), 0, 0
         stop_reason = ""
         for batch in range(plan.batches_per_epoch):
             elapsed_s = self.agreed_clock()
@@ -302,20 +306,25 @@ class Trainer:
             loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, hidden)
             # the ranks' mean loss: every rank sees a divergence at the same step
             value = self.ranks.sum([float(loss.detach())])[0] / self.ranks.world_size
-            if not math.isfinite(value) and self.scaler is None:  # the scaler skips such steps itself
+            self.skipped_steps = 0 if math.isfinite(value) else self.skipped_steps + 1
+            if self.skipped_steps > (0 if self.scaler is None else MAX_SKIPPED_STEPS):
                 raise TrainingDiverged(self.divergence_message(epoch, batch, value, info))
-            train_loss += value if math.isfinite(value) else 0.0
+            if math.isfinite(value):  # a step the scaler skipped has no loss to average
+                train_loss += value
+                finite_batches += 1
             batches_run += 1
             train_matrix += confusion_counts(logits.detach(), target, weight)
             self.progress.timed_train_batch(time.monotonic() - batch_started)
             self.report_batch(epoch, batch + 1, value)
-            self.progress.report(self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / batches_run:.4f}")
+            self.progress.report(
+                self.elapsed_s(), epoch, batch + 1, 0, f"loss {train_loss / max(finite_batches, 1):.4f}"
+            )
         # the epoch's figures summed over the ranks, whose batch-norm statistics are shared before validating
         train_matrix = self.summed_over_ranks(train_matrix)
         self.ranks.share_buffers(net)
         record = {
             "epoch": epoch,
-            "train_loss": train_loss / max(batches_run, 1),
+            "train_loss": train_loss / finite_batches if finite_batches else math.nan,
             "train_batches": batches_run,
             "train_accuracy": train_matrix.accuracy,
             "train_iou": train_matrix.iou,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputBoolean,
     QgsProcessingOutputFile,
@@ -20,7 +19,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
+from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, check_pairs, parse_bands, parse_building_values
 from ...model.io.files import same_file
 from ...model.training.start_model import starter_model
 from ..epochs import format_batch, format_epoch
@@ -253,11 +252,7 @@ class TrainAlgorithm(EngineAlgorithm):
             layer_path(layer, "label", context, feedback)
             for layer in self.parameterAsLayerList(parameters, "LABELS", context)
         ]
-        if len(images) != len(labels):
-            raise QgsProcessingException(
-                f"{len(images)} image(s) but {len(labels)} label layer(s): give one label layer per image, "
-                "in the same order."
-            )
+        check_pairs(images, labels)
         budget_min = self.optional_number(parameters, "TIME_BUDGET_MIN", context)
         init_model, from_scratch = self.start_model(parameters, context)
         normalization = self.parameterAsEnumString(parameters, "NORMALIZATION", context)

@@ -92,11 +92,16 @@ def typed_field(name: str, type_name: str) -> QgsField:
     return QgsField(name, getattr(QVariant.Type, type_name))
 
 
+QT_TYPE_OF_OGR = {"OFTInteger64": "LongLong", "OFTReal": "Double"}
+
+
 def building_fields() -> QgsFields:
+    """The engine's polygon schema (``vector_io.FIELDS``) as QGIS fields: both writers give one table."""
+    from ...model.io.vector_io import FIELDS
+
     fields = QgsFields()
-    fields.append(typed_field("id", "LongLong"))
-    for name in ("area_m2", "perimeter_m", "mean_probability"):
-        fields.append(typed_field(name, "Double"))
+    for _, name, ogr_type in FIELDS:
+        fields.append(typed_field(name, QT_TYPE_OF_OGR[ogr_type]))
     return fields
 
 

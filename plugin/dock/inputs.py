@@ -12,6 +12,8 @@ from qgis.core import Qgis, QgsMapLayer, QgsProcessingUtils, QgsProject
 from qgis.gui import QgisInterface, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QSpinBox
 
+from ...model.choices import check_pairs
+from ...model.errors import InputError
 from ...model.training.start_model import starter_model
 from ..layers import layer_file
 from .requests import EvaluateRequest, ExportRequest, PredictRequest, TrainRequest
@@ -83,15 +85,10 @@ class DockInputs:
         images, labels = self.train_images.ticked_layers(), self.train_labels.ticked_layers()
         if not images:
             return images, labels, "Tick the images to train on and one label layer per image."
-        if len(images) != len(labels):
-            return (
-                images,
-                labels,
-                (
-                    f"{len(images)} image(s) but {len(labels)} label layer(s) ticked: tick one "
-                    "label layer per image (they are paired in name order)."
-                ),
-            )
+        try:
+            check_pairs(images, labels, paired_by="in name order")
+        except InputError as problem:
+            return images, labels, str(problem)
         return images, labels, ""
 
     def show_pairs(self, *_) -> None:

@@ -149,6 +149,16 @@ def test_16_bit_model_is_refused_and_nothing_written(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
 
 
+def test_an_export_over_its_model_file_is_refused_and_the_model_kept(tmp_path: Path) -> None:
+    model_path = write_model(tmp_path / "model.pt", FIXED)
+    before = model_path.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(model_path)
+    for output in (model_path, tmp_path / "link.onnx"):
+        with pytest.raises(InputError, match="is the input model file"):
+            export_onnx(model_path, output)
+    assert model_path.read_bytes() == before
+
+
 def test_command_line_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model_path = write_model(tmp_path / "model.pt", FIXED)
     onnx_path = tmp_path / "out" / "model.onnx"

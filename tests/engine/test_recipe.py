@@ -368,6 +368,21 @@ def test_divergence_stops_with_a_clear_message_and_no_model(pair, tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_a_loss_lost_under_a_grad_scaler_is_divergence_not_a_zero_loss(pair, tmp_path, monkeypatch):
+    """float16 training (a GradScaler) skips a step whose loss overflows: a loss that never comes back
+    must stop the run as a divergence, not train on with every step skipped and a loss of 0."""
+    import model.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "autocast_settings", lambda device, precision: (None, True))
+    epochs: list[dict] = []
+    with pytest.raises(TrainingDiverged, match="diverged at epoch .*learning rate"):
+        train(
+            config_for(pair, tmp_path / "m.pt", learning_rate=1e30, epochs=8, patches_per_epoch=64),
+            on_epoch=epochs.append,
+        )
+    assert all(math.isnan(record["train_loss"]) or record["train_loss"] > 0 for record in epochs if record["epoch"])
+
+
 def test_progress_moves_during_validation_and_never_promises_more_than_the_budget(pair, tmp_path):
     reports: list[tuple[float, str]] = []
     train(

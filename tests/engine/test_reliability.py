@@ -133,6 +133,23 @@ def test_every_command_refuses_an_output_over_an_input_and_leaves_it_intact(scen
     assert "Traceback" not in message and len(message.strip().splitlines()) == 1
 
 
+def test_the_command_line_extract_fills_mean_probability_as_the_toolbox_does(scene, capsys) -> None:
+    """Without --probability the command line still predicts probabilities for the polygons' field, and
+    keeps no file it was not asked for."""
+    output = scene["folder"] / "buildings.gpkg"
+    before = set(os.listdir(scene["folder"]))
+    code = main(
+        ["extract", str(scene["image"]), "--model", str(scene["model"]), "--threshold", "0", "--output", str(output)]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert set(os.listdir(scene["folder"])) - before == {"buildings.gpkg"}
+    from osgeo import ogr
+
+    source = ogr.Open(str(output))  # held: its layer dies with it
+    values = [feature.GetField("mean_probability") for feature in source.GetLayer(0)]
+    assert values and all(value is not None and 0 < value <= 1 for value in values), values
+
+
 # -- writing: verified, complete or nothing --------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ masks exactly wherever the probability is further than that from the threshold."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,13 @@ import pytest
 import rasterio
 
 from model.__main__ import main
-from model.errors import InputError
+from model.errors import InputError, OutputError
 from model.net.modelfile import load_model
 from model.prediction.predict import predict_raster
 from model.prediction.shards import assemble, parse_shard, plan_row_shards, predict_shard, shard_path
 from model.prediction.tiling import ground_phase_px, plan_tiles
 from tests.engine.test_inference import make_model, noise, write_image
+from tests.engine.test_reliability import fill, small_disk
 
 FLOAT_ULPS = 1e-6  # a few float32 units in the last place of a probability
 OPTIONS = dict(probability_dtype="float32", batch_size=3, device="cpu", precision="float32", panel_width_px=96)
@@ -85,6 +87,20 @@ def test_assembled_geotiff_can_replace_the_shards_and_vrt_refers_to_them(tmp_pat
         assemble(tmp_path / "mask2.vrt", 2, remove_shards=True)
     assemble(tmp_path / "mask.tif", 2, remove_shards=True)
     assert sorted(path.name for path in tmp_path.glob("mask*")) == ["mask.tif", "mask.vrt"]
+
+
+def test_assembling_onto_a_full_disk_fails_clearly_and_keeps_the_shards(tmp_path):
+    """GDAL reports a block it could not write only in its log: assemble re-reads what it wrote."""
+    image = image_with_nodata(tmp_path)
+    model = make_model(tmp_path / "m.pt")
+    with small_disk(tmp_path / "disk", 1024) as disk:
+        for index in (1, 2):
+            predict_shard(image, model, index, 2, probability_path=disk / "p.tif", **OPTIONS)
+        shards = sorted(os.listdir(disk))
+        fill(disk, 40)
+        with pytest.raises(OutputError, match="disk holding .* is full"):
+            assemble(disk / "p.tif", 2, remove_shards=True)
+        assert sorted(os.listdir(disk)) == sorted([*shards, "filler"])
 
 
 def test_borders_lie_an_overlap_below_a_tile_row_top():

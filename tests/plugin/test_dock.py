@@ -258,7 +258,7 @@ def test_training_pairs_ticked_images_with_ticked_labels_in_name_order(dock, sce
 
     dock.train_images.tick(images)
     dock.train_labels.tick(labels[:1])
-    assert "2 image(s) but 1 label layer(s) ticked" in dock.pairs_label.text()
+    assert "2 image(s) but 1 label layer(s)" in dock.pairs_label.text()
     qgis_iface.messageBar().clear_messages()
     dock.train_button.click()
     assert dock.current_run is None  # refused, and said why where the user looks

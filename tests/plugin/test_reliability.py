@@ -51,6 +51,7 @@ OVERWRITES = [
         },
     ),
     ("train", {"IMAGES": ["{image}"], "LABELS": ["{labels}"], "OUTPUT_MODEL": "{image}"}),
+    ("train", {"IMAGES": ["{image}"], "LABELS": ["{labels}"], "INIT_MODEL": "{model}", "OUTPUT_MODEL": "{model}"}),
     (
         "predict",
         {
@@ -447,3 +448,26 @@ def test_the_toolbox_loads_the_renamed_file_and_nothing_else(scene, tmp_path) ->
         assert feedback.errors == []
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+@pytest.mark.parametrize(
+    "algorithm_id, name, value, said",
+    [
+        ("train", "TIME_BUDGET_MIN", "nan", "time budget must be a positive number of minutes, not nan"),
+        ("predict", "EXTENT", "nan,nan,nan,nan", "The area of interest (nan, nan : nan, nan) is not an extent"),
+        ("predict", "PIXEL_SIZE", "nan", "The processing pixel size must be a positive number"),
+    ],
+)
+def test_nan_given_as_a_number_is_refused_with_a_sentence_naming_it(
+    algorithm_id, name, value, said, scene, model_file, tmp_path
+) -> None:
+    parameters = {
+        "train": {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "OUTPUT_MODEL": str(tmp_path / "m.pt")},
+        "predict": {"INPUT": str(scene.image), "MODEL": str(model_file), "OUTPUT_MASK": str(tmp_path / "mask.tif")},
+    }[algorithm_id]
+    with pytest.raises(QgsProcessingException) as raised:
+        run(algorithm_id, {**parameters, name: value})
+    message = str(raised.value)
+    assert said in message and "unexpectedly" not in message, message
+    assert len(message.splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == []
