@@ -72,12 +72,20 @@ def deepness_normalization(info: ModelInfo) -> tuple[torch.Tensor, torch.Tensor]
         raise InputError(f"Unknown normalisation mode {settings.get('mode')!r} in the model file.")
     mean = torch.tensor(settings["mean"], dtype=torch.float64)
     std = torch.tensor(settings["std"], dtype=torch.float64)
-    # uint8 training data has means in 0..255 (per_image) or a full range of 255 (fixed);
-    # anything larger is 16-bit or float imagery, which Deepness cannot feed.
-    if bool((mean + std > DEEPNESS_INPUT_RANGE + 1e-6).any()):
+    # Deepness feeds 8-bit bands: a model of 16-bit or float imagery (0..1 reflectance included) would
+    # read them on another scale. Model files record their images' value scales; for older ones, uint8
+    # data has means in 0..255 (per_image) or a full range of 255 (fixed), and anything larger is not 8-bit.
+    if info.value_scales is not None:
+        eight_bit = all(scale == DEEPNESS_INPUT_RANGE for scale in info.value_scales)
+        trained_on = f"images with values up to {', '.join(f'{scale:g}' for scale in info.value_scales)}"
+    else:
+        eight_bit = not bool((mean + std > DEEPNESS_INPUT_RANGE + 1e-6).any())
+        trained_on = (
+            f"imagery beyond 8 bits per band (its normalisation is mean {settings['mean']}, std {settings['std']})"
+        )
+    if not eight_bit:
         raise InputError(
-            "This model was trained on imagery beyond 8 bits per band (its normalisation is "
-            f"mean {settings['mean']}, std {settings['std']}); Deepness feeds 8-bit bands only. "
+            f"This model was trained on {trained_on}; Deepness feeds 8-bit bands only (0..255). "
             "Train on 8-bit (Byte) images to export for Deepness."
         )
     return (DEEPNESS_INPUT_RANGE / std).float(), (-mean / std).float()

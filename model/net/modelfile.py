@@ -37,9 +37,13 @@ class ModelInfo:
     building_values: list = field(default_factory=lambda: [2])
     pixel_size: list | None = None  # [x, y] in the training rasters' CRS units
     crs_units: str = ""
-    # [x, y] metres on the ground at the first training image's centre (ground.py): what predictions
-    # match, whatever the CRS of either image. None in model files of versions before it existed.
+    # [x, y] metres on the ground at the training images' centres (ground.py), averaged over the images
+    # weighted by their valid pixels: what predictions match, whatever the CRS of either image. None in
+    # model files of versions before it existed.
     ground_pixel_size_m: list | None = None
+    # each training image's full range of values (255 for 8-bit, 1.0 for 0..1 floats: normalization.py);
+    # None in model files of versions before it existed
+    value_scales: list | None = None
     preset: str = "default"
     history: list = field(default_factory=list)  # one dict of numbers per epoch
     training: dict = field(default_factory=dict)  # the training options, for the record
@@ -193,6 +197,10 @@ def info_problem(info: ModelInfo) -> str | None:
         and all(_number(v) and v != 0 for v in info.pixel_size)
     ):
         return "its pixel size is not two numbers other than 0"
+    if info.value_scales is not None and not (
+        isinstance(info.value_scales, list) and all(_number(v) and v > 0 for v in info.value_scales)
+    ):
+        return "its training images' value scales are not positive numbers"
     return None
 
 

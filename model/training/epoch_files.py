@@ -16,7 +16,7 @@ from .checkpoints import read_checkpoint, save_epoch_files
 from .data import TrainingData
 from .distributed import Ranks
 from .recipe import TrainConfig
-from .sampling import Scene
+from .sampling import Scene, mean_ground_pixel_size_m
 
 
 @dataclass
@@ -58,7 +58,7 @@ class EpochFiles:
     def model_info(self, scenes: list[Scene], data: TrainingData, seed: int, precision: str) -> ModelInfo:
         """The model file's description of what this run trains (``precision``: its arithmetic, in words)."""
         c = self.config
-        ground = scenes[0].ground_pixel_size_m
+        ground = mean_ground_pixel_size_m(scenes)
         return ModelInfo(
             bands=list(data.bands),
             normalization=data.normalization,
@@ -68,6 +68,7 @@ class EpochFiles:
             pixel_size=list(scenes[0].pixel_size),
             crs_units=scenes[0].crs_units,
             ground_pixel_size_m=list(ground) if ground else None,
+            value_scales=[scene.value_scale for scene in scenes],
             preset=c.preset,
             training={**asdict(replace(c, resume_from=None, seed=seed)), "precision_used": precision},
         )

@@ -64,6 +64,17 @@ class Scene:
         return self.label.shape[1]
 
 
+def mean_ground_pixel_size_m(scenes: Sequence[Scene]) -> tuple[float, float] | None:
+    """The scenes' ground pixel size averaged, each weighted by its valid pixels (a model trained on
+    0.10 m and 0.20 m imagery is not a 0.10 m model); None when a scene's CRS has no ground size."""
+    sizes = [scene.ground_pixel_size_m for scene in scenes]
+    if not sizes or any(size is None for size in sizes):
+        return None
+    weights = np.array([max(scene.statistics.valid_pixels, 1) for scene in scenes], np.float64)
+    x, y = weights @ np.array(sizes, np.float64) / weights.sum()
+    return float(x), float(y)
+
+
 def default_bands(image_path: str | Path) -> list[int]:
     with open_raster(image_path) as dataset:
         return [index + 1 for index, interp in enumerate(dataset.colorinterp) if interp.name != _ALPHA]

@@ -33,6 +33,7 @@ def write_model(
     crs_units: str = "metre",
     ground_pixel_size_m=None,
     threshold: float = 0.42,
+    value_scales=None,
 ) -> Path:
     torch.manual_seed(0)
     net = UNet(UNetConfig(base_width=4, batch_norm=True))
@@ -45,6 +46,7 @@ def write_model(
         pixel_size=list(pixel_size),
         crs_units=crs_units,
         ground_pixel_size_m=ground_pixel_size_m,
+        value_scales=value_scales,
     )
     save_model(path, net, info)
     return path
@@ -157,6 +159,16 @@ def test_an_export_over_its_model_file_is_refused_and_the_model_kept(tmp_path: P
         with pytest.raises(InputError, match="is the input model file"):
             export_onnx(model_path, output)
     assert model_path.read_bytes() == before
+
+
+def test_a_model_of_0_to_1_float_imagery_is_refused_though_its_numbers_look_8_bit(tmp_path: Path) -> None:
+    """Its normalisation numbers (mean 0.4, std 0.2) are below 255: only the recorded value scale tells
+    that Deepness' 0..255 bands would be read 255 times too bright."""
+    per_image = {"mode": "per_image", "mean": [0.4] * 3, "std": [0.2] * 3, "min_relative_std": [0.05] * 3}
+    model_path = write_model(tmp_path / "model.pt", per_image, value_scales=[1.0])
+    with pytest.raises(InputError, match="values up to 1; Deepness feeds 8-bit bands only"):
+        export_onnx(model_path, tmp_path / "model.onnx")
+    export_onnx(write_model(tmp_path / "byte.pt", FIXED, value_scales=[255.0, 255.0]), tmp_path / "byte.onnx")
 
 
 def test_command_line_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -94,6 +94,16 @@ def test_model_file_records_what_was_chosen_and_the_ground_pixel_size(pair, tmp_
     assert info.ground_pixel_size_m == pytest.approx([0.5 / 0.9996] * 2, rel=1e-4)
 
 
+def test_a_model_of_several_resolutions_records_their_weighted_ground_size_and_every_value_scale(tmp_path):
+    """Not the first image's alone: 96 px at 0.5 m with 192 px at 1.0 m (four times the pixels)."""
+    fine = write_pair(tmp_path, "fine", squares(96, 8, 1))
+    coarse = write_pair(tmp_path, "coarse", squares(192, 16, 2), transform=from_origin(500000, 9000000, 1.0, 1.0))
+    pairs = ([fine[0], coarse[0]], [fine[1], coarse[1]])
+    info = load_model(train(config_for(pairs, tmp_path / "m.pt", epochs=1)).model_path).info
+    assert info.ground_pixel_size_m == pytest.approx([(0.5 + 4 * 1.0) / 5 / 0.9996] * 2, rel=1e-3)
+    assert info.value_scales == [255.0, 255.0]
+
+
 # -- sampling --------------------------------------------------------------------------------------
 
 
