@@ -65,23 +65,24 @@ class TrainingData:
         return scenes
 
     def split(self, scenes: list[Scene], rng: np.random.Generator) -> tuple[list[np.ndarray], list[Crop]]:
-        """Training-hidden masks per scene and the validation crops (a fixed, bounded set)."""
+        """Per scene, the areas held out for validation (hidden from training), and the validation
+        crops (a fixed, bounded set)."""
         crop_px = self.config.tile_size_px
         if self.config.validation == "random":
             count = max(1, round(self.config.patches_per_epoch * self.config.validation_fraction))
             usable = [scene.label != LABEL_IGNORE for scene in scenes]
             crops = self.ranks.from_main(CropSampler(scenes, crop_px, usable, rng).draw(count))  # one set for all
             return [np.zeros_like(scene.label, dtype=bool) for scene in scenes], crops
-        hidden, crops = [], []
+        validation_areas, crops = [], []
         for index, scene in enumerate(scenes):
             blocks = validation_blocks(scene, validation_block_px(scene, crop_px), offset=index)
-            hidden.append(blocks)
+            validation_areas.append(blocks)
             crops.extend(validation_crops(index, scene, blocks, crop_px))
         if not crops:
             raise InputError(
                 "The images are too small to hold out a validation area: give larger images or more of them."
             )
-        return hidden, evenly_spread(crops, self.config.max_validation_crops)
+        return validation_areas, evenly_spread(crops, self.config.max_validation_crops)
 
     def _input_normalization(self, scenes: list[Scene]) -> dict:
         """How raw values become network inputs, as stored in the model file (see normalization.py)."""
@@ -106,11 +107,11 @@ class TrainingData:
         self,
         scenes: list[Scene],
         crops: Sequence[Crop],
-        hidden: list[np.ndarray] | None,
+        blanked: list[np.ndarray] | None,
         augmented: bool,
         generator: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels, scene_ids = gather(scenes, crops, self.config.tile_size_px, hidden)
+        images, labels, scene_ids = gather(scenes, crops, self.config.tile_size_px, blanked)
         device = self.device
         x = torch.from_numpy(images).to(device, non_blocking=True)
         label = torch.from_numpy(labels).to(device).unsqueeze(1)

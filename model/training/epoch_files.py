@@ -65,7 +65,7 @@ class EpochFiles:
             tile_size_px=c.tile_size_px,
             threshold=0.5,
             building_values=list(c.building_values),
-            pixel_size=list(scenes[0].pixel_size),
+            pixel_size=list(scenes[0].pixel_size_map_units),
             crs_units=scenes[0].crs_units,
             ground_pixel_size_m=list(ground) if ground else None,
             value_scales=[scene.value_scale for scene in scenes],

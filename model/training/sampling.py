@@ -38,7 +38,7 @@ class Scene:
     image: np.ndarray  # (bands, H, W), the raster's own dtype
     label: np.ndarray  # (H, W) uint8: 1 building, 0 background, LABEL_IGNORE not scored
     statistics: BandStatistics  # per-band mean / std of this image, its value scale, its valid pixel count
-    pixel_size: tuple[float, float]
+    pixel_size_map_units: tuple[float, float]  # the model file keeps it as pixel_size, for older plugins
     crs_units: str
     ground_pixel_size_m: tuple[float, float] | None = None
 
@@ -147,7 +147,7 @@ def load_scene(
             label[rows, : dataset.width] = strip_label
         statistics = image_statistics(dataset, bands)
         crs_units = dataset.crs.linear_units if dataset.crs else ""
-        pixel_size = Grid.of(dataset).pixel_size_map_units
+        pixel_size_map_units = Grid.of(dataset).pixel_size_map_units
         ground = ground_pixel_size_m(dataset.crs, dataset.transform, dataset.width, dataset.height)
     labels.check_values()
     if not (label == 1).any():
@@ -160,7 +160,7 @@ def load_scene(
             f"The label layer '{label_path}' marks buildings only where the image '{image_path}' has no "
             "data: check that both cover the same area and the image's no-data value."
         )
-    return Scene(Path(image_path).stem, image, label, statistics, pixel_size, crs_units, ground)
+    return Scene(Path(image_path).stem, image, label, statistics, pixel_size_map_units, crs_units, ground)
 
 
 def validation_block_px(scene: Scene, crop_px: int) -> int:
@@ -277,11 +277,11 @@ def evenly_spread(crops: list[Crop], limit: int) -> list[Crop]:
 
 
 def gather(
-    scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int, hidden: Sequence[np.ndarray] | None = None
+    scenes: Sequence[Scene], crops: Sequence[Crop], crop_px: int, blanked: Sequence[np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack crops into (N, C, S, S) float32 images, (N, S, S) uint8 labels and (N,) scene ids.
-    Pixels in a scene's ``hidden`` mask (validation areas, when training) are blanked to the
-    band means and their labels ignored, so training never sees them."""
+    Pixels in a scene's ``blanked`` mask (its validation areas when training, the rest when validating)
+    are set to the band means and their labels ignored: training never sees validation pixels."""
     images = np.empty((len(crops), scenes[0].image.shape[0], crop_px, crop_px), np.float32)
     labels = np.empty((len(crops), crop_px, crop_px), np.uint8)
     for slot, crop in enumerate(crops):
@@ -289,8 +289,8 @@ def gather(
         window = (slice(crop.row, crop.row + crop_px), slice(crop.col, crop.col + crop_px))
         images[slot] = scene.image[(slice(None),) + window]
         labels[slot] = scene.label[window]
-        if hidden is not None:
-            blank = hidden[crop.scene][window]
+        if blanked is not None:
+            blank = blanked[crop.scene][window]
             images[slot][:, blank] = np.asarray(scene.mean, np.float32)[:, None]
             labels[slot][blank] = LABEL_IGNORE
     return images, labels, np.array([crop.scene for crop in crops])

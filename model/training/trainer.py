@@ -178,8 +178,8 @@ class Trainer:
         self.started = time.monotonic()
         self.elapsed_before_s = 0.0  # training time of the run this one resumes
         scenes = self.data.load_scenes(scratch_dir, self.reporter, self.check_cancel_alone)
-        hidden, val_crops = self.data.split(scenes, self.rng)
-        train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
+        validation_areas, val_crops = self.data.split(scenes, self.rng)
+        train_usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, validation_areas)]
         sampler = CropSampler(scenes, c.tile_size_px, train_usable, self.rng, c.building_crop_share)
         self.plan = plan = RunPlan.of(c, len(val_crops), len(self.ranks.shard(val_crops)), self.ranks.world_size)
         self.progress = TrainingProgress(
@@ -213,7 +213,7 @@ class Trainer:
 
         def end_epoch(record: dict, started: float) -> None:
             """Validation, the best epoch, the epoch's files and the caller's callback."""
-            record.update(self.validate(net, scenes, hidden, val_crops, record["epoch"]))
+            record.update(self.validate(net, scenes, validation_areas, val_crops, record["epoch"]))
             record["seconds"] = time.monotonic() - started
             history.append(record)
             best.offer(record, net, info, c.select_by)
@@ -230,7 +230,9 @@ class Trainer:
         self.batch_loss = SmoothedLoss()
         for epoch in range(self.start_epoch, c.epochs + 1):
             started = time.monotonic()
-            record, stop_reason = self.train_epoch(model, net, optimizer, scenes, sampler, hidden, epoch, info)
+            record, stop_reason = self.train_epoch(
+                model, net, optimizer, scenes, sampler, validation_areas, epoch, info
+            )
             if record["train_batches"] == 0 and history:  # the budget ran out right at an epoch's start
                 break
             end_epoch(record, started)
@@ -281,7 +283,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scenes: list[Scene],
         sampler: CropSampler,
-        hidden: list[np.ndarray],
+        validation_areas: list[np.ndarray],
         epoch: int,
         info: ModelInfo,
     ) -> tuple[dict, str]:
@@ -303,7 +305,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(c, progress)
             batch_started = time.monotonic()
-            loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, hidden)
+            loss, logits, target, weight = self.step(model, optimizer, scenes, sampler, validation_areas)
             # the ranks' mean loss: every rank sees a divergence at the same step
             value = self.ranks.sum([float(loss.detach())])[0] / self.ranks.world_size
             self.skipped_steps = 0 if math.isfinite(value) else self.skipped_steps + 1
@@ -375,13 +377,13 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scenes: list[Scene],
         sampler: CropSampler,
-        hidden: list[np.ndarray],
+        validation_areas: list[np.ndarray],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimisation step on a fresh batch. Out of GPU memory, the batch size is halved for the
         rest of training (and said so) and the step is taken again on a smaller batch."""
         while True:
             crops = sampler.draw(self.batch_size)
-            x, target, weight = self.data.batch_tensors(scenes, crops, hidden, True, self.torch_rng)
+            x, target, weight = self.data.batch_tensors(scenes, crops, validation_areas, True, self.torch_rng)
             try:
                 with self.autocast():
                     logits = net(x)
@@ -427,21 +429,23 @@ class Trainer:
         )
 
     @torch.inference_mode()
-    def validate(self, net: UNet, scenes: list[Scene], hidden: list[np.ndarray], crops: list[Crop], epoch: int) -> dict:
+    def validate(
+        self, net: UNet, scenes: list[Scene], validation_areas: list[np.ndarray], crops: list[Crop], epoch: int
+    ) -> dict:
         net.eval()
         c = self.config
         # The paper's validation crops are augmented like its training crops; the same seed
         # each epoch gives the same validation set. Spatial validation is never augmented.
         generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         augmented = c.validation == "random"
-        val_hidden = None if augmented else [~mask for mask in hidden]
+        training_areas = None if augmented else [~mask for mask in validation_areas]  # blanked in validation
         tally = ValidationTally()
         share = self.ranks.shard(crops)  # each rank scores its share; the tallies of all ranks are summed
         for index, start in enumerate(range(0, len(share), self.batch_size)):
             self.check_cancel_alone()
             batch_started = time.monotonic()
             chunk = share[start : start + self.batch_size]
-            x, target, weight = self.data.batch_tensors(scenes, chunk, val_hidden, augmented, generator)
+            x, target, weight = self.data.batch_tensors(scenes, chunk, training_areas, augmented, generator)
             with self.autocast():
                 logits = net(x).float()
             tally.add(logits, target, weight, c.loss)
