@@ -1,34 +1,25 @@
-"""A training epoch's record, and a batch report within an epoch, as one line of text each, and back.
-
-The train algorithm can only talk to its caller through Processing feedback text; the dock runs that
-same algorithm and draws its live curves from these lines, so writing and reading live side by side.
-The lines are also what a person reads in the Processing log, so numbers carry the digits that mean
-something: counts as whole numbers, seconds to a tenth, a learning rate to three significant digits.
+"""A training epoch's record, and a batch report within an epoch, as the line a person reads in the
+Processing log; and the reporter that sends each record both as that line and, to the dock's task, as
+the record itself (the dock draws its live curves from the numbers, never from the text read back).
+Numbers carry the digits that mean something: counts as whole numbers, seconds to a tenth, a learning
+rate to three significant digits.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Callable
 
-PREFIX = "Epoch "
+from qgis.core import QgsProcessingFeedback
+
 # digits per key of an epoch record; any other number is a loss or a score in [0, 1]
 NUMBER_FORMATS = {"learning_rate": ".3g", "seconds": ".1f"}
 SCORE_FORMAT = ".4f"
-BATCH_LINE = re.compile(
-    r"Batch (?P<batch>\d+)/(?P<batches_per_epoch>\d+) of epoch (?P<epoch>\d+), (?P<elapsed_s>\S+) s into training: "
-    r"smoothed training loss (?P<train_loss>\S+)"
-)
 
 
 def number_text(key: str, value: float) -> str:
     if isinstance(value, int):  # counts (train_batches) stay whole numbers, not 75.0000
         return str(value)
     return format(value, NUMBER_FORMATS.get(key, SCORE_FORMAT))
-
-
-def number(text: str) -> float:
-    """A number as number_text wrote it: a count comes back an int, anything else a float."""
-    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def format_epoch(record: dict) -> str:
@@ -39,22 +30,7 @@ def format_epoch(record: dict) -> str:
         for key, value in record.items()
         if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool)
     )
-    return f"{PREFIX}{record['epoch']}: {numbers}"
-
-
-def parse_epoch(line: str) -> dict | None:
-    """The record of a line written by format_epoch; None for any other line."""
-    if not line.startswith(PREFIX) or ":" not in line:
-        return None
-    head, _, tail = line.partition(":")
-    try:
-        record: dict = {"epoch": int(head[len(PREFIX) :])}
-        for pair in tail.split():
-            key, _, value = pair.partition("=")
-            record[key] = number(value)
-    except ValueError:
-        return None
-    return record
+    return f"Epoch {record['epoch']}: {numbers}"
 
 
 def format_batch(record: dict) -> str:
@@ -66,12 +42,18 @@ def format_batch(record: dict) -> str:
     )
 
 
-def parse_batch(line: str) -> dict | None:
-    """The record of a line written by format_batch; None for any other line."""
-    match = BATCH_LINE.fullmatch(line)
-    if match is None:
-        return None
-    try:
-        return {key: number(text) for key, text in match.groupdict().items()}
-    except ValueError:  # a float field that is not a number
-        return None
+def record_reporter(
+    feedback: QgsProcessingFeedback, kind: str, line_of: Callable[[dict], str]
+) -> Callable[[dict], None]:
+    """The engine's ``on_epoch`` / ``on_batch`` hook: the record's line for the log of every caller
+    (toolbox, qgis_process, the dock), and the record itself for the dock's task."""
+    from .tasks import TaskFeedback
+
+    to_dock = feedback.push_record if isinstance(feedback, TaskFeedback) else None
+
+    def report(record: dict) -> None:
+        feedback.pushInfo(line_of(record))
+        if to_dock is not None:
+            to_dock(kind, record)
+
+    return report

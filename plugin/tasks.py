@@ -23,10 +23,13 @@ from .log import log
 
 
 class TaskFeedback(QgsProcessingFeedback):
-    """Processing feedback whose text also reaches the dock. Called from the task's thread: it only
-    emits signals and keeps the error text for the main thread to read once the task has finished."""
+    """Processing feedback whose text also reaches the dock, and with it the training records as data
+    (``push_record``), so the dock draws its curves from numbers, not from log lines read back. Called
+    from the task's thread: it only emits signals and keeps the error text for the main thread to read
+    once the task has finished."""
 
     info = pyqtSignal(str)
+    record = pyqtSignal(str, dict)  # kind ("epoch" or "batch"), the engine's record
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,6 +38,9 @@ class TaskFeedback(QgsProcessingFeedback):
     def pushInfo(self, info: str) -> None:  # noqa: N802
         super().pushInfo(info)
         self.info.emit(info)
+
+    def push_record(self, kind: str, record: dict) -> None:
+        self.record.emit(kind, dict(record))
 
     def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
         super().reportError(error, fatalError)
@@ -47,6 +53,7 @@ class AlgorithmRun(QObject):
 
     progress_changed = pyqtSignal(float)
     info = pyqtSignal(str)
+    record = pyqtSignal(str, dict)  # kind ("epoch" or "batch"), the record
     finished = pyqtSignal(bool, dict, str)  # ok, results, error message
 
     def __init__(self, algorithm_id: str, parameters: dict, parent: QObject | None = None) -> None:
@@ -58,6 +65,7 @@ class AlgorithmRun(QObject):
         self.context.setProject(QgsProject.instance())
         self.feedback = TaskFeedback()
         self.feedback.info.connect(self.info)
+        self.feedback.record.connect(self.record)
         algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"{PROVIDER_ID}:{algorithm_id}")
         if algorithm is None:
             raise RuntimeError(f"The algorithm {PROVIDER_ID}:{algorithm_id} is not registered.")
@@ -79,7 +87,7 @@ class AlgorithmRun(QObject):
         before every U-Net block, so about a second): for unloading the plugin, when none of its
         code may go on running. Nothing is reported any more: the signals are disconnected first.
         False when the task did not stop within ``timeout_s``."""
-        for signal in (self.progress_changed, self.info, self.finished):
+        for signal in (self.progress_changed, self.info, self.record, self.finished):
             try:
                 signal.disconnect()
             except TypeError:  # nothing was connected

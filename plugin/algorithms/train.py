@@ -22,7 +22,7 @@ from qgis.core import (
 from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, check_pairs, parse_bands, parse_building_values
 from ...model.io.files import same_file
 from ...model.training.start_model import starter_model
-from ..epochs import format_batch, format_epoch
+from ..epochs import format_batch, format_epoch, record_reporter
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
 
 # parameter -> TrainConfig field; empty means "the preset's value"
@@ -281,8 +281,8 @@ class TrainAlgorithm(EngineAlgorithm):
             config,
             progress=progress,
             cancelled=cancelled,
-            on_epoch=lambda record: feedback.pushInfo(format_epoch(record)),
-            on_batch=lambda record: feedback.pushInfo(format_batch(record)),
+            on_epoch=record_reporter(feedback, "epoch", format_epoch),
+            on_batch=record_reporter(feedback, "batch", format_batch),
         )
         best = next((record for record in result.history if record.get("epoch") == result.best_epoch), {})
         if result.stop_reason:

@@ -27,7 +27,6 @@ from qgis.PyQt.QtWidgets import (
 
 from .. import DISPLAY_NAME
 from ..dependencies import dependency_problem, install_arguments, missing_requirements
-from ..epochs import parse_batch, parse_epoch
 from ..layers import add_result_group, add_styled_layer
 from ..log import log
 from ..tasks import AlgorithmRun
@@ -264,7 +263,8 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
             return
         run = AlgorithmRun(algorithm_id, parameters, self)
         run.progress_changed.connect(self.show_progress)
-        run.info.connect(self.show_info)
+        run.info.connect(log)
+        run.record.connect(self.show_record)
         run.finished.connect(lambda ok, results, error: self.finish(ok, results, error, on_success, on_end))
         self.clear_results()  # the previous run's time, matrix and scores say nothing about this one
         self.current_run = run
@@ -332,14 +332,9 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         remaining = f", about {clock(elapsed * (100 - percent) / percent)} left" if 0 < percent < 100 else ""
         self.time_label.setText(f"{clock(elapsed)} elapsed{remaining}")
 
-    def show_info(self, text: str) -> None:
-        record = parse_epoch(text)
-        if record is not None:
-            self.curves.add_epoch(record)
-        batch = parse_batch(text)
-        if batch is not None:
-            self.curves.add_batch(batch)
-        log(text)
+    def show_record(self, kind: str, record: dict) -> None:
+        """A training run's epoch record or batch report, as the engine made it, onto the live curves."""
+        (self.curves.add_epoch if kind == "epoch" else self.curves.add_batch)(record)
 
     def show_evaluation(self, results: dict) -> None:
         cells = ((0, 0, "TP"), (0, 1, "FN"), (1, 0, "FP"), (1, 1, "TN"))

@@ -137,6 +137,25 @@ def test_the_dock_switches_to_a_new_model_only_when_it_beat_its_start(dock, scen
     assert "The dock now uses the new model" in shown
 
 
+def test_the_dock_draws_a_real_runs_records_as_the_engine_made_them(dock, scene, tmp_path) -> None:  # noqa: F811
+    """The dock's task hands the curves the engine's records themselves: the scores drawn are the model
+    file's to the last bit, not the log line's four decimals read back."""
+    from unet_buildings.model.net.modelfile import read_payload
+    from unet_buildings.plugin.dock.curves import BATCH_LABEL
+
+    values = {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "OUTPUT_MODEL": str(tmp_path / "m.pt")}
+    results: list[dict] = []
+    dock.curves.clear()
+    dock.start("train", {**values, **QUICK, "EPOCHS": 2, "TILE_SIZE": 32, "FROM_SCRATCH": True}, results.append)
+    wait_for(dock)
+    assert results, dock.status_label.text()
+    history = read_payload(Path(results[0]["OUTPUT_MODEL"]))["info"]["history"]
+    lines = {line.get_label(): line for axes in dock.curves.figure.axes for line in axes.get_lines()}
+    assert list(lines["validation IoU"].get_xdata()) == [record["epoch"] for record in history] == [1, 2]
+    assert list(lines["validation IoU"].get_ydata()) == [record["val_iou"] for record in history]
+    assert len(lines[BATCH_LABEL].get_xdata()) >= 2  # a batch report at least at each epoch's end
+
+
 def test_the_dock_adapts_its_model_unless_told_to_start_anew(dock, scene, tmp_path, qgis_iface) -> None:  # noqa: F811
     dock.model_widget.setFilePath(str(tmp_path / "mine.pt"))
     tick_training(dock, scene, qgis_iface)

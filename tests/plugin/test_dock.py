@@ -194,30 +194,6 @@ def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_mod
     assert dock.status_label.text() == "Installed. Restart QGIS to use the plugin."
 
 
-def test_epoch_lines_of_the_train_algorithm_feed_the_live_curves(dock) -> None:
-    from unet_buildings.plugin.dock.curves import BATCH_LABEL
-    from unet_buildings.plugin.epochs import format_epoch, parse_epoch
-
-    record = {
-        "epoch": 3,
-        "train_loss": 0.5,
-        "train_accuracy": 0.8,
-        "val_loss": 0.6,
-        "val_accuracy": 0.7,
-        "val_iou": 0.4,
-        "seconds": 1.5,
-    }
-    assert parse_epoch(format_epoch(record)) == pytest.approx(record)
-    assert parse_epoch("Best epoch 3 on CPU (2 threads)") is None
-    dock.curves.clear()
-    dock.show_info(format_epoch(record))
-    dock.show_info(format_epoch({**record, "epoch": 4, "val_iou": 0.5}))
-    lines = {line.get_label(): line for axes in dock.curves.figure.axes for line in axes.get_lines()}
-    assert set(lines) == {"train", "validation", "train accuracy", "validation accuracy", "validation IoU", BATCH_LABEL}
-    assert list(lines["validation IoU"].get_xdata()) == [3, 4]
-    assert list(lines["validation IoU"].get_ydata()) == pytest.approx([0.4, 0.5])
-
-
 def test_model_file_shows_its_training_history(dock, unet_buildings, tmp_path) -> None:
     from unet_buildings.model.net.modelfile import ModelInfo, save_model
     from unet_buildings.model.net.network import UNet, UNetConfig
