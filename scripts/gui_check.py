@@ -48,7 +48,7 @@ def finish(message: str) -> None:
 
 def fail(step: str) -> None:
     shot(step)
-    finish(f"failed at {step}: {dock.status_label.text() if dock else ''}")
+    finish(f"failed at {step}: {dock.widgets.status_label.text() if dock else ''}")
 
 
 def after_run(step: str, check, then) -> None:
@@ -70,7 +70,9 @@ def after_run(step: str, check, then) -> None:
         QTimer.singleShot(3000, done)
 
     def done() -> None:
-        steps_done.append(f"{step}: {dock.status_label.text().replace(chr(0x200B), '')} ({dock.time_label.text()})")
+        steps_done.append(
+            f"{step}: {dock.widgets.status_label.text().replace(chr(0x200B), '')} ({dock.widgets.time_label.text()})"
+        )
         shot(step)
         then()
 
@@ -87,19 +89,21 @@ def show(widget) -> None:
 
 
 def train() -> None:
-    dock.output_widget.setFilePath(os.environ["GUI_CHECK_OUTPUT"])
-    dock.building_values_edit.setText("2")
-    dock.train_images.tick([layers["scene_1"], layers["scene_2"]])
-    dock.train_labels.tick([layers["scene_1_labels"], layers["scene_2_labels"]])
-    dock.minutes_spin.setValue(TRAIN_MINUTES)
-    dock.train_button.click()
-    show(dock.curves)
+    dock.widgets.output_widget.setFilePath(os.environ["GUI_CHECK_OUTPUT"])
+    dock.widgets.building_values_edit.setText("2")
+    dock.widgets.train_images.tick([layers["scene_1"], layers["scene_2"]])
+    dock.widgets.train_labels.tick([layers["scene_1_labels"], layers["scene_2_labels"]])
+    dock.widgets.minutes_spin.setValue(TRAIN_MINUTES)
+    dock.widgets.train_button.click()
+    show(dock.widgets.curves)
     after_run(
         "1-train",
         # the dock adapts its model (the starter model) and says how the new one compares with it
         lambda: (
-            Path(dock.model_widget.filePath()).is_file()
-            and any(words in dock.status_label.text() for words in ("The dock now uses", "The dock goes on using"))
+            Path(dock.widgets.model_widget.filePath()).is_file()
+            and any(
+                words in dock.widgets.status_label.text() for words in ("The dock now uses", "The dock goes on using")
+            )
         ),
         predict,
     )
@@ -110,17 +114,17 @@ def predict() -> None:
     for name in ("scene_1", "scene_2", "scene_1_labels", "scene_2_labels", "scene_3_labels"):
         QgsProject.instance().layerTreeRoot().findLayer(layers[name].id()).setItemVisibilityChecked(False)
     canvas.setExtent(layers["scene_3"].extent())
-    dock.image_combo.setLayer(layers["scene_3"])
-    show(dock.predict_button)
-    dock.predict_button.click()
+    dock.widgets.image_combo.setLayer(layers["scene_3"])
+    show(dock.widgets.predict_button)
+    dock.widgets.predict_button.click()
     after_run("2-predict", lambda: "scene_3 buildings" in project_names(), evaluate)
 
 
 def evaluate() -> None:
-    dock.reference_combo.setLayer(layers["scene_3_labels"])
-    dock.evaluate_button.click()
-    show(dock.scores_label)  # the matrix and the scores under it
-    after_run("3-evaluate", lambda: dock.matrix_table.item(0, 0) is not None, succeed)
+    dock.widgets.reference_combo.setLayer(layers["scene_3_labels"])
+    dock.widgets.evaluate_button.click()
+    show(dock.widgets.scores_label)  # the matrix and the scores under it
+    after_run("3-evaluate", lambda: dock.widgets.matrix_table.item(0, 0) is not None, succeed)
 
 
 def succeed() -> None:

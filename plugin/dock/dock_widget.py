@@ -15,11 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from qgis.core import (
-    Qgis,
-)
+from qgis.core import Qgis, QgsProject
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import QProcess, Qt, QTimer
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QTableWidgetItem,
     QWidget,
@@ -31,32 +29,68 @@ from ..layers import add_result_group, add_styled_layer
 from ..log import log
 from ..tasks import AlgorithmRun
 from .inputs import DockInputs
-from .install_flow import InstallFlow
-from .layout import build_dock_widgets
+from .install_flow import Installer
+from .layout import DockWidgets
 from .requests import DockRequest, TrainRequest
 from .widgets import DEFAULT_TRAINING_MINUTES, ERROR_STYLE, breakable, clock, file_stem, readable, remember
 
 
-class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
+class BuildingsDock(QgsDockWidget):
+    """The dock: its widgets (``layout.py``), what they ask for (``inputs.py``), the install button's
+    command (``install_flow.py``) and the runs of the provider's algorithms."""
+
     def __init__(self, iface, parent: QWidget | None = None) -> None:
         super().__init__(DISPLAY_NAME, parent)
         self.setObjectName("UNetBuildingsDock")
         self.iface = iface
         self.current_run: AlgorithmRun | None = None
         self.resumable: TrainRequest | None = None  # the last training run, when it can be continued
-        self.install_process: QProcess | None = None
         self.quiet = False  # True while the dock itself changes layers and pickers: that makes nothing stale
         self.clock_timer = QTimer(self)
         self.clock_timer.setInterval(1000)
         self.clock_timer.timeout.connect(self.show_time)
         self.problem = dependency_problem()
-        build_dock_widgets(self)
-        self.install_arguments = install_arguments(missing_requirements()) if self.problem else []
-        self.dependency_label.setVisible(bool(self.problem))
-        self.dependency_label.setText(self.problem or "")
-        self.install_button.setVisible(bool(self.problem))
+        self.widgets = DockWidgets()
+        self.setWidget(self.widgets.root)
+        self.inputs = DockInputs(self.widgets, iface, self.tell)
+        self.installer = Installer(
+            self,
+            install_arguments(missing_requirements()) if self.problem else [],
+            self.tell,
+            self.set_running,
+            self.widgets.status_label.setText,
+        )
+        self.connect_widgets()
+        self.widgets.dependency_label.setVisible(bool(self.problem))
+        self.widgets.dependency_label.setText(self.problem or "")
+        self.widgets.install_button.setVisible(bool(self.problem))
         self.set_running(False)
-        self.device_label.setText(self.describe_device())
+        self.widgets.device_label.setText(self.describe_device())
+
+    def connect_widgets(self) -> None:
+        """The widgets to what they do; the model picked at the start (the starter model) shows its curves."""
+        w, inputs = self.widgets, self.inputs
+        w.install_button.clicked.connect(self.installer.offer)
+        w.model_widget.fileChanged.connect(self.show_model_history)
+        w.output_widget.fileChanged.connect(inputs.remember_output_folder)
+        for checklist in (w.train_images, w.train_labels):
+            checklist.checkedItemsChanged.connect(inputs.show_pairs)
+            checklist.checkedItemsChanged.connect(self.inputs_changed)
+        w.train_labels.checkedItemsChanged.connect(inputs.show_label_values)
+        for combo in (w.image_combo, w.prediction_combo, w.reference_combo):
+            combo.layerChanged.connect(self.inputs_changed)
+        QgsProject.instance().layersRemoved.connect(self.inputs_changed)
+        for button, slot in (
+            (w.train_button, self.train),
+            (w.predict_button, self.predict),
+            (w.evaluate_button, self.evaluate),
+            (w.cancel_button, self.cancel),
+            (w.export_button, self.export),
+            (w.resume_button, self.resume),
+        ):
+            button.clicked.connect(slot)
+        inputs.show_pairs()
+        self.show_model_history(w.model_widget.filePath())
 
     def describe_device(self) -> str:
         if self.problem:
@@ -71,26 +105,21 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         if self.quiet or self.current_run is not None:
             return
         self.clear_results()
-        self.status_label.setText("Ready.")
-        self.status_label.setStyleSheet("")
+        self.widgets.status_label.setText("Ready.")
+        self.widgets.status_label.setStyleSheet("")
 
     def clear_results(self) -> None:
-        self.time_label.setText("")
-        self.matrix_table.clearContents()
-        self.scores_label.setText("")
-
-    def require(self, value, what: str) -> bool:
-        if not value:
-            self.tell(f"Pick {what} first.", Qgis.MessageLevel.Warning)
-        return bool(value)
+        self.widgets.time_label.setText("")
+        self.widgets.matrix_table.clearContents()
+        self.widgets.scores_label.setText("")
 
     def tell(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
         """The status line and the message bar get one readable line; the plugin's log tab the whole text.
         Warnings and errors also go to the message bar (errors stay until closed, so a failure that happens
         while the user looks elsewhere is not missed)."""
         line = readable(text)
-        self.status_label.setText(breakable(line))
-        self.status_label.setStyleSheet(ERROR_STYLE if level == Qgis.MessageLevel.Critical else "")
+        self.widgets.status_label.setText(breakable(line))
+        self.widgets.status_label.setStyleSheet(ERROR_STYLE if level == Qgis.MessageLevel.Critical else "")
         log(text, level)
         if level != Qgis.MessageLevel.Info:
             self.iface.messageBar().pushMessage(
@@ -111,15 +140,15 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         except EngineError as error:
             self.tell(str(error), Qgis.MessageLevel.Warning)
             return
-        self.curves.show_history(history)
+        self.widgets.curves.show_history(history)
 
     # -- actions -------------------------------------------------------------------------------
     def train(self) -> None:
-        request = self.train_request()
+        request = self.inputs.train_request()
         if request is None:
             return
         remember("building_values", request.building_values.strip())
-        self.curves.clear()
+        self.widgets.curves.clear()
         self.run_training(request)
 
     def resume(self) -> None:
@@ -131,7 +160,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         from ...model.training.checkpoints import checkpoint_dir_for, training_time_s
 
         checkpoint = checkpoint_dir_for(request.output_model) / "last.pt"
-        minutes = self.minutes_spin.value() or DEFAULT_TRAINING_MINUTES
+        minutes = self.widgets.minutes_spin.value() or DEFAULT_TRAINING_MINUTES
         # the budget covers the whole run: the time already spent, then the minutes asked for now
         budget_min = training_time_s(checkpoint) / 60 + minutes
         self.run_training(replace(request, resume_from=checkpoint, time_budget_min=budget_min))
@@ -144,7 +173,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         if results["KEPT_START"]:  # the dock's model was at least as good: it stays the dock's model
             self.tell(f"{results['OUTCOME']} The dock goes on using it.", Qgis.MessageLevel.Warning)
             return
-        self.model_widget.setFilePath(results["OUTPUT_MODEL"])
+        self.widgets.model_widget.setFilePath(results["OUTPUT_MODEL"])
         self.tell(
             f"{results['OUTCOME']} The dock now uses the new model, {results['OUTPUT_MODEL']}.",
             Qgis.MessageLevel.Success,
@@ -157,13 +186,13 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         continuable = not ok or results.get("OUT_OF_TIME")
         checkpoint = checkpoint_dir_for(request.output_model) / "last.pt"
         self.resumable = request if continuable and checkpoint.is_file() else None
-        self.resume_button.setEnabled(self.resumable is not None)
+        self.widgets.resume_button.setEnabled(self.resumable is not None)
 
     def predict(self) -> None:
-        request = self.predict_request()
+        request = self.inputs.predict_request()
         if request is None:
             return
-        image = self.image_combo.currentLayer()
+        image = self.widgets.image_combo.currentLayer()
         buildings = request.output_buildings
         run_name = (
             buildings.stem.replace("_buildings", " buildings", 1)
@@ -181,7 +210,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
             )
             add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability", group=group)
             if mask_layer is not None:
-                self.prediction_combo.setLayer(mask_layer)
+                self.widgets.prediction_combo.setLayer(mask_layer)
             self.tell(
                 f"{results['BUILDING_COUNT']:.0f} buildings found; written to {buildings.parent}.",
                 Qgis.MessageLevel.Success,
@@ -190,10 +219,10 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         self.run_request(request, predicted)
 
     def evaluate(self) -> None:
-        request = self.evaluate_request()
+        request = self.inputs.evaluate_request()
         if request is None:
             return
-        prediction = self.prediction_combo.currentLayer()
+        prediction = self.widgets.prediction_combo.currentLayer()
 
         def evaluated(results: dict) -> None:
             self.show_evaluation(results)
@@ -210,7 +239,7 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         self.run_request(request, evaluated)
 
     def export(self) -> None:
-        request = self.export_request()
+        request = self.inputs.export_request()
         if request is None:
             return
 
@@ -228,17 +257,13 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         run, self.current_run = self.current_run, None
         if run is not None and not run.cancel_and_wait():
             log(f"The {run.algorithm_id} task had not stopped 30 s after it was cancelled.")
-        if self.install_process is not None:
-            self.install_process.kill()
-            self.install_process.waitForFinished(5000)
-            self.install_process = None
+        self.installer.stop(wait_ms=5000)
 
     def cancel(self) -> None:
         if self.current_run is not None:
-            self.status_label.setText("Cancelling...")
+            self.widgets.status_label.setText("Cancelling...")
             self.current_run.cancel()
-        if self.install_process is not None:
-            self.install_process.kill()
+        self.installer.stop()
 
     # -- running -------------------------------------------------------------------------------
     def run_request(
@@ -269,9 +294,9 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         self.clear_results()  # the previous run's time, matrix and scores say nothing about this one
         self.current_run = run
         self.set_running(True)
-        self.progress_bar.setValue(0)
-        self.status_label.setStyleSheet("")
-        self.status_label.setText(f"Running {algorithm_id}...")
+        self.widgets.progress_bar.setValue(0)
+        self.widgets.status_label.setStyleSheet("")
+        self.widgets.status_label.setText(f"Running {algorithm_id}...")
         run.start()
         self.show_time()
 
@@ -286,10 +311,10 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
         run, self.current_run = self.current_run, None
         self.set_running(False)
         if run is not None:
-            self.time_label.setText(f"{run.algorithm_id} took {clock(run.elapsed_s())}")
+            self.widgets.time_label.setText(f"{run.algorithm_id} took {clock(run.elapsed_s())}")
             run.deleteLater()
         if ok:
-            self.progress_bar.setValue(100)
+            self.widgets.progress_bar.setValue(100)
             self.quiet = True  # the results it adds and picks are not a change of the user's inputs
             try:
                 on_success(results)
@@ -302,47 +327,52 @@ class BuildingsDock(DockInputs, InstallFlow, QgsDockWidget):
             on_end(ok, results)
 
     def set_running(self, running: bool) -> None:
-        run_buttons = (self.train_button, self.predict_button, self.evaluate_button, self.export_button)
+        run_buttons = (
+            self.widgets.train_button,
+            self.widgets.predict_button,
+            self.widgets.evaluate_button,
+            self.widgets.export_button,
+        )
         # Cancel first, and the focus onto it: a disabled button with the focus hands it on to the next
         # widget down the dock, and the scroll area then scrolls that widget into view
-        self.cancel_button.setEnabled(running)
+        self.widgets.cancel_button.setEnabled(running)
         if running and any(button.hasFocus() for button in run_buttons):
-            self.cancel_button.setFocus(Qt.FocusReason.OtherFocusReason)
+            self.widgets.cancel_button.setFocus(Qt.FocusReason.OtherFocusReason)
         for button in run_buttons:
             button.setEnabled(not running and not self.problem)
-        self.install_button.setEnabled(not running)
-        self.resume_button.setEnabled(not running and not self.problem and self.resumable is not None)
-        if not running and self.cancel_button.hasFocus():
-            self.cancel_button.clearFocus()
+        self.widgets.install_button.setEnabled(not running)
+        self.widgets.resume_button.setEnabled(not running and not self.problem and self.resumable is not None)
+        if not running and self.widgets.cancel_button.hasFocus():
+            self.widgets.cancel_button.clearFocus()
         if running:
             self.clock_timer.start()
         else:
             self.clock_timer.stop()
 
     def show_progress(self, percent: float) -> None:
-        self.progress_bar.setValue(int(percent))
+        self.widgets.progress_bar.setValue(int(percent))
         self.show_time()
 
     def show_time(self) -> None:
         if self.current_run is None:
             return
         elapsed = self.current_run.elapsed_s()
-        percent = self.progress_bar.value()
+        percent = self.widgets.progress_bar.value()
         # a linear estimate: good enough once a few percent are done, and said to be rough
         remaining = f", about {clock(elapsed * (100 - percent) / percent)} left" if 0 < percent < 100 else ""
-        self.time_label.setText(f"{clock(elapsed)} elapsed{remaining}")
+        self.widgets.time_label.setText(f"{clock(elapsed)} elapsed{remaining}")
 
     def show_record(self, kind: str, record: dict) -> None:
         """A training run's epoch record or batch report, as the engine made it, onto the live curves."""
-        (self.curves.add_epoch if kind == "epoch" else self.curves.add_batch)(record)
+        (self.widgets.curves.add_epoch if kind == "epoch" else self.widgets.curves.add_batch)(record)
 
     def show_evaluation(self, results: dict) -> None:
         cells = ((0, 0, "TP"), (0, 1, "FN"), (1, 0, "FP"), (1, 1, "TN"))
         for row, column, name in cells:
-            self.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
+            self.widgets.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
         scores = ", ".join(
             f"{name.lower().replace('_', ' ')} {results[name]:.3f}"
             for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA")
         )
         report = Path(results["OUTPUT_REPORT"]).as_uri()
-        self.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')
+        self.widgets.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')

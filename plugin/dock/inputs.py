@@ -1,6 +1,5 @@
 """What the dock's widgets say the user asked for: paired training layers, the output folder, and the
-plain requests (``requests.py``) that the dock runs. Mixed into the dock, whose widgets are
-declared here and made in ``layout.py``."""
+plain requests (``requests.py``) that the dock runs. The widgets are made in ``layout.py``."""
 
 from __future__ import annotations
 
@@ -9,42 +8,31 @@ from pathlib import Path
 from typing import Callable
 
 from qgis.core import Qgis, QgsMapLayer, QgsProcessingUtils, QgsProject
-from qgis.gui import QgisInterface, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QSpinBox
+from qgis.gui import QgisInterface
 
 from ...model.choices import check_pairs
 from ...model.errors import InputError
 from ...model.training.start_model import starter_model
 from ..layers import layer_file
+from .layout import DockWidgets
 from .requests import EvaluateRequest, ExportRequest, PredictRequest, TrainRequest
-from .widgets import ERROR_STYLE, LayerChecklist, file_stem, label_values, numbered, remember
+from .widgets import ERROR_STYLE, file_stem, label_values, numbered, remember
 
 
 class DockInputs:
-    """Mixed into the dock, which provides what is declared here."""
+    """What the dock's widgets say the user asked for, read from the widgets it is given; ``tell`` says
+    to the user (text, message level) why a request cannot be made."""
 
-    iface: QgisInterface
-    train_images: LayerChecklist
-    train_labels: LayerChecklist
-    pairs_label: QLabel
-    label_values_label: QLabel
-    building_values_edit: QLineEdit
-    preset_combo: QComboBox
-    epochs_spin: QSpinBox
-    minutes_spin: QSpinBox
-    adapt_check: QCheckBox
-    image_combo: QgsMapLayerComboBox
-    model_widget: QgsFileWidget
-    output_widget: QgsFileWidget
-    threshold_spin: QDoubleSpinBox
-    min_area_spin: QDoubleSpinBox
-    simplify_spin: QDoubleSpinBox
-    regularize_check: QCheckBox
-    visible_area_check: QCheckBox
-    prediction_combo: QgsMapLayerComboBox
-    reference_combo: QgsMapLayerComboBox
-    tell: Callable[..., None]  # (text, message level)
-    require: Callable[[object, str], bool]  # (value, what to pick): False, and the user told, when missing
+    def __init__(self, widgets: DockWidgets, iface: QgisInterface, tell: Callable[..., None]) -> None:
+        self.widgets = widgets
+        self.iface = iface
+        self.tell = tell
+
+    def require(self, value, what: str) -> bool:
+        """False, and the user told to pick ``what``, when ``value`` is missing."""
+        if not value:
+            self.tell(f"Pick {what} first.", Qgis.MessageLevel.Warning)
+        return bool(value)
 
     # -- inputs --------------------------------------------------------------------------------
     def remember_output_folder(self, path: str) -> None:
@@ -63,7 +51,7 @@ class DockInputs:
     def output_folder(self, near: QgsMapLayer | None = None) -> Path:
         """Where a run writes: the chosen folder, else beside the project or ``near``'s file. Only when none
         of them can be written, the temporary folder, and the user is told plainly that it is temporary."""
-        chosen = self.output_widget.filePath()
+        chosen = self.widgets.output_widget.filePath()
         if chosen:
             folder = Path(chosen)
             folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +70,7 @@ class DockInputs:
 
     def training_pairs(self) -> tuple[list[QgsMapLayer], list[QgsMapLayer], str]:
         """(images, labels, problem): the ticked layers and, when they cannot be paired, why not."""
-        images, labels = self.train_images.ticked_layers(), self.train_labels.ticked_layers()
+        images, labels = self.widgets.train_images.ticked_layers(), self.widgets.train_labels.ticked_layers()
         if not images:
             return images, labels, "Tick the images to train on and one label layer per image."
         try:
@@ -93,8 +81,8 @@ class DockInputs:
 
     def show_pairs(self, *_) -> None:
         images, labels, problem = self.training_pairs()
-        self.pairs_label.setStyleSheet(ERROR_STYLE if problem and images else "")
-        self.pairs_label.setText(
+        self.widgets.pairs_label.setStyleSheet(ERROR_STYLE if problem and images else "")
+        self.widgets.pairs_label.setText(
             problem
             if problem
             else "\n".join(f"{image.name()} ↔ {label.name()}" for image, label in zip(images, labels))
@@ -108,7 +96,8 @@ class DockInputs:
         from ...model.errors import EngineError
 
         found = next(
-            (held for layer in self.train_labels.ticked_layers() if (held := label_values(layer)) is not None), None
+            (held for layer in self.widgets.train_labels.ticked_layers() if (held := label_values(layer)) is not None),
+            None,
         )
         problems: list[str] = []
         text = ""
@@ -116,20 +105,20 @@ class DockInputs:
             problems = [found]
         elif found is not None:
             try:
-                chosen = parse_building_values(self.building_values_edit.text())
+                chosen = parse_building_values(self.widgets.building_values_edit.text())
             except EngineError as error:
                 problems = [str(error)]
             else:
                 binary = found.binary_building_values(chosen)
                 if binary is not None:
-                    self.building_values_edit.setText(",".join(map(str, binary)))
+                    self.widgets.building_values_edit.setText(",".join(map(str, binary)))
                     chosen = binary
                 problems = found.problems(chosen)
                 if not problems:
                     switched = f" Building values set to {', '.join(map(str, binary))}." if binary else ""
                     text = found.summary() + switched
-        self.label_values_label.setStyleSheet(ERROR_STYLE if problems else "")
-        self.label_values_label.setText(" ".join(problems) or text)
+        self.widgets.label_values_label.setStyleSheet(ERROR_STYLE if problems else "")
+        self.widgets.label_values_label.setText(" ".join(problems) or text)
 
     # -- requests: what the widgets say the user asked for -------------------------------------
     def train_request(self) -> TrainRequest | None:
@@ -142,20 +131,20 @@ class DockInputs:
         return TrainRequest(
             image_ids=tuple(layer.id() for layer in images),
             label_ids=tuple(layer.id() for layer in labels),
-            building_values=self.building_values_edit.text(),
-            preset=self.preset_combo.currentText(),
+            building_values=self.widgets.building_values_edit.text(),
+            preset=self.widgets.preset_combo.currentText(),
             output_model=model_path,
             # 0 is shown as "preset's value"
-            epochs=self.epochs_spin.value() or None,
-            time_budget_min=self.minutes_spin.value() or None,
+            epochs=self.widgets.epochs_spin.value() or None,
+            time_budget_min=self.widgets.minutes_spin.value() or None,
             # the dock's model (the starter model unless the user picked another) is adapted, unless unticked
-            init_model=Path(self.model_widget.filePath())
-            if self.adapt_check.isChecked() and self.model_widget.filePath()
+            init_model=Path(self.widgets.model_widget.filePath())
+            if self.widgets.adapt_check.isChecked() and self.widgets.model_widget.filePath()
             else None,
         )
 
     def predict_request(self) -> PredictRequest | None:
-        image, model = self.image_combo.currentLayer(), self.model_widget.filePath()
+        image, model = self.widgets.image_combo.currentLayer(), self.widgets.model_widget.filePath()
         if not (self.require(image, "an image layer") and self.require(model, "a model file")):
             return None
         stem = file_stem(image.name())
@@ -169,11 +158,11 @@ class DockInputs:
             output_buildings=buildings,
             output_probability=probability,
             output_mask=mask,
-            min_area_m2=self.min_area_spin.value(),
-            simplify_m=self.simplify_spin.value(),
-            regularize=self.regularize_check.isChecked(),
-            threshold=self.threshold_spin.value() or None,  # 0 is shown as "model's tuned value"
-            extent=self.canvas_extent() if self.visible_area_check.isChecked() else None,
+            min_area_m2=self.widgets.min_area_spin.value(),
+            simplify_m=self.widgets.simplify_spin.value(),
+            regularize=self.widgets.regularize_check.isChecked(),
+            threshold=self.widgets.threshold_spin.value() or None,  # 0 is shown as "model's tuned value"
+            extent=self.canvas_extent() if self.widgets.visible_area_check.isChecked() else None,
         )
 
     def canvas_extent(self) -> str:
@@ -185,7 +174,7 @@ class DockInputs:
         )
 
     def evaluate_request(self) -> EvaluateRequest | None:
-        prediction, labels = self.prediction_combo.currentLayer(), self.reference_combo.currentLayer()
+        prediction, labels = self.widgets.prediction_combo.currentLayer(), self.widgets.reference_combo.currentLayer()
         if not (
             self.require(prediction, "a prediction layer (press Predict first)")
             and self.require(labels, "the label layer to score against (Evaluation > Labels)")
@@ -204,7 +193,7 @@ class DockInputs:
         return EvaluateRequest(
             prediction_id=prediction.id(),
             labels_id=labels.id(),
-            building_values=self.building_values_edit.text(),
+            building_values=self.widgets.building_values_edit.text(),
             output_report=report,
             output_error_map=error_map,
             output_false_positives=false_positives,
@@ -212,12 +201,12 @@ class DockInputs:
         )
 
     def export_request(self) -> ExportRequest | None:
-        model = self.model_widget.filePath()
+        model = self.widgets.model_widget.filePath()
         if not self.require(model, "a model file"):
             return None
         # beside the model unless a folder is chosen (the starter model's folder is the plugin's: not there)
         folder = Path(model).parent
-        if self.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
+        if self.widgets.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
             folder = self.output_folder()
         (onnx,) = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
         return ExportRequest(model=Path(model), output=onnx)

@@ -101,9 +101,9 @@ def tick_training(dock, scene, qgis_iface) -> None:  # noqa: F811
     image = QgsRasterLayer(str(scene.image), "image")
     labels = QgsRasterLayer(str(scene.labels), "image labels")
     QgsProject.instance().addMapLayers([image, labels])
-    dock.train_images.tick([image])
-    dock.train_labels.tick([labels])
-    dock.building_values_edit.setText("2")
+    dock.widgets.train_images.tick([image])
+    dock.widgets.train_labels.tick([labels])
+    dock.widgets.building_values_edit.setText("2")
 
 
 def test_the_dock_switches_to_a_new_model_only_when_it_beat_its_start(dock, scene, tmp_path, model_file) -> None:  # noqa: F811
@@ -116,23 +116,25 @@ def test_the_dock_switches_to_a_new_model_only_when_it_beat_its_start(dock, scen
     worse = train(scene, tmp_path / "worse.pt", INIT_MODEL=str(good), TILE_SIZE=32, LEARNING_RATE=1.0, EPOCHS=2)
     assert not better["KEPT_START"] and worse["KEPT_START"]
 
-    dock.model_widget.setFilePath(str(good))
+    dock.widgets.model_widget.setFilePath(str(good))
     dock.trained(worse)
-    assert dock.model_widget.filePath() == str(good)
-    shown = dock.status_label.text().replace("\u200b", "")  # the status line breaks long paths with zero-width spaces
+    assert dock.widgets.model_widget.filePath() == str(good)
+    shown = dock.widgets.status_label.text().replace(
+        "\u200b", ""
+    )  # the status line breaks long paths with zero-width spaces
     assert shown == f"{worse['OUTCOME']} The dock goes on using it."
     assert "not better than the one it started from" in shown and "'better.pt'" in shown
 
-    dock.model_widget.setFilePath(str(weak))
-    dock.curves.add_batch({"epoch": 1, "batch": 1, "batches_per_epoch": 2, "train_loss": 0.5, "elapsed_s": 1.0})
+    dock.widgets.model_widget.setFilePath(str(weak))
+    dock.widgets.curves.add_batch({"epoch": 1, "batch": 1, "batches_per_epoch": 2, "train_loss": 0.5, "elapsed_s": 1.0})
     dock.finish(True, better, "", dock.trained)  # as the task's end calls it
-    assert dock.model_widget.filePath() == better["OUTPUT_MODEL"]
+    assert dock.widgets.model_widget.filePath() == better["OUTPUT_MODEL"]
     # the live curves stay: the new model file's history has no batch reports to redraw them from
     (batch_line,) = [
-        line for axes in dock.curves.figure.axes for line in axes.get_lines() if line.get_label() == BATCH_LABEL
+        line for axes in dock.widgets.curves.figure.axes for line in axes.get_lines() if line.get_label() == BATCH_LABEL
     ]
     assert list(batch_line.get_ydata()) == [0.5]
-    shown = dock.status_label.text().replace("\u200b", "")
+    shown = dock.widgets.status_label.text().replace("\u200b", "")
     assert f"up from {better['START_VAL_IOU']:.3f} for '{weak.name}'" in shown
     assert "The dock now uses the new model" in shown
 
@@ -145,27 +147,27 @@ def test_the_dock_draws_a_real_runs_records_as_the_engine_made_them(dock, scene,
 
     values = {"IMAGES": [str(scene.image)], "LABELS": [str(scene.labels)], "OUTPUT_MODEL": str(tmp_path / "m.pt")}
     results: list[dict] = []
-    dock.curves.clear()
+    dock.widgets.curves.clear()
     dock.start("train", {**values, **QUICK, "EPOCHS": 2, "TILE_SIZE": 32, "FROM_SCRATCH": True}, results.append)
     wait_for(dock)
-    assert results, dock.status_label.text()
+    assert results, dock.widgets.status_label.text()
     history = read_payload(Path(results[0]["OUTPUT_MODEL"]))["info"]["history"]
-    lines = {line.get_label(): line for axes in dock.curves.figure.axes for line in axes.get_lines()}
+    lines = {line.get_label(): line for axes in dock.widgets.curves.figure.axes for line in axes.get_lines()}
     assert list(lines["validation IoU"].get_xdata()) == [record["epoch"] for record in history] == [1, 2]
     assert list(lines["validation IoU"].get_ydata()) == [record["val_iou"] for record in history]
     assert len(lines[BATCH_LABEL].get_xdata()) >= 2  # a batch report at least at each epoch's end
 
 
 def test_the_dock_adapts_its_model_unless_told_to_start_anew(dock, scene, tmp_path, qgis_iface) -> None:  # noqa: F811
-    dock.model_widget.setFilePath(str(tmp_path / "mine.pt"))
+    dock.widgets.model_widget.setFilePath(str(tmp_path / "mine.pt"))
     tick_training(dock, scene, qgis_iface)
-    dock.adapt_check.setChecked(True)
-    parameters = dock.train_request().parameters()
+    dock.widgets.adapt_check.setChecked(True)
+    parameters = dock.inputs.train_request().parameters()
     assert parameters["INIT_MODEL"] == str(tmp_path / "mine.pt") and parameters["FROM_SCRATCH"] is False
-    dock.adapt_check.setChecked(False)
-    parameters = dock.train_request().parameters()
+    dock.widgets.adapt_check.setChecked(False)
+    parameters = dock.inputs.train_request().parameters()
     assert parameters["INIT_MODEL"] == "" and parameters["FROM_SCRATCH"] is True
-    dock.adapt_check.setChecked(True)
+    dock.widgets.adapt_check.setChecked(True)
 
 
 def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_path, qgis_iface) -> None:  # noqa: F811
@@ -174,27 +176,27 @@ def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_p
 
     start = tmp_path / "start.pt"
     train(scene, start, BASE_WIDTH=4, FROM_SCRATCH=True, TILE_SIZE=32)
-    dock.model_widget.setFilePath(str(start))
-    dock.output_widget.setFilePath(str(tmp_path))
+    dock.widgets.model_widget.setFilePath(str(start))
+    dock.widgets.output_widget.setFilePath(str(tmp_path))
     tick_training(dock, scene, qgis_iface)
-    dock.epochs_spin.setValue(0)
-    dock.minutes_spin.setValue(30)
-    dock.train_button.click()
+    dock.widgets.epochs_spin.setValue(0)
+    dock.widgets.minutes_spin.setValue(30)
+    dock.widgets.train_button.click()
     first = dock.current_run.parameters
     checkpoint = tmp_path / "image_model_checkpoints" / "last.pt"
     while not checkpoint.is_file():  # epoch 0 (the start scored) writes the first checkpoint
         QCoreApplication.processEvents()
     qgis_iface.messageBar().clear_messages()
-    dock.cancel_button.click()
+    dock.widgets.cancel_button.click()
     wait_for(dock)
     # a cancel the user asked for is a warning, never an error
     assert qgis_iface.messageBar().get_messages(1) and not qgis_iface.messageBar().get_messages(2)
-    assert dock.resume_button.isEnabled()
+    assert dock.widgets.resume_button.isEnabled()
     spent_min = training_time_s(checkpoint) / 60
-    dock.minutes_spin.setValue(2)
-    dock.resume_button.click()
+    dock.widgets.minutes_spin.setValue(2)
+    dock.widgets.resume_button.click()
     resumed = dock.current_run.parameters
-    dock.cancel_button.click()
+    dock.widgets.cancel_button.click()
     wait_for(dock)
     assert resumed["RESUME"] == str(checkpoint) and resumed["OUTPUT_MODEL"] == first["OUTPUT_MODEL"]
     assert resumed["INIT_MODEL"] == str(start) and resumed["TIME_BUDGET_MIN"] == pytest.approx(spent_min + 2)

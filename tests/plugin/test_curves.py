@@ -84,11 +84,11 @@ def test_epoch_line_has_meaningful_digits(unet_buildings, record) -> None:
 def test_batch_reports_and_epoch_0_reach_the_curves_through_the_dock(dock) -> None:  # noqa: F811
     from unet_buildings.plugin.dock.curves import BATCH_LABEL
 
-    dock.curves.clear()
+    dock.widgets.curves.clear()
     dock.show_record("epoch", EPOCH_0)
     first, *rest = batches(1, 4)
     dock.show_record("batch", first)
-    lines = drawn(dock.curves)
+    lines = drawn(dock.widgets.curves)
     # the first report of a run is already drawn: a point, marked, since a line needs two
     assert list(lines[BATCH_LABEL].get_xdata()) == [0.25] and list(lines[BATCH_LABEL].get_ydata()) == [1.0]
     assert lines[BATCH_LABEL].get_markevery() == [0]
@@ -99,13 +99,13 @@ def test_batch_reports_and_epoch_0_reach_the_curves_through_the_dock(dock) -> No
         dock.show_record("batch", report)
     dock.show_record("epoch", {**EPOCH, "epoch": 1})
     dock.show_record("batch", batches(2, 1)[0])
-    assert drawn(dock.curves) == lines, "a redraw gives the same lines new data, it does not rebuild the figure"
+    assert drawn(dock.widgets.curves) == lines, "a redraw gives the same lines new data, it does not rebuild the figure"
     assert list(lines[BATCH_LABEL].get_xdata()) == [0.25, 0.5, 0.75, 1.0, 1.25]
     assert list(lines[BATCH_LABEL].get_ydata()) == [1, 1 / 2, 1 / 3, 1 / 4, 1]  # the numbers themselves
     assert lines[BATCH_LABEL].get_markevery() == [4]
     assert list(lines["validation IoU"].get_xdata()) == [0, 1]
     assert list(lines["train"].get_xdata()) == [0, 1] and lines["train"].get_ydata()[1] == 0.4123
-    axes = dock.curves.figure.axes[0]
+    axes = dock.widgets.curves.figure.axes[0]
     assert axes.get_xlim() == (-0.5, 2.5), "the running epoch is on the axis"
     assert axes.get_ylim()[0] < 0.25 and axes.get_ylim()[1] > 1
 
@@ -117,8 +117,8 @@ def test_model_file_whose_history_starts_at_epoch_0_shows_it(dock, tmp_path) -> 
     path = tmp_path / "fine_tuned.pt"
     history = [EPOCH_0, EPOCH]
     save_model(path, UNet(UNetConfig(in_bands=3, base_width=4, depth=2)), ModelInfo(history=history))
-    dock.model_widget.setFilePath(str(path))
-    lines = drawn(dock.curves)
+    dock.widgets.model_widget.setFilePath(str(path))
+    lines = drawn(dock.widgets.curves)
     assert list(lines["validation IoU"].get_xdata()) == [0, 3]
     assert list(lines["train accuracy"].get_ydata())[1:] == [0.9012] and math.isnan(
         lines["train accuracy"].get_ydata()[0]

@@ -27,7 +27,7 @@ def wait_for(dock) -> None:
 @pytest.fixture
 def dock(plugin, qgis_new_project, tmp_path):
     plugin.show_dock(True)
-    plugin.dock.output_widget.setFilePath(str(tmp_path))
+    plugin.dock.widgets.output_widget.setFilePath(str(tmp_path))
     yield plugin.dock
     QgsProject.instance().clear()
 
@@ -45,8 +45,8 @@ def test_unload_removes_the_provider_and_the_button_and_initgui_restores_them(pl
 def test_toolbar_button_shows_the_dock_with_its_device(plugin) -> None:
     plugin.action.setChecked(True)
     assert plugin.dock is not None and not plugin.dock.isHidden()  # no main window is shown offscreen
-    assert plugin.dock.device_label.text().startswith("Device: CPU")
-    assert plugin.dock.dependency_label.isHidden()
+    assert plugin.dock.widgets.device_label.text().startswith("Device: CPU")
+    assert plugin.dock.widgets.dependency_label.isHidden()
     plugin.action.setChecked(False)
     assert plugin.dock.isHidden()
 
@@ -56,19 +56,19 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     image = QgsRasterLayer(str(scene.image), "scene")
     labels = QgsRasterLayer(str(scene.labels), "labels")
     project.addMapLayers([image, labels])
-    dock.image_combo.setLayer(image)
-    dock.reference_combo.setLayer(labels)
-    dock.model_widget.setFilePath(str(model_file))
+    dock.widgets.image_combo.setLayer(image)
+    dock.widgets.reference_combo.setLayer(labels)
+    dock.widgets.model_widget.setFilePath(str(model_file))
 
-    dock.predict_button.click()
-    assert dock.current_run is not None and not dock.predict_button.isEnabled()  # runs in the background
-    assert re.fullmatch(r"0:0\d elapsed", dock.time_label.text())  # no estimate before any progress
+    dock.widgets.predict_button.click()
+    assert dock.current_run is not None and not dock.widgets.predict_button.isEnabled()  # runs in the background
+    assert re.fullmatch(r"0:0\d elapsed", dock.widgets.time_label.text())  # no estimate before any progress
     # a quarter done in 1 min 30 s: three quarters left at the same pace
     dock.current_run.elapsed_s = lambda: 90.0
     dock.show_progress(25.0)
-    assert dock.time_label.text() == "1:30 elapsed, about 4:30 left"
+    assert dock.widgets.time_label.text() == "1:30 elapsed, about 4:30 left"
     wait_for(dock)
-    assert dock.time_label.text() == "extract took 1:30"
+    assert dock.widgets.time_label.text() == "extract took 1:30"
     added = {layer.name(): layer for layer in project.mapLayers().values()}
     assert added["scene building probability"].renderer().type() == "singlebandpseudocolor"
     assert added["scene building mask"].renderer().type() == "paletted"
@@ -77,13 +77,15 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     assert tree.findLayer(added["scene building probability"].id()).isVisible()
     buildings = added["scene buildings"]
     assert isinstance(buildings, QgsVectorLayer) and buildings.renderer().symbol().symbolLayer(0).strokeWidth() > 0
-    assert dock.prediction_combo.currentLayer() is added["scene building mask"]
-    assert dock.progress_bar.value() == 100 and dock.predict_button.isEnabled()
+    assert dock.widgets.prediction_combo.currentLayer() is added["scene building mask"]
+    assert dock.widgets.progress_bar.value() == 100 and dock.widgets.predict_button.isEnabled()
 
-    dock.building_values_edit.setText("2")
-    dock.evaluate_button.click()
+    dock.widgets.building_values_edit.setText("2")
+    dock.widgets.evaluate_button.click()
     wait_for(dock)
-    counts = [int(dock.matrix_table.item(row, column).text().replace(",", "")) for row in (0, 1) for column in (0, 1)]
+    counts = [
+        int(dock.widgets.matrix_table.item(row, column).text().replace(",", "")) for row in (0, 1) for column in (0, 1)
+    ]
     with rasterio.open(added["scene building mask"].source()) as mask, rasterio.open(scene.labels) as truth:
         predicted, building = mask.read(1) == 1, truth.read(1) == 2
     # rows: true building, true background; columns: predicted building, predicted background
@@ -98,24 +100,24 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     assert counts[0] > 0 and counts[2] > 0
     errors = [layer for layer in project.mapLayers().values() if layer.name().endswith("errors")]
     assert len(errors) == 1 and errors[0].renderer().type() == "paletted"
-    assert "IoU" in dock.status_label.text()
+    assert "IoU" in dock.widgets.status_label.text()
 
 
 def test_a_failed_run_reaches_the_message_bar(dock, scene, tmp_path, qgis_iface) -> None:
     image = QgsRasterLayer(str(scene.image), "scene")
     QgsProject.instance().addMapLayer(image)
-    dock.image_combo.setLayer(image)
-    dock.model_widget.setFilePath(str(tmp_path / "missing.pt"))
+    dock.widgets.image_combo.setLayer(image)
+    dock.widgets.model_widget.setFilePath(str(tmp_path / "missing.pt"))
     qgis_iface.messageBar().clear_messages()
     logged: list[tuple[str, str]] = []
     QgsApplication.messageLog().messageReceived.connect(lambda message, tag, level: logged.append((tag, message)))
-    dock.predict_button.click()
+    dock.widgets.predict_button.click()
     wait_for(dock)
     errors = qgis_iface.messageBar().get_messages(2)  # Qgis.MessageLevel.Critical
     assert len(errors) == 1 and "does not exist: train a model first" in errors[0]
     assert "Traceback" not in errors[0]  # plain words
     assert ("U-Net Building Extractor", errors[0].split(":", 1)[1].strip()) in logged  # the plugin's log tab
-    assert dock.predict_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert dock.widgets.predict_button.isEnabled() and not dock.widgets.cancel_button.isEnabled()
 
 
 def test_a_missing_module_is_named_with_its_install_command(unet_buildings, qgis_iface, monkeypatch) -> None:
@@ -125,12 +127,12 @@ def test_a_missing_module_is_named_with_its_install_command(unet_buildings, qgis
     monkeypatch.setitem(dependencies.ENGINE_MODULES, "unet_buildings_absent_module", "absent-package==1.0")
     dock = BuildingsDock(qgis_iface)
     try:
-        text = dock.dependency_label.text()
+        text = dock.widgets.dependency_label.text()
         assert "unet_buildings_absent_module" in text and "-m pip install" in text and "absent-package==1.0" in text
-        assert not dock.dependency_label.isHidden()
-        assert not dock.predict_button.isEnabled() and not dock.train_button.isEnabled()
-        assert dock.device_label.text().startswith("Device: none")
-        assert not dock.install_button.isHidden() and dock.install_button.isEnabled()
+        assert not dock.widgets.dependency_label.isHidden()
+        assert not dock.widgets.predict_button.isEnabled() and not dock.widgets.train_button.isEnabled()
+        assert dock.widgets.device_label.text().startswith("Device: none")
+        assert not dock.widgets.install_button.isHidden() and dock.widgets.install_button.isEnabled()
     finally:
         dock.deleteLater()
 
@@ -164,15 +166,16 @@ def test_install_runs_nothing_unless_the_user_says_yes_to_the_exact_command(dock
     from unet_buildings.plugin.dependencies import install_command
 
     dock = dock_missing_a_module
-    command = install_command(dock.install_arguments)
+    command = install_command(dock.installer.arguments)
     assert (
-        dock.install_arguments[1:4] == ["-m", "pip", "install"] and dock.install_arguments[-1] == "absent-package==1.0"
+        dock.installer.arguments[1:4] == ["-m", "pip", "install"]
+        and dock.installer.arguments[-1] == "absent-package==1.0"
     )
     seen: list[str] = []
     answer_next_dialog(QMessageBox.StandardButton.No, seen)
-    dock.install_button.click()
+    dock.widgets.install_button.click()
     assert len(seen) == 1 and command in seen[0]  # the dialog showed the exact command
-    assert dock.install_process is None and "Nothing was installed" in dock.status_label.text()
+    assert dock.installer.process is None and "Nothing was installed" in dock.widgets.status_label.text()
 
 
 def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_module, qgis_iface) -> None:
@@ -180,18 +183,18 @@ def test_install_runs_the_confirmed_command_in_the_background(dock_missing_a_mod
     from unet_buildings.plugin.dependencies import install_command
 
     dock = dock_missing_a_module
-    dock.install_arguments = [sys.executable, "-c", "print('stand-in for pip install')"]
+    dock.installer.arguments = [sys.executable, "-c", "print('stand-in for pip install')"]
     seen: list[str] = []
     answer_next_dialog(QMessageBox.StandardButton.Yes, seen)
-    dock.install_button.click()
-    assert install_command(dock.install_arguments) in seen[0]
-    assert dock.install_process is not None and not dock.install_button.isEnabled()
+    dock.widgets.install_button.click()
+    assert install_command(dock.installer.arguments) in seen[0]
+    assert dock.installer.process is not None and not dock.widgets.install_button.isEnabled()
     deadline = time.monotonic() + 30
-    while dock.install_process is not None:
+    while dock.installer.process is not None:
         assert time.monotonic() < deadline
         QCoreApplication.processEvents()
         time.sleep(0.02)
-    assert dock.status_label.text() == "Installed. Restart QGIS to use the plugin."
+    assert dock.widgets.status_label.text() == "Installed. Restart QGIS to use the plugin."
 
 
 def test_model_file_shows_its_training_history(dock, unet_buildings, tmp_path) -> None:
@@ -204,8 +207,8 @@ def test_model_file_shows_its_training_history(dock, unet_buildings, tmp_path) -
     ]
     path = tmp_path / "with_history.pt"
     save_model(path, UNet(UNetConfig(in_bands=3, base_width=4, depth=2)), ModelInfo(history=history))
-    dock.model_widget.setFilePath(str(path))
-    lines = {line.get_label(): line for axes in dock.curves.figure.axes for line in axes.get_lines()}
+    dock.widgets.model_widget.setFilePath(str(path))
+    lines = {line.get_label(): line for axes in dock.widgets.curves.figure.axes for line in axes.get_lines()}
     assert list(lines["validation IoU"].get_ydata()) == pytest.approx([0.2, 0.4, 0.6])
 
 
@@ -224,30 +227,32 @@ def test_training_pairs_ticked_images_with_ticked_labels_in_name_order(dock, sce
     labels = [add_raster(scene.labels, "scene_2 labels"), add_raster(second.labels, "scene_10 labels")]
     polygons = QgsVectorLayer(str(scene.polygons), "drawn buildings", "ogr")
     QgsProject.instance().addMapLayer(polygons)
-    assert [dock.train_images.itemText(i) for i in range(dock.train_images.count())] == [
+    assert [dock.widgets.train_images.itemText(i) for i in range(dock.widgets.train_images.count())] == [
         "scene_2",
         "scene_2 labels",
         "scene_10",
         "scene_10 labels",
     ]  # label rasters are rasters too
-    assert "drawn buildings" in [dock.train_labels.itemText(i) for i in range(dock.train_labels.count())]
+    assert "drawn buildings" in [
+        dock.widgets.train_labels.itemText(i) for i in range(dock.widgets.train_labels.count())
+    ]
 
-    dock.train_images.tick(images)
-    dock.train_labels.tick(labels[:1])
-    assert "2 image(s) but 1 label layer(s)" in dock.pairs_label.text()
+    dock.widgets.train_images.tick(images)
+    dock.widgets.train_labels.tick(labels[:1])
+    assert "2 image(s) but 1 label layer(s)" in dock.widgets.pairs_label.text()
     qgis_iface.messageBar().clear_messages()
-    dock.train_button.click()
+    dock.widgets.train_button.click()
     assert dock.current_run is None  # refused, and said why where the user looks
     assert "one label layer per image" in qgis_iface.messageBar().get_messages(1)[0]  # Qgis.MessageLevel.Warning
 
-    dock.train_labels.tick(labels)
-    assert dock.pairs_label.text() == "scene_2 ↔ scene_2 labels\nscene_10 ↔ scene_10 labels"
-    dock.train_button.click()
+    dock.widgets.train_labels.tick(labels)
+    assert dock.widgets.pairs_label.text() == "scene_2 ↔ scene_2 labels\nscene_10 ↔ scene_10 labels"
+    dock.widgets.train_button.click()
     assert dock.current_run.parameters["IMAGES"] == [images[1].id(), images[0].id()]
     assert dock.current_run.parameters["LABELS"] == [labels[0].id(), labels[1].id()]
-    dock.cancel_button.click()  # the preset's full training is far too long for a test
+    dock.widgets.cancel_button.click()  # the preset's full training is far too long for a test
     wait_for(dock)
-    assert dock.train_button.isEnabled()
+    assert dock.widgets.train_button.isEnabled()
 
 
 def test_dock_fits_a_350_px_wide_dock_area(dock) -> None:
@@ -258,7 +263,12 @@ def test_dock_fits_a_350_px_wide_dock_area(dock) -> None:
     scroll = dock.widget()
     assert scroll.horizontalScrollBar().maximum() == 0  # nothing cut off, nothing to scroll sideways
     viewport_width = scroll.viewport().width()
-    for button in (dock.train_button, dock.predict_button, dock.evaluate_button, dock.cancel_button):
+    for button in (
+        dock.widgets.train_button,
+        dock.widgets.predict_button,
+        dock.widgets.evaluate_button,
+        dock.widgets.cancel_button,
+    ):
         right_edge = button.mapTo(scroll.widget(), button.rect().topRight()).x()
         assert 0 < right_edge <= viewport_width, button.text()
     dock.setFloating(False)

@@ -103,28 +103,28 @@ def test_scores_evaluation_cannot_define_stay_numbers_and_the_log_says_why(scene
 def test_the_dock_says_in_one_sentence_what_is_wrong_with_a_ticked_label_raster(dock, scene, tmp_path) -> None:  # noqa: F811
     from unet_buildings.plugin.dock.widgets import ERROR_STYLE
 
-    dock.building_values_edit.setText("2")
+    dock.widgets.building_values_edit.setText("2")
     orthophoto = add_raster(scene.image, "orthophoto")
-    dock.train_labels.tick([orthophoto])
-    assert dock.label_values_label.text() == image_as_labels("orthophoto")
-    assert dock.label_values_label.styleSheet() == ERROR_STYLE
+    dock.widgets.train_labels.tick([orthophoto])
+    assert dock.widgets.label_values_label.text() == image_as_labels("orthophoto")
+    assert dock.widgets.label_values_label.styleSheet() == ERROR_STYLE
 
     heights = np.linspace(1200.5, 1300.25, SIZE_PX * SIZE_PX, dtype=np.float32).reshape(1, SIZE_PX, SIZE_PX)
     dem = add_raster(write_raster(tmp_path / "dem.tif", heights), "dem")
-    dock.train_labels.tick([dem])
-    assert dock.label_values_label.text() == (
+    dock.widgets.train_labels.tick([dem])
+    assert dock.widgets.label_values_label.text() == (
         "The label layer 'dem' holds continuous values (1200.5 to 1300.25, not whole numbers), not classes: pick a "
         "class raster with one whole number per class (e.g. 0 background, 1 building) or building polygons."
     )
 
     classes = add_raster(scene.labels, "classes")  # 1 background, 2 building
-    dock.building_values_edit.setText("5")
-    dock.train_labels.tick([classes])
-    assert dock.label_values_label.text() == (
+    dock.widgets.building_values_edit.setText("5")
+    dock.widgets.train_labels.tick([classes])
+    assert dock.widgets.label_values_label.text() == (
         "The label layer 'classes' holds 1 and 2; building value 5 is not among them: set the building values to "
         "the classes that mark buildings."
     )
-    dock.building_values_edit.setText("2")
-    dock.train_labels.tick([classes])
-    assert dock.label_values_label.text() == "The label layer 'classes' holds 1 and 2 (255 = no data)."
-    assert dock.label_values_label.styleSheet() == ""
+    dock.widgets.building_values_edit.setText("2")
+    dock.widgets.train_labels.tick([classes])
+    assert dock.widgets.label_values_label.text() == "The label layer 'classes' holds 1 and 2 (255 = no data)."
+    assert dock.widgets.label_values_label.styleSheet() == ""

@@ -51,9 +51,9 @@ def add_raster(path, name: str) -> QgsRasterLayer:
 
 
 def predict(dock, image, model_file) -> dict:
-    dock.image_combo.setLayer(image)
-    dock.model_widget.setFilePath(str(model_file))
-    dock.predict_button.click()
+    dock.widgets.image_combo.setLayer(image)
+    dock.widgets.model_widget.setFilePath(str(model_file))
+    dock.widgets.predict_button.click()
     parameters = dict(dock.current_run.parameters)
     wait_for(dock)
     return parameters
@@ -63,7 +63,7 @@ def predict(dock, image, model_file) -> dict:
 def test_outputs_go_beside_the_image_when_no_folder_is_chosen(fresh_dock, model_file, tmp_path) -> None:
     scene = make_scene(tmp_path / "imagery")
     image = add_raster(scene.image, "scene")
-    assert fresh_dock.output_widget.filePath() == ""
+    assert fresh_dock.widgets.output_widget.filePath() == ""
     parameters = predict(fresh_dock, image, model_file)
     assert parameters["OUTPUT"] == str(tmp_path / "imagery" / "scene_buildings.gpkg")
     assert (tmp_path / "imagery" / "scene_mask.tif").is_file()
@@ -80,17 +80,17 @@ def test_outputs_go_beside_the_project_file(fresh_dock, model_file, tmp_path) ->
 def test_the_chosen_output_folder_is_remembered(fresh_dock, qgis_iface, tmp_path) -> None:
     from unet_buildings.plugin.dock.dock_widget import BuildingsDock
 
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     again = BuildingsDock(qgis_iface)
     try:
-        assert again.output_widget.filePath() == str(tmp_path)
+        assert again.widgets.output_widget.filePath() == str(tmp_path)
     finally:
         again.deleteLater()
 
 
 # -- 3. no silent overwrite ------------------------------------------------------------------------
 def test_predicting_again_writes_new_files_and_keeps_the_loaded_layers(fresh_dock, scene, model_file, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     image = add_raster(scene.image, "scene")
     first = predict(fresh_dock, image, model_file)
     second = predict(fresh_dock, image, model_file)
@@ -103,13 +103,13 @@ def test_predicting_again_writes_new_files_and_keeps_the_loaded_layers(fresh_doc
 
 
 def test_training_again_picks_a_new_model_name(fresh_dock, scene, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     (tmp_path / "scene_model.pt").write_bytes(b"an earlier model")
-    fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
-    fresh_dock.train_labels.tick([add_raster(scene.labels, "scene labels")])
-    fresh_dock.train_button.click()
+    fresh_dock.widgets.train_images.tick([add_raster(scene.image, "scene")])
+    fresh_dock.widgets.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    fresh_dock.widgets.train_button.click()
     assert fresh_dock.current_run.parameters["OUTPUT_MODEL"] == str(tmp_path / "scene_model_2.pt")
-    fresh_dock.cancel_button.click()
+    fresh_dock.widgets.cancel_button.click()
     wait_for(fresh_dock)
     assert (tmp_path / "scene_model.pt").read_bytes() == b"an earlier model"
 
@@ -119,7 +119,7 @@ def test_results_go_on_top_of_the_layer_tree_whatever_layer_is_selected(
     fresh_dock, scene, model_file, tmp_path
 ) -> None:
     project = QgsProject.instance()
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     image = add_raster(scene.image, "scene")
     add_raster(scene.labels, "labels")
     root = project.layerTreeRoot()
@@ -156,7 +156,7 @@ def test_a_foreign_model_file_gives_one_readable_line(fresh_dock, scene, foreign
     qgis_iface.messageBar().clear_messages()
     predict(fresh_dock, add_raster(scene.image, "scene"), foreign_model)
     QCoreApplication.processEvents()
-    shown = fresh_dock.status_label.text().replace("\u200b", "")
+    shown = fresh_dock.widgets.status_label.text().replace("\u200b", "")
     (message,) = qgis_iface.messageBar().get_messages(2)
     for text in (shown, message):
         assert "is not a model file this plugin can" in text and "Pick a .pt file" in text
@@ -186,23 +186,23 @@ def test_torchs_own_message_becomes_one_plain_line(unet_buildings, foreign_model
 
 
 def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_file, foreign_model, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     image = add_raster(scene.image, "scene")
     labels = add_raster(scene.labels, "labels")
     predict(fresh_dock, image, model_file)
-    fresh_dock.reference_combo.setLayer(labels)
-    fresh_dock.building_values_edit.setText("2")
-    fresh_dock.evaluate_button.click()
+    fresh_dock.widgets.reference_combo.setLayer(labels)
+    fresh_dock.widgets.building_values_edit.setText("2")
+    fresh_dock.widgets.evaluate_button.click()
     wait_for(fresh_dock)
-    assert fresh_dock.matrix_table.item(0, 0) is not None and "took" in fresh_dock.time_label.text()
-    fresh_dock.model_widget.setFilePath(str(foreign_model))
-    fresh_dock.predict_button.click()  # a new run: the old matrix, scores and timing go at once
-    assert fresh_dock.matrix_table.item(0, 0) is None and fresh_dock.scores_label.text() == ""
-    assert "took" not in fresh_dock.time_label.text()
+    assert fresh_dock.widgets.matrix_table.item(0, 0) is not None and "took" in fresh_dock.widgets.time_label.text()
+    fresh_dock.widgets.model_widget.setFilePath(str(foreign_model))
+    fresh_dock.widgets.predict_button.click()  # a new run: the old matrix, scores and timing go at once
+    assert fresh_dock.widgets.matrix_table.item(0, 0) is None and fresh_dock.widgets.scores_label.text() == ""
+    assert "took" not in fresh_dock.widgets.time_label.text()
     wait_for(fresh_dock)
-    assert "Pick a .pt file" in fresh_dock.status_label.text().replace("\u200b", "")
-    fresh_dock.image_combo.setLayer(labels)  # the user changes the input: the error is no longer about it
-    assert fresh_dock.status_label.text() == "Ready." and fresh_dock.time_label.text() == ""
+    assert "Pick a .pt file" in fresh_dock.widgets.status_label.text().replace("\u200b", "")
+    fresh_dock.widgets.image_combo.setLayer(labels)  # the user changes the input: the error is no longer about it
+    assert fresh_dock.widgets.status_label.text() == "Ready." and fresh_dock.widgets.time_label.text() == ""
 
 
 # -- 6. polish -------------------------------------------------------------------------------------
@@ -211,34 +211,38 @@ def test_train_does_not_scroll_the_dock(fresh_dock, scene) -> None:
     fresh_dock.resize(350, 420)
     fresh_dock.show()
     fresh_dock.activateWindow()
-    fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
-    fresh_dock.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    fresh_dock.widgets.train_images.tick([add_raster(scene.image, "scene")])
+    fresh_dock.widgets.train_labels.tick([add_raster(scene.labels, "scene labels")])
     scroll = fresh_dock.widget()
-    scroll.ensureWidgetVisible(fresh_dock.train_button)
+    scroll.ensureWidgetVisible(fresh_dock.widgets.train_button)
     QCoreApplication.processEvents()
     before = scroll.verticalScrollBar().value()
-    fresh_dock.train_button.setFocus()
+    fresh_dock.widgets.train_button.setFocus()
     QCoreApplication.processEvents()
-    assert fresh_dock.train_button.hasFocus()
-    fresh_dock.train_button.click()
+    assert fresh_dock.widgets.train_button.hasFocus()
+    fresh_dock.widgets.train_button.click()
     QCoreApplication.processEvents()
     assert scroll.verticalScrollBar().value() == before
-    fresh_dock.cancel_button.click()
+    fresh_dock.widgets.cancel_button.click()
     wait_for(fresh_dock)
     fresh_dock.setFloating(False)
 
 
 def test_the_predict_image_sits_under_a_prediction_heading(fresh_dock) -> None:
-    parent = fresh_dock.image_combo.parentWidget()
+    parent = fresh_dock.widgets.image_combo.parentWidget()
     assert isinstance(parent, QGroupBox) and parent.title() == "Prediction"
 
 
 def test_training_pickers_leave_out_the_plugins_own_outputs(fresh_dock, scene, model_file, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
     add_raster(scene.mask, "a mask loaded from disk")  # tagged by the engine as a mask
-    images = [fresh_dock.train_images.itemText(index) for index in range(fresh_dock.train_images.count())]
-    labels = [fresh_dock.train_labels.itemText(index) for index in range(fresh_dock.train_labels.count())]
+    images = [
+        fresh_dock.widgets.train_images.itemText(index) for index in range(fresh_dock.widgets.train_images.count())
+    ]
+    labels = [
+        fresh_dock.widgets.train_labels.itemText(index) for index in range(fresh_dock.widgets.train_labels.count())
+    ]
     assert images == ["scene"] and labels == ["scene"]
 
 
@@ -249,22 +253,22 @@ def test_building_values_say_what_the_labels_hold_and_follow_0_1_labels(fresh_do
     binary[0, 8:24, 8:24] = 1
     binary[0, :, 60:] = 255
     layer = add_raster(write_raster(tmp_path / "binary_labels.tif", binary, 255), "binary labels")
-    fresh_dock.building_values_edit.setText("2")
-    fresh_dock.train_labels.tick([layer])
-    assert fresh_dock.building_values_edit.text() == "1"
-    assert "holds 0 and 1 (255 = no data). Building values set to 1." in fresh_dock.label_values_label.text()
+    fresh_dock.widgets.building_values_edit.setText("2")
+    fresh_dock.widgets.train_labels.tick([layer])
+    assert fresh_dock.widgets.building_values_edit.text() == "1"
+    assert "holds 0 and 1 (255 = no data). Building values set to 1." in fresh_dock.widgets.label_values_label.text()
 
-    fresh_dock.building_values_edit.setText("4")
-    fresh_dock.building_values_edit.editingFinished.emit()
+    fresh_dock.widgets.building_values_edit.setText("4")
+    fresh_dock.widgets.building_values_edit.editingFinished.emit()
     again = BuildingsDock(qgis_iface)
     try:
-        assert again.building_values_edit.text() == "4"  # remembered
+        assert again.widgets.building_values_edit.text() == "4"  # remembered
     finally:
         again.deleteLater()
 
 
 def test_the_new_users_building_value_is_1(fresh_dock) -> None:
-    assert fresh_dock.building_values_edit.text() == "1"
+    assert fresh_dock.widgets.building_values_edit.text() == "1"
 
 
 def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
@@ -272,7 +276,7 @@ def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
     fresh_dock.resize(350, 900)
     fresh_dock.show()
     QCoreApplication.processEvents()
-    table = fresh_dock.matrix_table
+    table = fresh_dock.widgets.matrix_table
     header = table.horizontalHeader()
     metrics = header.fontMetrics()
     for column in range(table.columnCount()):
@@ -285,7 +289,7 @@ def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
 
 @pytest.mark.parametrize("epochs", [(1,), (1, 2, 3)], ids=["one epoch", "three epochs"])
 def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock, epochs) -> None:
-    curves = fresh_dock.curves
+    curves = fresh_dock.widgets.curves
     curves.clear()
     for epoch in epochs:
         curves.add_epoch(
@@ -316,23 +320,23 @@ def test_curves_count_whole_epochs_and_keep_legends_off_the_lines(fresh_dock, ep
 
 # -- 7. Predict's own settings and the visible map area ----------------------------------------------
 def test_predict_passes_clean_footprint_settings(fresh_dock, scene, model_file, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     parameters = predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
     assert parameters["MIN_AREA"] == pytest.approx(2.0) and parameters["SIMPLIFY"] == pytest.approx(0.2)
     assert parameters["REGULARIZE"] is False and "THRESHOLD" not in parameters and "EXTENT" not in parameters
-    fresh_dock.threshold_spin.setValue(0.3)
-    fresh_dock.regularize_check.setChecked(True)
-    parameters = predict(fresh_dock, fresh_dock.image_combo.currentLayer(), model_file)
+    fresh_dock.widgets.threshold_spin.setValue(0.3)
+    fresh_dock.widgets.regularize_check.setChecked(True)
+    parameters = predict(fresh_dock, fresh_dock.widgets.image_combo.currentLayer(), model_file)
     assert parameters["THRESHOLD"] == pytest.approx(0.3) and parameters["REGULARIZE"] is True
 
 
 def test_predict_only_the_visible_map_area(fresh_dock, scene, model_file, qgis_iface, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     canvas = qgis_iface.mapCanvas()
     canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32736"))
     canvas.resize(400, 400)
     canvas.setExtent(QgsRectangle(LEFT, TOP - 20 * PIXEL_M, LEFT + 20 * PIXEL_M, TOP))
-    fresh_dock.visible_area_check.setChecked(True)
+    fresh_dock.widgets.visible_area_check.setChecked(True)
     parameters = predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
     assert parameters["EXTENT"].endswith("[EPSG:32736]")
     shown = canvas.extent()  # the canvas widens the extent to its own shape
@@ -346,36 +350,36 @@ def test_predict_only_the_visible_map_area(fresh_dock, scene, model_file, qgis_i
 # -- 9. export for Deepness from the dock; 10. evaluate's vector errors; 11. time budget, starter model -----
 def test_export_for_deepness_writes_onnx_files_under_new_names(fresh_dock, model_file, tmp_path) -> None:
     pytest.importorskip("onnx")
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
-    fresh_dock.model_widget.setFilePath(str(model_file))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.model_widget.setFilePath(str(model_file))
     for expected in ("tiny.onnx", "tiny_2.onnx"):
-        fresh_dock.export_button.click()
+        fresh_dock.widgets.export_button.click()
         wait_for(fresh_dock)
         assert (tmp_path / expected).is_file()
-    assert "Load default parameters" in fresh_dock.status_label.text()
+    assert "Load default parameters" in fresh_dock.widgets.status_label.text()
 
 
 def test_evaluate_adds_false_positive_and_missed_buildings(fresh_dock, scene, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     mask = add_raster(scene.mask, "prediction")
-    fresh_dock.prediction_combo.setLayer(mask)
-    fresh_dock.reference_combo.setLayer(add_raster(scene.labels, "labels"))
-    fresh_dock.building_values_edit.setText("2")
-    fresh_dock.evaluate_button.click()
+    fresh_dock.widgets.prediction_combo.setLayer(mask)
+    fresh_dock.widgets.reference_combo.setLayer(add_raster(scene.labels, "labels"))
+    fresh_dock.widgets.building_values_edit.setText("2")
+    fresh_dock.widgets.evaluate_button.click()
     wait_for(fresh_dock)
     names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
     assert {"prediction false positives", "prediction missed buildings", "prediction errors"} <= names
 
 
 def test_train_for_minutes_reaches_the_train_algorithm(fresh_dock, scene, tmp_path) -> None:
-    fresh_dock.output_widget.setFilePath(str(tmp_path))
-    assert fresh_dock.minutes_spin.value() == 30
-    fresh_dock.train_images.tick([add_raster(scene.image, "scene")])
-    fresh_dock.train_labels.tick([add_raster(scene.labels, "scene labels")])
-    fresh_dock.minutes_spin.setValue(7)
-    fresh_dock.train_button.click()
+    fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
+    assert fresh_dock.widgets.minutes_spin.value() == 30
+    fresh_dock.widgets.train_images.tick([add_raster(scene.image, "scene")])
+    fresh_dock.widgets.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    fresh_dock.widgets.minutes_spin.setValue(7)
+    fresh_dock.widgets.train_button.click()
     parameters = fresh_dock.current_run.parameters
-    fresh_dock.cancel_button.click()
+    fresh_dock.widgets.cancel_button.click()
     wait_for(fresh_dock)
     assert parameters["TIME_BUDGET_MIN"] == 7
 
@@ -391,8 +395,8 @@ def test_the_starter_model_is_the_default_model_when_shipped(
     monkeypatch.setattr(start_model, "STARTER_MODEL", model_file)
     with_starter = BuildingsDock(qgis_iface)
     try:
-        assert without.model_widget.filePath() == ""
-        assert with_starter.model_widget.filePath() == str(model_file)
+        assert without.widgets.model_widget.filePath() == ""
+        assert with_starter.widgets.model_widget.filePath() == str(model_file)
     finally:
         without.deleteLater()
         with_starter.deleteLater()
@@ -413,16 +417,16 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
     """Set widgets become exactly these parameters (distinct numbers, so a swap or a unit conversion
     between the dock and the algorithm shows), and the algorithms accept them; nothing runs."""
     dock = fresh_dock
-    dock.output_widget.setFilePath(str(tmp_path))
+    dock.widgets.output_widget.setFilePath(str(tmp_path))
     image, labels = add_raster(scene.image, "scene"), add_raster(scene.labels, "scene labels")
-    dock.train_images.tick([image])
-    dock.train_labels.tick([labels])
-    dock.building_values_edit.setText("2, 5")
-    dock.preset_combo.setCurrentText("paper")
-    dock.epochs_spin.setValue(3)
-    dock.minutes_spin.setValue(7)
-    dock.model_widget.setFilePath(str(model_file))  # adapted: "Adapt the model file above" is ticked
-    request = dock.train_request()
+    dock.widgets.train_images.tick([image])
+    dock.widgets.train_labels.tick([labels])
+    dock.widgets.building_values_edit.setText("2, 5")
+    dock.widgets.preset_combo.setCurrentText("paper")
+    dock.widgets.epochs_spin.setValue(3)
+    dock.widgets.minutes_spin.setValue(7)
+    dock.widgets.model_widget.setFilePath(str(model_file))  # adapted: "Adapt the model file above" is ticked
+    request = dock.inputs.train_request()
     assert request.algorithm_id == "train"
     assert request.parameters() == {
         "IMAGES": [image.id()],
@@ -436,17 +440,17 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
         "FROM_SCRATCH": False,
     }
     assert_algorithm_accepts("train", request.parameters())
-    dock.epochs_spin.setValue(0)  # shown as "preset's value": the algorithm's preset decides
-    dock.minutes_spin.setValue(0)
-    assert not {"EPOCHS", "TIME_BUDGET_MIN"} & set(dock.train_request().parameters())
+    dock.widgets.epochs_spin.setValue(0)  # shown as "preset's value": the algorithm's preset decides
+    dock.widgets.minutes_spin.setValue(0)
+    assert not {"EPOCHS", "TIME_BUDGET_MIN"} & set(dock.inputs.train_request().parameters())
 
-    dock.image_combo.setLayer(image)
-    dock.model_widget.setFilePath(str(model_file))
-    dock.threshold_spin.setValue(0.25)
-    dock.min_area_spin.setValue(12.5)
-    dock.simplify_spin.setValue(0.75)
-    dock.regularize_check.setChecked(True)
-    request = dock.predict_request()
+    dock.widgets.image_combo.setLayer(image)
+    dock.widgets.model_widget.setFilePath(str(model_file))
+    dock.widgets.threshold_spin.setValue(0.25)
+    dock.widgets.min_area_spin.setValue(12.5)
+    dock.widgets.simplify_spin.setValue(0.75)
+    dock.widgets.regularize_check.setChecked(True)
+    request = dock.inputs.predict_request()
     assert request.algorithm_id == "extract"
     assert request.parameters() == {
         "INPUT": image.id(),
@@ -461,12 +465,12 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
     }
     assert_algorithm_accepts("extract", request.parameters())
 
-    dock.prediction_combo.setLayer(add_raster(scene.mask, "prediction"))
-    dock.reference_combo.setLayer(labels)
-    request = dock.evaluate_request()
+    dock.widgets.prediction_combo.setLayer(add_raster(scene.mask, "prediction"))
+    dock.widgets.reference_combo.setLayer(labels)
+    request = dock.inputs.evaluate_request()
     assert request.algorithm_id == "evaluate"
     assert request.parameters() == {
-        "PREDICTION": dock.prediction_combo.currentLayer().id(),
+        "PREDICTION": dock.widgets.prediction_combo.currentLayer().id(),
         "LABELS": labels.id(),
         "BUILDING_VALUES": "2, 5",
         "OUTPUT_REPORT": str(tmp_path / "prediction_evaluation.html"),
@@ -476,7 +480,7 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
     }
     assert_algorithm_accepts("evaluate", request.parameters())
 
-    request = dock.export_request()
+    request = dock.inputs.export_request()
     assert request.algorithm_id == "export"
     assert request.parameters() == {"MODEL": str(model_file), "OUTPUT": str(tmp_path / f"{model_file.stem}.onnx")}
     assert_algorithm_accepts("export", request.parameters())
