@@ -1,5 +1,6 @@
-"""Tiny georeferenced image / class-raster pairs for the engine tests: class-2 pixels are bright
-roofs on darker, noisy ground, so a few training steps learn them."""
+"""GeoTIFFs for the tests: ``write_geotiff``, the one writer every test's raster helper goes through, and
+tiny georeferenced image / class-raster pairs, whose class-2 pixels are bright roofs on darker, noisy
+ground, so a few training steps learn them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,45 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from model.io.rasters import KIND_TAG
+
 UTM_36_TRANSFORM = from_origin(500000, 9000000, 0.5, 0.5)
+UTM_33_TRANSFORM = from_origin(500000, 100, 0.5, 0.5)
+
+
+def write_geotiff(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: str | CRS | None = "EPSG:32633",
+    transform: Affine = UTM_33_TRANSFORM,
+    nodata: float | None = None,
+    kind: str | None = None,
+    **creation_options,
+) -> Path:
+    """``data`` ((bands, H, W), or (H, W) for one band) as a GeoTIFF of its own dtype; ``kind`` is the
+    plugin's tag saying what a raster is ("mask", "probability", ...)."""
+    data = data if data.ndim == 3 else data[np.newaxis]
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        **creation_options,
+    ) as dataset:
+        dataset.write(data)
+        if kind:
+            dataset.update_tags(**{KIND_TAG: kind})
+    return path
 
 
 def write_pair(
@@ -27,10 +64,7 @@ def write_pair(
     rng = rng or np.random.default_rng(seed)
     image = rng.normal(70, 12, (3, *labels.shape))
     image[:, labels == 2] += 110
-    profile = dict(driver="GTiff", width=labels.shape[1], height=labels.shape[0], crs=crs, transform=transform)
     image_path, label_path = folder / f"{name}.tif", folder / f"{name}_labels.tif"
-    with rasterio.open(image_path, "w", count=3, dtype="uint8", **profile) as dst:
-        dst.write(np.clip(image, 0, 255).astype(np.uint8))
-    with rasterio.open(label_path, "w", count=1, dtype="uint8", **profile) as dst:
-        dst.write(labels, 1)
+    write_geotiff(image_path, np.clip(image, 0, 255).astype(np.uint8), crs=crs, transform=transform)
+    write_geotiff(label_path, labels.astype(np.uint8), crs=crs, transform=transform)
     return str(image_path), str(label_path)

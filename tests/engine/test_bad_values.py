@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
-from rasterio.transform import from_origin
 
 from model.__main__ import main
 from model.errors import EngineError
@@ -23,27 +21,14 @@ from model.io.files import SCRATCH_PREFIX, TEMPORARY_NAME_EXTRA_BYTES, check_out
 from model.net.modelfile import ModelInfo, load_model, save_model
 from model.net.network import UNet, UNetConfig
 from model.training.trainer import TrainConfig, train
+from tests.engine.scenes import write_geotiff
 
 CRS = "EPSG:32633"
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def write_tif(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
-    data = data if data.ndim == 3 else data[None]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=CRS,
-        transform=from_origin(500000, 100, 0.5, 0.5),
-        nodata=nodata,
-    ) as dataset:
-        dataset.write(data)
-    return path
+    return write_geotiff(path, data, crs=CRS, nodata=nodata)
 
 
 @pytest.fixture()

@@ -19,6 +19,7 @@ from model.evaluation import comparison
 from model.evaluation.evaluate import evaluate
 from model.io.outputs import OUTPUT_BLOCK_PX, create_geotiff
 from model.io.rasters import Grid, LabelSource
+from tests.engine.scenes import write_geotiff
 
 CRS_UTM = CRS.from_epsg(32636)
 ORIGIN = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 9_000_000.0)  # 0.5 m pixels
@@ -35,24 +36,7 @@ def write_raster(
     kind: str | None = None,
     **creation_options,
 ) -> Path:
-    array = array if array.ndim == 3 else array[np.newaxis]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=array.shape[2],
-        height=array.shape[1],
-        count=array.shape[0],
-        dtype=array.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-        **creation_options,
-    ) as dataset:
-        dataset.write(array)
-        if kind:
-            dataset.update_tags(UNET_BUILDINGS_KIND=kind)
-    return path
+    return write_geotiff(path, array, crs=crs, transform=transform, nodata=nodata, kind=kind, **creation_options)
 
 
 def write_polygons(path: Path, geometries, crs: CRS = CRS_UTM) -> Path:

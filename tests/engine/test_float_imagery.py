@@ -19,26 +19,14 @@ from model.net.normalization import image_statistics
 from model.prediction.predict import predict_raster
 from model.training.start_model import STARTER_MODEL
 from model.training.trainer import TrainConfig, train
+from tests.engine.scenes import write_geotiff
 
 SAMPLE = Path(__file__).resolve().parents[2] / "resources" / "sample" / "scene_3.tif"
 CRS = "EPSG:32633"
 
 
 def write_float(path: Path, data: np.ndarray, nodata: float | None = None) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype="float32",
-        crs=CRS,
-        transform=from_origin(500000, 100, 0.5, 0.5),
-        nodata=nodata,
-    ) as dataset:
-        dataset.write(data.astype(np.float32))
-    return path
+    return write_geotiff(path, data.astype(np.float32), crs=CRS, nodata=nodata)
 
 
 def untrained_model(path: Path, normalization: dict) -> Path:

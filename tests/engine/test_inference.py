@@ -22,6 +22,7 @@ from model.net.normalization import normalize
 from model.prediction.predict import predict_raster
 from model.prediction.tiling import ground_phase_px, plan_tiles, tile_starts
 from model.vectors.vectorize import polygons_from_mask
+from tests.engine.scenes import write_geotiff
 
 FIXED = {"mode": "fixed", "mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
 
@@ -59,20 +60,7 @@ def make_model(
 def write_image(
     path: Path, data: np.ndarray, *, crs="EPSG:3857", origin=(1000.0, 2000.0), pixel=(1.0, 1.0), nodata=None
 ) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=crs,
-        transform=from_origin(origin[0], origin[1], *pixel),
-        nodata=nodata,
-    ) as dataset:
-        dataset.write(data)
-    return path
+    return write_geotiff(path, data, crs=crs, transform=from_origin(origin[0], origin[1], *pixel), nodata=nodata)
 
 
 def noise(shape, seed=1) -> np.ndarray:

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from rasterio.transform import from_origin
 
 from model.__main__ import main
 from model.errors import EngineError, InputError, OutputError
@@ -32,7 +30,6 @@ from model.io.files import (
     current_umask,
     replaced_when_done,
 )
-from model.io.rasters import KIND_TAG
 from model.io.vector_io import write_polygons
 from model.net.modelfile import ModelInfo, load_model, save_model
 from model.net.network import UNet, UNetConfig
@@ -40,29 +37,14 @@ from model.prediction.predict import predict_raster
 from model.training import sampling
 from model.training.trainer import TrainConfig, train
 from model.vectors.vectorize import polygons_from_mask
+from tests.engine.scenes import write_geotiff
 
 CRS = "EPSG:32633"
 SIZE_PX = 48
 
 
 def write_tif(path: Path, data: np.ndarray, kind: str | None = None, nodata: float | None = None) -> Path:
-    data = data if data.ndim == 3 else data[None]
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        crs=CRS,
-        transform=from_origin(500000, 100, 0.5, 0.5),
-        nodata=nodata,
-    ) as d:
-        d.write(data)
-        if kind:
-            d.update_tags(**{KIND_TAG: kind})
-    return path
+    return write_geotiff(path, data, crs=CRS, nodata=nodata, kind=kind)
 
 
 def digest(path: Path) -> str:

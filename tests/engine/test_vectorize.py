@@ -16,10 +16,11 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from model.errors import Cancelled, InputError
-from model.io.rasters import KIND_TAG, MASK_NODATA, raster_windows
+from model.io.rasters import MASK_NODATA, raster_windows
 from model.io.vector_io import write_polygons
 from model.vectors.polygonize import RegionStream
 from model.vectors.vectorize import polygons_from_mask, regularize_polygon
+from tests.engine.scenes import write_geotiff
 
 PIXEL_M = 0.5
 TRANSFORM = from_origin(500000.0, 100.0, PIXEL_M, PIXEL_M)
@@ -31,21 +32,7 @@ GROUND_M_PER_MAP_M = 1 / 0.9996
 def write_raster(
     path: Path, data: np.ndarray, *, nodata=MASK_NODATA, kind="mask", crs=CRS, transform=TRANSFORM
 ) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[1],
-        height=data.shape[0],
-        count=1,
-        dtype=data.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-    ) as dataset:
-        dataset.write(data, 1)
-        dataset.update_tags(**{KIND_TAG: kind})
-    return path
+    return write_geotiff(path, data, crs=crs, transform=transform, nodata=nodata, kind=kind)
 
 
 def shapes_mask() -> np.ndarray:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from qgis.core import QgsProcessingFeedback
 from rasterio.transform import from_origin
+
+from tests.engine.scenes import write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 CRS = "EPSG:32736"  # metric (UTM 36S)
@@ -82,22 +83,9 @@ class Scene:
 
 
 def write_raster(path: Path, bands: np.ndarray, nodata: float | None = None, kind: str | None = None) -> Path:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=bands.shape[2],
-        height=bands.shape[1],
-        count=bands.shape[0],
-        dtype=bands.dtype,
-        crs=CRS,
-        transform=from_origin(500000, 9000000, PIXEL_M, PIXEL_M),
-        nodata=nodata,
-    ) as dataset:
-        dataset.write(bands)
-        if kind:
-            dataset.update_tags(UNET_BUILDINGS_KIND=kind)
-    return path
+    return write_geotiff(
+        path, bands, crs=CRS, transform=from_origin(500000, 9000000, PIXEL_M, PIXEL_M), nodata=nodata, kind=kind
+    )
 
 
 def write_polygons(path: Path) -> Path:
