@@ -29,12 +29,13 @@ class TrainConfig:
     preset: str = "default"
     bands: list[int] | None = None  # None: every band that is not alpha
     epochs: int = 20
-    patches_per_epoch: int = 1000  # crops drawn per epoch ("random" validation takes a share of them)
+    # crops (the paper: patches) drawn per epoch ("random" validation takes a share of them)
+    patches_per_epoch: int = 1000
     batch_size: int = 8
     base_width: int = 32
     batch_norm: bool = True
     upsample: str = "nearest"
-    tile_size_px: int = 256
+    tile_size_px: int = 256  # the side of the crops training draws, and so of the tiles the model predicts
     learning_rate: float = 1e-3
     schedule: str = "cosine"  # "cosine" (with warm-up) or "constant"
     warmup_fraction: float = 0.05  # share of training (steps or budget) over which the rate ramps up

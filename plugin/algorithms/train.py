@@ -98,8 +98,8 @@ class TrainAlgorithm(EngineAlgorithm):
         "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
         "BANDS": "(advanced) Image bands to use, 1-based and comma-separated (e.g. 1,2,3). Empty: every band "
         "that is not an alpha band.",
-        "TILE_SIZE": "(advanced) Side of the square training crops in pixels, a multiple of 16 (the paper: 256). "
-        "Empty: the preset's value.",
+        "TILE_SIZE": "(advanced) Tile size in pixels, a multiple of 16 (the paper: 256): the side of the square "
+        "crops training draws, and so of the tiles the model predicts. Empty: the preset's value.",
         "SEED": "(advanced) Random seed, for a repeatable run. Empty: a random seed.",
         "EARLY_STOP_EPOCHS": "(advanced) Stop when validation IoU has not improved for this many epochs. Empty: "
         "never stop early.",
@@ -179,7 +179,7 @@ class TrainAlgorithm(EngineAlgorithm):
             advanced(
                 QgsProcessingParameterNumber(
                     "TILE_SIZE",
-                    "Crop size in pixels (empty: the preset's value)",
+                    "Tile size in pixels: training crops and prediction tiles (empty: the preset's value)",
                     QgsProcessingParameterNumber.Type.Integer,
                     optional=True,
                     minValue=16,
