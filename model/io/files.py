@@ -29,7 +29,8 @@ from ..errors import InputError, OutputError
 
 PathLike = Union[str, "os.PathLike[str]"]
 # ".<final name>.<pid>.<8 random characters>.part[.<extension>]", as temporary_beside makes them
-_LEFTOVER = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
+# a GeoPackage written under such a name has SQLite's companions beside it while it is open
+_LEFTOVER = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?(-journal|-wal|-shm)?$")
 # training's scratch folders (``scratch_folder``): "<prefix><pid>.<random>"; those of versions before
 # the writer id in their name go by age only, far beyond any pause in a running training's use of them
 SCRATCH_PREFIX = ".unet_buildings_scratch_"
