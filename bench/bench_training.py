@@ -7,7 +7,8 @@
    left out, and the run is cancelled once ``--seconds`` have passed (at least two batches).
 2. Data loading alone (crop drawing + gather + augmentation + normalisation on the device,
    ``TrainingData.batch_tensors``, no network) in samples per second, and as a ratio to the training
-   step's samples per second: how much of a step the data costs.
+   step's samples per second: how much of a step the data costs. Also with the images read crop by crop
+   from their files, as images too large to hold are (``sampling.WindowedImage``), beside it.
 
 Run from the repository root: ``.venv/bin/python bench/bench_training.py [--seconds 30]``.
 """
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from model.errors import Cancelled  # noqa: E402  (after the path set-up above)
 from model.io.rasters import LABEL_IGNORE  # noqa: E402
 from model.progress import Reporter  # noqa: E402
+from model.training import sampling  # noqa: E402
 from model.training.sampling import CropSampler  # noqa: E402
 from model.training.trainer import TrainConfig, Trainer, train  # noqa: E402
 
@@ -80,11 +82,17 @@ def training_samples_per_s(config: TrainConfig, seconds: float) -> tuple[float, 
     return batches * config.batch_size / (last_s - first_s), batches
 
 
-def data_samples_per_s(config: TrainConfig, seconds: float) -> float:
-    """Crop drawing + gather + augmentation + normalisation, as the training loop does them."""
+def data_samples_per_s(config: TrainConfig, seconds: float, by_window: bool = False) -> float:
+    """Crop drawing + gather + augmentation + normalisation, as the training loop does them; ``by_window``:
+    the images read crop by crop from their files, as a scene too large to hold is."""
     trainer = Trainer(config, Reporter.of(), None)
     data = trainer.data
-    scenes = data.load_scenes(Path(config.output_model).parent, trainer.reporter, trainer.check_cancel_alone)
+    held_limit = sampling.IN_MEMORY_LIMIT_BYTES
+    sampling.IN_MEMORY_LIMIT_BYTES = 0 if by_window else held_limit
+    try:
+        scenes = data.load_scenes(Path(config.output_model).parent, trainer.reporter, trainer.check_cancel_alone)
+    finally:
+        sampling.IN_MEMORY_LIMIT_BYTES = held_limit
     hidden, _ = data.split(scenes, trainer.rng)
     usable = [(scene.label != LABEL_IGNORE) & ~mask for scene, mask in zip(scenes, hidden)]
     sampler = CropSampler(scenes, config.tile_size_px, usable, trainer.rng)
@@ -119,8 +127,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_training_") as scratch:
         folder = Path(scratch)
         for device in devices:
-            data = data_samples_per_s(config_for(folder, widths[0], args.batch_size, device), args.seconds / 2)
+            config = config_for(folder, widths[0], args.batch_size, device)
+            data = data_samples_per_s(config, args.seconds / 2)
+            windowed = data_samples_per_s(config, args.seconds / 2, by_window=True)
             print(f"\n[{device}] data loading alone (draw + gather + augment + normalise): {data:8.1f} samples/s")
+            print(
+                f"[{device}] the same, images read by window from their files: {windowed:8.1f} samples/s "
+                f"({windowed / data:.2f}x the images held in memory)"
+            )
             print(f"{'base width':>10} {'train samples/s':>16} {'batches':>8} {'data / step ratio':>18}")
             for width in widths:
                 rate, batches = training_samples_per_s(config_for(folder, width, args.batch_size, device), args.seconds)

@@ -1,13 +1,17 @@
-"""Training data: image/label pairs held in memory as arrays, spatial train/validation split, and
-random crops drawn across scenes in proportion to their usable area, a share of them centred on
-buildings so scenes where buildings are rare still teach what a building looks like.
+"""Training data: image/label pairs, spatial train/validation split, and random crops drawn across
+scenes in proportion to their usable area, a share of them centred on buildings so scenes where
+buildings are rare still teach what a building looks like.
 
-Each scene is read once (window reads of the whole grid; the label aligned onto the image grid by
-``LabelSource``), so drawing a crop is an array slice, never a file access.
+Each scene is read once, strip by strip (the label aligned onto the image grid by ``LabelSource``). An
+image of up to ``IN_MEMORY_LIMIT_BYTES`` is held in memory, so drawing a crop is an array slice; a
+larger one stays in its file and each crop is read from it by window (``WindowedImage``), so a scene of
+any size needs no copy of itself. Labels are held whole (one byte a pixel), memory-mapped from a
+scratch file beside the model when over the limit.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 
 from ..errors import InputError
 from ..io.ground import ground_pixel_size_m
@@ -24,18 +30,50 @@ from ..net.normalization import BandStatistics, image_statistics
 # alpha bands are masks, not data: never fed to the network by default
 _ALPHA = "alpha"
 STRIP_ROWS = 1024
-IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # larger scenes are memory-mapped from a scratch folder
-SCRATCH_MARGIN_BYTES = 1024**3  # left free beside a scene's scratch copy, for the model and checkpoints
+IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # larger images are read crop by crop, larger labels memory-mapped
+SCRATCH_MARGIN_BYTES = 1024**3  # left free beside a scene's scratch labels, for the model and checkpoints
+# held per scene pixel while training: the validation areas, the training areas and their temporaries
+# (one byte each), and the labels themselves unless memory-mapped
+MASK_BYTES_PER_PX = 4
+MEMORY_SHARE = 0.8  # of this computer's memory, at most, for one scene
 MIN_IMAGE_PX = 32  # smaller images hold too little to train on (or to hold out validation from)
 INDEX_STEP_PX = 4  # crop positions are scored on a grid this coarse: memory stays small for any scene
 MIN_USABLE_FRACTION = 0.25  # a random crop with less labelled, training-side area is drawn again ...
 REDRAWS = 8  # ... at most this many times
 
 
+class WindowedImage:
+    """A scene's bands read from their file crop by crop, for images too large to hold: ``image[:, rows,
+    cols]`` reads what an in-memory copy would hold there (float voids as 0, zeros past the edges of an
+    image smaller than a crop). The file stays open for the run; it must stay where it is until then."""
+
+    def __init__(self, path: Path, bands: Sequence[int], shape: tuple[int, int, int]) -> None:
+        self.path, self.bands, self.shape = path, list(bands), shape
+        self.dataset = open_raster(path)
+
+    def __getitem__(self, index: tuple[slice, slice, slice]) -> np.ndarray:
+        _, rows, cols = index
+        window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        # past the file's edges only when the image is smaller than a crop (a slower, padded read)
+        past = rows.stop > self.dataset.height or cols.stop > self.dataset.width
+        try:
+            values = self.dataset.read(self.bands, window=window, boundless=past, fill_value=0)
+            if values.dtype.kind == "f":  # as the strips of an in-memory copy: a void would spread through the net
+                valid = valid_mask(self.dataset, self.bands, window, boundless=past, values=values)
+                values = np.where(valid, values, 0)
+        except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as error:
+            raise InputError(
+                f"The image '{self.path}' could not be read during training ({error}): an image this large is "
+                "read crop by crop, so keep it unchanged where it is until training ends, or copy it again "
+                "if it is damaged."
+            ) from error
+        return values
+
+
 @dataclass
 class Scene:
     name: str
-    image: np.ndarray  # (bands, H, W), the raster's own dtype
+    image: np.ndarray | WindowedImage  # (bands, H, W), the raster's own dtype
     label: np.ndarray  # (H, W) uint8: 1 building, 0 background, LABEL_IGNORE not scored
     statistics: BandStatistics  # per-band mean / std of this image, its value scale, its valid pixel count
     pixel_size_map_units: tuple[float, float]  # the model file keeps it as pixel_size, for older plugins
@@ -81,7 +119,7 @@ def default_bands(image_path: str | Path) -> list[int]:
 
 
 def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Path | None) -> np.ndarray:
-    """An array for a scene: in memory when small, else memory-mapped from a scratch file so a
+    """An array for a scene's labels: in memory when small, else memory-mapped from a scratch file so a
     scene larger than RAM still trains (the OS pages in the crops drawn, not the whole file)."""
     if scratch_dir is None or np.prod(shape) * np.dtype(dtype).itemsize <= IN_MEMORY_LIMIT_BYTES:
         return np.full(shape, fill, dtype)
@@ -92,12 +130,58 @@ def _scene_array(shape: tuple, dtype, fill: int, scratch_dir: Path | None) -> np
     return array
 
 
-def check_scratch_space(image_path: str | Path, shape: tuple, dtype, scratch_dir: Path | None) -> None:
-    """Refuse, before anything is copied, a scene whose scratch copy (bands and labels, memory-mapped
+def physical_memory_bytes() -> int | None:
+    """This computer's memory, or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # Windows has no sysconf
+        pass
+    try:
+        import ctypes
+
+        class MemoryStatus(ctypes.Structure):
+            _fields_ = [("length", ctypes.c_ulong), ("load", ctypes.c_ulong)] + [
+                (name, ctypes.c_ulonglong)
+                for name in (
+                    "total",
+                    "available",
+                    "page_total",
+                    "page_free",
+                    "virtual_total",
+                    "virtual_free",
+                    "extended",
+                )
+            ]
+
+        status = MemoryStatus()
+        status.length = ctypes.sizeof(MemoryStatus)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
+            return int(status.total)
+    except (AttributeError, OSError):
+        pass
+    return None
+
+
+def check_memory(image_path: str | Path, shape: tuple[int, int], image_bytes: int) -> None:
+    """Refuse, before anything is allocated, a scene whose training masks (and image, when held) would not
+    fit this computer's memory: running out of it kills the process, and in the dock QGIS with it."""
+    height, width = shape
+    needed = height * width * MASK_BYTES_PER_PX + image_bytes
+    memory = physical_memory_bytes()
+    if memory is not None and needed > MEMORY_SHARE * memory:
+        raise InputError(
+            f"The image '{image_path}' is {width:,} x {height:,} px: training it needs about "
+            f"{needed / 1024**3:,.1f} GB of memory, and this computer has {memory / 1024**3:,.1f} GB. "
+            "Train on a smaller part of it (clip the image to the labelled area)."
+        )
+
+
+def check_scratch_space(image_path: str | Path, shape: tuple[int, int], scratch_dir: Path | None) -> None:
+    """Refuse, before anything is written, a scene whose scratch labels (one byte a pixel, memory-mapped
     beside the model) would not fit the free disk: a memory map over a full disk dies of a bus error,
     which in the dock would take QGIS down with it."""
-    bands, height, width = shape
-    needed = height * width * (bands * np.dtype(dtype).itemsize + 1)  # + the uint8 labels
+    height, width = shape
+    needed = height * width
     if scratch_dir is None or needed <= IN_MEMORY_LIMIT_BYTES:
         return
     folder = scratch_dir
@@ -106,7 +190,7 @@ def check_scratch_space(image_path: str | Path, shape: tuple, dtype, scratch_dir
     free = shutil.disk_usage(folder).free
     if needed + SCRATCH_MARGIN_BYTES > free:
         raise InputError(
-            f"The image '{image_path}' is {width:,} x {height:,} px: training copies it to a scratch file "
+            f"The image '{image_path}' is {width:,} x {height:,} px: training keeps its labels in a scratch file "
             f"of {needed / 1024**3:,.1f} GB beside the model, and '{folder}' has {free / 1024**3:,.1f} GB free. "
             "Train on a smaller part of it (clip the image to the labelled area) or free disk space there."
         )
@@ -132,8 +216,12 @@ def load_scene(
                 "hundred)."
             )
         height, width = max(dataset.height, min_size_px), max(dataset.width, min_size_px)
-        check_scratch_space(image_path, (len(bands), height, width), dataset.dtypes[bands[0] - 1], scratch_dir)
-        image = _scene_array((len(bands), height, width), dataset.dtypes[bands[0] - 1], 0, scratch_dir)
+        shape, dtype = (len(bands), height, width), np.dtype(dataset.dtypes[bands[0] - 1])
+        check_scratch_space(image_path, (height, width), scratch_dir)
+        image_bytes = int(np.prod(shape)) * dtype.itemsize
+        by_window = scratch_dir is not None and image_bytes > IN_MEMORY_LIMIT_BYTES
+        check_memory(image_path, (height, width), 0 if by_window else image_bytes)
+        image = WindowedImage(Path(image_path), bands, shape) if by_window else np.zeros(shape, dtype)
         label = _scene_array((height, width), np.uint8, LABEL_IGNORE, scratch_dir)
         for window in raster_windows(dataset.width, dataset.height, STRIP_ROWS):
             rows = slice(window.row_off, window.row_off + window.height)
@@ -141,9 +229,10 @@ def load_scene(
             strip_label = labels.read(window)
             valid = valid_mask(dataset, bands, window, values=strip)
             strip_label[~valid] = LABEL_IGNORE
-            if strip.dtype.kind == "f":  # a NaN void would spread through every convolution that sees it
-                strip = np.where(valid, strip, 0)
-            image[:, rows, : dataset.width] = strip
+            if isinstance(image, np.ndarray):
+                if strip.dtype.kind == "f":  # a NaN void would spread through every convolution that sees it
+                    strip = np.where(valid, strip, 0)
+                image[:, rows, : dataset.width] = strip
             label[rows, : dataset.width] = strip_label
         statistics = image_statistics(dataset, bands)
         crs_units = dataset.crs.linear_units if dataset.crs else ""
@@ -172,9 +261,10 @@ def validation_block_px(scene: Scene, crop_px: int) -> int:
 def validation_blocks(scene: Scene, block_px: int, offset: int = 0) -> np.ndarray:
     """(H, W) bool: True in the validation blocks, one block in five on a diagonal pattern so
     validation areas are spread over the whole scene and never overlap training areas."""
-    rows = np.arange(scene.height) // block_px
-    cols = np.arange(scene.width) // block_px
-    return ((cols[None, :] + 2 * rows[:, None] + offset) % 5) == 0
+    # each block index taken modulo 5 first: the (H, W) sum is one byte a pixel, not eight
+    rows = (2 * (np.arange(scene.height) // block_px) % 5).astype(np.uint8)
+    cols = ((np.arange(scene.width) // block_px + offset) % 5).astype(np.uint8)
+    return (cols[None, :] + rows[:, None]) % 5 == 0
 
 
 @dataclass

@@ -150,9 +150,9 @@ def small_disk(folder: Path, size_kb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_a_scene_whose_scratch_copy_would_not_fit_the_disk_is_refused_before_copying(tmp_path, monkeypatch) -> None:
-    """Large scenes are copied to a memory-mapped scratch file beside the model; over a full disk that
-    map dies of a bus error (in QGIS, taking QGIS with it). On a small disk, any scene too large for
+def test_a_scene_whose_scratch_labels_would_not_fit_the_disk_is_refused_before_copying(tmp_path, monkeypatch) -> None:
+    """Large scenes keep their labels in a memory-mapped scratch file beside the model; over a full disk
+    that map dies of a bus error (in QGIS, taking QGIS with it). On a small disk, any scene too large for
     memory (here: every scene) is refused before a byte is copied."""
     monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)
     rng = np.random.default_rng(0)
@@ -173,6 +173,25 @@ def test_a_scene_whose_scratch_copy_would_not_fit_the_disk_is_refused_before_cop
         with pytest.raises(EngineError, match=r"'.*big.tif' is 512 x 512 px: .* scratch file of 0.0 GB .* GB free"):
             train(config)
         assert list(disk.iterdir()) == []
+
+
+def test_a_scene_too_large_for_this_computers_memory_is_refused_before_anything_is_allocated(
+    tmp_path, monkeypatch
+) -> None:
+    """Its training masks alone (bytes a pixel) would exhaust memory: the run would be killed, in the dock
+    with QGIS. Here a computer of 1 MB and a 1024 x 1024 px scene, its image read by window."""
+    monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)
+    monkeypatch.setattr(sampling, "physical_memory_bytes", lambda: 1024**2)
+    rng = np.random.default_rng(0)
+    image = write_tif(tmp_path / "big.tif", rng.integers(0, 255, (3, 1024, 1024)).astype(np.uint8))
+    labels = write_tif(tmp_path / "big_labels.tif", (rng.random((1024, 1024)) < 0.2).astype(np.uint8))
+    with pytest.raises(InputError, match=r"'.*big.tif' is 1,024 x 1,024 px: training it needs about 0.0 GB of memory"):
+        sampling.load_scene(image, labels, [1], [1, 2, 3], 256, tmp_path / "scratch")
+    assert not (tmp_path / "scratch").exists()
+
+
+def test_this_computers_memory_is_known() -> None:
+    assert 1024**3 < sampling.physical_memory_bytes() < 64 * 1024**4
 
 
 def fill(disk: Path, leave_kb: int) -> None:
@@ -241,20 +260,21 @@ def test_the_next_run_removes_what_a_killed_run_left_and_nothing_else(tmp_path) 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     leftover = tmp_path / f".out.tif.{dead_pid}.abcd1234.part.tif"
+    journal = tmp_path / f".b.gpkg.{dead_pid}.abcd1234.part.gpkg-journal"  # SQLite's, beside a GeoPackage
     running = tmp_path / ".out.tif.1.abcd1234.part.tif"  # pid 1 always runs: a writer at work
     old_scratch = tmp_path / f"{SCRATCH_PREFIX}x1y2"  # named before scratch folders carried their pid
     young_scratch = tmp_path / f"{SCRATCH_PREFIX}z3"
     killed_scratch = tmp_path / f"{SCRATCH_PREFIX}{dead_pid}.k1ll3d"  # a killed training's, minutes old
     working_scratch = tmp_path / f"{SCRATCH_PREFIX}1.w0rk1n"
     users = [tmp_path / ".hidden.part", tmp_path / "notes.part.txt", tmp_path / ".other_scratch"]
-    for path in (leftover, running, *users[:2]):
+    for path in (leftover, journal, running, *users[:2]):
         path.write_bytes(b"x")
     for folder in (old_scratch, young_scratch, killed_scratch, working_scratch, users[2]):
         folder.mkdir()
     old = time.time() - LEFTOVER_AGE_S - 60
     for path in (old_scratch, users[2], users[0]):
         os.utime(path, (old, old))
-    assert sorted(clean_leftovers(tmp_path)) == sorted([leftover, old_scratch, killed_scratch])
+    assert sorted(clean_leftovers(tmp_path)) == sorted([leftover, journal, old_scratch, killed_scratch])
     assert all(path.exists() for path in (running, young_scratch, working_scratch, *users))
     # and a real write there does it by itself, once per folder
     (tmp_path / "fresh").mkdir()

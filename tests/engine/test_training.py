@@ -269,7 +269,7 @@ def test_time_budget_is_checked_before_every_batch_and_still_saves_a_validated_m
     assert load_model(result.model_path).info.epoch == 1
 
 
-def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_mapped(tmp_path, monkeypatch):
+def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_read_by_window(tmp_path, monkeypatch):
     import model.training.sampling as sampling
 
     rng = np.random.default_rng(0)
@@ -290,9 +290,10 @@ def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_m
         dst.write(np.clip(image, 0, 65535).astype(np.uint16))
     with rasterio.open(tmp_path / "lab.tif", "w", count=1, dtype="uint8", **profile) as dst:
         dst.write(labels, 1)
-    monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)  # force the memory-mapped path
+    monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", 0)  # as for a scene too large to hold
     scene = sampling.load_scene(tmp_path / "img.tif", tmp_path / "lab.tif", [2], [1, 2, 3, 4], 32, tmp_path / "scratch")
-    assert isinstance(scene.image, np.memmap) and scene.image.dtype == np.uint16
+    assert isinstance(scene.image, sampling.WindowedImage) and isinstance(scene.label, np.memmap)
+    assert scene.image[:, 0:32, 0:32].dtype == np.uint16
     # augmentation and the paper's 0..1 scaling use the data's own high value, not 65535
     written = np.clip(image, 0, 65535).astype(np.uint16)
     assert scene.value_scale == pytest.approx(np.percentile(written[:, :, 8:], 99.9), rel=1e-6)
@@ -305,6 +306,45 @@ def test_uint16_four_band_image_with_nodata_trains_and_large_scenes_are_memory_m
     info = load_model(result.model_path).info
     assert info.bands == [1, 2, 3, 4] and info.network["in_bands"] == 4
     assert not list(tmp_path.glob(".unet_buildings_scratch_*"))  # scratch removed
+
+
+def test_a_scene_read_by_window_gives_the_crops_and_the_model_of_one_held_in_memory(tmp_path, monkeypatch):
+    """An image too large to hold is read crop by crop from its file instead of copied: the crops (float
+    voids, nodata and a scene narrower than a crop included) and a seeded run's history are the same."""
+    import model.training.sampling as sampling
+
+    rng = np.random.default_rng(5)
+    labels = np.where(rng.random((48, 80)) < 0.3, 2, 1).astype(np.uint8)
+    image = rng.normal(0.4, 0.1, (3, 48, 80)).astype(np.float32)
+    image[:, 5:9, 30:40] = np.nan  # voids without a nodata value
+    image[:, :, :4] = -1  # a declared nodata strip
+    profile = dict(driver="GTiff", crs="EPSG:32636", transform=UTM_36_TRANSFORM)
+    with rasterio.open(
+        tmp_path / "f.tif", "w", width=80, height=48, count=3, dtype="float32", nodata=-1, **profile
+    ) as d:
+        d.write(image)
+    with rasterio.open(tmp_path / "f_labels.tif", "w", width=80, height=48, count=1, dtype="uint8", **profile) as d:
+        d.write(labels, 1)
+    pairs = ([str(tmp_path / "f.tif")], [str(tmp_path / "f_labels.tif")])
+
+    def crops_and_history(limit_bytes: int, name: str):
+        monkeypatch.setattr(sampling, "IN_MEMORY_LIMIT_BYTES", limit_bytes)
+        scene = sampling.load_scene(pairs[0][0], pairs[1][0], [2], [1, 2, 3], 64, tmp_path / f"scratch_{name}")
+        crops = [sampling.Crop(0, 0, col) for col in (0, 9, 16)]  # 64 px crops of the padded 64 x 80 scene
+        gathered = sampling.gather([scene], crops, 64)
+        history = train(tiny_config(pairs, tmp_path / f"{name}.pt", tile_size_px=64, building_values=[2])).history
+        return type(scene.image), gathered, history
+
+    held, (held_images, held_labels, _), held_history = crops_and_history(2 * 1024**3, "held")
+    windowed, (read_images, read_labels, _), read_history = crops_and_history(0, "windowed")
+    assert held is np.ndarray and windowed is sampling.WindowedImage
+    np.testing.assert_array_equal(read_images, held_images)
+    np.testing.assert_array_equal(read_labels, held_labels)
+    assert np.isfinite(read_images).all() and (read_images[:, :, 48:] == 0).all()  # voids 0, padding 0
+    assert len(read_history) == len(held_history) == 2
+    for read, held in zip(read_history, held_history):  # to the last bit, but for the time taken
+        read.pop("seconds"), held.pop("seconds")
+        assert read == pytest.approx(held, rel=0, abs=0, nan_ok=True)
 
 
 def test_cancel_takes_effect_inside_a_batch(scenes, tmp_path):
