@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.evaluation.evaluate import evaluate  # noqa: E402  (after the path set-up above)
 from model.prediction.predict import predict_raster  # noqa: E402
+from model.training.augment import AugmentConfig  # noqa: E402
 from model.training.trainer import PAPER_PRESET, TrainConfig, train  # noqa: E402
 
 SCENES = ("zanzibar_1", "kampala_1", "banepa_1")  # the real scenes of ../shared/data
@@ -63,18 +65,26 @@ def available_scenes(needed: str) -> list[str]:
 
 
 def parse_run(spec: str) -> tuple[str, dict]:
-    """'default:normalization=per_image,base_width=32' -> ('default', {...}); numbers become numbers."""
+    """'default:normalization=per_image,base_width=32' -> ('default', {...}); numbers become numbers;
+    'augmentation.colour_jitter=0.3' changes one augmentation setting of the preset's."""
     preset, _, options = spec.partition(":")
-    overrides = {}
+    overrides: dict = {}
+    augmentation: dict = {}
     for item in filter(None, options.split(",")):
         name, _, text = item.partition("=")
+        target = overrides
+        if name.startswith("augmentation."):
+            target, name = augmentation, name.removeprefix("augmentation.")
         try:
-            overrides[name] = int(text)
+            target[name] = int(text)
         except ValueError:
             try:
-                overrides[name] = float(text)
+                target[name] = float(text)
             except ValueError:
-                overrides[name] = text
+                target[name] = text
+    if augmentation:
+        preset_augmentation = PAPER_PRESET["augmentation"] if preset == "paper" else AugmentConfig()
+        overrides["augmentation"] = replace(preset_augmentation, **augmentation)
     return preset, overrides
 
 
@@ -85,6 +95,10 @@ def run_preset(
     preset, overrides = parse_run(spec)
     if preset == "paper":
         overrides.setdefault("patches_per_epoch", paper_patches)
+    # a new network unless the spec names a start: the default preset would otherwise adapt the starter
+    # model, which was trained on the test scene too
+    if "init_model" not in overrides:
+        overrides.setdefault("from_scratch", True)
     run_name = f"{spec}@{budget_s / 60:g}min".replace(":", "_").replace(",", "_").replace("=", "-")
     config = TrainConfig.for_preset(
         preset,
