@@ -69,6 +69,7 @@ class AlgorithmRun(QObject):
         algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"{PROVIDER_ID}:{algorithm_id}")
         if algorithm is None:
             raise RuntimeError(f"The algorithm {PROVIDER_ID}:{algorithm_id} is not registered.")
+        self.title = algorithm.displayName()  # what users read ("Extract buildings"), not the id
         self.task = QgsProcessingAlgRunnerTask(algorithm, parameters, self.context, self.feedback)
         self.task.progressChanged.connect(self.progress_changed)
         self.task.executed.connect(self._executed)

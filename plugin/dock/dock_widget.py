@@ -34,6 +34,16 @@ from .layout import DockWidgets
 from .requests import DockRequest, TrainRequest
 from .widgets import DEFAULT_TRAINING_MINUTES, ERROR_STYLE, breakable, clock, file_stem, readable, remember
 
+# the evaluation's outputs as the dock's scores line names them
+SCORE_NAMES = {
+    "IOU": "IoU",
+    "F1": "F1",
+    "PRECISION": "Precision",
+    "RECALL": "Recall",
+    "ACCURACY": "Accuracy",
+    "KAPPA": "Kappa",
+}
+
 
 class BuildingsDock(QgsDockWidget):
     """The dock: its widgets (``layout.py``), what they ask for (``inputs.py``), the install button's
@@ -296,7 +306,7 @@ class BuildingsDock(QgsDockWidget):
         self.set_running(True)
         self.widgets.progress_bar.setValue(0)
         self.widgets.status_label.setStyleSheet("")
-        self.widgets.status_label.setText(f"Running {algorithm_id}...")
+        self.widgets.status_label.setText(f"{run.title}...")
         run.start()
         self.show_time()
 
@@ -311,7 +321,7 @@ class BuildingsDock(QgsDockWidget):
         run, self.current_run = self.current_run, None
         self.set_running(False)
         if run is not None:
-            self.widgets.time_label.setText(f"{run.algorithm_id} took {clock(run.elapsed_s())}")
+            self.widgets.time_label.setText(f"{run.title}: {clock(run.elapsed_s())}")
             run.deleteLater()
         if ok:
             self.widgets.progress_bar.setValue(100)
@@ -370,9 +380,6 @@ class BuildingsDock(QgsDockWidget):
         cells = ((0, 0, "TP"), (0, 1, "FN"), (1, 0, "FP"), (1, 1, "TN"))
         for row, column, name in cells:
             self.widgets.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
-        scores = ", ".join(
-            f"{name.lower().replace('_', ' ')} {results[name]:.3f}"
-            for name in ("ACCURACY", "PRECISION", "RECALL", "F1", "IOU", "KAPPA")
-        )
+        scores = ", ".join(f"{name} {results[key]:.3f}" for key, name in SCORE_NAMES.items())
         report = Path(results["OUTPUT_REPORT"]).as_uri()
         self.widgets.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')

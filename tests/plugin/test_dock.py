@@ -68,7 +68,7 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     dock.show_progress(25.0)
     assert dock.widgets.time_label.text() == "1:30 elapsed, about 4:30 left"
     wait_for(dock)
-    assert dock.widgets.time_label.text() == "extract took 1:30"
+    assert dock.widgets.time_label.text() == "Extract buildings: 1:30"
     added = {layer.name(): layer for layer in project.mapLayers().values()}
     assert added["scene building probability"].renderer().type() == "singlebandpseudocolor"
     assert added["scene building mask"].renderer().type() == "paletted"

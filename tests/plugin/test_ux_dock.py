@@ -194,11 +194,14 @@ def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_fi
     fresh_dock.widgets.building_values_edit.setText("2")
     fresh_dock.widgets.evaluate_button.click()
     wait_for(fresh_dock)
-    assert fresh_dock.widgets.matrix_table.item(0, 0) is not None and "took" in fresh_dock.widgets.time_label.text()
+    assert (
+        fresh_dock.widgets.matrix_table.item(0, 0) is not None
+        and "Evaluate buildings against labels: " in fresh_dock.widgets.time_label.text()
+    )
     fresh_dock.widgets.model_widget.setFilePath(str(foreign_model))
     fresh_dock.widgets.predict_button.click()  # a new run: the old matrix, scores and timing go at once
     assert fresh_dock.widgets.matrix_table.item(0, 0) is None and fresh_dock.widgets.scores_label.text() == ""
-    assert "took" not in fresh_dock.widgets.time_label.text()
+    assert "Evaluate buildings against labels" not in fresh_dock.widgets.time_label.text()
     wait_for(fresh_dock)
     assert "Pick a .pt file" in fresh_dock.widgets.status_label.text().replace("\u200b", "")
     fresh_dock.widgets.image_combo.setLayer(labels)  # the user changes the input: the error is no longer about it
