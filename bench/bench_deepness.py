@@ -110,6 +110,9 @@ def main() -> int:
     parser.add_argument("--deepness", type=Path, default=os.environ.get("DEEPNESS_SRC"), help="Deepness's src folder")
     parser.add_argument("--models", type=Path, nargs="+", default=[STARTER_MODEL], help="model files (.pt)")
     parser.add_argument("--scene", choices=SCENES, default="banepa_1")
+    parser.add_argument(
+        "--overlap-percent", type=int, default=25, help="tile overlap, of the export and of our Predict (default 25)"
+    )
     args = parser.parse_args()
     if args.deepness is None or not (Path(args.deepness) / "deepness").is_dir():
         print("skipped: give --deepness <checkout of qgis-plugin-deepness>/src (or set DEEPNESS_SRC)")
@@ -130,12 +133,15 @@ def main() -> int:
         valid = dataset.read_masks(1) > 0
     print(
         f"Our Predict against Deepness's MapProcessorSegmentation on {args.scene} ({valid.shape[1]} x "
-        f"{valid.shape[0]} px), both at the scene's own pixels"
+        f"{valid.shape[0]} px), both at the scene's own pixels, tiles overlapping by {args.overlap_percent} %"
     )
     print(f"{'model':<36} {'mask IoU':>9} {'differ':>8} {'at edges':>8} {'inside':>8} {'ours':>8} {'Deepness':>8}")
     with tempfile.TemporaryDirectory(prefix="bench_deepness_") as scratch:
         for model_path in args.models:
-            onnx_path = export_onnx(model_path, Path(scratch) / f"{model_path.stem}.onnx")
+            onnx_path = export_onnx(
+                model_path, Path(scratch) / f"{model_path.stem}.onnx", overlap_percent=args.overlap_percent
+            )
+            tile_px = read_payload(model_path)["info"]["tile_size_px"]
             ours_path = Path(scratch) / f"{model_path.stem}_mask.tif"
             predict_raster(  # float32, as onnxruntime runs the graph
                 image,
@@ -144,13 +150,14 @@ def main() -> int:
                 processing_pixel_size_map_units="native",
                 device="cpu",
                 precision="float32",
+                overlap_px=tile_px * args.overlap_percent // 100,
             )
             with rasterio.open(ours_path) as dataset:
                 ours = dataset.read(1) == 1
             theirs = deepness_mask(Path(args.deepness), onnx_path, image)
             if theirs.shape != ours.shape:
                 raise SystemExit(f"Deepness's result is {theirs.shape} px, ours {ours.shape}: not the same grid")
-            figures = compare(ours, theirs, valid, edge_px=read_payload(model_path)["info"]["tile_size_px"])
+            figures = compare(ours, theirs, valid, edge_px=tile_px)
             shares = (figures[key] for key in ("differ", "differ_edge", "differ_inside", "ours_share", "theirs_share"))
             print(
                 f"{model_path.name:<36} {figures['iou']:>9.4f} " + " ".join(f"{share:>8.2%}" for share in shares),
