@@ -22,6 +22,7 @@ from model.net.modelfile import ModelInfo, load_model, save_model
 from model.net.network import UNet, UNetConfig
 from model.training.trainer import TrainConfig, train
 from tests.engine.scenes import write_geotiff
+from tests.engine.test_training import tiny_config as training_config
 
 CRS = "EPSG:32633"
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -137,21 +138,9 @@ def test_a_nan_processing_pixel_size_is_refused_by_name(scene) -> None:
 
 
 def tiny_config(scene: dict[str, str], output: Path, **overrides) -> TrainConfig:
-    values = dict(
-        images=[scene["image"]],
-        labels=[scene["labels"]],
-        building_values=[2],
-        output_model=str(output),
-        epochs=1,
-        patches_per_epoch=4,
-        batch_size=2,
-        base_width=4,
-        tile_size_px=32,
-        seed=0,
-        device="cpu",
-        from_scratch=True,
-    )
-    return TrainConfig.for_preset("default", **(values | overrides))
+    """The engine tests' small run on this file's scene: one epoch of a few crops, a new network."""
+    values = dict(epochs=1, patches_per_epoch=4, batch_size=2, seed=0, from_scratch=True)
+    return training_config(([scene["image"]], [scene["labels"]]), output, **(values | overrides))
 
 
 def test_a_start_model_inside_the_checkpoint_folder_the_run_writes_is_refused(scene, tmp_path) -> None:

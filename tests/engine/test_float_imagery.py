@@ -18,8 +18,9 @@ from model.net.network import UNet, UNetConfig
 from model.net.normalization import image_statistics
 from model.prediction.predict import predict_raster
 from model.training.start_model import STARTER_MODEL
-from model.training.trainer import TrainConfig, train
+from model.training.trainer import train
 from tests.engine.scenes import write_geotiff
+from tests.engine.test_training import tiny_config
 
 SAMPLE = Path(__file__).resolve().parents[2] / "resources" / "sample" / "scene_3.tif"
 CRS = "EPSG:32633"
@@ -128,21 +129,8 @@ def test_training_on_float_imagery_with_nan_voids_masks_them_instead_of_divergin
         transform=from_origin(500000, 100, 0.5, 0.5),
     ) as dataset:
         dataset.write(building.astype(np.uint8)[None])
-    config = TrainConfig.for_preset(
-        "default",
-        images=[str(tmp_path / "image.tif")],
-        labels=[str(tmp_path / "labels.tif")],
-        building_values=[1],
-        output_model=str(tmp_path / "model.pt"),
-        epochs=2,
-        patches_per_epoch=16,
-        batch_size=4,
-        base_width=4,
-        tile_size_px=32,
-        seed=0,
-        device="cpu",
-        from_scratch=True,
-    )
+    pairs = ([str(tmp_path / "image.tif")], [str(tmp_path / "labels.tif")])
+    config = tiny_config(pairs, tmp_path / "model.pt", building_values=[1], seed=0, from_scratch=True)
     result = train(config)
     losses = [record["train_loss"] for record in result.history if record["epoch"] > 0]
     assert len(losses) == 2 and np.isfinite(losses).all() and min(losses) > 0
