@@ -32,7 +32,16 @@ from .inputs import DockInputs
 from .install_flow import Installer
 from .layout import DockWidgets
 from .requests import DockRequest, TrainRequest
-from .widgets import DEFAULT_TRAINING_MINUTES, ERROR_STYLE, breakable, clock, file_stem, readable, remember
+from .widgets import (
+    DEFAULT_TRAINING_MINUTES,
+    ERROR_STYLE,
+    breakable,
+    clock,
+    file_stem,
+    is_image_layer,
+    readable,
+    remember,
+)
 
 # the evaluation's outputs as the dock's scores line names them
 SCORE_NAMES = {
@@ -90,6 +99,7 @@ class BuildingsDock(QgsDockWidget):
         for combo in (w.image_combo, w.prediction_combo, w.reference_combo):
             combo.layerChanged.connect(self.inputs_changed)
         QgsProject.instance().layersRemoved.connect(self.inputs_changed)
+        QgsProject.instance().layersAdded.connect(self.leave_out_plugin_outputs)
         for button, slot in (
             (w.train_button, self.train),
             (w.predict_button, self.predict),
@@ -100,7 +110,13 @@ class BuildingsDock(QgsDockWidget):
         ):
             button.clicked.connect(slot)
         inputs.show_pairs()
+        self.leave_out_plugin_outputs()  # the layers of a project open before the dock
         self.show_model_history(w.model_widget.filePath())
+
+    def leave_out_plugin_outputs(self, *_) -> None:
+        """The Predict picker offers images, not the masks, probabilities and error maps the plugin wrote."""
+        layers = QgsProject.instance().mapLayers().values()
+        self.widgets.image_combo.setExceptedLayerList([layer for layer in layers if not is_image_layer(layer)])
 
     def describe_device(self) -> str:
         if self.problem:

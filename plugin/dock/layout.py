@@ -130,7 +130,6 @@ class DockWidgets:
         prediction_form = narrow_form(prediction)
         self.image_combo = shrinkable(QgsMapLayerComboBox())
         self.image_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
-        self.image_combo.setExceptedLayerList([])
         self.image_combo.setToolTip("The image Predict finds buildings in.")
         prediction_form.addRow("Image", self.image_combo)
         self.threshold_spin = shrinkable(QDoubleSpinBox())

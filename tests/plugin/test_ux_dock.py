@@ -236,7 +236,7 @@ def test_the_predict_image_sits_under_a_prediction_heading(fresh_dock) -> None:
     assert isinstance(parent, QGroupBox) and parent.title() == "Prediction"
 
 
-def test_training_pickers_leave_out_the_plugins_own_outputs(fresh_dock, scene, model_file, tmp_path) -> None:
+def test_image_pickers_leave_out_the_plugins_own_outputs(fresh_dock, scene, model_file, tmp_path) -> None:
     fresh_dock.widgets.output_widget.setFilePath(str(tmp_path))
     predict(fresh_dock, add_raster(scene.image, "scene"), model_file)
     add_raster(scene.mask, "a mask loaded from disk")  # tagged by the engine as a mask
@@ -247,6 +247,8 @@ def test_training_pickers_leave_out_the_plugins_own_outputs(fresh_dock, scene, m
         fresh_dock.widgets.train_labels.itemText(index) for index in range(fresh_dock.widgets.train_labels.count())
     ]
     assert images == ["scene"] and labels == ["scene"]
+    combo = fresh_dock.widgets.image_combo
+    assert [combo.itemText(index) for index in range(combo.count())] == ["scene"]  # Predict's picker too
 
 
 def test_building_values_say_what_the_labels_hold_and_follow_0_1_labels(fresh_dock, qgis_iface, tmp_path) -> None:
