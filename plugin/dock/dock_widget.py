@@ -393,7 +393,8 @@ class BuildingsDock(QgsDockWidget):
         (self.widgets.curves.add_epoch if kind == "epoch" else self.widgets.curves.add_batch)(record)
 
     def show_evaluation(self, results: dict) -> None:
-        cells = ((0, 0, "TP"), (0, 1, "FN"), (1, 0, "FP"), (1, 1, "TN"))
+        # laid out as the report and the paper's Table 2: non-building first, in rows and in columns
+        cells = ((0, 0, "TN"), (0, 1, "FP"), (1, 0, "FN"), (1, 1, "TP"))
         for row, column, name in cells:
             self.widgets.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
         scores = ", ".join(f"{name} {results[key]:.3f}" for key, name in SCORE_NAMES.items())

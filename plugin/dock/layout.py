@@ -225,8 +225,8 @@ class DockWidgets:
         evaluation_layout.addLayout(evaluation_form)
         self.matrix_table = QTableWidget(2, 2)
         # two-line headers: "predicted building" fits a narrow dock without being clipped
-        self.matrix_table.setHorizontalHeaderLabels(["predicted\nbuilding", "predicted\nother"])
-        self.matrix_table.setVerticalHeaderLabels(["true\nbuilding", "true\nother"])
+        self.matrix_table.setHorizontalHeaderLabels(["predicted\nother", "predicted\nbuilding"])
+        self.matrix_table.setVerticalHeaderLabels(["true\nother", "true\nbuilding"])
         self.matrix_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.matrix_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.matrix_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

@@ -88,16 +88,16 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     ]
     with rasterio.open(added["scene building mask"].source()) as mask, rasterio.open(scene.labels) as truth:
         predicted, building = mask.read(1) == 1, truth.read(1) == 2
-    # rows: true building, true background; columns: predicted building, predicted background
+    # as the report and the paper's Table 2: rows true other, true building; columns predicted other, building
     assert counts == [
-        int((predicted & building).sum()),
-        int((~predicted & building).sum()),
-        int((predicted & ~building).sum()),
         int((~predicted & ~building).sum()),
+        int((predicted & ~building).sum()),
+        int((~predicted & building).sum()),
+        int((predicted & building).sum()),
     ]
     # the untrained model marks every pixel building (no FN, no TN), so true and false positives tell a
     # swapped table apart; the evaluation of all four cells is checked in test_qgis_process.py
-    assert counts[0] > 0 and counts[2] > 0
+    assert counts[1] > 0 and counts[3] > 0
     errors = [layer for layer in project.mapLayers().values() if layer.name().endswith("errors")]
     assert len(errors) == 1 and errors[0].renderer().type() == "paletted"
     assert "IoU" in dock.widgets.status_label.text()
