@@ -54,6 +54,9 @@ SCORE_NAMES = {
 }
 
 
+OBJECT_SCORE_NAMES = {"OBJECT_F1": "F1", "OBJECT_PRECISION": "Precision", "OBJECT_RECALL": "Recall"}
+
+
 class BuildingsDock(QgsDockWidget):
     """The dock: its widgets (``layout.py``), what they ask for (``inputs.py``), the install button's
     command (``install_flow.py``) and the runs of the provider's algorithms."""
@@ -398,5 +401,10 @@ class BuildingsDock(QgsDockWidget):
         for row, column, name in cells:
             self.widgets.matrix_table.setItem(row, column, QTableWidgetItem(f"{results[name]:,.0f}"))
         scores = ", ".join(f"{name} {results[key]:.3f}" for key, name in SCORE_NAMES.items())
+        # buildings as objects, as the report scores them: each predicted one matched to a true one
+        objects = ", ".join(
+            f"{name} {results[key]:.3f}" for key, name in OBJECT_SCORE_NAMES.items() if results.get(key) is not None
+        )
         report = Path(results["OUTPUT_REPORT"]).as_uri()
-        self.widgets.scores_label.setText(f'{scores}. <a href="{report}">Open the report</a>')
+        by_building = f"<br>Buildings (one-to-one matches): {objects}." if objects else ""
+        self.widgets.scores_label.setText(f'Pixels: {scores}.{by_building} <a href="{report}">Open the report</a>')

@@ -3,6 +3,8 @@ hidden (results on top, readable errors, nothing stale), and the issue's polish 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import rasterio
@@ -194,6 +196,8 @@ def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_fi
     fresh_dock.widgets.building_values_edit.setText("2")
     fresh_dock.widgets.evaluate_button.click()
     wait_for(fresh_dock)
+    shown = fresh_dock.widgets.scores_label.text()  # pixel and object scores, as the report has them
+    assert re.search(r"Pixels: IoU \d\.\d{3}, F1 .*<br>Buildings \(one-to-one matches\): F1 \d\.\d{3}", shown), shown
     assert (
         fresh_dock.widgets.matrix_table.item(0, 0) is not None
         and "Evaluate buildings against labels: " in fresh_dock.widgets.time_label.text()
