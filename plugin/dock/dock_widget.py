@@ -241,7 +241,9 @@ class BuildingsDock(QgsDockWidget):
             if mask_layer is not None:
                 self.widgets.prediction_combo.setLayer(mask_layer)
             self.tell(
-                f"{results['BUILDING_COUNT']:.0f} buildings found; written to {buildings.parent}.",
+                # the filter said, as Evaluate scores the mask's every blob and counts more "buildings"
+                f"{results['BUILDING_COUNT']:.0f} buildings of {request.min_area_m2:g} m² or more found; "
+                f"written to {buildings.parent}.",
                 Qgis.MessageLevel.Success,
             )
 
@@ -406,5 +408,5 @@ class BuildingsDock(QgsDockWidget):
             f"{name} {results[key]:.3f}" for key, name in OBJECT_SCORE_NAMES.items() if results.get(key) is not None
         )
         report = Path(results["OUTPUT_REPORT"]).as_uri()
-        by_building = f"<br>Buildings (one-to-one matches): {objects}." if objects else ""
+        by_building = f"<br>Buildings (one-to-one matches, every blob of the mask): {objects}." if objects else ""
         self.widgets.scores_label.setText(f'Pixels: {scores}.{by_building} <a href="{report}">Open the report</a>')

@@ -69,6 +69,8 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     assert dock.widgets.time_label.text() == "1:30 elapsed, about 4:30 left"
     wait_for(dock)
     assert dock.widgets.time_label.text() == "Extract buildings: 1:30"
+    # the count says which buildings it counts: Evaluate's object scores count every blob of the mask
+    assert re.match(r"\d+ buildings of 2 m² or more found", dock.widgets.status_label.text().replace("\u200b", ""))
     added = {layer.name(): layer for layer in project.mapLayers().values()}
     assert added["scene building probability"].renderer().type() == "singlebandpseudocolor"
     assert added["scene building mask"].renderer().type() == "paletted"
