@@ -1,17 +1,20 @@
-"""The files a training run writes after every epoch: the best model, a resumable checkpoint
-(optimizer, random state, best weights, time spent), optionally each epoch's model, and the history
-as CSV. Each is written under a temporary name and renamed, so a crash leaves the previous epoch's."""
+"""The files a training run writes, checked before it starts (``check_run_files``) and written after
+every epoch: the best model, a resumable checkpoint (optimizer, random state, best weights, time
+spent), optionally each epoch's model, and the history as CSV. Each is written under a temporary name
+and renamed, so a crash leaves the previous epoch's."""
 
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.files import replaced_when_done
+from ..io.files import check_output_location, check_output_paths, replaced_when_done, same_file
 from ..net.modelfile import ModelInfo, atomic_torch_save, model_payload, read_payload
 from ..net.network import UNet, UNetConfig
+from .recipe import TrainConfig
 
 
 def checkpoint_dir_for(output_model: Path) -> Path:
@@ -20,6 +23,45 @@ def checkpoint_dir_for(output_model: Path) -> Path:
 
 def history_csv_for(output_model: Path) -> Path:
     return output_model.with_name(output_model.stem + "_history.csv")
+
+
+def check_run_files(config: TrainConfig) -> None:
+    """Before the first step, not after an epoch: the files a run writes, its derived ones included, never
+    replace what it reads (a run resumed from its own checkpoint goes on writing it: that one is meant to
+    be replaced), nothing is in their way, no name is too long once derived, and no input lies inside the
+    checkpoint folder the run fills."""
+    output_model = Path(config.output_model)
+    folder, history = checkpoint_dir_for(output_model), history_csv_for(output_model)
+    last = folder / "last.pt"
+    resumed_elsewhere = config.resume_from if config.resume_from and not same_file(config.resume_from, last) else None
+    check_output_paths(
+        {
+            "image": config.images,
+            "label layer": config.labels,
+            "model to start from": config.init_model,
+            "checkpoint": resumed_elsewhere,
+        },
+        {"model file": output_model, "history": history, "checkpoint": last},
+    )
+    for name, written in (
+        ("model file", output_model),
+        ("training history written beside the model file", history),
+        ("checkpoint written beside the model file", last),
+    ):
+        check_output_location(written, name)
+    inputs = {
+        "image": list(config.images),
+        "label layer": list(config.labels),
+        "model to start from": [config.init_model] if config.init_model else [],
+    }
+    inside = os.path.realpath(folder) + os.sep
+    for name, paths in inputs.items():
+        for path in paths:
+            if os.path.realpath(path).startswith(inside):
+                raise InputError(
+                    f"The {name} '{path}' is inside '{folder}', the checkpoint folder this run writes: copy it "
+                    "elsewhere first, or choose another name for the model file."
+                )
 
 
 def save_epoch_files(

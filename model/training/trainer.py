@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,13 @@ import torch
 
 from ..errors import Cancelled, EngineError, InputError
 from ..evaluation.metrics import ConfusionMatrix
-from ..io.files import check_output_location, check_output_paths, clean_leftovers, same_file, scratch_folder
+from ..io.files import clean_leftovers, scratch_folder
 from ..io.rasters import LABEL_IGNORE
 from ..net.device import autocast, autocast_settings, describe_device, describe_precision, resolve_device
 from ..net.modelfile import LoadedModel, ModelInfo, load_model
 from ..net.network import UNet, UNetConfig
 from ..progress import CancelFn, ProgressFn, Reporter
-from .checkpoints import checkpoint_dir_for, history_csv_for, write_history_csv
+from .checkpoints import check_run_files, checkpoint_dir_for, history_csv_for, write_history_csv
 from .data import TrainingData
 from .distributed import Ranks, process_group
 from .epoch_files import EpochFiles, RandomState
@@ -98,7 +97,8 @@ class Trainer:
         self.skipped_steps = 0  # steps in a row whose loss was not finite (the GradScaler skipped them)
         self.output_model = Path(config.output_model)
         self.checkpoint_dir = checkpoint_dir_for(self.output_model)
-        self._validate_config()
+        config.check()
+        check_run_files(config)
         seed = config.seed if config.seed is not None else int(np.random.default_rng().integers(2**31))
         self.seed = seed = self.ranks.from_main(seed)  # an unseeded run's ranks take rank 0's seed
         torch.manual_seed(seed)  # the same initial network on every rank
@@ -107,43 +107,6 @@ class Trainer:
         self.files = EpochFiles(config, self.ranks, RandomState(self.rng, self.torch_rng))
         self.init = self._load_init_model()
         self.data = TrainingData(config, self.device, self.ranks, self.init)
-
-    def _validate_config(self) -> None:
-        c = self.config
-        c.check()
-        # the files a run writes, its derived ones included, never replace what it reads (a run resumed
-        # from its own checkpoint goes on writing it: that one is meant to be replaced)
-        last = self.checkpoint_dir / "last.pt"
-        resumed_elsewhere = c.resume_from if c.resume_from and not same_file(c.resume_from, last) else None
-        check_output_paths(
-            {
-                "image": c.images,
-                "label layer": c.labels,
-                "model to start from": c.init_model,
-                "checkpoint": resumed_elsewhere,
-            },
-            {"model file": c.output_model, "history": history_csv_for(self.output_model), "checkpoint": last},
-        )
-        # before the first step, not after an epoch: a file or folder in the way, a name too long once derived
-        for name, written in (
-            ("model file", self.output_model),
-            ("training history written beside the model file", history_csv_for(self.output_model)),
-            ("checkpoint written beside the model file", last),
-        ):
-            check_output_location(written, name)
-        inputs: dict[str, list[str]] = {
-            "image": list(c.images),
-            "label layer": list(c.labels),
-            "model to start from": [c.init_model] if c.init_model else [],
-        }
-        folder = os.path.realpath(self.checkpoint_dir)
-        for name, paths in inputs.items():
-            for path in paths:
-                if os.path.realpath(path).startswith(folder + os.sep):
-                    raise InputError(
-                        f"The {name} '{path}' is inside '{self.checkpoint_dir}', the checkpoint folder this run "
-                        "writes: copy it elsewhere first, or choose another name for the model file."
-                    )
 
     def _load_init_model(self) -> LoadedModel | None:
         """The model to start from; also when resuming, whose checkpoint holds the weights: the start's

@@ -28,13 +28,8 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .base import (
-    EngineAlgorithm,
-    advanced,
-    engine_hooks,
-    threshold_parameter,
-    write_features,
-)
+from .base import EngineAlgorithm, advanced, engine_hooks, threshold_parameter
+from .outputs import write_features
 
 # output name -> (title, ConfusionMatrix attribute)
 COUNT_OUTPUTS = {

@@ -23,7 +23,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
-from .base import EngineAlgorithm, advanced, engine_hooks, write_features
+from .base import EngineAlgorithm, advanced, engine_hooks
+from .outputs import write_features
 
 # Shared with extract
 POLYGON_HELP = {

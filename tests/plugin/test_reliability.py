@@ -401,7 +401,7 @@ def test_temporary_files_of_killed_sessions_in_qgis_temporary_folders_are_remove
     scene, model_file, tmp_path, monkeypatch
 ) -> None:
     """What a kill -9 leaves in a QGIS session's processing folder, which QGIS only removes when it exits."""
-    import unet_buildings.plugin.algorithms.base as base
+    import unet_buildings.plugin.algorithms.outputs as outputs
     from qgis.core import QgsProcessingUtils
 
     gone = subprocess.Popen(["true"])
@@ -412,7 +412,7 @@ def test_temporary_files_of_killed_sessions_in_qgis_temporary_folders_are_remove
     leftover.write_bytes(b"")
     someone_elses = dead_session / "building_mask.tif"
     someone_elses.write_bytes(b"")
-    monkeypatch.setattr(base, "_sessions_cleaned", False)  # the check runs once per process
+    monkeypatch.setattr(outputs, "_sessions_cleaned", False)  # the check runs once per process
     try:
         run("extract", {"INPUT": str(scene.image), "MODEL": str(model_file), "OUTPUT": str(tmp_path / "b.gpkg")})
         assert not leftover.exists() and someone_elses.exists()
