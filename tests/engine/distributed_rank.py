@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 distributed_rank.py SETTINGS_JSON RESULTS_DIR
 
 Trains with ``model.training.trainer.train`` on the TrainConfig overrides in SETTINGS_JSON (default preset;
-``"cancel_on": [R, E]`` asks rank R alone to cancel once E epochs are saved), then writes
+``"cancel_on": [R, E]`` asks rank R alone to cancel once E epochs are saved; a rank still running
+after ``"hang_dump_s"`` prints every thread's stack and exits, so a hang says where it waits), then writes
 RESULTS_DIR/rank<R>.json with what the test compares across ranks: a checksum of the network after
 each epoch, the seed, the training crops this rank drew, the crops it validated, the result, and every write
 this process made inside
@@ -13,6 +14,7 @@ write by any route is caught, not only the ones the engine means to make.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import os
@@ -55,6 +57,7 @@ def main(settings_json: str, results_dir: str) -> None:
     # so that a short time budget measures training steps
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     settings = json.loads(settings_json)
+    faulthandler.dump_traceback_later(settings.pop("hang_dump_s"), exit=True)
     rank = int(os.environ["RANK"])
     cancel_rank, cancel_after_epochs = settings.pop("cancel_on", (None, None))
     writes = audited_writes(str(Path(settings["output_model"]).parent))

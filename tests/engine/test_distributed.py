@@ -21,6 +21,8 @@ RANK_SCRIPT = Path(__file__).with_name("distributed_rank.py")
 REPOSITORY = Path(__file__).resolve().parents[2]
 RANKS = 2
 LAUNCH_TIMEOUT_S = 90
+# a rank that waits this long prints its threads' stacks and exits: the failure shows the exchange it waits in
+HANG_DUMP_S = 60
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,7 @@ def launch(folder: Path, scene: tuple[str, str], name: str, **overrides) -> tupl
             tile_size_px=32,
             seed=3,
             device="cpu",
+            hang_dump_s=HANG_DUMP_S,
         ),
         **overrides,
     }
@@ -71,7 +74,8 @@ def launch(folder: Path, scene: tuple[str, str], name: str, **overrides) -> tupl
         launcher.terminate()
         log, _ = launcher.communicate(timeout=60)
         pytest.fail(f"the ranks did not finish within {LAUNCH_TIMEOUT_S} s:\n{log[-3000:]}")
-    assert launcher.returncode == 0, log[-3000:]
+    # the head: a hung rank's stacks come first, before torchrun's report of the rank that exited
+    assert launcher.returncode == 0, log[:8000]
     return output, [json.loads((results / f"rank{rank}.json").read_text()) for rank in range(RANKS)]
 
 
