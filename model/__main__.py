@@ -18,7 +18,18 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .choices import DEVICE_CHOICES, NORMALIZATIONS, PRECISIONS, PRESETS, parse_bands, parse_building_values
+from .choices import (
+    BUILDING_VALUES_HELP,
+    BUILDING_VALUES_TEXT,
+    DEFAULT_MIN_AREA_M2,
+    DEFAULT_SIMPLIFY_M,
+    DEVICE_CHOICES,
+    NORMALIZATIONS,
+    PRECISIONS,
+    PRESETS,
+    parse_bands,
+    parse_building_values,
+)
 from .command_paths import check_command_paths
 from .errors import EngineError, InputError
 
@@ -45,7 +56,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--labels", nargs="+", required=True, help="label rasters or polygon files, in the images' order"
     )
-    parser.add_argument("--building-values", default="2", help="class values that are buildings, e.g. '2' or '2,5'")
+    parser.add_argument("--building-values", default=BUILDING_VALUES_TEXT, help=BUILDING_VALUES_HELP)
     parser.add_argument("--preset", choices=PRESETS, default="default")
     parser.add_argument("--output", required=True, help="model file to write (.pt)")
     for name in ("epochs", "patches-per-epoch", "batch-size", "base-width", "tile-size-px", "seed"):
@@ -160,13 +171,13 @@ def _add_vectorize_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-area",
         type=float,
-        default=0.0,
+        default=DEFAULT_MIN_AREA_M2,
         help="smallest building, in square metres on the ground whatever the CRS (converted at the raster's centre)",
     )
     parser.add_argument(
         "--simplify",
         type=float,
-        default=0.0,
+        default=DEFAULT_SIMPLIFY_M,
         help="outline tolerance, in metres on the ground whatever the CRS (converted at the raster's centre)",
     )
     parser.add_argument("--regularize", action="store_true", help="square off building outlines")
@@ -297,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="confusion matrix and scores against a label layer")
     evaluate.add_argument("prediction", help="mask or probability raster, or building polygons")
     evaluate.add_argument("--labels", required=True, help="class raster, binary raster or building polygons")
-    evaluate.add_argument("--building-values", default="2")
+    evaluate.add_argument("--building-values", default=BUILDING_VALUES_TEXT, help=BUILDING_VALUES_HELP)
     evaluate.add_argument("--threshold", type=float, help="for probability rasters")
     evaluate.add_argument("--aoi", help="polygons limiting the scored area")
     evaluate.add_argument("--error-map", help="error-map GeoTIFF to write (0 TN, 1 FP, 2 FN, 3 TP)")

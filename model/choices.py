@@ -17,6 +17,19 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # pixel's normalisation does not depend on the extent processed); "fixed": values / full range (paper).
 NORMALIZATIONS = ("per_image", "dataset", "fixed")
 
+# The defaults that the dock, the Processing algorithms and the command line share, so that one image
+# gives the same buildings whichever runs it (training and evaluation in Python take the same building
+# values; polygons_from_mask, a building block, filters nothing unless asked).
+# 1 is building in the 0/1 building masks most users have; the paper's multi-class labels (and the
+# bundled sample) mark buildings with 2: give 2 for them.
+DEFAULT_BUILDING_VALUES = (1,)
+BUILDING_VALUES_TEXT = ",".join(map(str, DEFAULT_BUILDING_VALUES))  # as typed in a text box
+BUILDING_VALUES_HELP = (
+    "label values that mean building, comma-separated: 1 for a 0/1 building mask, 2 for the paper's classes"
+)
+DEFAULT_MIN_AREA_M2 = 2.0  # specks below this are no buildings
+DEFAULT_SIMPLIFY_M = 0.2  # about a pixel of 0.1-0.3 m imagery: removes the staircase, keeps the corners
+
 
 def parse_bands(text: str) -> list[int] | None:
     """'1,2,3' -> [1, 2, 3] (1-based band numbers); empty -> None (the engine's default: all bands but alpha)."""
@@ -30,12 +43,12 @@ def parse_building_values(text: str | Iterable[int]) -> list[int]:
     """'2' or '2, 5' or [2, 5] -> [2, 5]; a clear error for anything else."""
     if isinstance(text, str):
         values = _whole_numbers(
-            text, "Building class values must be whole numbers separated by commas, e.g. '2' or '2,5'"
+            text, "Building class values must be whole numbers separated by commas, e.g. '1' or '2,5'"
         )
     else:
         values = [int(value) for value in text]
     if not values:
-        raise InputError("Give at least one building class value (the paper's labels use 2).")
+        raise InputError("Give at least one building class value (1 in a 0/1 building mask; the paper's labels use 2).")
     return values
 
 

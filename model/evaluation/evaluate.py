@@ -53,7 +53,7 @@ import shapely
 import shapely.geometry
 
 from .. import __version__
-from ..choices import parse_building_values
+from ..choices import DEFAULT_BUILDING_VALUES, parse_building_values
 from ..errors import InputError
 from ..io.files import (
     GEOTIFF_SUFFIXES,
@@ -177,7 +177,7 @@ class EvaluationResult:
 def evaluate(
     prediction: str | Path,
     labels: str | Path,
-    building_values: Sequence[int] | str = (2,),
+    building_values: Sequence[int] | str = DEFAULT_BUILDING_VALUES,
     *,
     threshold: float | None = None,
     aoi: str | Path | shapely.Geometry | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from ..choices import NORMALIZATIONS, PRESETS, check_pairs
+from ..choices import DEFAULT_BUILDING_VALUES, NORMALIZATIONS, PRESETS, check_pairs
 from ..errors import InputError
 from .augment import AugmentConfig
 from .start_model import default_start
@@ -25,7 +25,7 @@ class TrainConfig:
     images: list[str]
     labels: list[str]
     output_model: str
-    building_values: list[int] = field(default_factory=lambda: [2])
+    building_values: list[int] = field(default_factory=lambda: list(DEFAULT_BUILDING_VALUES))
     preset: str = "default"
     bands: list[int] | None = None  # None: every band that is not alpha
     epochs: int = 20

@@ -16,10 +16,11 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ...model.choices import DEVICE_CHOICES
+from ...model.choices import BUILDING_VALUES_TEXT, DEVICE_CHOICES
 from .. import ICON_PATH, LOG_TAG
 from ..dependencies import dependency_problem
 from .outputs import check_destinations, clean_dead_sessions_leftovers
@@ -53,6 +54,11 @@ def threshold_parameter(title: str) -> QgsProcessingParameterNumber:
     return QgsProcessingParameterNumber(
         "THRESHOLD", title, QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0
     )
+
+
+def building_values_parameter() -> QgsProcessingParameterString:
+    """BUILDING_VALUES: the label values that mean building, with the default the dock and the command line share."""
+    return QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue=BUILDING_VALUES_TEXT)
 
 
 TEMPORARY_MODEL_WARNING = (

@@ -22,13 +22,12 @@ from qgis.core import (
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
     QgsProcessingUtils,
     QgsWkbTypes,
 )
 
-from .base import EngineAlgorithm, advanced, engine_hooks, threshold_parameter
+from .base import EngineAlgorithm, advanced, building_values_parameter, engine_hooks, threshold_parameter
 from .outputs import write_features
 
 # output name -> (title, ConfusionMatrix attribute)
@@ -80,8 +79,8 @@ class EvaluateAlgorithm(EngineAlgorithm):
         "with THRESHOLD) or building polygons.",
         "LABELS": "The reference: a class raster (any CRS, resolution or extent; aligned onto the prediction) "
         "or building polygons.",
-        "BUILDING_VALUES": "Class values of the label raster that mean building, comma-separated (e.g. 2 or 2,5). "
-        "Ignored for polygon labels.",
+        "BUILDING_VALUES": "Class values of the label raster that mean building, comma-separated: 1 for a 0/1 building "
+        "mask (the default), 2 for the paper's classes, or e.g. 2,5. Ignored for polygon labels.",
         "THRESHOLD": "For a probability raster: probability from which a pixel counts as building. Empty: 0.5.",
         "OUTPUT_REPORT": "HTML report with the confusion matrix and every score; a .json file with the same "
         "numbers is written beside it.",
@@ -102,7 +101,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, configuration: dict | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMapLayer("PREDICTION", "Prediction (mask raster or polygons)"))
         self.addParameter(QgsProcessingParameterMapLayer("LABELS", "Labels (class raster or polygons)"))
-        self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
+        self.addParameter(building_values_parameter())
         self.addParameter(threshold_parameter("Probability threshold (probability rasters only)"))
         self.addParameter(
             advanced(

@@ -23,7 +23,7 @@ from ...model.choices import NORMALIZATIONS, PRECISIONS, PRESETS, check_pairs, p
 from ...model.io.files import same_file
 from ...model.training.start_model import starter_model
 from ..epochs import format_batch, format_epoch, record_reporter
-from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks
+from .base import EngineAlgorithm, advanced, building_values_parameter, device_parameter, engine_hooks
 
 # parameter -> TrainConfig field; empty means "the preset's value"
 OPTIONAL_INTEGERS = {
@@ -67,8 +67,8 @@ class TrainAlgorithm(EngineAlgorithm):
         "IMAGES": "One or more images (local raster files) of the same bands and a similar resolution.",
         "LABELS": "One label layer per image, in the same order: a class raster (any CRS, resolution or "
         "extent; aligned onto the image) or building polygons.",
-        "BUILDING_VALUES": "Class values of the label rasters that mean building, comma-separated (e.g. 2, or "
-        "2,5). Ignored for polygon labels.",
+        "BUILDING_VALUES": "Class values of the label rasters that mean building, comma-separated: 1 for 0/1 "
+        "building masks (the default), 2 for the paper's classes, or e.g. 2,5. Ignored for polygon labels.",
         "PRESET": "default: the improved recipe (separate validation areas, stable learning rate, selection by "
         "IoU). paper: the paper's recipe exactly (64-filter U-Net, Adam lr 0.01, batch 16, 10 epochs).",
         "EPOCHS": "Number of epochs. Empty: the preset's value (default preset on a GPU: 20; on a CPU, as many as "
@@ -121,7 +121,7 @@ class TrainAlgorithm(EngineAlgorithm):
                 QgsProcessing.SourceType.TypeMapLayer,
             )
         )
-        self.addParameter(QgsProcessingParameterString("BUILDING_VALUES", "Building class values", defaultValue="2"))
+        self.addParameter(building_values_parameter())
         self.addParameter(
             QgsProcessingParameterEnum(
                 "PRESET", "Preset", options=list(PRESETS), defaultValue="default", usesStaticStrings=True

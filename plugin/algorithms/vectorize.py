@@ -23,6 +23,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
+from ...model.choices import DEFAULT_MIN_AREA_M2, DEFAULT_SIMPLIFY_M
 from .base import EngineAlgorithm, advanced, engine_hooks
 from .outputs import write_features
 
@@ -47,7 +48,7 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
             "MIN_AREA",
             "Minimum building area (m² on the ground)",
             QgsProcessingParameterNumber.Type.Double,
-            defaultValue=0.0,
+            defaultValue=DEFAULT_MIN_AREA_M2,
             minValue=0.0,
         )
     )
@@ -56,7 +57,7 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
             "SIMPLIFY",
             "Simplification tolerance (m on the ground)",
             QgsProcessingParameterNumber.Type.Double,
-            defaultValue=0.0,
+            defaultValue=DEFAULT_SIMPLIFY_M,
             minValue=0.0,
         )
     )

@@ -27,12 +27,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ...model.choices import BUILDING_VALUES_TEXT, DEFAULT_MIN_AREA_M2, DEFAULT_SIMPLIFY_M
 from ...model.training.start_model import starter_model
 from ..algorithms.train import PRESETS
 from .curves import CurvesWidget
 from .widgets import (
-    DEFAULT_MIN_AREA_M2,
-    DEFAULT_SIMPLIFY_M,
     DEFAULT_TRAINING_MINUTES,
     ERROR_STYLE,
     LayerChecklist,
@@ -74,7 +73,7 @@ class DockWidgets:
             "file's folder, else the image's folder. Your choice is remembered."
         )
         form.addRow("Output folder", self.output_widget)
-        self.building_values_edit = shrinkable(QLineEdit(str(setting("building_values", "1"))))
+        self.building_values_edit = shrinkable(QLineEdit(str(setting("building_values", BUILDING_VALUES_TEXT))))
         self.building_values_edit.setToolTip("Label raster values that mean building, comma-separated. Remembered.")
         self.building_values_edit.editingFinished.connect(
             lambda: remember("building_values", self.building_values_edit.text().strip())

@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 ERROR_STYLE = "QLabel { color: #a40000; }"
 SETTINGS_GROUP = "unet_buildings/dock/"
 DEFAULT_TRAINING_MINUTES = 30
-DEFAULT_MIN_AREA_M2 = 2.0  # speckles below this are no buildings (the toolbox default keeps every blob)
-DEFAULT_SIMPLIFY_M = 0.2  # about a pixel of 0.1-0.3 m imagery: removes the staircase, keeps the corners
 MAX_MESSAGE_CHARS = 500
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # parts of a library's message that are advice for programmers, not for the person at the map

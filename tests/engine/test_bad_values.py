@@ -222,7 +222,8 @@ def test_a_model_file_with_compressed_parts_is_refused_before_anything_is_unpack
 def test_sigterm_ends_a_training_command_as_ctrl_c_does_and_leaves_nothing(scene, tmp_path) -> None:
     output = tmp_path / "out" / "model.pt"
     command = [sys.executable, "-m", "model", "train", "--images", scene["image"], "--labels", scene["labels"]]
-    command += ["--output", str(output), "--from-scratch", "--epochs", "1", "--patches-per-epoch", "100000"]
+    command += ["--building-values", "2", "--output", str(output), "--from-scratch", "--epochs", "1"]
+    command += ["--patches-per-epoch", "100000"]
     command += ["--batch-size", "2", "--base-width", "4", "--tile-size-px", "32", "--device", "cpu"]
     process = subprocess.Popen(
         command,

@@ -48,6 +48,7 @@ def launch(folder: Path, scene: tuple[str, str], name: str, **overrides) -> tupl
         **dict(
             images=[scene[0]],
             labels=[scene[1]],
+            building_values=[2],
             output_model=str(output),
             epochs=2,
             patches_per_epoch=16,  # 2 steps per epoch: 2 ranks x batch 4

@@ -154,19 +154,19 @@ def test_untagged_rasters_follow_the_documented_rule(tmp_path):
     labels = write_raster(tmp_path / "labels.tif", classes)
     binary = np.zeros((32, 32), np.uint8)
     binary[8:24, 10:26] = 1
-    result = evaluate(write_raster(tmp_path / "binary.tif", binary), labels, object_scores=False)
+    result = evaluate(write_raster(tmp_path / "binary.tif", binary), labels, [2], object_scores=False)
     assert result.inputs["prediction"]["kind"] == "mask" and result.threshold is None
     assert result.matrix.tp == 16 * 14 and result.matrix.fp == 16 * 2
     scores = (binary * 200).astype(np.uint8)  # 0-255 scores: not a mask
     untagged = write_raster(tmp_path / "scores.tif", scores)
     with pytest.raises(InputError, match="give a threshold"):
-        evaluate(untagged, labels)
-    thresholded = evaluate(untagged, labels, threshold=128, object_scores=False)
+        evaluate(untagged, labels, [2])
+    thresholded = evaluate(untagged, labels, [2], threshold=128, object_scores=False)
     assert thresholded.inputs["prediction"]["kind"] == "thresholded raster"
     assert thresholded.matrix == result.matrix
     rgb = write_raster(tmp_path / "rgb.tif", np.stack([binary] * 3))
     with pytest.raises(InputError, match="3 bands"):
-        evaluate(rgb, labels)
+        evaluate(rgb, labels, [2])
 
 
 def test_an_error_map_is_not_taken_for_a_prediction(random_pair, tmp_path):
@@ -350,7 +350,7 @@ def test_reports_hold_the_numbers_and_escape_text(tmp_path):
     labels = write_raster(odd_name, classes)
     mask = write_raster(tmp_path / "mask.tif", np.zeros((20, 20), np.uint8), kind="mask")  # finds nothing
     result = evaluate(
-        mask, labels, report_html_path=tmp_path / "report.html", report_json_path=tmp_path / "report.json"
+        mask, labels, [2], report_html_path=tmp_path / "report.html", report_json_path=tmp_path / "report.json"
     )
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["confusion_matrix"]["pixels"] == {"tn": 375, "fp": 0, "fn": 25, "tp": 0}

@@ -288,7 +288,9 @@ def dotted_mask(path: Path, size_px: int) -> Path:
 
 
 def vectorize_command(mask: Path, output: Path) -> list[str]:
-    return ["bash", str(SCRIPT), "run", "unet_buildings:vectorize", "--", f"INPUT={mask}", f"OUTPUT={output}"]
+    # every one-pixel building kept as it is: one feature per pixel
+    vectorize = ["bash", str(SCRIPT), "run", "unet_buildings:vectorize", "--", "MIN_AREA=0", "SIMPLIFY=0"]
+    return [*vectorize, f"INPUT={mask}", f"OUTPUT={output}"]
 
 
 def test_a_killed_vectorize_leaves_nothing_under_the_final_name_and_the_next_run_cleans_up(

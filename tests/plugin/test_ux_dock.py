@@ -282,6 +282,26 @@ def test_the_new_users_building_value_is_1(fresh_dock) -> None:
     assert fresh_dock.widgets.building_values_edit.text() == "1"
 
 
+def test_dock_toolbox_and_command_line_start_from_the_same_defaults(fresh_dock) -> None:
+    """One image, the same buildings from each: building value, minimum area and simplification agree."""
+    from unet_buildings.model.__main__ import build_parser
+
+    registry = QgsApplication.processingRegistry()
+    dock = fresh_dock.widgets
+    for algorithm_id in ("train", "evaluate"):
+        definition = registry.algorithmById(f"unet_buildings:{algorithm_id}").parameterDefinition("BUILDING_VALUES")
+        assert definition.defaultValue() == dock.building_values_edit.text() == "1"
+    for algorithm_id in ("extract", "vectorize"):
+        algorithm = registry.algorithmById(f"unet_buildings:{algorithm_id}")
+        assert algorithm.parameterDefinition("MIN_AREA").defaultValue() == dock.min_area_spin.value() == 2.0
+        assert algorithm.parameterDefinition("SIMPLIFY").defaultValue() == dock.simplify_spin.value() == 0.2
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for command in ("train", "evaluate"):
+        assert commands[command].get_default("building_values") == "1"
+    for command in ("extract", "vectorize"):
+        assert (commands[command].get_default("min_area"), commands[command].get_default("simplify")) == (2.0, 0.2)
+
+
 def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
     fresh_dock.setFloating(True)
     fresh_dock.resize(350, 900)
