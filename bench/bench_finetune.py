@@ -11,6 +11,11 @@ run kept its start (best epoch 0), and the training crops each run saw, to compa
 The last line says whether the target holds: fine-tuning for 10 CPU-minutes on half a new scene beats
 both the starting model and 10 minutes from scratch on the other half, on every scene.
 
+``--interpolate A [A ...]`` also scores, for each recorded fine-tune, the weights interpolated between its
+starting model and it, start + A x (tuned - start) (WiSE-FT, Wortsman et al. 2022; A = 1 is the
+fine-tuned model, 0 the start, batch-norm statistics interpolated alike), on half B at the fine-tune's
+threshold: how much of the start's skill on unseen ground a partial step keeps. Cheap: predictions only.
+
 The shipped starter model was trained on these very scenes, so every run here either fine-tunes the
 leave-one-out model or starts from scratch. ``--finetune SPEC`` (repeatable) compares fine-tuning
 recipes side by side: training overrides such as ``learning_rate=1e-4,l2sp_weight=0.01``; without
@@ -54,6 +59,7 @@ from rasterio.windows import Window
 
 # importable once bench_presets has put the repository root on sys.path
 from model.evaluation.evaluate import evaluate
+from model.net.modelfile import LoadedModel, load_model
 from model.prediction.predict import predict_raster
 from model.training.trainer import TrainConfig, TrainResult, train
 
@@ -147,23 +153,55 @@ def execute(run: Run, data: Path, work: Path, threads: int) -> dict:
     result = train(config, on_epoch=lambda record: print(f"  [{run.key}] {epoch_line(record)}", flush=True))
     train_s = time.monotonic() - started
     mask = work / "masks" / f"{run.slug}_mask.tif"
-    prediction = predict_raster(
-        half_path(work, run.scene, "b", "image.tif"), result.model_path, mask_path=mask, device=DEVICE
-    )
-    scores = evaluate(
-        mask, half_path(work, run.scene, "b", "labels.tif"), BUILDING_VALUES, object_scores=False
-    ).scores()
     return {
         "key": run.key,
         **{f.name: getattr(run, f.name) for f in fields(Run)},
-        "test_iou": scores["iou"],
-        "test_f1": scores["f1"],
-        "threshold": prediction.threshold,
+        **score_half_b(work, run.scene, result.model_path, mask, None),
         **history_figures(result, config.batch_size),
         "train_s": train_s,
         "threads": threads,
         "sizing": config.sizing,
     }
+
+
+def score_half_b(work: Path, scene: str, model: Path | LoadedModel, mask: Path, threshold: float | None) -> dict:
+    prediction = predict_raster(
+        half_path(work, scene, "b", "image.tif"), model, mask_path=mask, threshold=threshold, device=DEVICE
+    )
+    scores = evaluate(mask, half_path(work, scene, "b", "labels.tif"), BUILDING_VALUES, object_scores=False).scores()
+    return {"test_iou": scores["iou"], "test_f1": scores["f1"], "threshold": prediction.threshold}
+
+
+def interpolated(work: Path, run: Run, alpha: float) -> dict:
+    """The record of the weights ``alpha`` of the way from the fine-tune's start to the fine-tuned model."""
+    start, tuned = load_model(start_model_path(work, run)), load_model(work / "models" / f"{run.slug}.pt")
+    start_state, tuned_state = start.net.state_dict(), tuned.net.state_dict()
+    tuned.net.load_state_dict(
+        {
+            name: start_state[name] + alpha * (value - start_state[name]) if value.is_floating_point() else value
+            for name, value in tuned_state.items()
+        }
+    )
+    mask = work / "masks" / f"{run.slug}_alpha{alpha:g}_mask.tif"
+    return {"key": f"{run.key} alpha {alpha:g}", **score_half_b(work, run.scene, tuned, mask, tuned.info.threshold)}
+
+
+def print_interpolations(results: dict[str, dict], work: Path, runs: list[Run], alphas: list[float]) -> None:
+    """Half B's IoU of each recorded fine-tune's interpolations, computed once and kept in results.jsonl."""
+    print("\ninterpolated weights, start + A x (tuned - start): test IoU on half B")
+    print(f"{'fine-tune':>52} " + " ".join(f"{f'A={alpha:g}':>8}" for alpha in alphas))
+    for run in runs:
+        if run.kind != "finetune" or run.key not in results:
+            continue
+        ious = []
+        for alpha in alphas:
+            key = f"{run.key} alpha {alpha:g}"
+            if key not in results:
+                results[key] = interpolated(work, run, alpha)
+                with (work / "results.jsonl").open("a") as file:
+                    file.write(json.dumps(results[key]) + "\n")
+            ious.append(f"{results[key]['test_iou']:8.4f}")
+        print(f"{run.key:>52} " + " ".join(ious), flush=True)
 
 
 def epoch_line(record: dict) -> str:
@@ -370,6 +408,14 @@ def main() -> int:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[SEED], help="training seeds of the fine-tunes and new networks (0)"
     )
+    parser.add_argument(
+        "--interpolate",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="A",
+        help="also score each fine-tune's weights interpolated towards its start, e.g. 0.25 0.5 0.75",
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_finetune")
     args = parser.parse_args()
     recipes: list[str] = args.finetune or [""]
@@ -405,6 +451,8 @@ def main() -> int:
     )
     run_all(runs, results_path, data, args.work, args.jobs, args.threads)
     print_table(read_results(results_path), args.scenes, args.minutes, args.start_minutes, recipes, args.seeds)
+    if args.interpolate:
+        print_interpolations(read_results(results_path), args.work, runs, args.interpolate)
     return 0
 
 
