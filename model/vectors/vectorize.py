@@ -51,6 +51,11 @@ WINDOW_ROWS_PX = 1024
 RECTANGLE_FILL = 0.85
 MIN_EDGE_TOLERANCES = 4.0  # a squared outline's shortest wall, in simplification tolerances
 MIN_SHAPE_IOU = 0.8  # a squared outline overlapping the traced one less than this is not used
+# the attributes' precision, what a measurement from 0.1-0.5 m pixels can mean: centimetres, a hundredth
+# of a square metre (a pixel of 0.15 m is 0.0225 m²), a probability to a thousandth
+AREA_DECIMALS = 2
+LENGTH_DECIMALS = 2
+PROBABILITY_DECIMALS = 3
 
 
 def polygons_from_mask(
@@ -227,15 +232,21 @@ class _Cleaning:
             geometries = np.array([regularize_polygon(geometry, tolerance) for geometry in geometries], dtype=object)
         elif self.simplify_map_units > 0:
             geometries = shapely.simplify(geometries, self.simplify_map_units, preserve_topology=True)
-        # measured on the ground (x and y scaled apart: degrees are anisotropic); the minimum area is
-        # compared with the very area_m2 written, so a kept building never shows an area below it
+        # measured on the ground (x and y scaled apart: degrees are anisotropic) and rounded as written;
+        # the minimum area is compared with the very area_m2 written, so a kept building never shows an
+        # area below it
         on_ground = shapely.transform(geometries, lambda xy: xy * self.metres_per_unit)
-        areas_m2, perimeters_m = shapely.area(on_ground), shapely.length(on_ground)
+        areas_m2 = np.round(shapely.area(on_ground), AREA_DECIMALS)
+        perimeters_m = np.round(shapely.length(on_ground), LENGTH_DECIMALS)
         for index, geometry, area_m2, perimeter_m in zip(order, geometries, areas_m2, perimeters_m):
             if area_m2 <= 0 or area_m2 < self.min_area_m2:
                 continue
             region = regions[index]
-            mean = region.value_sum / self.probability_scale / region.value_count if region.value_count else None
+            mean = (
+                round(region.value_sum / self.probability_scale / region.value_count, PROBABILITY_DECIMALS)
+                if region.value_count
+                else None
+            )
             yield geometry, {"area_m2": float(area_m2), "perimeter_m": float(perimeter_m), "mean_probability": mean}
 
 
