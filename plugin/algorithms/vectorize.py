@@ -34,7 +34,8 @@ POLYGON_HELP = {
     "SIMPLIFY": "Tolerance of the outline simplification, in metres on the ground, whatever the CRS (converted "
     "at the raster's centre; e.g. about one pixel size). 0 keeps the pixel staircase.",
     "OUTPUT": "Building polygons with the attributes id, area_m2 and perimeter_m (on the ground, whatever the "
-    "CRS, to 0.01 m² and 0.01 m) and mean_probability (empty without a probability raster). Any vector format, or a temporary layer.",
+    "CRS, to 0.01 m² and 0.01 m) and mean_probability (empty without a probability raster). Any vector "
+    "format, or a temporary layer.",
     "FILL_HOLES": "(advanced) Holes smaller than this area, in square metres on the ground whatever the CRS "
     "(converted at the raster's centre), are filled: courtyards bigger than it stay.",
     "REGULARIZE": "(advanced) Square the outlines: right angles along each building's main direction.",
