@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 from qgis.core import (
@@ -85,6 +86,7 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
         )
     )
     algorithm.addOutput(QgsProcessingOutputNumber("BUILDING_COUNT", "Number of buildings"))
+    algorithm.addOutput(QgsProcessingOutputNumber("BUILT_UP_AREA_M2", "Built-up area (m² on the ground)"))
 
 
 def typed_field(name: str, type_name: str) -> QgsField:
@@ -117,7 +119,8 @@ def write_buildings(
     probability_path: str | None,
     crs: QgsCoordinateReferenceSystem,
 ) -> dict:
-    """Vectorizes ``mask_path`` into the OUTPUT sink; returns OUTPUT and BUILDING_COUNT."""
+    """Vectorizes ``mask_path`` into the OUTPUT sink; returns OUTPUT, BUILDING_COUNT and BUILT_UP_AREA_M2
+    (the sum of the buildings' area_m2)."""
     from ...model.vectors.vectorize import polygons_from_mask
 
     fields = building_fields()
@@ -133,16 +136,25 @@ def write_buildings(
         progress=progress,
         cancelled=cancelled,
     )
+    areas_m2: list[float] = []
     destination, count = write_features(
-        algorithm, parameters, "OUTPUT", context, fields, QgsWkbTypes.Type.Polygon, crs, features(polygons, fields)
+        algorithm,
+        parameters,
+        "OUTPUT",
+        context,
+        fields,
+        QgsWkbTypes.Type.Polygon,
+        crs,
+        features(polygons, fields, areas_m2),
     )
     algorithm.style_output(destination, "buildings")
-    return {"OUTPUT": destination, "BUILDING_COUNT": count}
+    return {"OUTPUT": destination, "BUILDING_COUNT": count, "BUILT_UP_AREA_M2": round(math.fsum(areas_m2), 2)}
 
 
-def features(polygons: Iterable, fields: QgsFields) -> Iterator[QgsFeature]:
-    """Engine (shapely geometry, attributes) pairs -> features."""
+def features(polygons: Iterable, fields: QgsFields, areas_m2: list[float]) -> Iterator[QgsFeature]:
+    """Engine (shapely geometry, attributes) pairs -> features; each building's area_m2 goes to ``areas_m2``."""
     for shape, attributes in polygons:
+        areas_m2.append(attributes["area_m2"])
         geometry = QgsGeometry()
         geometry.fromWkb(shape.wkb)  # the engine yields one shapely Polygon per building
         feature = QgsFeature(fields)

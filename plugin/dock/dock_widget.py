@@ -36,6 +36,7 @@ from .widgets import (
     DEFAULT_TRAINING_MINUTES,
     ERROR_STYLE,
     breakable,
+    built_up_area,
     clock,
     file_stem,
     is_image_layer,
@@ -242,8 +243,8 @@ class BuildingsDock(QgsDockWidget):
                 self.widgets.prediction_combo.setLayer(mask_layer)
             self.tell(
                 # the filter said, as Evaluate scores the mask's every blob and counts more "buildings"
-                f"{results['BUILDING_COUNT']:.0f} buildings of {request.min_area_m2:g} m² or more found; "
-                f"written to {buildings.parent}.",
+                f"{results['BUILDING_COUNT']:.0f} buildings of {request.min_area_m2:g} m² or more found, "
+                f"{built_up_area(results['BUILT_UP_AREA_M2'])} built up; written to {buildings.parent}.",
                 Qgis.MessageLevel.Success,
             )
 

@@ -109,6 +109,11 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
+def built_up_area(area_m2: float) -> str:
+    """'850 m²' below a hectare, '2.35 ha' from one: the unit a built-up total is read in."""
+    return f"{area_m2:,.0f} m²" if area_m2 < 10_000 else f"{area_m2 / 10_000:,.2f} ha"
+
+
 def is_image_layer(layer: QgsMapLayer) -> bool:
     return isinstance(layer, QgsRasterLayer) and not is_plugin_output(layer)
 

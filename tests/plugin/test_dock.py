@@ -70,8 +70,14 @@ def test_predict_then_evaluate_add_styled_layers(dock, scene, model_file, qgis_i
     wait_for(dock)
     assert dock.widgets.time_label.text() == "Extract buildings: 1:30"
     # the count says which buildings it counts: Evaluate's object scores count every blob of the mask
-    assert re.match(r"\d+ buildings of 2 m² or more found", dock.widgets.status_label.text().replace("\u200b", ""))
+    said = re.match(
+        r"(\d+) buildings of 2 m² or more found, ([\d,]+) m² built up",
+        dock.widgets.status_label.text().replace("\u200b", ""),
+    )
+    assert said, dock.widgets.status_label.text()
     added = {layer.name(): layer for layer in project.mapLayers().values()}
+    areas_m2 = [feature["area_m2"] for feature in added["scene buildings"].getFeatures()]
+    assert int(said[1]) == len(areas_m2) and int(said[2].replace(",", "")) == round(sum(areas_m2))
     assert added["scene building probability"].renderer().type() == "singlebandpseudocolor"
     assert added["scene building mask"].renderer().type() == "paletted"
     tree = project.layerTreeRoot()

@@ -137,6 +137,7 @@ def test_vectorize_mask_gives_one_polygon_per_building(scene, tmp_path) -> None:
     for feature in layer.getFeatures():
         assert feature["area_m2"] == round(BUILDING_GROUND_AREA_M2, 2)  # rounded as written
         assert feature.geometry().area() == pytest.approx(BUILDING_AREA_M2)
+    assert results["BUILT_UP_AREA_M2"] == pytest.approx(len(BUILDINGS_PX) * round(BUILDING_GROUND_AREA_M2, 2))
 
 
 def test_vectorize_min_area_drops_small_buildings_into_a_memory_layer(scene) -> None:

@@ -515,3 +515,15 @@ def test_each_request_carries_the_widgets_values_to_its_algorithm(fresh_dock, sc
     assert request.algorithm_id == "export"
     assert request.parameters() == {"MODEL": str(model_file), "OUTPUT": str(tmp_path / f"{model_file.stem}.onnx")}
     assert_algorithm_accepts("export", request.parameters())
+
+
+def test_built_up_area_reads_in_square_metres_then_hectares(plugin) -> None:
+    from unet_buildings.plugin.dock.widgets import built_up_area
+
+    assert [built_up_area(value) for value in (0.0, 850.4, 9_999.4, 10_000.0, 23_456.0)] == [
+        "0 m²",
+        "850 m²",
+        "9,999 m²",
+        "1.00 ha",
+        "2.35 ha",
+    ]
