@@ -41,9 +41,9 @@
         <colorrampshader classificationMode="1" minimumValue="0" labelPrecision="6" colorRampType="INTERPOLATED" clip="0" maximumValue="254">
           <item value="0" color="#ffffb2" label="0" alpha="0"/>
           <item value="51" color="#fed976" label="0.2" alpha="0"/>
-          <item value="127" color="#fd8d3c" label="0.5" alpha="170"/>
-          <item value="191" color="#f03b20" label="0.75" alpha="220"/>
-          <item value="254" color="#bd0026" label="1" alpha="255"/>
+          <item value="127" color="#fd8d3c" label="0.5" alpha="100"/>
+          <item value="191" color="#f03b20" label="0.75" alpha="130"/>
+          <item value="254" color="#bd0026" label="1" alpha="160"/>
           <rampLegendSettings minimumLabel="" direction="0" suffix="" maximumLabel="" orientation="2" prefix="" useContinuousLegend="1">
             <numericFormat id="basic">
               <Option type="Map">

@@ -36,12 +36,13 @@ def rendered_colours(unet_buildings, folder: Path, kind: str, values: list[int])
     return [image.pixelColor(index * BLOCK_PX + BLOCK_PX // 2, BLOCK_PX // 2) for index in range(len(values))]
 
 
-def test_probability_is_transparent_when_low_and_a_warm_opaque_colour_when_high(unet_buildings, tmp_path) -> None:
+def test_probability_is_transparent_when_low_and_a_warm_see_through_colour_when_high(unet_buildings, tmp_path) -> None:
     zero, low, half, high, one, nodata = rendered_colours(
         unet_buildings, tmp_path, "probability", [0, 25, 127, 220, 254, 255]
     )
     assert zero.alpha() == low.alpha() == nodata.alpha() == 0  # the image shows through
-    assert 0 < half.alpha() < high.alpha() < one.alpha() == 255
+    # stronger with the probability, yet the roof under it stays visible where the model is sure
+    assert 0 < half.alpha() < high.alpha() < one.alpha() <= 160
     for colour in (half, high, one):
         assert colour.red() >= 150 and colour.red() > 1.5 * max(colour.green(), colour.blue())  # orange to red
 
