@@ -42,6 +42,7 @@ from .widgets import (
     is_image_layer,
     readable,
     remember,
+    run_suffix,
 )
 
 # the evaluation's outputs as the dock's scores line names them
@@ -224,21 +225,25 @@ class BuildingsDock(QgsDockWidget):
             return
         image = self.widgets.image_combo.currentLayer()
         buildings = request.output_buildings
+        first_stem = f"{file_stem(image.name())}_buildings"
+        suffix = run_suffix(buildings, first_stem)  # ' 2' for the second run's files: in every name of the run
         run_name = (
-            buildings.stem.replace("_buildings", " buildings", 1)
-            if buildings.stem != f"{file_stem(image.name())}_buildings"
-            else f"{image.name()} buildings"
+            f"{image.name()} buildings{suffix}"
+            if buildings.stem == first_stem or suffix
+            else buildings.stem.replace("_buildings", " buildings", 1)
         )
 
         def predicted(results: dict) -> None:
             name = image.name()
             group = add_result_group(run_name)
-            add_styled_layer(results["OUTPUT"], f"{name} buildings", "buildings", group=group)
+            add_styled_layer(results["OUTPUT"], f"{name} buildings{suffix}", "buildings", group=group)
             # the outlines say what the mask says: the mask starts switched off so the probability shows
             mask_layer = add_styled_layer(
-                results["OUTPUT_MASK"], f"{name} building mask", "mask", visible=False, group=group
+                results["OUTPUT_MASK"], f"{name} building mask{suffix}", "mask", visible=False, group=group
             )
-            add_styled_layer(results["OUTPUT_PROBABILITY"], f"{name} building probability", "probability", group=group)
+            add_styled_layer(
+                results["OUTPUT_PROBABILITY"], f"{name} building probability{suffix}", "probability", group=group
+            )
             if mask_layer is not None:
                 self.widgets.prediction_combo.setLayer(mask_layer)
             self.tell(
@@ -255,14 +260,16 @@ class BuildingsDock(QgsDockWidget):
         if request is None:
             return
         prediction = self.widgets.prediction_combo.currentLayer()
+        suffix = run_suffix(request.output_report, f"{file_stem(prediction.name())}_evaluation")
 
         def evaluated(results: dict) -> None:
             self.show_evaluation(results)
-            group = add_result_group(f"{prediction.name()} evaluation")
+            name = prediction.name()
+            group = add_result_group(f"{name} evaluation{suffix}")
             for key, title in (("OUTPUT_FALSE_POSITIVES", "false positives"), ("OUTPUT_MISSED", "missed buildings")):
                 if results.get(key):
-                    add_styled_layer(results[key], f"{prediction.name()} {title}", key.lower()[7:], group=group)
-            add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{prediction.name()} errors", "error_map", group=group)
+                    add_styled_layer(results[key], f"{name} {title}{suffix}", key.lower()[7:], group=group)
+            add_styled_layer(results["OUTPUT_ERROR_MAP"], f"{name} errors{suffix}", "error_map", group=group)
             if results.get("WARNINGS"):  # undefined or zero scores: the reason, not "IoU nan"
                 self.tell(results["WARNINGS"], Qgis.MessageLevel.Warning)
             else:

@@ -93,6 +93,13 @@ def numbered(folder: Path, names: list[str]) -> list[Path]:
         number += 1
 
 
+def run_suffix(path: Path, first_stem: str) -> str:
+    """' 2' for a file of the second run ('<first_stem>_2.gpkg', see ``numbered``), '' for the first
+    run's or a name the user chose: added to the run's layer names, so runs are told apart in the panel."""
+    number = path.stem[len(first_stem) + 1 :] if path.stem.startswith(f"{first_stem}_") else ""
+    return f" {number}" if number.isdigit() else ""
+
+
 def file_stem(name: str) -> str:
     """A layer name as a safe file-name stem."""
     return re.sub(r"[^\w.-]+", "_", name).strip("_") or "layer"

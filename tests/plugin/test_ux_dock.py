@@ -99,9 +99,14 @@ def test_predicting_again_writes_new_files_and_keeps_the_loaded_layers(fresh_doc
     assert second["OUTPUT_MASK"] == str(tmp_path / "scene_mask_2.tif")
     assert second["OUTPUT"] == str(tmp_path / "scene_buildings_2.gpkg")
     assert {first[key] for key in ("OUTPUT", "OUTPUT_MASK", "OUTPUT_PROBABILITY")}.isdisjoint(second.values())
-    masks = [layer for layer in QgsProject.instance().mapLayers().values() if layer.name() == "scene building mask"]
-    assert len(masks) == 2 and all(layer.isValid() for layer in masks)
-    assert {layer.source() for layer in masks} == {first["OUTPUT_MASK"], second["OUTPUT_MASK"]}
+    layers = QgsProject.instance().mapLayers().values()
+    # the runs are told apart in the panel: the second run's group and layers carry its number
+    masks = {layer.name(): layer for layer in layers if layer.name().startswith("scene building mask")}
+    assert sorted(masks) == ["scene building mask", "scene building mask 2"]
+    assert all(layer.isValid() for layer in masks.values())
+    assert [masks[name].source() for name in sorted(masks)] == [first["OUTPUT_MASK"], second["OUTPUT_MASK"]]
+    groups = [node.name() for node in QgsProject.instance().layerTreeRoot().children()]
+    assert groups[:2] == ["scene buildings 2", "scene buildings"]
 
 
 def test_training_again_picks_a_new_model_name(fresh_dock, scene, tmp_path) -> None:
@@ -400,6 +405,12 @@ def test_evaluate_adds_false_positive_and_missed_buildings(fresh_dock, scene, tm
     wait_for(fresh_dock)
     names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
     assert {"prediction false positives", "prediction missed buildings", "prediction errors"} <= names
+    fresh_dock.evaluate()  # again: a second group whose name and layers say which run they are
+    wait_for(fresh_dock)
+    groups = [node.name() for node in QgsProject.instance().layerTreeRoot().children()]
+    assert groups[:2] == ["prediction evaluation 2", "prediction evaluation"]
+    names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
+    assert {"prediction false positives 2", "prediction missed buildings 2", "prediction errors 2"} <= names
 
 
 def test_train_for_minutes_reaches_the_train_algorithm(fresh_dock, scene, tmp_path) -> None:
