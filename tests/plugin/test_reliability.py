@@ -354,8 +354,8 @@ def test_a_failed_rewrite_keeps_the_earlier_file_whole(scene, tmp_path, monkeypa
 
     written = algorithm.features
 
-    def broken(polygons, fields):
-        yield from written(polygons, fields)
+    def broken(polygons, fields, areas_m2):
+        yield from written(polygons, fields, areas_m2)
         raise OSError(28, "No space left on device")  # the disk fills after the last feature
 
     monkeypatch.setattr(algorithm, "features", broken)
@@ -381,7 +381,7 @@ def test_a_failed_extract_leaves_neither_the_mask_it_was_asked_for_nor_polygons(
 ) -> None:
     import unet_buildings.plugin.algorithms.vectorize as algorithm
 
-    def broken(polygons, fields):
+    def broken(polygons, fields, areas_m2):
         raise OSError(28, "No space left on device")
         yield
 
