@@ -349,9 +349,14 @@ class BuildingsDock(QgsDockWidget):
     ) -> None:
         run, self.current_run = self.current_run, None
         self.set_running(False)
+        cancelled = run is not None and run.feedback.isCanceled()  # asked for: a warning, not a failure
         if run is not None:
-            self.widgets.time_label.setText(f"{run.title}: {clock(run.elapsed_s())}")
+            # how the run ended, in the time line too: a bar left at 24 % with a bare time read as a stall
+            ended = "" if ok else "cancelled after " if cancelled else "failed after "
+            self.widgets.time_label.setText(f"{run.title}: {ended}{clock(run.elapsed_s())}")
             run.deleteLater()
+        if not ok:
+            self.widgets.progress_bar.setValue(0)
         if ok:
             self.widgets.progress_bar.setValue(100)
             self.quiet = True  # the results it adds and picks are not a change of the user's inputs
@@ -360,7 +365,6 @@ class BuildingsDock(QgsDockWidget):
             finally:
                 self.quiet = False
         else:
-            cancelled = run is not None and run.feedback.isCanceled()  # asked for: a warning, not a failure
             self.tell(error, Qgis.MessageLevel.Warning if cancelled else Qgis.MessageLevel.Critical)
         if on_end is not None:
             on_end(ok, results)

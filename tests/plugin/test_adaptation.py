@@ -5,6 +5,7 @@ that switches to a new model only when it is better and offers to resume a cut-s
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -197,8 +198,10 @@ def test_the_dock_resumes_a_cancelled_run_for_the_minutes_set(dock, scene, tmp_p
     qgis_iface.messageBar().clear_messages()
     dock.widgets.cancel_button.click()
     wait_for(dock)
-    # a cancel the user asked for is a warning, never an error
+    # a cancel the user asked for is a warning, never an error, and reads as a cancel everywhere
     assert qgis_iface.messageBar().get_messages(1) and not qgis_iface.messageBar().get_messages(2)
+    assert re.fullmatch(r"Train building model: cancelled after \d+:\d\d", dock.widgets.time_label.text())
+    assert dock.widgets.progress_bar.value() == 0
     assert dock.widgets.resume_button.isEnabled()
     spent_min = training_time_s(checkpoint) / 60
     dock.widgets.minutes_spin.setValue(2)
