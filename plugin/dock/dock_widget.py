@@ -38,11 +38,9 @@ from .widgets import (
     breakable,
     built_up_area,
     clock,
-    file_stem,
     is_image_layer,
     readable,
     remember,
-    run_suffix,
 )
 
 # the evaluation's outputs as the dock's scores line names them
@@ -224,18 +222,11 @@ class BuildingsDock(QgsDockWidget):
         if request is None:
             return
         image = self.widgets.image_combo.currentLayer()
-        buildings = request.output_buildings
-        first_stem = f"{file_stem(image.name())}_buildings"
-        suffix = run_suffix(buildings, first_stem)  # ' 2' for the second run's files: in every name of the run
-        run_name = (
-            f"{image.name()} buildings{suffix}"
-            if buildings.stem == first_stem or suffix
-            else buildings.stem.replace("_buildings", " buildings", 1)
-        )
+        buildings, suffix = request.output_buildings, request.run_label
 
         def predicted(results: dict) -> None:
             name = image.name()
-            group = add_result_group(run_name)
+            group = add_result_group(f"{name} buildings{suffix}")
             add_styled_layer(results["OUTPUT"], f"{name} buildings{suffix}", "buildings", group=group)
             # the outlines say what the mask says: the mask starts switched off so the probability shows
             mask_layer = add_styled_layer(
@@ -260,7 +251,7 @@ class BuildingsDock(QgsDockWidget):
         if request is None:
             return
         prediction = self.widgets.prediction_combo.currentLayer()
-        suffix = run_suffix(request.output_report, f"{file_stem(prediction.name())}_evaluation")
+        suffix = request.run_label
 
         def evaluated(results: dict) -> None:
             self.show_evaluation(results)

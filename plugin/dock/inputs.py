@@ -127,7 +127,7 @@ class DockInputs:
         if problem:
             self.tell(problem, Qgis.MessageLevel.Warning)
             return None
-        (model_path,) = numbered(self.output_folder(images[0]), [f"{file_stem(images[0].name())}_model{{n}}.pt"])
+        (model_path,), _ = numbered(self.output_folder(images[0]), [f"{file_stem(images[0].name())}_model{{n}}.pt"])
         return TrainRequest(
             image_ids=tuple(layer.id() for layer in images),
             label_ids=tuple(layer.id() for layer in labels),
@@ -148,7 +148,7 @@ class DockInputs:
         if not (self.require(image, "an image layer") and self.require(model, "a model file")):
             return None
         stem = file_stem(image.name())
-        buildings, probability, mask = numbered(
+        (buildings, probability, mask), run_label = numbered(
             self.output_folder(image),
             [f"{stem}_buildings{{n}}.gpkg", f"{stem}_probability{{n}}.tif", f"{stem}_mask{{n}}.tif"],
         )
@@ -156,6 +156,7 @@ class DockInputs:
             image_id=image.id(),
             model=Path(model),
             output_buildings=buildings,
+            run_label=run_label,
             output_probability=probability,
             output_mask=mask,
             min_area_m2=self.widgets.min_area_spin.value(),
@@ -181,7 +182,7 @@ class DockInputs:
         ):
             return None
         stem = file_stem(prediction.name())
-        report, error_map, false_positives, missed = numbered(
+        (report, error_map, false_positives, missed), run_label = numbered(
             self.output_folder(prediction),
             [
                 f"{stem}_evaluation{{n}}.html",
@@ -198,6 +199,7 @@ class DockInputs:
             output_error_map=error_map,
             output_false_positives=false_positives,
             output_missed=missed,
+            run_label=run_label,
         )
 
     def export_request(self) -> ExportRequest | None:
@@ -208,5 +210,5 @@ class DockInputs:
         folder = Path(model).parent
         if self.widgets.output_widget.filePath() or not os.access(folder, os.W_OK) or Path(model) == starter_model():
             folder = self.output_folder()
-        (onnx,) = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
+        (onnx,), _ = numbered(folder, [f"{file_stem(Path(model).stem)}{{n}}.onnx"])
         return ExportRequest(model=Path(model), output=onnx)

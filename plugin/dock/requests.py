@@ -63,6 +63,7 @@ class PredictRequest:
     regularize: bool
     threshold: float | None  # None: the model's tuned threshold
     extent: str | None  # a Processing extent with its CRS; None: the whole image
+    run_label: str = ""  # ' 2' for the second run on this image (its files end in '_2'): in its layers' names
 
     def parameters(self) -> dict[str, object]:
         return set_only(
@@ -91,6 +92,7 @@ class EvaluateRequest:
     output_error_map: Path
     output_false_positives: Path
     output_missed: Path
+    run_label: str = ""  # ' 2' for the second evaluation of this layer: in its group's and layers' names
 
     def parameters(self) -> dict[str, object]:
         return {

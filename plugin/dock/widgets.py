@@ -81,23 +81,17 @@ def breakable(text: str) -> str:
     return re.sub(r"([/\\_-]|\.(?!\d))(?=\S)", "\\1\u200b", text)
 
 
-def numbered(folder: Path, names: list[str]) -> list[Path]:
+def numbered(folder: Path, names: list[str]) -> tuple[list[Path], str]:
     """``names`` holding ``{n}`` in ``folder``, with the first run number none of whose files exists yet:
-    '' for the first run, then '_2', '_3'... so nothing written earlier is ever replaced."""
+    '' for the first run, then '_2', '_3'... so nothing written earlier is ever replaced. Also the run's
+    label for its layer names ('' then ' 2', ' 3'...), so that runs are told apart in the layer panel."""
     number = 1
     while True:
         suffix = "" if number == 1 else f"_{number}"
         paths = [folder / name.format(n=suffix) for name in names]
         if not any(path.exists() for path in paths):
-            return paths
+            return paths, suffix.replace("_", " ")
         number += 1
-
-
-def run_suffix(path: Path, first_stem: str) -> str:
-    """' 2' for a file of the second run ('<first_stem>_2.gpkg', see ``numbered``), '' for the first
-    run's or a name the user chose: added to the run's layer names, so runs are told apart in the panel."""
-    number = path.stem[len(first_stem) + 1 :] if path.stem.startswith(f"{first_stem}_") else ""
-    return f" {number}" if number.isdigit() else ""
 
 
 def file_stem(name: str) -> str:

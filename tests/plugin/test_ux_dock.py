@@ -300,11 +300,12 @@ def test_dock_toolbox_and_command_line_start_from_the_same_defaults(fresh_dock) 
         algorithm = registry.algorithmById(f"unet_buildings:{algorithm_id}")
         assert algorithm.parameterDefinition("MIN_AREA").defaultValue() == dock.min_area_spin.value() == 2.0
         assert algorithm.parameterDefinition("SIMPLIFY").defaultValue() == dock.simplify_spin.value() == 0.2
-    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    for command in ("train", "evaluate"):
-        assert commands[command].get_default("building_values") == "1"
-    for command in ("extract", "vectorize"):
-        assert (commands[command].get_default("min_area"), commands[command].get_default("simplify")) == (2.0, 0.2)
+    parse = build_parser().parse_args
+    trained = parse(["train", "--images", "i.tif", "--labels", "l.tif", "--output", "m.pt"])
+    assert trained.building_values == parse(["evaluate", "p.tif", "--labels", "l.tif"]).building_values == "1"
+    for command in (["extract", "i.tif", "--model", "m.pt"], ["vectorize", "mask.tif"]):
+        given = parse([*command, "--output", "b.gpkg"])
+        assert (given.min_area, given.simplify) == (2.0, 0.2)
 
 
 def test_matrix_headers_are_not_clipped_in_a_narrow_dock(fresh_dock) -> None:
