@@ -402,16 +402,14 @@ def test_evaluate_adds_false_positive_and_missed_buildings(fresh_dock, scene, tm
     fresh_dock.widgets.prediction_combo.setLayer(mask)
     fresh_dock.widgets.reference_combo.setLayer(add_raster(scene.labels, "labels"))
     fresh_dock.widgets.building_values_edit.setText("2")
+    (tmp_path / "prediction_evaluation.html").write_text("an earlier evaluation's report")
     fresh_dock.widgets.evaluate_button.click()
     wait_for(fresh_dock)
-    names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
-    assert {"prediction false positives", "prediction missed buildings", "prediction errors"} <= names
-    fresh_dock.evaluate()  # again: a second group whose name and layers say which run they are
-    wait_for(fresh_dock)
-    groups = [node.name() for node in QgsProject.instance().layerTreeRoot().children()]
-    assert groups[:2] == ["prediction evaluation 2", "prediction evaluation"]
+    # the second evaluation of this layer: its group and layers say so, as its files do
+    assert QgsProject.instance().layerTreeRoot().children()[0].name() == "prediction evaluation 2"
     names = {layer.name() for layer in QgsProject.instance().mapLayers().values()}
     assert {"prediction false positives 2", "prediction missed buildings 2", "prediction errors 2"} <= names
+    assert (tmp_path / "prediction_errors_2.tif").is_file()
 
 
 def test_train_for_minutes_reaches_the_train_algorithm(fresh_dock, scene, tmp_path) -> None:
