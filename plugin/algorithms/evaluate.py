@@ -28,7 +28,7 @@ from qgis.core import (
 )
 
 from .base import EngineAlgorithm, advanced, building_values_parameter, engine_hooks, threshold_parameter
-from .outputs import write_features
+from .outputs import output_layer, write_features
 
 # output name -> (title, ConfusionMatrix attribute)
 COUNT_OUTPUTS = {
@@ -175,7 +175,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
             parameters, "OUTPUT_REPORT", context
         ) or QgsProcessingUtils.generateTempFilename("evaluation.html")
         report_json = str(Path(report).with_suffix(".json"))
-        error_map = self.parameterAsOutputLayer(parameters, "OUTPUT_ERROR_MAP", context)
+        error_map = output_layer(self, parameters, "OUTPUT_ERROR_MAP", context)
         progress, cancelled = engine_hooks(feedback)
         result = evaluate(
             prediction,

@@ -13,6 +13,7 @@ from qgis.core import (
 )
 
 from .base import EngineAlgorithm
+from .outputs import output_layer
 from .predict import PREDICTION_HELP, add_prediction_parameters, add_raster_outputs, raster_outputs, run_prediction
 from .vectorize import POLYGON_HELP, add_polygon_parameters, write_buildings
 
@@ -41,8 +42,8 @@ class ExtractAlgorithm(EngineAlgorithm):
         add_raster_outputs(self, create_by_default=False)
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        probability_path = self.parameterAsOutputLayer(parameters, "OUTPUT_PROBABILITY", context)
-        mask_path = self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context)
+        probability_path = output_layer(self, parameters, "OUTPUT_PROBABILITY", context)
+        mask_path = output_layer(self, parameters, "OUTPUT_MASK", context)
         # Vectorizing needs a mask file, and the mean_probability attribute a probability file, whether
         # or not the user keeps them.
         working_mask = mask_path or QgsProcessingUtils.generateTempFilename("building_mask.tif")

@@ -34,6 +34,20 @@ def local_file(source: str) -> str | None:
     return path
 
 
+def output_layer(algorithm: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext) -> str:
+    """The destination of the layer output ``name`` ("" for an optional output left empty), as
+    ``parameterAsOutputLayer`` gives it, without the empty name that call lists among the layers to load
+    when the output is a definition with an empty sink. The batch dialog passes every optional output
+    left blank that way, and loading "" ends each of its rows with "The following layers were not
+    correctly generated" in red."""
+    destination = algorithm.parameterAsOutputLayer(parameters, name, context)
+    if not destination:
+        layers = context.layersToLoadOnCompletion()
+        if layers.pop("", None) is not None:
+            context.setLayersToLoadOnCompletion(layers)
+    return destination
+
+
 def destination_paths(
     algorithm: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext
 ) -> dict[str, str]:
@@ -45,7 +59,7 @@ def destination_paths(
         if definition.type() in ("fileDestination", "folderDestination"):
             value = algorithm.parameterAsFileOutput(parameters, definition.name(), context)
         else:
-            value = algorithm.parameterAsOutputLayer(parameters, definition.name(), context)
+            value = output_layer(algorithm, parameters, definition.name(), context)
         path = local_file(value)
         if path:
             paths[definition.name()] = path

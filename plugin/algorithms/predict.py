@@ -17,6 +17,7 @@ from qgis.core import (
 
 from ...model.training.start_model import starter_model
 from .base import EngineAlgorithm, advanced, device_parameter, engine_hooks, threshold_parameter
+from .outputs import output_layer
 
 # Shared with extract (same names, same meaning)
 PREDICTION_HELP = {
@@ -181,8 +182,8 @@ class PredictAlgorithm(EngineAlgorithm):
         add_raster_outputs(self, create_by_default=True)
 
     def run_engine(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
-        probability_path = self.parameterAsOutputLayer(parameters, "OUTPUT_PROBABILITY", context)
-        mask_path = self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context)
+        probability_path = output_layer(self, parameters, "OUTPUT_PROBABILITY", context)
+        mask_path = output_layer(self, parameters, "OUTPUT_MASK", context)
         if not probability_path and not mask_path:
             mask_path = QgsProcessingUtils.generateTempFilename("building_mask.tif")
         result = run_prediction(self, parameters, context, feedback, probability_path, mask_path)

@@ -5,7 +5,8 @@ per run, filled by the column's "Autofill..." button (``BatchPanelFillWidget.set
 rows as needed), and the Run button's ``runAlgorithm``, which turns each row into parameters through
 the row's widget wrappers (``parametersForRow``), runs the algorithm once per row with a fresh context
 and a ``QgsProcessingMultiStepFeedback`` over all rows, and loads the outputs through Processing's
-``handleAlgorithmResults`` (where our style post-processors take effect). This test builds that very
+``handleAlgorithmResults`` (where our style post-processors take effect, and where a layer that does not
+load is reported in red in the dialog's log). This test builds that very
 dialog (offscreen), fills its table the way Autofill does and calls ``runAlgorithm``: every step the
 user's click would take runs, only the clicks themselves are replaced by calls.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsVectorLayer
+from qgis.PyQt.QtWidgets import QTextEdit
 
 from .conftest import GROUND_M_PER_MAP_M, PIXEL_M, SIZE_PX, make_scene
 
@@ -45,9 +47,12 @@ def test_extract_in_the_batch_dialog_over_two_images(scene, model_file, tmp_path
         assert panel.batchRowCount() == 2
 
         dialog.runAlgorithm()
+        log = dialog.findChild(QTextEdit, "txtLog").toPlainText()
     finally:
         dialog.deleteLater()
 
+    # the optional rasters left blank are not reported as "not correctly generated" after each row
+    assert log.count("correctly executed") == 2 and "not correctly generated" not in log, log
     for path in outputs:
         layer = QgsVectorLayer(str(path), path.stem, "ogr")
         assert layer.isValid() and layer.featureCount() == 1
