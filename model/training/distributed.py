@@ -14,9 +14,11 @@ Started without torchrun (``WORLD_SIZE`` unset or 1), training is a single proce
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import pickle
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -26,6 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 # Rank r draws crops from seed + r * RANK_SEED_STRIDE: rank 0 is a single-process run's stream, and no
 # rank's stream is the validation stream (seed + 1).
 RANK_SEED_STRIDE = 1_000_003
+# how long leaving the process group waits for its threads to let go of this rank's exchanged tensors
+SETTLE_S = 30.0
 
 T = TypeVar("T")
 
@@ -40,6 +44,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def held_elsewhere(tensor: torch.Tensor) -> bool:
+    """Whether C++ code (a process group's thread) still holds ``tensor``, besides its Python object."""
+    return tensor._use_count() > 1  # type: ignore[attr-defined]  # torch has it; its stubs do not
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place among the ranks, and the few exchanges training needs. With one rank
@@ -48,6 +57,11 @@ class Ranks:
     device: torch.device  # where this rank computes: cuda:LOCAL_RANK on a multi-GPU launch
     rank: int = 0
     world_size: int = 1
+    # Every tensor this rank handed to an exchange, until the process group's threads let go of it. A gloo
+    # thread that drops the last reference to a tensor made in Python takes the GIL to free it; if that
+    # happens while the main thread, holding the GIL, frees the group (whose destructor joins those threads),
+    # both wait forever. Holding the tensors here until they are let go means no thread needs the GIL.
+    _exchanged: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def distributed(self) -> bool:
@@ -69,24 +83,42 @@ class Ranks:
         if not self.distributed:
             return [float(value) for value in values]
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor)
+        self._exchange(dist.all_reduce, tensor)
         return tensor.tolist()
 
     def from_main(self, value: T) -> T:
-        """Rank 0's ``value`` on every rank."""
-        if not self.distributed:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0, device=self.device)
-        return box[0]
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        return self.gather(value)[0]
 
     def gather(self, value: Any) -> list:
-        """Every rank's ``value``, in rank order, on every rank."""
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank. Not torch's
+        all_gather_object, whose tensors this rank could not hold (see ``_exchanged``)."""
         if not self.distributed:
             return [value]
-        values: list = [None] * self.world_size
-        dist.all_gather_object(values, value)
-        return values
+        data = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8).to(self.device)
+        size = torch.tensor([data.numel()], device=self.device)
+        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+        self._exchange(dist.all_gather, sizes, size)
+        padded = torch.zeros(int(max(sizes)), dtype=torch.uint8, device=self.device)
+        padded[: data.numel()] = data
+        gathered = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        self._exchange(dist.all_gather, gathered, padded)
+        return [pickle.loads(bytes(part[: int(n)].cpu().numpy())) for part, n in zip(gathered, sizes)]
+
+    def _exchange(self, collective: Callable[..., Any], *arguments: torch.Tensor | list[torch.Tensor]) -> None:
+        """Runs ``collective(*arguments)`` and holds its tensors until the group's threads let go of them."""
+        collective(*arguments)
+        self._exchanged[:] = [tensor for tensor in self._exchanged if held_elsewhere(tensor)]
+        for argument in arguments:
+            self._exchanged.extend(argument if isinstance(argument, list) else [argument])
+
+    def settle(self) -> None:
+        """Waits (without the GIL) until the process group's threads hold none of this rank's tensors,
+        so that leaving the group cannot deadlock; see ``_exchanged``."""
+        deadline = time.monotonic() + SETTLE_S
+        while any(map(held_elsewhere, self._exchanged)) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self._exchanged.clear()
 
     def wrap(self, net: torch.nn.Module) -> torch.nn.Module:
         """The network as the training step calls it: under DistributedDataParallel when distributed
@@ -102,7 +134,7 @@ class Ranks:
         update: aligned here, every rank validates the model that rank 0 saves."""
         if self.distributed:
             for buffer in net.buffers():
-                dist.broadcast(buffer, src=0)
+                self._exchange(lambda tensor: dist.broadcast(tensor, src=0), buffer)
 
 
 @contextmanager
@@ -121,7 +153,9 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
         yield Ranks(device, dist.get_rank(), dist.get_world_size())
         return
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    ranks = Ranks(device, dist.get_rank(), dist.get_world_size())
     try:
-        yield Ranks(device, dist.get_rank(), dist.get_world_size())
+        yield ranks
     finally:
+        ranks.settle()
         dist.destroy_process_group()
