@@ -1,6 +1,6 @@
 """Running one of the provider's Processing algorithms in the background, as QGIS's toolbox does.
 
-The algorithm runs in a QgsProcessingAlgRunnerTask thread; everything that reaches the widgets goes
+The algorithm runs in an ``AlgorithmTask`` thread; everything that reaches the widgets goes
 through Qt signals, which Qt delivers in the main thread, and layers are only touched once the task has
 finished (in the ``finished`` signal's handler, main thread).
 """
@@ -11,10 +11,12 @@ import time
 
 from qgis.core import (
     QgsApplication,
-    QgsProcessingAlgRunnerTask,
+    QgsProcessingAlgorithm,
     QgsProcessingContext,
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
+    QgsTask,
 )
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
@@ -47,6 +49,54 @@ class TaskFeedback(QgsProcessingFeedback):
         self.errors.append(error)
 
 
+class AlgorithmTask(QgsTask):
+    """What QgsProcessingAlgRunnerTask does (prepare here on the main thread, run in the task's thread,
+    post-process back on the main thread), except that a run the user cancels ends as a completed task
+    named as cancelled: QGIS announces every terminated task as "Task failed", and a cancel asked for is
+    not a failure. ``executed`` says whether the algorithm ran to its end, with its results."""
+
+    executed = pyqtSignal(bool, dict)
+
+    def __init__(
+        self,
+        algorithm: QgsProcessingAlgorithm,
+        parameters: dict,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> None:
+        super().__init__(f"Executing '{algorithm.displayName()}'", QgsTask.CanCancel)
+        self.title = algorithm.displayName()
+        self.algorithm = algorithm.create()
+        self.parameters, self.context, self.feedback = parameters, context, feedback
+        self.results: dict = {}
+        try:
+            self.prepared = self.algorithm.prepare(parameters, context, feedback)
+        except QgsProcessingException as error:
+            feedback.reportError(str(error))
+            self.prepared = False
+        self.feedback.progressChanged.connect(self.setProgress)
+
+    def cancel(self) -> None:
+        self.setDescription(f"'{self.title}' cancelled by the user")  # what QGIS's task list and bar show
+        self.feedback.cancel()
+        super().cancel()
+
+    def run(self) -> bool:
+        if not self.prepared:
+            return False
+        try:
+            self.results = self.algorithm.runPrepared(self.parameters, self.context, self.feedback) or {}
+        except QgsProcessingException as error:
+            self.feedback.reportError(str(error))
+            return self.feedback.isCanceled()  # stopped as asked: not a failed task
+        return True
+
+    def finished(self, result: bool) -> None:
+        ran_to_end = result and not self.feedback.isCanceled()
+        results = self.algorithm.postProcess(self.context, self.feedback) if ran_to_end else {}
+        self.executed.emit(ran_to_end, dict(results or self.results))
+
+
 class AlgorithmRun(QObject):
     """One run of ``unet_buildings:<algorithm_id>``: the task with its context and feedback, kept alive
     together here because Qt only holds C++ pointers to them."""
@@ -70,7 +120,7 @@ class AlgorithmRun(QObject):
         if algorithm is None:
             raise RuntimeError(f"The algorithm {PROVIDER_ID}:{algorithm_id} is not registered.")
         self.title = algorithm.displayName()  # what users read ("Extract buildings"), not the id
-        self.task = QgsProcessingAlgRunnerTask(algorithm, parameters, self.context, self.feedback)
+        self.task: AlgorithmTask | None = AlgorithmTask(algorithm, parameters, self.context, self.feedback)
         self.task.progressChanged.connect(self.progress_changed)
         self.task.executed.connect(self._executed)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import rasterio
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsTask, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
@@ -261,6 +261,30 @@ def test_training_pairs_ticked_images_with_ticked_labels_in_name_order(dock, sce
     dock.widgets.cancel_button.click()  # the preset's full training is far too long for a test
     wait_for(dock)
     assert dock.widgets.train_button.isEnabled()
+
+
+def test_a_cancelled_run_ends_as_a_cancel_and_not_as_a_failed_task(dock, scene, qgis_iface) -> None:
+    """QGIS announces every terminated task as "Task failed" (in the message bar or the desktop's
+    notifications): a cancel the user asked for ends the task as completed, named as cancelled."""
+    dock.widgets.train_images.tick([add_raster(scene.image, "scene")])
+    dock.widgets.train_labels.tick([add_raster(scene.labels, "scene labels")])
+    manager, ended = QgsApplication.taskManager(), []
+
+    def record(task_id: int, status: int) -> None:
+        task = manager.task(task_id)
+        if task is not None and status in (QgsTask.Complete, QgsTask.Terminated):
+            ended.append((status, task.description()))
+
+    manager.statusChanged.connect(record)
+    try:
+        dock.widgets.train_button.click()
+        dock.widgets.cancel_button.click()
+        wait_for(dock)
+    finally:
+        manager.statusChanged.disconnect(record)
+    assert ended == [(QgsTask.Complete, "'Train building model' cancelled by the user")]
+    assert dock.widgets.status_label.text() == "Cancelled by the user."
+    assert "cancelled after" in dock.widgets.time_label.text()
 
 
 def test_dock_fits_a_350_px_wide_dock_area(dock) -> None:
