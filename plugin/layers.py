@@ -149,12 +149,14 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         return cls._instances[destination]
 
 
-def style_on_completion(context: QgsProcessingContext, destination: str, kind: str) -> None:
-    """Style ``destination`` if the caller loads it into the project (the toolbox does, a script may not)."""
+def style_on_completion(context: QgsProcessingContext, destination: str, kind: str, source_name: str = "") -> None:
+    """Style ``destination`` if the caller loads it into the project (the toolbox does, a script may not),
+    and name it after ``source_name`` too ("kampala buildings" rather than the output's bare "Buildings")."""
     if destination and context.willLoadLayerOnCompletion(destination):
-        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(
-            StylePostProcessor.for_output(destination, kind)
-        )
+        details = context.layerToLoadOnCompletionDetails(destination)
+        details.setPostProcessor(StylePostProcessor.for_output(destination, kind))
+        if source_name and details.name:
+            details.name = f"{source_name} {details.name[:1].lower()}{details.name[1:]}"
 
 
 def add_result_group(name: str) -> QgsLayerTreeGroup:

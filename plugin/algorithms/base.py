@@ -119,11 +119,15 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     GROUP_ID = ""
     SUMMARY = ""  # one paragraph: what the algorithm does
     PARAMETER_HELP: dict[str, str] = {}
+    # the input whose layer name starts the names of the layers loaded on completion ("" for none): batch
+    # rows and repeated runs otherwise all load as the outputs' descriptions ("Buildings", "Buildings", ...)
+    SOURCE_PARAMETER = "INPUT"
 
     def __init__(self) -> None:
         super().__init__()
         # output destination -> style kind, applied in postProcessAlgorithm (main thread)
         self._styles: dict[str, str] = {}
+        self._source_name = ""
 
     def name(self) -> str:
         return self.ALGORITHM_ID
@@ -158,6 +162,8 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         from ...model.errors import EngineError
         from ...model.io.files import describe_os_error
 
+        source = self.parameterAsLayer(parameters, self.SOURCE_PARAMETER, context) if self.SOURCE_PARAMETER else None
+        self._source_name = source.name() if source is not None else ""
         try:
             check_destinations(self, parameters, context)
             clean_dead_sessions_leftovers()
@@ -188,7 +194,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         from ..layers import style_on_completion
 
         for destination, kind in self._styles.items():
-            style_on_completion(context, destination, kind)
+            style_on_completion(context, destination, kind, self._source_name)
         return {}  # empty: keep the results processAlgorithm returned
 
     def style_output(self, destination: str | None, kind: str) -> None:

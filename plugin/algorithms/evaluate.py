@@ -62,6 +62,7 @@ def score_text(value: float) -> str:
 
 class EvaluateAlgorithm(EngineAlgorithm):
     ALGORITHM_ID = "evaluate"
+    SOURCE_PARAMETER = "PREDICTION"
     TITLE = "Evaluate buildings against labels"
     GROUP = "Evaluation"
     GROUP_ID = "evaluation"

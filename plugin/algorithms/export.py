@@ -24,6 +24,7 @@ PER_IMAGE_WARNING = (
 
 class ExportAlgorithm(EngineAlgorithm):
     ALGORITHM_ID = "export"
+    SOURCE_PARAMETER = ""
     TITLE = "Export model for Deepness (ONNX)"
     GROUP = "Prediction"
     GROUP_ID = "prediction"

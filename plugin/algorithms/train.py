@@ -51,6 +51,7 @@ def preset_number(name: str, title: str) -> QgsProcessingParameterNumber:
 
 class TrainAlgorithm(EngineAlgorithm):
     ALGORITHM_ID = "train"
+    SOURCE_PARAMETER = ""
     TITLE = "Train building model"
     GROUP = "Training"
     GROUP_ID = "training"

@@ -34,12 +34,12 @@ def fill_column(panel, name: str, values: list) -> None:
 def test_extract_in_the_batch_dialog_over_two_images(scene, model_file, tmp_path: Path, qgis_new_project) -> None:
     from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
 
-    second = make_scene(tmp_path / "second")
+    second_image = make_scene(tmp_path / "second").image.rename(tmp_path / "second" / "harbour.tif")
     outputs = [tmp_path / "first_buildings.gpkg", tmp_path / "second_buildings.gpkg"]
     dialog = BatchAlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById("unet_buildings:extract"))
     try:
         panel = dialog.mainWidget()
-        fill_column(panel, "INPUT", [str(scene.image), str(second.image)])
+        fill_column(panel, "INPUT", [str(scene.image), str(second_image)])
         fill_column(panel, "MODEL", [str(model_file)] * 2)
         fill_column(panel, "THRESHOLD", [0.0] * 2)  # the untrained model's mask: every pixel is building
         fill_column(panel, "OUTPUT", [str(path) for path in outputs])
@@ -60,6 +60,8 @@ def test_extract_in_the_batch_dialog_over_two_images(scene, model_file, tmp_path
     # both rows' outputs were loaded and styled by the algorithm's post-processor (outlined polygons)
     loaded = [layer for layer in QgsProject.instance().mapLayers().values() if isinstance(layer, QgsVectorLayer)]
     assert sorted(Path(layer.source().split("|")[0]).name for layer in loaded) == sorted(p.name for p in outputs)
+    # named after each row's image, not all "Buildings"
+    assert sorted(layer.name() for layer in loaded) == ["harbour buildings", "image buildings"]
     for layer in loaded:
         fill = layer.renderer().symbol().symbolLayer(0)
         assert fill.brushStyle() == 0 and fill.strokeWidth() > 0  # Qt.BrushStyle.NoBrush, outline only
