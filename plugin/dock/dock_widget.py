@@ -31,6 +31,7 @@ from ..tasks import AlgorithmRun
 from .inputs import DockInputs
 from .install_flow import Installer
 from .layout import DockWidgets
+from .report_view import show_report
 from .requests import DockRequest, TrainRequest
 from .widgets import (
     DEFAULT_TRAINING_MINUTES,
@@ -99,6 +100,7 @@ class BuildingsDock(QgsDockWidget):
             checklist.checkedItemsChanged.connect(inputs.show_pairs)
             checklist.checkedItemsChanged.connect(self.inputs_changed)
         w.train_labels.checkedItemsChanged.connect(inputs.show_label_values)
+        w.scores_label.linkActivated.connect(lambda url: show_report(url, self))
         for combo in (w.image_combo, w.prediction_combo, w.reference_combo):
             combo.layerChanged.connect(self.inputs_changed)
         QgsProject.instance().layersRemoved.connect(self.inputs_changed)
@@ -412,4 +414,4 @@ class BuildingsDock(QgsDockWidget):
         )
         report = Path(results["OUTPUT_REPORT"]).as_uri()
         by_building = f"<br>Buildings (one-to-one matches, every blob of the mask): {objects}." if objects else ""
-        self.widgets.scores_label.setText(f'Pixels: {scores}.{by_building} <a href="{report}">Open the report</a>')
+        self.widgets.scores_label.setText(f'Pixels: {scores}.{by_building} <a href="{report}">Show the report</a>')

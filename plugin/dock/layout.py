@@ -240,7 +240,6 @@ class DockWidgets:
         evaluation_layout.addWidget(self.matrix_table)
         self.scores_label = QLabel()
         self.scores_label.setWordWrap(True)
-        self.scores_label.setOpenExternalLinks(True)
         evaluation_layout.addWidget(self.scores_label)
         layout.addWidget(evaluation)
         layout.addStretch()

@@ -20,7 +20,7 @@ from qgis.core import (
     QgsSettings,
 )
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QGroupBox
+from qgis.PyQt.QtWidgets import QApplication, QDialog, QGroupBox, QTextBrowser
 
 from .conftest import PIXEL_M, make_scene, write_raster
 from .test_dock import wait_for
@@ -209,6 +209,17 @@ def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_fi
         fresh_dock.widgets.matrix_table.item(0, 0) is not None
         and "Evaluate buildings against labels: " in fresh_dock.widgets.time_label.text()
     )
+    # the report opens in a window of QGIS itself: no web browser needed
+    report = re.search(r'<a href="([^"]+)">Show the report</a>', shown)
+    assert report, shown
+    fresh_dock.widgets.scores_label.linkActivated.emit(report.group(1))
+    windows = [
+        widget for widget in QApplication.topLevelWidgets() if widget.isVisible() and isinstance(widget, QDialog)
+    ]
+    assert len(windows) == 1 and windows[0].windowTitle() == "Building extraction accuracy"
+    text = windows[0].findChild(QTextBrowser).toPlainText()
+    assert "Confusion matrix (pixels)" in text and "Building IoU" in text, text[:500]
+    windows[0].close()
     fresh_dock.widgets.model_widget.setFilePath(str(foreign_model))
     fresh_dock.widgets.predict_button.click()  # a new run: the old matrix, scores and timing go at once
     assert fresh_dock.widgets.matrix_table.item(0, 0) is None and fresh_dock.widgets.scores_label.text() == ""
