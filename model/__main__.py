@@ -216,11 +216,18 @@ def _predict(
 
 
 def _vectorize(
-    mask: str, probability: str | None, output: str, args: argparse.Namespace, progress: ConsoleProgress
+    mask: str,
+    probability: str | None,
+    output: str,
+    args: argparse.Namespace,
+    progress: ConsoleProgress,
+    source: str,
+    model: str | None = None,
 ) -> dict:
+    """``source`` and ``model``: the files the polygons were made from, kept in their attributes."""
     import rasterio
 
-    from .io.vector_io import write_polygons
+    from .io.vector_io import provenance, write_polygons
     from .vectors.vectorize import polygons_from_mask
 
     with rasterio.open(mask) as dataset:
@@ -233,6 +240,8 @@ def _vectorize(
         regularize=args.regularize,
         progress=progress,
     )
+    made_from = provenance(source, model)
+    features = ((shape, {**attributes, **made_from}) for shape, attributes in features)
     return {"polygons": output, "buildings": write_polygons(features, output, crs_wkt)}
 
 
@@ -242,7 +251,7 @@ def _run_extract(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
         mask = args.mask or str(Path(scratch) / "mask.tif")
         probability = args.probability or str(Path(scratch) / "probability.tif")
         outputs = _predict(args, progress, mask, probability)
-        outputs.update(_vectorize(mask, probability, args.output, args, progress))
+        outputs.update(_vectorize(mask, probability, args.output, args, progress, args.input, args.model))
     return {**outputs, "mask": args.mask, "probability": args.probability}
 
 
@@ -339,7 +348,7 @@ RUNNERS = {
     "train": _run_train,
     "predict": lambda a, p: _predict(a, p, a.mask, a.probability),
     "extract": _run_extract,
-    "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p),
+    "vectorize": lambda a, p: _vectorize(a.mask, a.probability, a.output, a, p, a.mask),
     "evaluate": _run_evaluate,
     "info": _run_info,
     "export-onnx": _run_export_onnx,

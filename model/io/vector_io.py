@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import shapely
@@ -20,8 +21,22 @@ FIELDS = (
     ("area_m2", "area_m2", "OFTReal"),
     ("perimeter_m", "perimeter_m", "OFTReal"),
     ("mean_probability", "mean_probability", "OFTReal"),
+    # where each polygon came from, so layers of several runs merged into one table stay apart
+    ("source", "source", "OFTString"),
+    ("model", "model", "OFTString"),
+    ("created", "created", "OFTString"),
 )  # the plugin's sinks are made from this table too (plugin/algorithms/vectorize.py)
 TRANSACTION_FEATURES = 10_000  # GeoPackage inserts are far faster inside a transaction
+
+
+def provenance(source: str | Path, model: str | Path | None = None) -> dict[str, str | None]:
+    """The provenance attributes of one run's polygons: the file names of the image (or mask) and of the
+    model, and the time of the run in UTC to the second (ISO 8601, which sorts as text)."""
+    return {
+        "source": Path(source).name,
+        "model": Path(model).name if model else None,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def write_polygons(

@@ -35,8 +35,9 @@ POLYGON_HELP = {
     "SIMPLIFY": "Tolerance of the outline simplification, in metres on the ground, whatever the CRS (converted "
     "at the raster's centre; e.g. about one pixel size). 0 keeps the pixel staircase.",
     "OUTPUT": "Building polygons with the attributes id, area_m2 and perimeter_m (on the ground, whatever the "
-    "CRS, to 0.01 m² and 0.01 m) and mean_probability (empty without a probability raster). Any vector "
-    "format, or a temporary layer.",
+    "CRS, to 0.01 m² and 0.01 m), mean_probability (empty without a probability raster), and source, model "
+    "and created: the image (or mask) and model file names and the run's UTC time. Any vector format, or a "
+    "temporary layer.",
     "FILL_HOLES": "(advanced) Holes smaller than this area, in square metres on the ground whatever the CRS "
     "(converted at the raster's centre), are filled: courtyards bigger than it stay.",
     "REGULARIZE": "(advanced) Square the outlines: right angles along each building's main direction.",
@@ -90,14 +91,15 @@ def add_polygon_parameters(algorithm: EngineAlgorithm) -> None:
 
 
 def typed_field(name: str, type_name: str) -> QgsField:
-    """A field of a Qt value type ("LongLong", "Double"): QGIS 3.38 and later (every Qt6 build among
-    them) take QMetaType.Type, which PyQt6 has instead of QVariant.Type; older QGIS takes QVariant.Type."""
+    """A field of a Qt value type ("LongLong", "Double", "String"): QGIS 3.38 and later (every Qt6 build
+    among them) take QMetaType.Type, which PyQt6 has instead of QVariant.Type (and names String QString);
+    older QGIS takes QVariant.Type."""
     if Qgis.versionInt() >= 33800:
-        return QgsField(name, getattr(QMetaType.Type, type_name))
+        return QgsField(name, getattr(QMetaType.Type, "QString" if type_name == "String" else type_name))
     return QgsField(name, getattr(QVariant.Type, type_name))
 
 
-QT_TYPE_OF_OGR = {"OFTInteger64": "LongLong", "OFTReal": "Double"}
+QT_TYPE_OF_OGR = {"OFTInteger64": "LongLong", "OFTReal": "Double", "OFTString": "String"}
 
 
 def building_fields() -> QgsFields:
@@ -118,9 +120,11 @@ def write_buildings(
     mask_path: str,
     probability_path: str | None,
     crs: QgsCoordinateReferenceSystem,
+    made_from: dict[str, str | None],
 ) -> dict:
-    """Vectorizes ``mask_path`` into the OUTPUT sink; returns OUTPUT, BUILDING_COUNT and BUILT_UP_AREA_M2
-    (the sum of the buildings' area_m2)."""
+    """Vectorizes ``mask_path`` into the OUTPUT sink, every polygon with the provenance attributes
+    ``made_from`` (``vector_io.provenance``); returns OUTPUT, BUILDING_COUNT and BUILT_UP_AREA_M2 (the sum
+    of the buildings' area_m2)."""
     from ...model.vectors.vectorize import polygons_from_mask
 
     fields = building_fields()
@@ -145,7 +149,7 @@ def write_buildings(
         fields,
         QgsWkbTypes.Type.Polygon,
         crs,
-        features(polygons, fields, areas_m2),
+        features(((shape, {**attributes, **made_from}) for shape, attributes in polygons), fields, areas_m2),
     )
     algorithm.style_output(destination, "buildings")
     return {"OUTPUT": destination, "BUILDING_COUNT": count, "BUILT_UP_AREA_M2": round(math.fsum(areas_m2), 2)}
@@ -197,6 +201,9 @@ class VectorizeAlgorithm(EngineAlgorithm):
         mask_layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         probability_layer = self.parameterAsRasterLayer(parameters, "PROBABILITY", context)
         probability_path = raster_path(probability_layer, "probability") if probability_layer else None
+        from ...model.io.vector_io import provenance
+
+        mask_path = raster_path(mask_layer, "mask")
         return write_buildings(
-            self, parameters, context, feedback, raster_path(mask_layer, "mask"), probability_path, mask_layer.crs()
+            self, parameters, context, feedback, mask_path, probability_path, mask_layer.crs(), provenance(mask_path)
         )

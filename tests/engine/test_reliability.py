@@ -130,6 +130,8 @@ def test_the_command_line_extract_fills_mean_probability_as_the_toolbox_does(sce
     source = ogr.Open(str(output))  # held: its layer dies with it
     values = [feature.GetField("mean_probability") for feature in source.GetLayer(0)]
     assert values and all(value is not None and 0 < value <= 1 for value in values), values
+    made_from = {(feature.GetField("source"), feature.GetField("model")) for feature in source.GetLayer(0)}
+    assert made_from == {(Path(scene["image"]).name, Path(scene["model"]).name)}  # as the toolbox's extract
 
 
 # -- writing: verified, complete or nothing --------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import rasterio
 from qgis.core import (
+    NULL,
     QgsApplication,
     QgsFeature,
     QgsGeometry,
@@ -133,8 +135,12 @@ def test_vectorize_mask_gives_one_polygon_per_building(scene, tmp_path) -> None:
     layer = QgsVectorLayer(results["OUTPUT"], "buildings", "ogr")
     assert layer.isValid() and results["BUILDING_COUNT"] == len(BUILDINGS_PX) == layer.featureCount()
     assert layer.crs().authid() == "EPSG:32736"
-    assert [field.name() for field in layer.fields()][-4:] == ["id", "area_m2", "perimeter_m", "mean_probability"]
+    assert [field.name() for field in layer.fields()][-7:] == [
+        *("id", "area_m2", "perimeter_m", "mean_probability"),
+        *("source", "model", "created"),
+    ]
     for feature in layer.getFeatures():
+        assert (feature["source"], feature["model"]) == (scene.mask.name, NULL)
         assert feature["area_m2"] == round(BUILDING_GROUND_AREA_M2, 2)  # rounded as written
         assert feature.geometry().area() == pytest.approx(BUILDING_AREA_M2)
     assert results["BUILT_UP_AREA_M2"] == pytest.approx(len(BUILDINGS_PX) * round(BUILDING_GROUND_AREA_M2, 2))
@@ -171,6 +177,9 @@ def test_extract_goes_from_image_to_polygons(scene, model_file, tmp_path, unet_b
         expected = float(probability.read(1).mean())
     assert feature["mean_probability"] == pytest.approx(expected, abs=0.5 / 254)  # stored as 1/254 steps
     assert results["OUTPUT_PROBABILITY"] is None and (tmp_path / "mask.tif").exists()
+    # which image and model, and when: polygons of several runs merged into one table stay apart
+    assert (feature["source"], feature["model"]) == (scene.image.name, model_file.name)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", feature["created"]), feature["created"]
 
 
 @pytest.mark.parametrize("labels", ["labels", "polygons"])
