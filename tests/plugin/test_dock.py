@@ -278,6 +278,12 @@ def test_a_cancelled_run_ends_as_a_cancel_and_not_as_a_failed_task(dock, scene, 
     manager.statusChanged.connect(record)
     try:
         dock.widgets.train_button.click()
+        # a user cancels a running task (one cancelled before it starts never runs: QGIS says nothing of it)
+        deadline = time.monotonic() + TASK_TIMEOUT_S
+        while dock.current_run.task.status() != QgsTask.Running:
+            assert time.monotonic() < deadline, "the training task did not start"
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
         dock.widgets.cancel_button.click()
         wait_for(dock)
     finally:
