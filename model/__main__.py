@@ -378,6 +378,26 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt (Ctrl-C, or a SIGTERM made one) is what ``error`` came from: Python wraps
+    one raised inside some machinery in another error, e.g. a RuntimeError "Error calling __set_name__"
+    when it lands in a class being created during ``import torch``. A stop is not a bug to report."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def interrupted(progress: ConsoleProgress) -> int:
+    progress.done()
+    print("interrupted", file=sys.stderr)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = ConsoleProgress()
@@ -402,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except Exception as error:  # a bug: one sentence here, the traceback in a file to report
+        if caused_by_interrupt(error):
+            return interrupted(progress)
         import traceback
 
         progress.done()
@@ -418,9 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 3
     except KeyboardInterrupt:
-        progress.done()
-        print("interrupted", file=sys.stderr)
-        return 130
+        return interrupted(progress)
     if outputs is not None:  # None: a training rank other than 0, which prints nothing
         progress.done()
         print(json.dumps(outputs, indent=2, default=str))

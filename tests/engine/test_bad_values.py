@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.__main__ import main
+from model.__main__ import RUNNERS, main
 from model.errors import EngineError
 from model.io.files import SCRATCH_PREFIX, TEMPORARY_NAME_EXTRA_BYTES, check_output_location
 from model.net.modelfile import ModelInfo, load_model, save_model
@@ -219,6 +220,24 @@ def test_a_model_file_with_compressed_parts_is_refused_before_anything_is_unpack
     assert code == 2
 
 
+def test_a_stop_python_wraps_in_another_error_ends_as_an_interrupt_not_a_bug(scene, monkeypatch, capsys) -> None:
+    """A Ctrl-C or SIGTERM landing in a class being made (as during ``import torch``, seen as "failed
+    unexpectedly ... Please report it") reaches main wrapped: Python 3.11 turns it into a RuntimeError
+    "Error calling __set_name__"."""
+
+    class StoppedHere:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    def runner(args, progress) -> None:
+        type("Source", (), {"guard_source": StoppedHere()})  # what a class statement does
+
+    monkeypatch.setitem(RUNNERS, "info", runner)
+    assert main(["info", str(scene["model"])]) == 130
+    error = capsys.readouterr().err
+    assert error.endswith("interrupted\n") and "unexpectedly" not in error, error
+
+
 def test_sigterm_ends_a_training_command_as_ctrl_c_does_and_leaves_nothing(scene, tmp_path) -> None:
     output = tmp_path / "out" / "model.pt"
     command = [sys.executable, "-m", "model", "train", "--images", scene["image"], "--labels", scene["labels"]]
@@ -242,5 +261,9 @@ def test_sigterm_ends_a_training_command_as_ctrl_c_does_and_leaves_nothing(scene
         _, error = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, error
+    # 130, or dead of SIGINT after our handler ran: CPython (3.11 at least) ends a process with SIGINT once a
+    # KeyboardInterrupt has escaped an exec() of source text, as the one dataclasses runs on import, even
+    # when main() caught it and returned 130 (a lazy import is often under way when the signal comes). A
+    # shell shows both as 130, and Ctrl-C ends the same way.
+    assert process.returncode in (130, -signal.SIGINT) and error.endswith(b"interrupted\n"), error
     assert sorted(path.name for path in output.parent.iterdir()) == []  # no scratch, model or checkpoint
