@@ -11,4 +11,5 @@ DISPLAY_NAME = "U-Net Building Extractor"
 PROVIDER_ID = "unet_buildings"
 LOG_TAG = DISPLAY_NAME  # the tab in View > Panels > Log Messages
 RESOURCES_DIR = Path(__file__).resolve().parent.parent / "resources"
+README_PATH = RESOURCES_DIR.parent / "README.md"  # shipped in the plugin's zip (scripts/package.sh)
 ICON_PATH = RESOURCES_DIR / "icon.svg"

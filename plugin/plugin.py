@@ -9,7 +9,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from . import DISPLAY_NAME, ICON_PATH
+from . import DISPLAY_NAME, ICON_PATH, README_PATH
 from .provider import UNetBuildingsProvider
 
 if TYPE_CHECKING:  # the dock module is imported on first use only (see show_dock)
@@ -21,6 +21,7 @@ class UNetBuildingsPlugin:
         self.iface = iface
         self.provider: UNetBuildingsProvider | None = None
         self.action: QAction | None = None
+        self.help_action: QAction | None = None
         self.dock: BuildingsDock | None = None  # built on first use: it imports the engine to name the device
 
     def initProcessing(self) -> None:  # noqa: N802 (called by QGIS, also for qgis_process)
@@ -35,6 +36,15 @@ class UNetBuildingsPlugin:
         self.action.toggled.connect(self.show_dock)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToMenu(DISPLAY_NAME, self.action)
+        self.help_action = QAction("Help and about", self.iface.mainWindow())
+        self.help_action.setToolTip("What the plugin does and how to use it, its measurements and licence")
+        self.help_action.triggered.connect(self.show_help)
+        self.iface.addPluginToMenu(DISPLAY_NAME, self.help_action)
+
+    def show_help(self) -> None:
+        from .dock.document_window import show_document
+
+        show_document(README_PATH.as_uri(), f"{DISPLAY_NAME}: help and about", self.iface.mainWindow())
 
     def show_dock(self, visible: bool = True) -> None:
         if self.dock is None:
@@ -52,6 +62,10 @@ class UNetBuildingsPlugin:
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None
+        if self.help_action is not None:
+            self.iface.removePluginMenu(DISPLAY_NAME, self.help_action)
+            self.help_action.deleteLater()
+            self.help_action = None
         if self.action is not None:
             self.iface.removePluginMenu(DISPLAY_NAME, self.action)
             self.iface.removeToolBarIcon(self.action)

@@ -28,10 +28,10 @@ from ..dependencies import dependency_problem, install_arguments, missing_requir
 from ..layers import add_result_group, add_styled_layer
 from ..log import log
 from ..tasks import AlgorithmRun
+from .document_window import show_document
 from .inputs import DockInputs
 from .install_flow import Installer
 from .layout import DockWidgets
-from .report_view import show_report
 from .requests import DockRequest, TrainRequest
 from .widgets import (
     DEFAULT_TRAINING_MINUTES,
@@ -100,7 +100,7 @@ class BuildingsDock(QgsDockWidget):
             checklist.checkedItemsChanged.connect(inputs.show_pairs)
             checklist.checkedItemsChanged.connect(self.inputs_changed)
         w.train_labels.checkedItemsChanged.connect(inputs.show_label_values)
-        w.scores_label.linkActivated.connect(lambda url: show_report(url, self))
+        w.scores_label.linkActivated.connect(lambda url: show_document(url, "Building extraction accuracy", self))
         for combo in (w.image_combo, w.prediction_combo, w.reference_combo):
             combo.layerChanged.connect(self.inputs_changed)
         QgsProject.instance().layersRemoved.connect(self.inputs_changed)

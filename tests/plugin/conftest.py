@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qgis.core import QgsProcessingFeedback
+from qgis.PyQt.QtWidgets import QApplication, QDialog
 from rasterio.transform import from_origin
 
 from tests.engine.scenes import write_geotiff
@@ -148,3 +149,8 @@ def model_file(unet_buildings, tmp_path_factory: pytest.TempPathFactory) -> Path
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_model(path, net, info)
     return path
+
+
+def shown_dialogs() -> list[QDialog]:
+    """The dialog windows open now (the plugin's report and help windows among them)."""
+    return [window for window in QApplication.topLevelWidgets() if window.isVisible() and isinstance(window, QDialog)]

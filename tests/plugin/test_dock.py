@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsTask, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+from qgis.PyQt.QtWidgets import QApplication, QMessageBox, QTextBrowser
 
 TASK_TIMEOUT_S = 120
 
@@ -40,6 +40,17 @@ def test_unload_removes_the_provider_and_the_button_and_initgui_restores_them(pl
     plugin.initGui()
     assert registry.providerById("unet_buildings") is not None
     assert plugin.action.text() == "U-Net Building Extractor"
+
+
+def test_help_and_about_shows_the_readme_inside_qgis(plugin) -> None:
+    from .conftest import shown_dialogs
+
+    plugin.help_action.trigger()
+    windows = shown_dialogs()
+    assert [window.windowTitle() for window in windows] == ["U-Net Building Extractor: help and about"]
+    text = windows[0].findChild(QTextBrowser).toPlainText()
+    assert "make demo" in text and "Licence" in text and "## " not in text  # read as Markdown, not shown raw
+    windows[0].close()
 
 
 def test_toolbar_button_shows_the_dock_with_its_device(plugin) -> None:

@@ -20,9 +20,9 @@ from qgis.core import (
     QgsSettings,
 )
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtWidgets import QApplication, QDialog, QGroupBox, QTextBrowser
+from qgis.PyQt.QtWidgets import QGroupBox, QTextBrowser
 
-from .conftest import PIXEL_M, make_scene, write_raster
+from .conftest import PIXEL_M, make_scene, shown_dialogs, write_raster
 from .test_dock import wait_for
 
 LEFT, TOP = 500000, 9000000
@@ -213,9 +213,7 @@ def test_a_new_run_or_new_layers_clear_what_is_stale(fresh_dock, scene, model_fi
     report = re.search(r'<a href="([^"]+)">Show the report</a>', shown)
     assert report, shown
     fresh_dock.widgets.scores_label.linkActivated.emit(report.group(1))
-    windows = [
-        widget for widget in QApplication.topLevelWidgets() if widget.isVisible() and isinstance(widget, QDialog)
-    ]
+    windows = shown_dialogs()
     assert len(windows) == 1 and windows[0].windowTitle() == "Building extraction accuracy"
     text = windows[0].findChild(QTextBrowser).toPlainText()
     assert "Confusion matrix (pixels)" in text and "Building IoU" in text, text[:500]
