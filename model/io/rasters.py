@@ -216,10 +216,12 @@ class LabelSource:
         self._vrt: WarpedVRT | None = None
         self._dataset: rasterio.io.DatasetReader | None = None
         self._shapes: list | None = None
+        self._index: shapely.STRtree | None = None  # the polygons' spatial index: each window burns its own
         # the raw class values of every window read so far (class rasters only): read each pixel once
         self.values: LabelValues | None = None
         if is_vector(self.path):
             self._shapes = _read_polygons(self.path, grid, role)
+            self._index = shapely.STRtree([shapely.geometry.shape(shape) for shape in self._shapes])
         else:
             self._open_raster()
 
@@ -248,12 +250,15 @@ class LabelSource:
     def read(self, window: Window | None = None) -> np.ndarray:
         """uint8 mask of the window: 1 building, 0 background, LABEL_IGNORE where the label has no data."""
         window = window or Window(0, 0, self.grid.width, self.grid.height)
-        if self._shapes is not None:
+        if self._shapes is not None and self._index is not None:
             sub = self.grid.window_grid(window)
-            if not self._shapes:
+            # only the polygons that reach the window: rasterizing every polygon of a city for each crop
+            # cost time in proportion to polygons x windows
+            hits = self._index.query(shapely.box(*sub.bounds), predicate="intersects")
+            if not len(hits):
                 return np.zeros((sub.height, sub.width), np.uint8)
             return rasterize(
-                ((shape, 1) for shape in self._shapes),
+                ((self._shapes[index], 1) for index in hits),
                 out_shape=(sub.height, sub.width),
                 transform=sub.transform,
                 fill=0,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import shapely.affinity
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform_bounds
@@ -225,6 +226,31 @@ def test_no_overlap_and_nothing_comparable_are_clear_errors(random_pair, tmp_pat
     assert not list(tmp_path.glob("*errors*"))
     with pytest.raises(InputError, match="does not exist"):
         evaluate(tmp_path / "missing.tif", empty)
+
+
+def test_polygon_labels_burn_each_window_as_all_polygons_would(tmp_path):
+    """Each window rasterizes only the polygons its spatial index finds: the same mask, pixel for pixel, as
+    rasterizing every polygon, for windows inside, across and beyond the grid's edges."""
+    from rasterio.features import rasterize
+
+    rng = np.random.default_rng(5)
+    shapes = []
+    for _ in range(300):  # squares, rotated rectangles and thin slivers, some over the grid's edge
+        col, row = rng.uniform(-20, 420, 2)
+        box = pixel_box(int(col), int(row), int(col + rng.uniform(1, 30)), int(row + rng.uniform(0.3, 30)))
+        shapes.append(shapely.affinity.rotate(box, rng.uniform(0, 90)))
+    path = write_polygons(tmp_path / "many.gpkg", shapes)
+    grid = Grid(CRS_UTM.to_wkt(), ORIGIN, 400, 400)
+    source = LabelSource(path, [1], grid)
+    everything = [shapely.geometry.mapping(shape) for shape in shapes]
+    for _ in range(60):
+        col, row = (int(value) for value in rng.integers(-100, 400, 2))
+        window = rasterio.windows.Window(col, row, int(rng.integers(1, 200)), int(rng.integers(1, 200)))
+        sub = grid.window_grid(window)
+        expected = rasterize(
+            ((shape, 1) for shape in everything), out_shape=(sub.height, sub.width), transform=sub.transform
+        )
+        np.testing.assert_array_equal(source.read(window), expected)
 
 
 def test_a_layer_beside_the_grid_is_refused_naming_both_in_any_crs(random_pair, tmp_path):
