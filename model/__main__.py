@@ -8,14 +8,11 @@ Commands: train, predict, vectorize, extract, evaluate, info, export-onnx, assem
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .choices import (
@@ -31,6 +28,7 @@ from .choices import (
     parse_building_values,
 )
 from .command_paths import check_command_paths
+from .command_stops import caused_by_interrupt, terminate_as_interrupt
 from .errors import EngineError, InputError
 
 
@@ -227,7 +225,7 @@ def _vectorize(
     """``source`` and ``model``: the files the polygons were made from, kept in their attributes."""
     import rasterio
 
-    from .io.vector_io import provenance, write_polygons
+    from .io.vector_io import with_provenance, write_polygons
     from .vectors.vectorize import polygons_from_mask
 
     with rasterio.open(mask) as dataset:
@@ -240,9 +238,7 @@ def _vectorize(
         regularize=args.regularize,
         progress=progress,
     )
-    made_from = provenance(source, model)
-    features = ((shape, {**attributes, **made_from}) for shape, attributes in features)
-    return {"polygons": output, "buildings": write_polygons(features, output, crs_wkt)}
+    return {"polygons": output, "buildings": write_polygons(with_provenance(features, source, model), output, crs_wkt)}
 
 
 def _run_extract(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
@@ -357,39 +353,6 @@ RUNNERS = {
 
 
 ERROR_LOG = Path(tempfile.gettempdir()) / "unet_buildings-error.log"
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler's stop, ``kill``) ends a command as Ctrl-C does: temporary files and the
-    training scratch removed on the way out, nothing under a final name. Python's default is to die at
-    once and leave them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers (a command run from a worker keeps its host's)
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def caused_by_interrupt(error: BaseException) -> bool:
-    """Whether a KeyboardInterrupt (Ctrl-C, or a SIGTERM made one) is what ``error`` came from: Python wraps
-    one raised inside some machinery in another error, e.g. a RuntimeError "Error calling __set_name__"
-    when it lands in a class being created during ``import torch``. A stop is not a bug to report."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
 
 
 def interrupted(progress: ConsoleProgress) -> int:

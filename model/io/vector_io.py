@@ -29,14 +29,18 @@ FIELDS = (
 TRANSACTION_FEATURES = 10_000  # GeoPackage inserts are far faster inside a transaction
 
 
-def provenance(source: str | Path, model: str | Path | None = None) -> dict[str, str | None]:
-    """The provenance attributes of one run's polygons: the file names of the image (or mask) and of the
-    model, and the time of the run in UTC to the second (ISO 8601, which sorts as text)."""
-    return {
+def with_provenance(
+    polygons: Iterable[tuple[shapely.Geometry, dict]], source: str | Path, model: str | Path | None = None
+) -> Iterator[tuple[shapely.Geometry, dict]]:
+    """``polygons`` with the provenance attributes of their run added to each: the file names of the image
+    (or mask) and of the model, and the time of the run in UTC to the second (ISO 8601, sorts as text)."""
+    made_from = {
         "source": Path(source).name,
         "model": Path(model).name if model else None,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    for shape, attributes in polygons:
+        yield shape, {**attributes, **made_from}
 
 
 def write_polygons(

@@ -51,15 +51,14 @@ class ExtractAlgorithm(EngineAlgorithm):
         steps = QgsProcessingMultiStepFeedback(2, feedback)
         result = run_prediction(self, parameters, context, steps, working_probability, working_mask)
         steps.setCurrentStep(1)
-        from ...model.io.vector_io import provenance
         from ..layers import raster_path
 
         image = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        made_from = provenance(raster_path(image, "image"), self.parameterAsFile(parameters, "MODEL", context))
+        made_from = (raster_path(image, "image"), self.parameterAsFile(parameters, "MODEL", context))
         written = (working_mask, working_probability)
         try:
             outputs = write_buildings(
-                self, parameters, context, steps, working_mask, working_probability, image.crs(), made_from
+                self, parameters, context, steps, working_mask, working_probability, image.crs(), *made_from
             )
         except BaseException:
             remove_files(written)  # a failed or cancelled run leaves no rasters of its own behind either

@@ -120,11 +120,13 @@ def write_buildings(
     mask_path: str,
     probability_path: str | None,
     crs: QgsCoordinateReferenceSystem,
-    made_from: dict[str, str | None],
+    source: str,
+    model: str | None = None,
 ) -> dict:
-    """Vectorizes ``mask_path`` into the OUTPUT sink, every polygon with the provenance attributes
-    ``made_from`` (``vector_io.provenance``); returns OUTPUT, BUILDING_COUNT and BUILT_UP_AREA_M2 (the sum
-    of the buildings' area_m2)."""
+    """Vectorizes ``mask_path`` into the OUTPUT sink, every polygon saying it was made from the files
+    ``source`` (image or mask) and ``model`` (``vector_io.with_provenance``); returns OUTPUT,
+    BUILDING_COUNT and BUILT_UP_AREA_M2 (the sum of the buildings' area_m2)."""
+    from ...model.io.vector_io import with_provenance
     from ...model.vectors.vectorize import polygons_from_mask
 
     fields = building_fields()
@@ -149,7 +151,7 @@ def write_buildings(
         fields,
         QgsWkbTypes.Type.Polygon,
         crs,
-        features(((shape, {**attributes, **made_from}) for shape, attributes in polygons), fields, areas_m2),
+        features(with_provenance(polygons, source, model), fields, areas_m2),
     )
     algorithm.style_output(destination, "buildings")
     return {"OUTPUT": destination, "BUILDING_COUNT": count, "BUILT_UP_AREA_M2": round(math.fsum(areas_m2), 2)}
@@ -201,9 +203,7 @@ class VectorizeAlgorithm(EngineAlgorithm):
         mask_layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         probability_layer = self.parameterAsRasterLayer(parameters, "PROBABILITY", context)
         probability_path = raster_path(probability_layer, "probability") if probability_layer else None
-        from ...model.io.vector_io import provenance
-
         mask_path = raster_path(mask_layer, "mask")
         return write_buildings(
-            self, parameters, context, feedback, mask_path, probability_path, mask_layer.crs(), provenance(mask_path)
+            self, parameters, context, feedback, mask_path, probability_path, mask_layer.crs(), mask_path
         )
