@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import sys
 import tempfile
@@ -113,6 +114,9 @@ def main() -> int:
     parser.add_argument(
         "--overlap-percent", type=int, default=25, help="tile overlap, of the export and of our Predict (default 25)"
     )
+    parser.add_argument(
+        "--export-tile-px", type=int, nargs="+", default=[None], help="tile sizes of the export (default: its own)"
+    )
     args = parser.parse_args()
     if args.deepness is None or not (Path(args.deepness) / "deepness").is_dir():
         print("skipped: give --deepness <checkout of qgis-plugin-deepness>/src (or set DEEPNESS_SRC)")
@@ -135,11 +139,17 @@ def main() -> int:
         f"Our Predict against Deepness's MapProcessorSegmentation on {args.scene} ({valid.shape[1]} x "
         f"{valid.shape[0]} px), both at the scene's own pixels, tiles overlapping by {args.overlap_percent} %"
     )
-    print(f"{'model':<36} {'mask IoU':>9} {'differ':>8} {'at edges':>8} {'inside':>8} {'ours':>8} {'Deepness':>8}")
+    print(
+        f"{'model':<36} {'export tile':>11} {'mask IoU':>9} {'differ':>8} {'at edges':>8} {'inside':>8} "
+        f"{'ours':>8} {'Deepness':>8}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench_deepness_") as scratch:
-        for model_path in args.models:
+        for model_path, export_tile_px in itertools.product(args.models, args.export_tile_px):
             onnx_path = export_onnx(
-                model_path, Path(scratch) / f"{model_path.stem}.onnx", overlap_percent=args.overlap_percent
+                model_path,
+                Path(scratch) / f"{model_path.stem}_{export_tile_px}.onnx",
+                overlap_percent=args.overlap_percent,
+                tile_size_px=export_tile_px,
             )
             tile_px = read_payload(model_path)["info"]["tile_size_px"]
             ours_path = Path(scratch) / f"{model_path.stem}_mask.tif"
@@ -160,7 +170,8 @@ def main() -> int:
             figures = compare(ours, theirs, valid, edge_px=tile_px)
             shares = (figures[key] for key in ("differ", "differ_edge", "differ_inside", "ours_share", "theirs_share"))
             print(
-                f"{model_path.name:<36} {figures['iou']:>9.4f} " + " ".join(f"{share:>8.2%}" for share in shares),
+                f"{model_path.name:<36} {export_tile_px or 'default':>11} {figures['iou']:>9.4f} "
+                + " ".join(f"{share:>8.2%}" for share in shares),
                 flush=True,
             )
     application.exitQgis()

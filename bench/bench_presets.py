@@ -66,7 +66,8 @@ def available_scenes(needed: str) -> list[str]:
 
 def parse_run(spec: str) -> tuple[str, dict]:
     """'default:normalization=per_image,base_width=32' -> ('default', {...}); numbers become numbers;
-    'augmentation.colour_jitter=0.3' changes one augmentation setting of the preset's."""
+    'augmentation.colour_jitter=0.3' changes one augmentation setting of the preset's, and
+    'augmentation.zoom_range=0.7/1.5' gives a range."""
     preset, _, options = spec.partition(":")
     overrides: dict = {}
     augmentation: dict = {}
@@ -75,6 +76,9 @@ def parse_run(spec: str) -> tuple[str, dict]:
         target = overrides
         if name.startswith("augmentation."):
             target, name = augmentation, name.removeprefix("augmentation.")
+        if "/" in text:
+            target[name] = tuple(float(part) for part in text.split("/"))
+            continue
         try:
             target[name] = int(text)
         except ValueError:
@@ -99,7 +103,7 @@ def run_preset(
     # model, which was trained on the test scene too
     if "init_model" not in overrides:
         overrides.setdefault("from_scratch", True)
-    run_name = f"{spec}@{budget_s / 60:g}min".replace(":", "_").replace(",", "_").replace("=", "-")
+    run_name = f"{spec}@{budget_s / 60:g}min".replace(":", "_").replace(",", "_").replace("=", "-").replace("/", "-")
     config = TrainConfig.for_preset(
         preset,
         images=[str(data / name / "image.tif") for name in train_scenes(test_scene)],

@@ -279,7 +279,17 @@ def _run_info(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
 def _run_export_onnx(args: argparse.Namespace, progress: ConsoleProgress) -> dict:
     from .net.export import export_onnx
 
-    return {"onnx": str(export_onnx(args.model, args.output, opset=args.opset, overlap_percent=args.overlap_percent))}
+    return {
+        "onnx": str(
+            export_onnx(
+                args.model,
+                args.output,
+                opset=args.opset,
+                overlap_percent=args.overlap_percent,
+                tile_size_px=args.tile_size,
+            )
+        )
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="ONNX file to write (.onnx)")
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--overlap-percent", type=int, default=25, help="tile overlap Deepness proposes")
+    export.add_argument("--tile-size", type=int, help="tile side Deepness proposes, px (default: the model's)")
     return parser
 
 

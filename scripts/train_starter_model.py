@@ -32,8 +32,9 @@ algorithms' default model, so buildings can be extracted before you train anythi
 fine-tune (`INIT_MODEL`) on your own labels for better results in your area.
 
 ## How it was made
-`{command}` on {date}: the default recipe (`model/training/recipe.py`) on {device}, {precision},
-seed 0, {minutes:g} minutes, {epochs} epochs, {crops:,} training crops. Best epoch {best_epoch}:
+`{command}` on {date}: the default recipe (`model/training/recipe.py`; input normalisation
+`{normalization}`) on {device}, {precision}, seed 0, {minutes:g} minutes, {epochs} epochs, {crops:,}
+training crops. Best epoch {best_epoch}:
 validation IoU {val_iou:.3f} at the tuned threshold {threshold:.2f}, on the held-out blocks (one
 in five) of the same scenes, so this is not a test on unseen places: on a scene it never saw,
 expect less (see the README's benchmark, which holds banepa_1 out).
@@ -71,6 +72,7 @@ def main() -> int:
         building_values=[1],
         output_model=str(args.output),
         base_width=BASE_WIDTH,
+        from_scratch=True,  # the default recipe would otherwise adapt the starter model it is to replace
         seed=0,
         device=args.device,
         time_budget_s=args.minutes * 60,
@@ -92,6 +94,7 @@ def main() -> int:
         date=datetime.date.today().isoformat(),
         device=result.device_description,
         precision=result.precision,
+        normalization=config.normalization,
         minutes=args.minutes,
         epochs=len(result.history),
         crops=crops,

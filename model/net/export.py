@@ -8,6 +8,9 @@ What Deepness does with a segmentation model (its ``model_base.py`` / ``segmento
   (newer versions only; older ones feed 0..1 as is);
 - output: one tensor (N, 1, S, S) holding a sigmoid probability is a binary (one-class) model;
   pixels at or above ``seg_thresh`` become the class, the rest background;
+- tiles: it cuts the image into tiles of ``tile_size`` px on a grid of stride ``tile_size`` minus the
+  overlap, from the processed extent's corner, pads tiles past the image's far edges with black, and
+  keeps of each tile all but half the overlap at each side;
 - metadata_props: every value a JSON string: ``model_type`` "Segmentor", ``class_names``
   ({"0": ..., "1": ...}), ``resolution`` in cm per pixel (on the ground), ``tile_size`` in px, ``tiles_overlap``
   in percent of the tile, ``seg_thresh``, ``seg_small_segment`` (the size of a median filter applied
@@ -91,13 +94,13 @@ def deepness_normalization(info: ModelInfo) -> tuple[torch.Tensor, torch.Tensor]
     return (DEEPNESS_INPUT_RANGE / std).float(), (-mean / std).float()
 
 
-def deepness_metadata(info: ModelInfo, overlap_percent: int) -> dict[str, str]:
+def deepness_metadata(info: ModelInfo, overlap_percent: int, tile_px: int) -> dict[str, str]:
     """metadata_props for Deepness (values JSON-encoded, as its reader expects), plus our own
     ``unet_buildings`` record of where the model came from."""
     metadata = {
         "model_type": "Segmentor",
         "class_names": CLASS_NAMES,
-        "tile_size": int(info.tile_size_px),
+        "tile_size": int(tile_px),
         "tiles_overlap": int(overlap_percent),
         "seg_thresh": float(info.threshold),
         # no extra clean-up: Deepness would otherwise median-filter the mask (9 px), which our Predict never does
@@ -141,13 +144,16 @@ def export_onnx(
     *,
     opset: int = 17,
     overlap_percent: int = DEFAULT_OVERLAP_PERCENT,
+    tile_size_px: int | None = None,
 ) -> Path:
     """Write ``model_path`` (our .pt) as an ONNX model for Deepness and return ``onnx_path``.
 
     The graph takes (N, bands, tile, tile) float32 band values / 255 with a dynamic batch size
-    and returns (N, 1, tile, tile) building probability. The model's normalisation is baked in
-    (see ``deepness_normalization``: per-image models use their training images' average
-    mean/std), so the file also runs in Deepness versions without standardisation metadata. The
+    and returns (N, 1, tile, tile) building probability; ``tile_size_px`` None gives the model's
+    training tile (512 px agreed no better with our Predict: bench/bench_deepness.py). The model's
+    normalisation is baked in (see ``deepness_normalization``: per-image models use their training
+    images' average mean/std), so the file also runs in Deepness versions without standardisation
+    metadata. The
     file is written under a temporary name and renamed when complete."""
     try:
         import onnx
@@ -168,10 +174,11 @@ def export_onnx(
     loaded = load_model(Path(model_path), "cpu")
     info = loaded.info
     multiple = loaded.net.config.size_multiple_px
-    if info.tile_size_px % multiple:
-        raise InputError(f"The model's tile size {info.tile_size_px} px is not a multiple of {multiple} px.")
+    tile_px = info.tile_size_px if tile_size_px is None else tile_size_px
+    if tile_px <= 0 or tile_px % multiple:
+        raise InputError(f"The tile size must be a positive multiple of {multiple} px, not {tile_px}.")
     graph = DeepnessGraph(loaded.net, *deepness_normalization(info)).eval()
-    example = torch.zeros(1, len(info.bands), info.tile_size_px, info.tile_size_px)
+    example = torch.zeros(1, len(info.bands), tile_px, tile_px)
 
     with replaced_when_done(onnx_path) as temporary:
         # the TorchScript exporter (dynamo=False) needs no onnxscript and gives one self-contained file
@@ -189,7 +196,7 @@ def export_onnx(
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
         model = onnx.load(temporary)
-        for key, value in deepness_metadata(info, overlap_percent).items():
+        for key, value in deepness_metadata(info, overlap_percent, tile_px).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         model.doc_string = "U-Net Building Extractor model: building probability from RGB band values / 255."

@@ -4,6 +4,7 @@ ground, so a few training steps learn them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from rasterio.transform import from_origin
 
 from model.io.rasters import KIND_TAG
 
+# the real scenes (image.tif, labels.tif per scene folder); tests that read them skip without them
+SHARED_DATA = Path(os.environ.get("UNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 UTM_36_TRANSFORM = from_origin(500000, 9000000, 0.5, 0.5)
 UTM_33_TRANSFORM = from_origin(500000, 100, 0.5, 0.5)
 

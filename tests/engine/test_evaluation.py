@@ -20,11 +20,10 @@ from model.evaluation import comparison
 from model.evaluation.evaluate import evaluate
 from model.io.outputs import OUTPUT_BLOCK_PX, create_geotiff
 from model.io.rasters import Grid, LabelSource
-from tests.engine.scenes import write_geotiff
+from tests.engine.scenes import SHARED_DATA, write_geotiff
 
 CRS_UTM = CRS.from_epsg(32636)
 ORIGIN = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 9_000_000.0)  # 0.5 m pixels
-SHARED_DATA = Path(os.environ.get("UNET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
 def write_raster(

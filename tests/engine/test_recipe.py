@@ -183,17 +183,30 @@ def test_validation_is_capped_to_an_even_spread_of_fixed_crops():
 # -- augmentation ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rotation_probability, worst_share", [(0.0, 0.0), (1.0, 0.005)])
-def test_augmentation_keeps_a_labelled_square_under_its_pixels(rotation_probability, worst_share):
-    """Flips, quarter turns, rotation, gamma and jitter move image, label and validity together: the
-    bright square is still where its label says, whatever the transforms drawn. Flips and quarter turns
-    move whole pixels, so not one may disagree; an arbitrary rotation resamples the image bilinearly and
-    the label by nearest neighbour, so a few edge pixels do (0.2 % here; a label one pixel off: 1.2 %)."""
+SCALE_AND_LIGHT = dict(brightness=0.1, contrast=0.4, saturation=0.3, zoom_range=(0.6, 1.6))
+
+
+@pytest.mark.parametrize(
+    "options, worst_share",
+    [
+        (dict(rotation_probability=0.0), 0.0),
+        (dict(rotation_probability=1.0), 0.005),
+        (dict(rotation_probability=1.0, **SCALE_AND_LIGHT), 0.006),
+        (dict(resolution_loss_probability=1.0), 0.01),
+    ],
+)
+def test_augmentation_keeps_a_labelled_square_under_its_pixels(options, worst_share):
+    """Flips, quarter turns, rotation, zoom, gamma, jitter and the photometric changes move image, label
+    and validity together: the bright square is still where its label says, whatever the transforms
+    drawn. Flips and quarter turns move whole pixels, so not one may disagree; an arbitrary rotation or
+    zoom resamples the image bilinearly and the label by nearest neighbour, so a few edge pixels do (0.2
+    to 0.4 % here; a label one pixel off: 1.2 %), and a resolution loss blurs the square's edges (at most
+    0.8 %)."""
     image = torch.full((16, 3, 64, 64), 40.0)
     label = torch.zeros(16, 1, 64, 64)
     image[:, :, 10:30, 20:50] = 220.0
     label[:, :, 10:30, 20:50] = 1.0
-    config = AugmentConfig(rotation_probability=rotation_probability, noise_probability=0.0, blur_probability=0.0)
+    config = AugmentConfig(noise_probability=0.0, blur_probability=0.0, **options)
     for seed in range(4):
         out, target, weight = augment(
             image.clone(),
@@ -207,6 +220,38 @@ def test_augmentation_keeps_a_labelled_square_under_its_pixels(rotation_probabil
         valid = weight > 0
         disagree = (bright != (target > 0.5)) & valid
         assert disagree.float().sum() / valid.float().sum() <= worst_share
+
+
+def test_zoom_and_resolution_loss_change_what_they_say():
+    """A zoom of 2 puts twice the ground across the crop, so a labelled square covers a quarter of the
+    pixels it did; a resolution loss of 4 averages the image over 4 px (its pixel-to-pixel differences
+    shrink) and keeps its mean and its labels."""
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(4, 3, 64, 64, generator=generator) * 255
+    label = torch.zeros(4, 1, 64, 64)
+    label[:, :, 16:48, 16:48] = 1.0
+    plain = dict(rotation_probability=0.0, noise_probability=0.0, blur_probability=0.0, flips_and_rot90=False)
+    plain.update(gamma_range=(1.0, 1.0), colour_jitter=0.0)
+    _, zoomed, weight = augment(
+        image,
+        label,
+        torch.ones_like(label),
+        torch.full((4,), 255.0),
+        AugmentConfig(zoom_range=(2.0, 2.0), **plain),
+        generator,
+    )
+    assert (zoomed * weight).sum() / label.sum() == pytest.approx(0.25, abs=0.01)
+    coarse, kept, _ = augment(
+        image,
+        label,
+        torch.ones_like(label),
+        torch.full((4,), 255.0),
+        AugmentConfig(resolution_loss_probability=1.0, resolution_loss_range=(4.0, 4.0), **plain),
+        generator,
+    )
+    assert torch.equal(kept, label)
+    assert float(coarse.mean()) == pytest.approx(float(image.mean()), rel=0.01)
+    assert coarse.diff(dim=-1).abs().mean() < 0.5 * image.diff(dim=-1).abs().mean()
 
 
 # -- ground resolution ---------------------------------------------------------------------------
