@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from bench_presets import BUILDING_VALUES, available_scenes, shared_data  # beside this file; sets sys.path
 from rasterio.enums import Resampling
@@ -42,7 +43,7 @@ def coarse_copy(source: Path, path: Path, factor: float, resampling: Resampling)
         profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
         with rasterio.open(path, "w", **profile) as target:
             for band in range(1, dataset.count + 1):
-                destination = target.read(band)
+                destination = np.full((height, width), nodata, np.dtype(dataset.dtypes[band - 1]))
                 reproject(
                     rasterio.band(dataset, band),
                     destination,

@@ -5,7 +5,8 @@ blended tiles, with memory bounded by the panel width whatever the raster's size
 width is a multiple of the output's 256 px GeoTIFF blocks, so every compressed block is written once
 (other widths are correct too; GDAL then rewrites the blocks cut by a panel border).
 
-The network runs at the model's training pixel size: another resolution is resampled window by
+The network runs at the model's training pixel size for finer imagery and on the image's own pixels
+for coarser imagery up to a limit (``resolution.py``): another resolution is resampled window by
 window (a GDAL warped VRT), predicted on that processing grid into a temporary raster, and that
 raster is warped back onto the input's grid. Outputs are always on the input's exact grid.
 
@@ -99,7 +100,8 @@ def predict_raster(
     ``threshold`` None uses the model's tuned threshold. ``tile_size_px`` None uses the model's
     training tile size; ``overlap_px`` None a quarter of the tile. ``processing_pixel_size_map_units`` None
     runs at the model's training pixel size (converted to the input CRS's units, degrees
-    included); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
+    included), or on the input's own pixels where they are coarser, up to four times the model's
+    (``resolution.not_enlarged``); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
     input's own pixels. ``precision`` "auto" is what the hardware does natively
     (``device.autocast_settings``: bfloat16 on recent GPUs and CPUs with bfloat16 instructions,
     float16 on older GPUs, else float32). ``tta`` averages the 8 flips / 90° rotations of every
@@ -144,7 +146,7 @@ def predict_raster(
             f"(bands {info.bands}): predict on an image with the same bands as the training images.",
         )
         grid = Grid.of(dataset)
-        mean, std = normalization_for(dataset, bands, info.normalization)
+        mean, std = normalization_for(dataset, bands, info.normalization, info.value_scales)
         processing = processing_grid(dataset, info, processing_pixel_size_map_units)
         if window is not None:
             check_window(window, grid, image_path)

@@ -1,5 +1,6 @@
-"""The grid the network runs on: the model's training resolution matched on the ground, or what the
-user asked for, and the limits of resampling."""
+"""The grid the network runs on: the model's training resolution matched on the ground for finer
+imagery, coarser imagery on its own pixels (up to a limit), or what the user asked for; and the
+limits of resampling."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from ..net.modelfile import ModelInfo
 # Pixel sizes within this relative difference of the model's are processed as they are:
 # resampling by a few percent costs a blur and buys nothing.
 PIXEL_SIZE_TOLERANCE = 0.05
+# Imagery coarser than the model's resolution runs on its own pixels up to this many times the model's
+# pixel size, and is enlarged to that size beyond: enlarging 0.2 to 0.75 m imagery to a 0.15 m model's
+# pixels scored lower than its own pixels on coarse copies of a real scene, with or without scale
+# augmentation, and higher only from 1 m (bench/bench_coarse_imagery.py, README).
+MAX_COARSER_THAN_MODEL = 4.0
 # Beyond this factor between the input's and the processing pixel size the result is
 # meaningless (buildings a few pixels wide, or a few hundred): refuse rather than guess.
 MAX_RESAMPLE_FACTOR = 16.0
@@ -78,10 +84,12 @@ def processing_grid(
             f"The image '{dataset.name}' has no coordinate reference system, so it cannot be "
             "resampled to a pixel size: leave the processing pixel size empty."
         )
+    native_map_units = grid.pixel_size_map_units
     if processing_pixel_size_map_units is None:
-        target_map_units = model_pixel_size_in_input_units(dataset, info)
-        if target_map_units is None:
+        model_map_units = model_pixel_size_in_input_units(dataset, info)
+        if model_map_units is None:
             return None
+        target_map_units = not_enlarged(model_map_units, native_map_units)
     else:
         values = [float(value) for value in np.atleast_1d(processing_pixel_size_map_units)]
         target_map_units = (values[0], values[-1])
@@ -90,7 +98,6 @@ def processing_grid(
             f"The processing pixel size must be a positive number of map units, not "
             f"{' x '.join(f'{value:g}' for value in target_map_units)}."
         )
-    native_map_units = grid.pixel_size_map_units
     factors = (target_map_units[0] / native_map_units[0], target_map_units[1] / native_map_units[1])
     if all(abs(factor - 1.0) <= PIXEL_SIZE_TOLERANCE for factor in factors):
         return None
@@ -104,6 +111,17 @@ def processing_grid(
     if processing_pixel_size_map_units is None:
         target_map_units = (significant(target_map_units[0]), significant(target_map_units[1]))
     return ground_anchored_grid(grid, target_map_units)
+
+
+def not_enlarged(model_map_units: tuple[float, float], native_map_units: tuple[float, float]) -> tuple[float, float]:
+    """The pixel size to process at by default, per axis: the model's for finer imagery (resampled
+    down to it), the image's own for coarser imagery up to ``MAX_COARSER_THAN_MODEL`` times the
+    model's, that limit beyond."""
+    x, y = (
+        max(model, min(native, MAX_COARSER_THAN_MODEL * model))
+        for model, native in zip(model_map_units, native_map_units)
+    )
+    return x, y
 
 
 def significant(value: float, digits: int = PIXEL_SIZE_DIGITS) -> float:

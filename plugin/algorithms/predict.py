@@ -25,15 +25,16 @@ PREDICTION_HELP = {
     "at a similar resolution (the model file records both). Any size: it is read window by window.",
     "MODEL": "A model file (.pt) written by the Train algorithm. It carries the bands, normalisation, tile "
     "size and tuned threshold it needs. When the plugin ships its starter model "
-    "(resources/models/buildings_rgb_starter.pt, RGB imagery of 0.1-0.3 m), that is the default.",
+    "(resources/models/buildings_rgb_starter.pt, RGB imagery of 0.1-0.6 m), that is the default.",
     "EXTENT": "Optional area of interest: only the part of the image inside this extent is predicted (the "
     "outputs cover that part only). Empty: the whole image.",
     "THRESHOLD": "Probability from which a pixel counts as building, between 0 and 1. Empty: the threshold "
     "tuned on validation data when the model was trained.",
     "PIXEL_SIZE": "(advanced) Pixel size the network runs at, in the image's map units. Empty: the model's "
     "training resolution, compared on the ground (Web Mercator at any latitude, UTM, feet and "
-    "degrees alike), the image resampled to it and the results back to the image's grid; 0: the "
-    "image's own pixels, as they are.",
+    "degrees alike), finer imagery resampled to it and the results back to the image's grid; "
+    "coarser imagery is not enlarged: its own pixels, up to four times the model's pixel size; 0: "
+    "the image's own pixels, as they are.",
     "BATCH_SIZE": "(advanced) Tiles predicted at once. Larger is faster on a GPU but needs more memory.",
     "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
     "TTA": "(advanced) Test-time augmentation: average the predictions of the 8 flips and quarter turns of "

@@ -12,6 +12,7 @@ import rasterio
 import torch
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 from model.errors import Cancelled, InputError
 from model.io.rasters import KIND_TAG, MASK_NODATA, PROBABILITY_F32_NODATA, PROBABILITY_U8_NODATA
@@ -21,8 +22,9 @@ from model.net.network import UNet, UNetConfig
 from model.net.normalization import normalize
 from model.prediction.predict import predict_raster
 from model.prediction.tiling import ground_phase_px, plan_tiles, tile_starts
+from model.training.start_model import STARTER_MODEL
 from model.vectors.vectorize import polygons_from_mask
-from tests.engine.scenes import write_geotiff
+from tests.engine.scenes import SHARED_DATA, write_geotiff
 
 FIXED = {"mode": "fixed", "mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]}
 
@@ -255,6 +257,28 @@ def test_a_clip_saved_as_its_own_file_predicts_its_pixels_as_the_whole_file(tmp_
     assert difference.mean() < 0.005
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "kampala_1").is_dir(), reason="shared real scenes not available")
+@pytest.mark.skipif(not STARTER_MODEL.is_file(), reason="the starter model is not installed")
+def test_the_starter_model_predicts_a_clip_of_a_real_scene_as_the_scene(tmp_path):
+    """The shipped starter model on a real scene and on a 700 px clip of it saved as its own file, an
+    odd (137, 211) px in: away from the clip's edges (a tile) its pixels get the scene's probabilities.
+    A per-image starter (the one before) differs by 0.013 on average there: the clip's statistics are
+    not the scene's."""
+    scene = SHARED_DATA / "kampala_1" / "image.tif"
+    clip_window = Window(137, 211, 700, 700)
+    with rasterio.open(scene) as dataset:
+        profile = {**dataset.profile, "width": 700, "height": 700, "transform": dataset.window_transform(clip_window)}
+        with rasterio.open(tmp_path / "clip.tif", "w", **profile) as clip:
+            clip.write(dataset.read(window=clip_window))
+    for image, output in ((scene, "scene.tif"), (tmp_path / "clip.tif", "clip_probability.tif")):
+        predict_raster(image, STARTER_MODEL, probability_path=tmp_path / output, probability_dtype="float32")
+    with rasterio.open(tmp_path / "scene.tif") as whole:
+        expected = whole.read(1, window=clip_window)
+    difference = np.abs(expected - read(tmp_path / "clip_probability.tif"))
+    margin = 256
+    assert difference[margin:-margin, margin:-margin].mean() < 0.005
+
+
 def test_no_grid_lines_at_the_tile_stride(tmp_path):
     """Column and row means of a prediction over stationary noise must not jump at tile borders."""
     model = make_model(tmp_path / "m.pt", normalization=FIXED)
@@ -348,6 +372,28 @@ def test_prediction_runs_at_the_model_pixel_size_and_writes_on_the_input_grid(tm
         assert (output.transform, output.shape) == (source.transform, source.shape)
     assert set(np.unique(read(result.mask_path))) <= {0, 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif", "m.pt", "mask.tif", "n.tif", "p.tif"]
+
+
+@pytest.mark.parametrize(
+    "image_px, processed_px",
+    [(2.0, 2.0), (3.9, 3.9), (6.0, 4 * 0.9996)],  # 1 m on the ground is 0.9996 UTM metres here
+)
+def test_coarser_imagery_is_not_enlarged_to_the_model_pixel_size(tmp_path, image_px, processed_px):
+    """A 1 m model on 2 m and 3.9 m imagery runs on the image's own pixels (enlarging coarse imagery to the
+    model's pixels scored lower on a real scene); 6 m imagery, more than four times the model's pixel,
+    is enlarged to four times it. The outputs are on the image's grid either way."""
+    model = make_model(tmp_path / "m.pt", pixel_size=[1.0, 1.0], crs_units="metre")
+    image = write_image(
+        tmp_path / "image.tif",
+        noise((3, 40, 48)),
+        pixel=(image_px, image_px),
+        crs="EPSG:32633",
+        origin=(500000.0, 100.0),
+    )
+    result = predict_raster(image, model, probability_path=tmp_path / "p.tif")
+    assert result.resampled == (processed_px != image_px)
+    assert result.processing_pixel_size_map_units == pytest.approx((processed_px, processed_px), rel=1e-3)
+    assert read(result.probability_path).shape == (40, 48)
 
 
 def test_geographic_input_gets_the_model_metres_in_degrees(tmp_path):
