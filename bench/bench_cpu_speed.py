@@ -58,10 +58,16 @@ def autocast(dtype: torch.dtype | None):
 
 
 def training_rate(
-    width: int, batch: int, dtype: torch.dtype | None, channels_last: bool, seconds: float, compiled: bool = False
+    width: int,
+    batch: int,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+    seconds: float,
+    compiled: bool = False,
+    depth: int = 4,
 ) -> float:
     torch.manual_seed(0)
-    net = UNet(UNetConfig(3, width, batch_norm=True)).train()
+    net = UNet(UNetConfig(3, width, depth=depth, batch_norm=True)).train()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=layout)
     step_net = torch.compile(net) if compiled else net

@@ -10,8 +10,10 @@ oriented rectangle's, modulo 90 degrees) and the share of corners within 10 degr
 angle among corners that turn by more than 10 degrees.
 
 The starter model was trained on these scenes, so its masks are better here than elsewhere: this
-measures outlines, not detection. Run from the repository root:
-``.venv/bin/python bench/bench_outlines.py``. Exits 0 with a message when the data folder is absent.
+measures outlines, not detection. ``--pictures FOLDER`` also draws, per scene, the image around its
+centre with the mapped outlines and the simplified and squared ones over it (PNG). Run from the
+repository root: ``.venv/bin/python bench/bench_outlines.py [--pictures build/outlines]``. Exits 0
+with a message when the data folder is absent.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import shapely
 import torch
 from bench_presets import available_scenes, shared_data  # beside this file; sets sys.path
 from rasterio.warp import transform_geom
+from rasterio.windows import Window
 
 from model.evaluation.metrics import match_objects
 from model.prediction.predict import predict_raster
@@ -81,11 +84,41 @@ def outline_figures(polygons: list[shapely.Polygon], mapped: list[shapely.Polygo
     )
 
 
+PICTURE_PX = 400  # the side of the window drawn, image pixels
+
+
+def draw_outlines(image_path: Path, outlines: dict[str, list[shapely.Polygon]], path: Path) -> None:
+    """The image around its centre with each named set of outlines over it, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    with rasterio.open(image_path) as dataset:
+        col, row = (dataset.width - PICTURE_PX) // 2, (dataset.height - PICTURE_PX) // 2
+        window = Window(col, row, PICTURE_PX, PICTURE_PX)
+        pixels = np.moveaxis(dataset.read([1, 2, 3], window=window), 0, -1)
+        inverse = ~dataset.window_transform(window)
+    figure, axes = pyplot.subplots(1, len(outlines), figsize=(5 * len(outlines), 5.3))
+    for axis, (name, polygons) in zip(axes, outlines.items()):
+        axis.imshow(pixels)
+        for polygon in polygons:
+            xs, ys = zip(*(inverse * point for point in polygon.exterior.coords))
+            if all(-50 < value < PICTURE_PX + 50 for value in xs + ys):
+                axis.plot(xs, ys, color="yellow" if name != "mapped (OSM)" else "cyan", linewidth=1.2)
+        axis.set_xlim(0, PICTURE_PX), axis.set_ylim(PICTURE_PX, 0), axis.set_title(name), axis.axis("off")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=STARTER_MODEL)
     parser.add_argument("--simplify", type=float, default=0.2, help="simplification tolerance, m (the dock's 0.2)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pictures", type=Path, help="folder for a PNG of the outlines per scene")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data, scenes = shared_data(), available_scenes("buildings.geojson")
@@ -104,9 +137,14 @@ def main() -> int:
                 f"{scene}: {len(mapped)} mapped buildings, median vertices "
                 f"{np.median([len(b.exterior.coords) for b in mapped]):.0f}"
             )
+            drawn = {"mapped (OSM)": mapped}
             for name, options in ways.items():
                 polygons = [polygon for polygon, _ in polygons_from_mask(mask, min_area_m2=2.0, **options)]
                 print(f"  {name:>16}: {outline_figures(polygons, mapped)}")
+                if name != "pixel outline":
+                    drawn[name] = polygons
+            if args.pictures:
+                draw_outlines(data / scene / "image.tif", drawn, args.pictures / f"{scene}_outlines.png")
     return 0
 
 

@@ -24,6 +24,7 @@ Exits 0 with a message when the data folder is absent.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -103,7 +104,7 @@ def run_preset(
     # model, which was trained on the test scene too
     if "init_model" not in overrides:
         overrides.setdefault("from_scratch", True)
-    run_name = f"{spec}@{budget_s / 60:g}min".replace(":", "_").replace(",", "_").replace("=", "-").replace("/", "-")
+    run_name = file_name(f"{spec}@{budget_s / 60:g}min")
     config = TrainConfig.for_preset(
         preset,
         images=[str(data / name / "image.tif") for name in train_scenes(test_scene)],
@@ -157,6 +158,13 @@ def run_preset(
         "config": config,
         "shift": shift,
     }
+
+
+def file_name(run: str) -> str:
+    """A file name for a run: its spec in safe characters, cut to 80 with a digest of the whole spec (file
+    systems refuse names past 255 bytes, and a run of many overrides gets there)."""
+    name = run.replace(":", "_").replace(",", "_").replace("=", "-").replace("/", "-")
+    return name if len(name) <= 80 else f"{name[:71]}_{hashlib.sha1(run.encode()).hexdigest()[:8]}"
 
 
 def train_scenes(test_scene: str) -> list[str]:

@@ -11,10 +11,11 @@ from .errors import InputError
 PRESETS = ("default", "paper")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
-# "per_image": each image standardised by its own statistics, contrast never stretched past twice the
-# training images' (the default: best on imagery the model never saw); "dataset": the training
-# images' pooled band statistics, stored in the model file and applied unchanged to every image (a
-# pixel's normalisation does not depend on the extent processed); "fixed": values / full range (paper).
+# "dataset" (the default): the training images' pooled band statistics, stored in the model file and
+# applied unchanged to every image (a pixel's normalisation does not depend on the extent or file
+# processed, and Deepness runs an export as Predict does); "per_image": each image standardised by its
+# own statistics, contrast never stretched past twice the training images'; "fixed": values / full
+# range (the paper's).
 NORMALIZATIONS = ("per_image", "dataset", "fixed")
 
 # The defaults that the dock, the Processing algorithms and the command line share, so that one image

@@ -26,10 +26,15 @@ BASE_WIDTH = 16  # the CPU default's width: predicts a 1024 x 1024 px image in s
 PROVENANCE = """# Starter model: `buildings_rgb_starter.pt`
 
 A U-Net (base width {width}, batch norm, 3 bands: red, green, blue) that tells building pixels from
-everything else in 8-bit RGB aerial imagery of about 0.13-0.15 m per pixel (it resamples other
-resolutions to its own; 0.1-0.3 m imagery works best). It is the dock's and the Predict / Extract
-algorithms' default model, so buildings can be extracted before you train anything; train or
-fine-tune (`INIT_MODEL`) on your own labels for better results in your area.
+everything else in 8-bit RGB aerial imagery. It was trained on 0.13-0.15 m pixels; finer imagery is
+resampled to its resolution, coarser imagery runs on its own pixels up to 4 times its pixel size
+(0.1-0.6 m imagery). Its input scaling is fixed (the
+training images' statistics, with strong brightness, contrast and colour changes in training), so a
+pixel's result does not depend on the extent or file processed, and its ONNX export runs in Deepness
+as it runs here. It is the dock's and the Predict / Extract algorithms' default model, so buildings
+can be extracted before you train anything, and the model Train starts from by default: training on
+your own labels adapts it to your area, and keeps it when the adapted model does not do better on
+your validation areas.
 
 ## How it was made
 `{command}` on {date}: the default recipe (`model/training/recipe.py`; input normalisation
@@ -37,7 +42,8 @@ fine-tune (`INIT_MODEL`) on your own labels for better results in your area.
 training crops. Best epoch {best_epoch}:
 validation IoU {val_iou:.3f} at the tuned threshold {threshold:.2f}, on the held-out blocks (one
 in five) of the same scenes, so this is not a test on unseen places: on a scene it never saw,
-expect less (see the README's benchmark, which holds banepa_1 out).
+expect less (see the README's leave-one-scene-out table under *Presets*, the same recipe trained on
+two scenes and tested on the third).
 
 ## Data and licences
 Trained on three scenes as packaged in the Humanitarian OpenStreetMap Team's fAIr training data:

@@ -30,7 +30,7 @@ class ModelInfo:
 
     network: dict = field(default_factory=lambda: UNetConfig().to_dict())
     bands: list = field(default_factory=lambda: [1, 2, 3])  # 1-based raster band indexes
-    # {"mode": "per_image" | "fixed", "mean": [...], "std": [...]}: see normalization.py
+    # {"mode": "per_image" | "fixed", "mean": [...], "std": [...], ...}: see normalization.py
     normalization: dict = field(default_factory=lambda: {"mode": "fixed", "mean": [0.0] * 3, "std": [255.0] * 3})
     tile_size_px: int = 256
     threshold: float = 0.5
@@ -191,6 +191,9 @@ def info_problem(info: ModelInfo) -> str | None:
             for values in (mean, std)
         ) or not (isinstance(std, list) and all(value != 0 for value in std)):
             return "its normalisation numbers do not match its bands"
+        scale = normalization.get("value_scale")
+        if scale is not None and not (_number(scale) and scale > 0):
+            return "its normalisation's value scale is not a positive number"
     if info.pixel_size is not None and not (
         isinstance(info.pixel_size, list)
         and len(info.pixel_size) == 2

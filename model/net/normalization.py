@@ -2,13 +2,18 @@
 
 Two modes, recorded in the model file:
 - ``fixed``: (value - mean) / std with the numbers stored in the model file. Training with
-  ``normalization="dataset"`` stores its training images' pooled statistics (so a pixel's
-  prediction never depends on the extent processed, and an exported model needs nothing but its
-  own numbers); ``"fixed"`` (the paper preset) stores mean 0, std 255 (values scaled to 0..1).
+  ``normalization="dataset"``, the default recipe's choice, stores its training images' pooled
+  statistics, so a pixel's prediction never depends on the extent or file processed, and an
+  exported model needs nothing but its own numbers; the default augmentation's photometric changes
+  stand in for other cameras and light (on the leave-one-scene-out benchmark as good as
+  ``per_image``: README). ``"fixed"`` (the paper preset) stores mean 0, std 255 (values / 255).
+  The numbers are in the units of a stored ``value_scale`` (255 for 8-bit training images) and are
+  scaled to each image's own value scale, so a 0..1 float copy of an 8-bit image gets the same
+  inputs as the original (model files before it: the training images' one value scale, when they
+  shared one, else the numbers as they are).
 - ``per_image``: each image is standardised by its own per-band mean and standard deviation over
-  valid pixels, the default recipe's choice: it adapts to the brightness, contrast and bit depth
-  of imagery the model never saw (on a held-out scene, a clearly better IoU than the training
-  images' fixed statistics: README, benchmark). Its cost: statistics depend on the extent
+  valid pixels: it adapts to the brightness, contrast and bit depth of imagery the model never saw.
+  Its cost: statistics depend on the extent
   processed, and a nearly uniform image (fields, water) would be stretched to a town's contrast,
   so the model file also stores ``min_relative_std``, half the training images' pooled standard
   deviation as a fraction of their value scale (255 for 8-bit data): below that floor, scaled to
@@ -85,19 +90,44 @@ def pooled_statistics(parts: Sequence[BandStatistics]) -> tuple[list[float], lis
     return mean.tolist(), np.where(std > 1e-6, std, 1.0).tolist()
 
 
+def relative(part: BandStatistics) -> BandStatistics:
+    """An image's statistics in units of its own value scale (8-bit data divided by 255)."""
+    return BandStatistics(
+        [value / part.value_scale for value in part.mean],
+        [value / part.value_scale for value in part.std],
+        1.0,
+        part.valid_pixels,
+    )
+
+
 def relative_contrast_floor(parts: Sequence[BandStatistics], fraction: float) -> list[float]:
     """``fraction`` of the images' pooled per-band standard deviation, each image's in units of its
     own value scale: the ``min_relative_std`` a per-image model file stores."""
-    relative = [
-        BandStatistics(
-            [value / part.value_scale for value in part.mean],
-            [value / part.value_scale for value in part.std],
-            1.0,
-            part.valid_pixels,
-        )
-        for part in parts
-    ]
-    return [value * fraction for value in pooled_statistics(relative)[1]]
+    return [value * fraction for value in pooled_statistics([relative(part) for part in parts])[1]]
+
+
+def pooled_in_value_scale(parts: Sequence[BandStatistics], scale: float) -> tuple[list[float], list[float]]:
+    """The images' pooled per-band mean and std, each image taken in units of its own value scale and
+    the result expressed in ``scale``: images of other bit depths pool as what they show."""
+    mean, std = pooled_statistics([relative(part) for part in parts])
+    return [value * scale for value in mean], [value * scale for value in std]
+
+
+def fixed_value_scale(settings: dict, value_scales: Sequence[float] | None = None) -> float | None:
+    """The value scale a fixed normalisation's numbers are in: stored with them, else the training
+    images' one value scale (model files before it stored it apart), else None: applied as they are."""
+    if settings.get("value_scale"):
+        return float(settings["value_scale"])
+    if value_scales and len(set(value_scales)) == 1:
+        return float(value_scales[0])
+    return None
+
+
+def image_value_scale(dataset: rasterio.io.DatasetReader, bands: Sequence[int]) -> float:
+    """The image's value scale (``value_scale``), without reading a pixel for 8-bit data."""
+    if np.dtype(dataset.dtypes[bands[0] - 1]) == np.uint8:
+        return 255.0
+    return image_statistics(dataset, bands).value_scale
 
 
 def with_contrast_floor(statistics: BandStatistics, settings: dict) -> list[float]:
@@ -114,14 +144,22 @@ def with_contrast_floor(statistics: BandStatistics, settings: dict) -> list[floa
     return [max(value, minimum) for value, minimum in zip(std, floor)]
 
 
-def normalization_for(dataset: rasterio.io.DatasetReader, bands: Sequence[int], settings: dict) -> tuple[list, list]:
-    """The (mean, std) to apply to this image under a model's normalisation settings."""
+def normalization_for(
+    dataset: rasterio.io.DatasetReader,
+    bands: Sequence[int],
+    settings: dict,
+    value_scales: Sequence[float] | None = None,
+) -> tuple[list, list]:
+    """The (mean, std) to apply to this image under a model's normalisation settings (``value_scales``:
+    the model's training images', for files whose fixed numbers carry no value scale of their own)."""
     mode = settings.get("mode")
     if mode == "per_image":
         statistics = image_statistics(dataset, bands)
         return statistics.mean, with_contrast_floor(statistics, settings)
     if mode == "fixed":
-        return list(settings["mean"]), list(settings["std"])
+        scale = fixed_value_scale(settings, value_scales)
+        ratio = image_value_scale(dataset, bands) / scale if scale else 1.0
+        return [value * ratio for value in settings["mean"]], [value * ratio for value in settings["std"]]
     raise InputError(f"Unknown normalisation mode {mode!r} in the model file.")
 
 

@@ -13,7 +13,14 @@ import torch
 from ..errors import InputError
 from ..io.rasters import LABEL_IGNORE
 from ..net.modelfile import LoadedModel
-from ..net.normalization import normalize, pooled_statistics, relative_contrast_floor, with_contrast_floor
+from ..net.normalization import (
+    fixed_value_scale,
+    normalize,
+    pooled_in_value_scale,
+    pooled_statistics,
+    relative_contrast_floor,
+    with_contrast_floor,
+)
 from ..progress import Reporter
 from .augment import augment
 from .distributed import Ranks
@@ -88,20 +95,29 @@ class TrainingData:
         """How raw values become network inputs, as stored in the model file (see normalization.py)."""
         c, bands = self.config, len(self.bands)
         if self.init is not None:  # fine-tuning keeps the input scaling the weights were trained for
-            return dict(self.init.info.normalization)
+            settings = dict(self.init.info.normalization)
+            scale = fixed_value_scale(settings, self.init.info.value_scales)
+            if settings.get("mode") == "fixed" and scale:  # stated with its numbers, as new files have it
+                settings["value_scale"] = scale
+            return settings
+        # fixed numbers are in the first image's value scale (255 for 8-bit imagery), each image's own
+        # scale applied to them (``normalization_of``): imagery of several bit depths trains as one
+        scale = scenes[0].value_scale
         if c.normalization == "fixed":
-            return {"mode": "fixed", "mean": [0.0] * bands, "std": [scenes[0].value_scale] * bands}
+            return {"mode": "fixed", "mean": [0.0] * bands, "std": [scale] * bands, "value_scale": scale}
+        if c.normalization == "dataset":
+            mean, std = pooled_in_value_scale([scene.statistics for scene in scenes], scale)
+            return {"mode": "fixed", "mean": mean, "std": std, "value_scale": scale, "source": "training images"}
+        # per_image: pooled numbers for the record (and exports); the floor applies
         mean, std = pooled_statistics([scene.statistics for scene in scenes])
-        if c.normalization == "per_image":  # pooled numbers for the record (and exports); the floor applies
-            return {
-                "mode": "per_image",
-                "mean": mean,
-                "std": std,
-                "min_relative_std": relative_contrast_floor(
-                    [scene.statistics for scene in scenes], PER_IMAGE_MIN_STD_FRACTION
-                ),
-            }
-        return {"mode": "fixed", "mean": mean, "std": std, "source": "training images"}
+        return {
+            "mode": "per_image",
+            "mean": mean,
+            "std": std,
+            "min_relative_std": relative_contrast_floor(
+                [scene.statistics for scene in scenes], PER_IMAGE_MIN_STD_FRACTION
+            ),
+        }
 
     def batch_tensors(
         self,
@@ -129,4 +145,9 @@ class TrainingData:
                 np.array([scenes[i].mean for i in scene_ids]),
                 np.array([with_contrast_floor(scenes[i].statistics, self.normalization) for i in scene_ids]),
             )
-        return np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
+        mean, std = np.asarray(self.normalization["mean"]), np.asarray(self.normalization["std"])
+        scale = fixed_value_scale(self.normalization)
+        if scale is None:  # a start model's numbers from before value scales were stored: as they are
+            return mean, std
+        ratios = np.array([[scenes[i].value_scale / scale] for i in scene_ids])  # (N, 1): each crop's image
+        return mean * ratios, std * ratios

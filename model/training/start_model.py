@@ -15,8 +15,8 @@ STARTER_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "
 # What the starter model is, for a training run to compare with what the user asks for. These are
 # the values in its model file (``python -m model info``); a test checks that they still are.
 STARTER_BANDS = 3
-STARTER_NETWORK = {"base_width": 16, "batch_norm": True, "upsample": "nearest"}
-STARTER_NORMALIZATION = "per_image"
+STARTER_NETWORK = {"base_width": 16, "depth": 4, "batch_norm": True, "upsample": "nearest"}
+STARTER_NORMALIZATION = "dataset"
 
 
 def starter_model() -> Path | None:

@@ -134,7 +134,9 @@ class Trainer:
         c = self.config
         if self.init is not None:
             return self.init.net.train()
-        return UNet(UNetConfig(len(self.data.bands), c.base_width, batch_norm=c.batch_norm, upsample=c.upsample))
+        return UNet(
+            UNetConfig(len(self.data.bands), c.base_width, depth=c.depth, batch_norm=c.batch_norm, upsample=c.upsample)
+        )
 
     def _run(self, scratch_dir: Path) -> TrainResult:
         c = self.config

@@ -15,10 +15,11 @@ from ...model.training.start_model import starter_model
 from .base import EngineAlgorithm
 
 PER_IMAGE_WARNING = (
-    "This model standardises every image by that image's own statistics (per-image normalisation, the default "
-    "preset's). Deepness sees one tile at a time, so the export uses the training images' average statistics "
-    "instead: on imagery brighter, darker or more contrasted than the training images Deepness will mark other "
-    "pixels as building than this plugin's Predict does. Check a few results side by side before relying on it."
+    "This model standardises every image by that image's own statistics (per-image normalisation). Deepness "
+    "sees one tile at a time, so the export uses the training images' average statistics instead: on imagery "
+    "brighter, darker or more contrasted than the training images Deepness will mark other pixels as building "
+    "than this plugin's Predict does. Check a few results side by side before relying on it, or train with the "
+    "default normalisation (dataset), whose exports Deepness runs as Predict does."
 )
 
 

@@ -104,11 +104,11 @@ class TrainAlgorithm(EngineAlgorithm):
         "SEED": "(advanced) Random seed, for a repeatable run. Empty: a random seed.",
         "EARLY_STOP_EPOCHS": "(advanced) Stop when validation IoU has not improved for this many epochs. Empty: "
         "never stop early.",
-        "NORMALIZATION": "(advanced) How band values are scaled: per_image (each image by its own statistics, "
-        "contrast never stretched past twice the training images': adapts to imagery the model "
-        "never saw; the default), dataset (the training images' statistics, fixed in the model: a "
-        "pixel's scaling never depends on the extent you process), fixed (values / full range, "
-        "the paper's), or the preset's choice.",
+        "NORMALIZATION": "(advanced) How band values are scaled: dataset (the training images' statistics, "
+        "fixed in the model: a pixel's result never depends on the extent or file you process, and "
+        "Deepness runs an export as Predict does; the default), per_image (each image by its own "
+        "statistics, contrast never stretched past twice the training images'), fixed (values / "
+        "full range, the paper's), or the preset's choice.",
         "PRECISION": "(advanced) auto: bfloat16 where the GPU or CPU computes it natively (about 2.5x faster "
         "training on such CPUs), else float32; or force one.",
     }

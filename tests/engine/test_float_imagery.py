@@ -73,6 +73,34 @@ def test_a_float_0_to_1_copy_of_an_8_bit_image_gives_the_starter_models_building
     assert np.abs(from_float - from_8_bit).max() < 0.02  # ... and the same in the float copy
 
 
+@pytest.mark.parametrize("where", ["in its normalisation", "beside it (older files)"])
+def test_fixed_statistics_apply_to_a_float_copy_as_to_its_8_bit_original(tmp_path, where):
+    """A model with fixed 8-bit statistics (the default normalisation) gets the same network inputs from
+    a 0..1 float copy of an image as from the 8-bit original: its numbers are scaled to each image's value
+    scale, which the model states in its normalisation, or older files in their training images' value
+    scales. Applied as they are, the float copy is a black image to it."""
+    normalization = {"mode": "fixed", "mean": [90.0, 100.0, 80.0], "std": [40.0, 35.0, 30.0]}
+    if where == "in its normalisation":
+        normalization["value_scale"] = 255.0
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    net = UNet(UNetConfig(in_bands=3, base_width=4, depth=2))
+    with torch.no_grad():  # spread the random head's output so a difference shows
+        net.head.weight.mul_(50.0)
+    value_scales = None if where == "in its normalisation" else [255.0, 255.0]
+    save_model(path, net, ModelInfo(tile_size_px=32, normalization=normalization, value_scales=value_scales))
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 64, 64)).astype(np.uint8)
+    eight_bit = write_geotiff(tmp_path / "eight_bit.tif", pixels, crs=CRS)
+    reflectance = write_float(tmp_path / "reflectance.tif", pixels / 255.0)
+    for image in (eight_bit, reflectance):
+        predict_raster(
+            image, path, probability_path=tmp_path / f"{image.stem}_p.tif", probability_dtype="float32", device="cpu"
+        )
+    from_8_bit, from_float = (probabilities(tmp_path / f"{name}_p.tif") for name in ("eight_bit", "reflectance"))
+    assert from_8_bit.std() > 0.05
+    assert np.abs(from_float - from_8_bit).max() < 1e-3
+
+
 def test_nan_voids_without_a_nodata_value_are_nodata_and_leave_the_rest_as_declared_nodata_would(tmp_path):
     rng = np.random.default_rng(1)
     image = rng.uniform(0.1, 0.6, (3, 64, 64))

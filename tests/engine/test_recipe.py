@@ -206,7 +206,8 @@ def test_augmentation_keeps_a_labelled_square_under_its_pixels(options, worst_sh
     label = torch.zeros(16, 1, 64, 64)
     image[:, :, 10:30, 20:50] = 220.0
     label[:, :, 10:30, 20:50] = 1.0
-    config = AugmentConfig(noise_probability=0.0, blur_probability=0.0, **options)
+    photometric_off = dict(brightness=0.0, contrast=0.0, saturation=0.0)  # unless the case sets them
+    config = AugmentConfig(**{"noise_probability": 0.0, "blur_probability": 0.0, **photometric_off, **options})
     for seed in range(4):
         out, target, weight = augment(
             image.clone(),
@@ -231,7 +232,7 @@ def test_zoom_and_resolution_loss_change_what_they_say():
     label = torch.zeros(4, 1, 64, 64)
     label[:, :, 16:48, 16:48] = 1.0
     plain = dict(rotation_probability=0.0, noise_probability=0.0, blur_probability=0.0, flips_and_rot90=False)
-    plain.update(gamma_range=(1.0, 1.0), colour_jitter=0.0)
+    plain.update(gamma_range=(1.0, 1.0), colour_jitter=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
     _, zoomed, weight = augment(
         image,
         label,

@@ -128,13 +128,13 @@ def test_training_steps_reduce_the_loss_and_write_model_history_and_checkpoint(s
     assert loaded.info.pixel_size == [0.5, 0.5] and loaded.info.tile_size_px == 32
     assert loaded.info.best_epoch == result.best_epoch and len(loaded.info.history) == 4
     assert loaded.info.threshold == result.history[result.best_epoch - 1]["val_threshold"]  # tuned on validation
-    # the default normalisation: each image by its own statistics, never stretched past twice the
-    # contrast of the training images (both images' pixels pooled)
+    # the default normalisation: the training images' statistics (both images' pixels pooled), fixed
+    # in the model file and applied unchanged to every image
     pixels = np.concatenate([rasterio.open(path).read().reshape(3, -1) for path in scenes[0]], axis=1)
     normalization = loaded.info.normalization
-    assert normalization["mode"] == "per_image"
+    assert normalization["mode"] == "fixed" and normalization["source"] == "training images"
     assert normalization["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), rel=1e-6)
-    assert normalization["min_relative_std"] == pytest.approx((pixels.std(axis=1) / 255 / 2).tolist(), rel=1e-6)
+    assert normalization["std"] == pytest.approx(pixels.std(axis=1).tolist(), rel=1e-6)
     with open(result.history_csv_path) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {"val_iou", "val_loss", "train_loss", "seconds"} <= set(rows[0])
