@@ -40,7 +40,8 @@ def coarse_copy(source: Path, path: Path, factor: float, resampling: Resampling)
         transform = dataset.transform * dataset.transform.scale(dataset.width / width, dataset.height / height)
         nodata = dataset.nodata if dataset.nodata is not None else (LABEL_NODATA if dataset.count == 1 else 0)
         profile = {**dataset.profile, "width": width, "height": height, "transform": transform, "nodata": nodata}
-        profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+        for tiling in ("blockxsize", "blockysize", "tiled"):  # the source's blocks may not fit the smaller size
+            profile.pop(tiling, None)
         with rasterio.open(path, "w", **profile) as target:
             for band in range(1, dataset.count + 1):
                 destination = np.full((height, width), nodata, np.dtype(dataset.dtypes[band - 1]))
