@@ -1,15 +1,15 @@
 """Our Predict against the Deepness plugin's own processing code, on a real scene, for exported models.
 
 For each model file given (default: the starter model), the model is exported to ONNX with the
-engine's ``export_onnx``; Deepness's ``MapProcessorSegmentation`` (its real code, from a checkout of
-https://github.com/PUTvision/qgis-plugin-deepness) then processes the whole scene with the parameters
-its "Load default parameters" button reads from the file's metadata (tile size, overlap, threshold,
-no small-segment filter), at the scene's own resolution; our ``predict_raster`` predicts the same
-scene at its own pixels too. Prints, per model, the IoU of the two building masks, the share of
-pixels they disagree on and where the disagreement lies (within a tile of the scene's edge, or
-inside), so a normalisation that depends on the image (``per_image``: Deepness sees one tile at a
-time and gets the training images' average statistics instead) shows against one that does not
-(``dataset``).
+engine's ``export_onnx``; Deepness's ``MapProcessorSegmentation`` (its real code, from a checkout
+of https://github.com/PUTvision/qgis-plugin-deepness) then processes the whole scene with the
+parameters its "Load default parameters" button reads from the file's metadata (tile size, overlap,
+threshold, no small-segment filter), at the scene's own resolution; our ``predict_raster`` predicts
+the same scene at its own pixels too, with the export's tile and overlap. Prints, per model, the
+IoU of the two building masks, the share of pixels they disagree on and where the disagreement lies
+(within a tile of the scene's edge, or inside), so a normalisation that depends on the image
+(``per_image``: Deepness sees one tile at a time and gets the training images' average statistics
+instead) shows against one that does not (``dataset``).
 
 Needs QGIS's Python, onnxruntime, and OpenCV (Deepness imports ``cv2``; e.g.
 ``pip install --target /tmp/cv2 opencv-python-headless==4.10.0.84`` and ``PYTHONPATH=/tmp/cv2``,
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from model.net.export import export_onnx  # noqa: E402  (after the path set-up above)
 from model.net.modelfile import read_payload  # noqa: E402
 from model.prediction.predict import predict_raster  # noqa: E402
+from model.prediction.tiling import prediction_tile_px  # noqa: E402
 from model.training.start_model import STARTER_MODEL  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -151,7 +152,7 @@ def main() -> int:
                 overlap_percent=args.overlap_percent,
                 tile_size_px=export_tile_px,
             )
-            tile_px = read_payload(model_path)["info"]["tile_size_px"]
+            tile_px = export_tile_px or prediction_tile_px(read_payload(model_path)["info"]["tile_size_px"])
             ours_path = Path(scratch) / f"{model_path.stem}_mask.tif"
             predict_raster(  # float32, as onnxruntime runs the graph
                 image,
@@ -160,6 +161,7 @@ def main() -> int:
                 processing_pixel_size_map_units="native",
                 device="cpu",
                 precision="float32",
+                tile_size_px=tile_px,
                 overlap_px=tile_px * args.overlap_percent // 100,
             )
             with rasterio.open(ours_path) as dataset:

@@ -154,7 +154,9 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probability", help="probability GeoTIFF to write")
     parser.add_argument("--mask", help="building mask GeoTIFF to write")
     parser.add_argument("--threshold", type=float, help="default: the model's tuned threshold")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size", type=int, help="tiles predicted at once (default: as many as half a million pixels hold)"
+    )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument(
         "--extent",

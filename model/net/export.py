@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import InputError
 from ..io.files import check_output_location, check_output_paths, replaced_when_done
 from ..io.rasters import metres_per_unit
+from ..prediction.tiling import prediction_tile_px
 from .modelfile import ModelInfo, load_model
 from .network import UNet
 
@@ -43,8 +44,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "building_probability"
 
 
 class DeepnessGraph(nn.Module):
-    """Deepness' input (bands / 255) -> our normalisation -> U-Net -> sigmoid probability, 0 on
-    black padding."""
+    """Deepness' input (bands / 255) -> our normalisation -> U-Net -> sigmoid probability; black
+    padding is read as nodata."""
 
     scale: torch.Tensor  # buffers, registered in __init__
     shift: torch.Tensor
@@ -57,10 +58,13 @@ class DeepnessGraph(nn.Module):
         self.register_buffer("shift", shift.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probability = torch.sigmoid(self.net(x * self.scale + self.shift))
-        # Deepness pads tiles past the image's far edges with black, 0 in every band, where a model
-        # would find buildings as readily as anywhere: no building there.
-        return probability * (x.amax(dim=1, keepdim=True) > 0).to(probability.dtype)
+        # Deepness pads tiles past the image's far edges with black, 0 in every band (and 0 is the
+        # usual nodata of 8-bit imagery): the network gets there what our Predict gives it for
+        # nodata, the band mean (0 once normalised), so the image next to it is read alike, and no
+        # building is marked on it.
+        image = (x.amax(dim=1, keepdim=True) > 0).to(x.dtype)
+        probability = torch.sigmoid(self.net((x * self.scale + self.shift) * image))
+        return probability * image
 
 
 def deepness_normalization(info: ModelInfo) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,12 +153,14 @@ def export_onnx(
     """Write ``model_path`` (our .pt) as an ONNX model for Deepness and return ``onnx_path``.
 
     The graph takes (N, bands, tile, tile) float32 band values / 255 with a dynamic batch size
-    and returns (N, 1, tile, tile) building probability; ``tile_size_px`` None gives the model's
-    training tile (512 px agreed no better with our Predict: bench/bench_deepness.py). The model's
-    normalisation is baked in (see ``deepness_normalization``: per-image models use their training
-    images' average mean/std), so the file also runs in Deepness versions without standardisation
-    metadata. The
-    file is written under a temporary name and renamed when complete."""
+    and returns (N, 1, tile, tile) building probability; ``tile_size_px`` None gives our Predict's
+    default tile (``prediction_tile_px``, twice the training tile): with the default overlap,
+    Deepness keeps of each tile only what lies an eighth of it (64 px) or more inside, where the view
+    of the network does not depend on where the tile ends, so it marks what our Predict marks
+    (bench/bench_deepness.py). The model's normalisation is baked in (see
+    ``deepness_normalization``: per-image models use their training images' average mean/std), so
+    the file also runs in Deepness versions without standardisation metadata. The file is written
+    under a temporary name and renamed when complete."""
     try:
         import onnx
     except ImportError as error:
@@ -174,7 +180,7 @@ def export_onnx(
     loaded = load_model(Path(model_path), "cpu")
     info = loaded.info
     multiple = loaded.net.config.size_multiple_px
-    tile_px = info.tile_size_px if tile_size_px is None else tile_size_px
+    tile_px = prediction_tile_px(info.tile_size_px) if tile_size_px is None else tile_size_px
     if tile_px <= 0 or tile_px % multiple:
         raise InputError(f"The tile size must be a positive multiple of {multiple} px, not {tile_px}.")
     graph = DeepnessGraph(loaded.net, *deepness_normalization(info)).eval()

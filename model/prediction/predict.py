@@ -50,6 +50,7 @@ from ..progress import CancelFn, ProgressFn, Reporter
 from .resolution import EDGE_TOLERANCE_PX, processing_grid
 from .runner import TileRunner
 from .tile_loop import TileSettings, predict_grid
+from .tiling import prediction_tile_px, tiles_per_batch
 
 PROBABILITY_DTYPES = ("uint8", "float32")
 # Processing pixels beyond a window's edge predicted when resampling, so that the warp back onto the
@@ -82,7 +83,7 @@ def predict_raster(
     mask_path: str | Path | None = None,
     threshold: float | None = None,
     probability_dtype: str = "uint8",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str = "auto",
     tile_size_px: int | None = None,
     overlap_px: int | None = None,
@@ -97,8 +98,9 @@ def predict_raster(
 ) -> PredictionResult:
     """Predict building probability for ``image_path`` and write a probability and/or mask GeoTIFF.
 
-    ``threshold`` None uses the model's tuned threshold. ``tile_size_px`` None uses the model's
-    training tile size; ``overlap_px`` None a quarter of the tile. ``processing_pixel_size_map_units`` None
+    ``threshold`` None uses the model's tuned threshold. ``tile_size_px`` None uses twice the model's
+    training tile (``tiling.prediction_tile_px``); ``overlap_px`` None a quarter of the tile;
+    ``batch_size`` None as many tiles as ``tiling.BATCH_PIXELS`` hold. ``processing_pixel_size_map_units`` None
     runs at the model's training pixel size (converted to the input CRS's units, degrees
     included), or on the input's own pixels where they are coarser, up to four times the model's
     (``resolution.not_enlarged``); a number (or [x, y]) in the input CRS's units overrides it; "native" uses the
@@ -120,7 +122,7 @@ def predict_raster(
         raise InputError(f"The probability raster type must be one of {PROBABILITY_DTYPES}, not {probability_dtype!r}.")
     if precision not in PRECISIONS:
         raise InputError(f"Precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError(f"The batch size must be at least 1, got {batch_size}.")
     torch_device = resolve_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(Path(model), torch_device)
@@ -154,7 +156,8 @@ def predict_raster(
         written = grid if window is None else grid.window_grid(window)
         final = OutputRasters(written, probability_path, probability_dtype, mask_path, threshold, overviews)
         try:
-            settings = TileSettings(runner, tile_size_px, overlap_px, batch_size, panel_width_px)
+            batch = tiles_per_batch(batch_size, tile_size_px)
+            settings = TileSettings(runner, tile_size_px, overlap_px, batch, panel_width_px)
             if processing is None:
                 tiles = predict_grid(dataset, bands, grid, final, settings, reporter, window)
             else:
@@ -185,8 +188,8 @@ def predict_raster(
 
 
 def tiling_options(info: ModelInfo, tile_size_px: int | None, overlap_px: int | None) -> tuple[int, int]:
-    """(tile size, overlap) in pixels: the given ones, else the model's tile and a quarter of it."""
-    tile_size_px = int(tile_size_px or info.tile_size_px)
+    """(tile size, overlap) in pixels: the given ones, else ``prediction_tile_px`` and a quarter of it."""
+    tile_size_px = int(tile_size_px or prediction_tile_px(info.tile_size_px))
     return tile_size_px, int(tile_size_px // 4 if overlap_px is None else overlap_px)
 
 

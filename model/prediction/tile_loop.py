@@ -10,18 +10,19 @@ tiles plus that band (about 5 bytes x tile height x panel width) and the writer'
 rows, whatever the raster's width and height.
 
 Tile origins are anchored to the ground (``tiling.ground_phase_px``): a pixel is predicted from the
-same tiles in any file that holds it and its neighbourhood. Panels do not change the result: all
-panels share one tile layout, a panel runs every tile that touches the columns it writes (the tiles
-straddling a panel border run twice, a few percent of the work on rasters wider than one panel), so
-each pixel is blended from the same tiles with the same weights as without panels. A window of the
-raster (an area of interest, a shard) is predicted the same way: the whole raster's layout, only the
-tiles touching the window.
+same tiles in any file that holds it and its neighbourhood. The tiles flush with the raster's edges
+reach past them by less than the network's size multiple; what lies out there is read as nodata.
+Panels do not change the result: all panels share one tile layout, a panel runs every tile that
+touches the columns it writes (the tiles straddling a panel border run twice, a few percent of the
+work on rasters wider than one panel), so each pixel is blended from the same tiles with the same
+weights as without panels. A window of the raster (an area of interest, a shard) is predicted the
+same way: the whole raster's layout, only the tiles touching the window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..io.background import BackgroundWriter, Prefetcher
 from ..io.rasters import Grid, has_float_bands, valid_mask
 from ..progress import Reporter
 from .runner import TileRunner
-from .tiling import Panel, TileLayout, blend_weights, ground_phase_px, plan_panels, plan_tiles, ramp_1d, rows_extent
+from .tiling import Panel, TileLayout, blend_weights, ground_phase_px, plan_panels, plan_tiles, ramp_1d, touching_rows
 
 
 @dataclass
@@ -46,16 +47,43 @@ class _TileBatch:
     first_index: int  # position of the first tile in the reading order, for progress
 
 
+def _read_strip(
+    source: rasterio.io.DatasetReader, bands: list[int], window: Window, all_valid: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, H, W) values and (H, W) validity of ``window``, which may reach past the raster's
+    edges: pixels out there are nodata (0, invalid). One GDAL read for the part inside."""
+    top, left = int(window.row_off), int(window.col_off)
+    height, width = int(window.height), int(window.width)
+    first_row, first_column = max(top, 0), max(left, 0)
+    inside = Window(
+        first_column,
+        first_row,
+        min(left + width, source.width) - first_column,
+        min(top + height, source.height) - first_row,
+    )
+    values = source.read(bands, window=inside)
+    valid = np.ones(values.shape[1:], bool) if all_valid else valid_mask(source, bands, inside, values=values)
+    if values.dtype not in (np.uint8, np.int16, np.float32):
+        values = values.astype(np.float32)  # torch takes these as they are; others travel as float32
+    if (inside.height, inside.width) == (height, width):
+        return values, valid
+    strip = np.zeros((len(bands), height, width), values.dtype)
+    strip_valid = np.zeros((height, width), bool)
+    rows = slice(first_row - top, first_row - top + int(inside.height))
+    columns = slice(first_column - left, first_column - left + int(inside.width))
+    strip[:, rows, columns], strip_valid[rows, columns] = values, valid
+    return strip, strip_valid
+
+
 def _read_tiles(
     source: rasterio.io.DatasetReader,
     bands: list[int],
     layout: TileLayout,
     panels: Sequence[Panel],
     batch_size: int,
-    row_off: int = 0,
 ) -> Iterator[_TileBatch]:
     """Batches of tiles, panel by panel, each in row-major order; tiles wholly in nodata are left
-    out and a batch never spans two panels. ``layout`` starts at row ``row_off`` of ``source``.
+    out and a batch never spans two panels.
 
     Each tile row of a panel is one read of a strip of rows (one GDAL call, each file block decoded
     once per strip, whatever the size of GDAL's block cache), cut into tiles in memory."""
@@ -68,30 +96,15 @@ def _read_tiles(
     for panel_index, panel in enumerate(panels):
         batch = _TileBatchBuilder(batch_size, panel_index)
         for row_index, top in enumerate(layout.rows):
-            strip_window = Window(
-                panel.extent_left, row_off + top, panel.extent_width, min(tile_h, layout.height - top)
-            )
-            strip = source.read(bands, window=strip_window)
-            strip_valid = (
-                np.ones(strip.shape[1:], bool) if all_valid else valid_mask(source, bands, strip_window, values=strip)
-            )
-            if strip.dtype not in (np.uint8, np.int16, np.float32):
-                strip = strip.astype(np.float32)  # torch takes these as they are; others travel as float32
+            strip_window = Window(panel.extent_left, top, panel.extent_width, tile_h)
+            strip, strip_valid = _read_strip(source, bands, strip_window, all_valid)
             for column_index in range(panel.first_column, panel.end_column):
                 flat_index += 1
                 left = layout.columns[column_index] - panel.extent_left
                 valid = strip_valid[:, left : left + tile_w]
                 if not valid.any():
                     continue
-                raw = strip[:, :, left : left + tile_w]
-                if valid.shape != (tile_h, tile_w):
-                    # Only rasters smaller than a tile leave tiles short of pixels: pad as nodata.
-                    padded_raw = np.zeros((len(bands), tile_h, tile_w), strip.dtype)
-                    padded_valid = np.zeros((tile_h, tile_w), bool)
-                    padded_raw[:, : raw.shape[1], : raw.shape[2]] = raw
-                    padded_valid[: valid.shape[0], : valid.shape[1]] = valid
-                    raw, valid = padded_raw, padded_valid
-                full = batch.add(raw, valid, row_index, column_index, flat_index - 1)
+                full = batch.add(strip[:, :, left : left + tile_w], valid, row_index, column_index, flat_index - 1)
                 if full is not None:
                     yield full
         if batch.raw:
@@ -139,37 +152,41 @@ class _RowBand:
         self.owned = slice(panel.left - panel.extent_left, panel.right - panel.extent_left)
         # The panel's tiles are all the tiles touching its owned columns, so their coverage there
         # is the whole layout's.
-        columns = [layout.columns[index] - panel.extent_left for index in range(panel.first_column, panel.end_column)]
-        self.total_x = self._coverage(panel.extent_width, columns, layout.tile_width_px)[self.owned]
-        self.total_y = self._coverage(layout.height, layout.rows, layout.tile_height_px)
+        columns = layout.columns[panel.first_column : panel.end_column]
+        self.total_x = self._coverage(panel.left, panel.right, columns, layout.tile_width_px)
+        self.total_y = self._coverage(0, layout.height, layout.rows, layout.tile_height_px)
         self.sums = np.zeros((layout.tile_height_px, panel.extent_width), np.float32)
         self.valid = np.zeros((layout.tile_height_px, panel.extent_width), bool)
         self.row_index = 0
 
-    def _coverage(self, length: int, starts: Sequence[int], tile_px: int) -> np.ndarray:
-        total = np.zeros(length + tile_px, np.float32)
+    def _coverage(self, start: int, end: int, starts: Sequence[int], tile_px: int) -> np.ndarray:
+        """The sum of the weights of the tiles at ``starts`` over the pixels ``[start, end)``."""
+        total = np.zeros(end - start, np.float32)
         ramp = ramp_1d(tile_px, self.layout.overlap_px)
-        for start in starts:
-            total[start : start + tile_px] += ramp
-        return total[:length]
+        for tile_start in starts:
+            first, last = max(tile_start, start), min(tile_start + tile_px, end)
+            if first < last:
+                total[first - start : last - start] += ramp[first - tile_start : last - tile_start]
+        return total
 
     def add(self, row_index: int, column_index: int, probability: np.ndarray, valid: np.ndarray) -> None:
         while self.row_index < row_index:
             self._finish_row()
         left = self.layout.columns[column_index] - self.panel.extent_left
-        width = min(self.layout.tile_width_px, self.panel.extent_width - left)
-        height = min(self.layout.tile_height_px, self.layout.height - self.layout.rows[row_index])
-        self.sums[:height, left : left + width] += (probability * self.weights)[:height, :width]
-        self.valid[:height, left : left + width] |= valid[:height, :width]
+        self.sums[:, left : left + self.layout.tile_width_px] += probability * self.weights
+        self.valid[:, left : left + self.layout.tile_width_px] |= valid
 
     def _finish_row(self) -> None:
         top = self.layout.rows[self.row_index]
         end = self.layout.final_row_end(self.row_index)
         done = end - top
-        probability = self.sums[:done, self.owned] / self.total_x
-        probability /= self.total_y[top:end, None]
-        probability[~self.valid[:done, self.owned]] = np.nan
-        self.emit(self.panel.left, top, probability)
+        # only the rows inside the raster are written; the rows of tiles reaching past its edges are not
+        first, last = max(top, 0), min(end, self.layout.height)
+        if first < last:
+            probability = self.sums[first - top : last - top, self.owned] / self.total_x
+            probability /= self.total_y[first:last, None]
+            probability[~self.valid[first - top : last - top, self.owned]] = np.nan
+            self.emit(self.panel.left, first, probability)
         # Shift the band up to the next tile row's top (numpy copies overlapping slices safely).
         kept = len(self.sums) - done
         self.sums[:kept] = self.sums[done:]
@@ -236,21 +253,16 @@ def predict_grid(
     multiple = runner.net.config.size_multiple_px
     phase = ground_phase_px(grid.transform)
     layout = plan_tiles(grid.width, grid.height, tile_size_px, overlap_px, multiple, phase)
-    row_off, columns = 0, None
+    columns = None
     if window is not None:
-        start, end = int(window.row_off), int(window.row_off + window.height)
-        row_off, bottom, first = rows_extent(layout, start, end)
-        whole = layout
-        band_phase = (phase[0], phase[1] + row_off)
-        layout = plan_tiles(grid.width, bottom - row_off, tile_size_px, overlap_px, multiple, band_phase)
-        if layout.rows != tuple(top - row_off for top in whole.rows[first : first + len(layout.rows)]):
-            raise RuntimeError(f"The tile rows of rows [{start}, {end}) do not line up with the whole raster's.")
+        first, end = touching_rows(layout, int(window.row_off), int(window.row_off + window.height))
+        layout = replace(layout, rows=layout.rows[first:end])
         columns = (int(window.col_off), int(window.col_off + window.width))
-        sink = _WindowCrop(sink, Window(window.col_off, start - row_off, window.width, window.height))
+        sink = _WindowCrop(sink, window)
     panels = plan_panels(layout, settings.panel_width_px, columns)
     tile_total = len(layout.rows) * sum(panel.end_column - panel.first_column for panel in panels)
     writer = BackgroundWriter(sink.write)
-    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, settings.batch_size, row_off))
+    reader = Prefetcher(lambda: _read_tiles(source, bands, layout, panels, settings.batch_size))
     # Every panel gets a band, including panels without a tile to run (all nodata), so that
     # every output pixel is written.
     bands_of_panels = (_RowBand(layout, panel, writer.put) for panel in panels)

@@ -35,7 +35,8 @@ PREDICTION_HELP = {
     "degrees alike), finer imagery resampled to it and the results back to the image's grid; "
     "coarser imagery is not enlarged: its own pixels, up to four times the model's pixel size; 0: "
     "the image's own pixels, as they are.",
-    "BATCH_SIZE": "(advanced) Tiles predicted at once. Larger is faster on a GPU but needs more memory.",
+    "BATCH_SIZE": "(advanced) Tiles predicted at once; 0: as many as half a million pixels hold (two 512 px "
+    "tiles). Larger is faster on a GPU but needs more memory.",
     "DEVICE": "(advanced) auto: the GPU when torch sees one, else the CPU; or force cpu or cuda.",
     "TTA": "(advanced) Test-time augmentation: average the predictions of the 8 flips and quarter turns of "
     "every tile. Slightly cleaner edges, about 8 times slower.",
@@ -69,7 +70,11 @@ def add_prediction_parameters(algorithm: EngineAlgorithm) -> None:
     algorithm.addParameter(
         advanced(
             QgsProcessingParameterNumber(
-                "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Type.Integer, defaultValue=8, minValue=1
+                "BATCH_SIZE",
+                "Tiles per batch (0: automatic)",
+                QgsProcessingParameterNumber.Type.Integer,
+                defaultValue=0,
+                minValue=0,
             )
         )
     )
@@ -123,7 +128,7 @@ def run_prediction(
         probability_path=probability_path or None,
         mask_path=mask_path or None,
         threshold=algorithm.optional_number(parameters, "THRESHOLD", context),
-        batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context),
+        batch_size=algorithm.parameterAsInt(parameters, "BATCH_SIZE", context) or None,
         device=algorithm.device(parameters, context),
         tta=algorithm.parameterAsBoolean(parameters, "TTA", context),
         processing_pixel_size_map_units=processing_pixel_size(

@@ -18,6 +18,7 @@ from model.net.modelfile import ModelInfo, load_model, save_model
 from model.net.network import UNet, UNetConfig
 from model.net.normalization import normalize
 from model.prediction.predict import predict_raster
+from model.prediction.runner import TileRunner
 from model.training.start_model import STARTER_MODEL
 from tests.engine.scenes import SHARED_DATA
 
@@ -27,6 +28,7 @@ pytest.importorskip("onnx")
 TILE_PX = 64
 PER_IMAGE = {"mode": "per_image", "mean": [96.0, 104.0, 88.0], "std": [41.0, 37.0, 30.0]}
 FIXED = {"mode": "fixed", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+DATASET = {"mode": "fixed", "mean": [96.0, 104.0, 88.0], "std": [41.0, 37.0, 30.0]}  # black is not the mean
 
 
 def write_model(
@@ -76,7 +78,7 @@ def torch_probability(model_path: Path, tiles_hwc: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("normalization", [PER_IMAGE, FIXED], ids=["per_image", "fixed"])
 def test_onnx_in_deepness_matches_torch(tmp_path: Path, normalization: dict) -> None:
     model_path = write_model(tmp_path / "model.pt", normalization)
-    onnx_path = export_onnx(model_path, tmp_path / "model.onnx")
+    onnx_path = export_onnx(model_path, tmp_path / "model.onnx", tile_size_px=TILE_PX)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     tiles = np.random.default_rng(1).integers(0, 256, (3, TILE_PX, TILE_PX, 3), dtype=np.uint8)
@@ -89,26 +91,33 @@ def test_onnx_in_deepness_matches_torch(tmp_path: Path, normalization: dict) -> 
         np.testing.assert_allclose(probability, expected[: len(batch)], atol=1e-4)
 
 
-def test_black_padding_is_no_building(tmp_path: Path) -> None:
+def test_black_padding_is_read_as_nodata_and_is_no_building(tmp_path: Path) -> None:
     """Deepness pads the far edges of an image with black (0 in every band): the export gives no
-    building there, and the real pixels beside it what the network says."""
-    model_path = write_model(tmp_path / "model.pt", FIXED)
-    onnx_path = export_onnx(model_path, tmp_path / "model.onnx")
+    building there, and the real pixels beside it what our Predict gives pixels beside nodata."""
+    model_path = write_model(tmp_path / "model.pt", DATASET)
+    onnx_path = export_onnx(model_path, tmp_path / "model.onnx", tile_size_px=TILE_PX)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     tile = np.random.default_rng(2).integers(1, 256, (1, TILE_PX, TILE_PX, 3), dtype=np.uint8)
     tile[:, :, TILE_PX // 2 :] = 0  # the image ends half way across the tile
     model_input = deepness_input(tile, session.get_modelmeta().custom_metadata_map)
     (probability,) = session.run(None, {session.get_inputs()[0].name: model_input})
-    image_part = probability[..., : TILE_PX // 2]
+    image_part = probability[0, 0, :, : TILE_PX // 2]
     assert np.all(probability[..., TILE_PX // 2 :] == 0)
-    np.testing.assert_allclose(image_part, torch_probability(model_path, tile)[..., : TILE_PX // 2], atol=1e-4)
+    loaded = load_model(model_path)
+    settings = loaded.info.normalization
+    runner = TileRunner(loaded.net, torch.device("cpu"), settings["mean"], settings["std"], "float32")
+    raw = np.ascontiguousarray(tile.transpose(0, 3, 1, 2))
+    beside_nodata = runner(raw, raw.max(axis=1) > 0)[0, :, : TILE_PX // 2]
+    np.testing.assert_allclose(image_part, beside_nodata, atol=1e-4)
+    # control: as black band values, the padding would change what the network says beside it
+    assert np.abs(image_part - torch_probability(model_path, tile)[0, 0, :, : TILE_PX // 2]).max() > 0.01
     assert image_part.max() > 0.5  # there are buildings to lose
 
 
-@pytest.mark.parametrize("asked_px, export_px", [(None, TILE_PX), (2 * TILE_PX, 2 * TILE_PX)])
+@pytest.mark.parametrize("asked_px, export_px", [(None, 2 * TILE_PX), (TILE_PX, TILE_PX)])
 def test_metadata_is_what_deepness_reads(tmp_path: Path, asked_px, export_px) -> None:
-    """The tile Deepness proposes is the model's training tile unless another is asked for, and the
-    graph takes that size."""
+    """The tile Deepness proposes is our Predict's (twice the training tile) unless another is asked
+    for, and the graph takes that size."""
     model_path = write_model(tmp_path / "model.pt", PER_IMAGE)
     onnx_path = export_onnx(model_path, tmp_path / "model.onnx", tile_size_px=asked_px)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -232,11 +241,11 @@ def deepness_tiled_mask(session, image: np.ndarray) -> np.ndarray:
 @pytest.mark.skipif(not (SHARED_DATA / "banepa_1").is_dir(), reason="shared real scenes not available")
 @pytest.mark.skipif(not STARTER_MODEL.is_file(), reason="the starter model is not installed")
 def test_the_starter_model_in_deepness_marks_what_our_predict_marks(tmp_path: Path) -> None:
-    """The shipped starter model, exported with the defaults and tiled as Deepness tiles, marks nearly
-    the buildings our Predict marks on a real scene at its own pixels: its normalisation does not depend
-    on the image. 0.958 here, as by Deepness's own code (bench_deepness.py); the per-image starter before
-    it gave 0.715 there. The issue's 0.98 is met by models that never saw the scene (0.995 to 0.999), not
-    by the starter, which was trained on it: what differs lies near tile borders (README)."""
+    """The shipped starter model, exported with the defaults and tiled as Deepness tiles, marks the
+    buildings our Predict marks on a real scene at its own pixels: its normalisation does not depend
+    on the image, and both keep only what lies well inside a tile (0.986 here, 0.984 by Deepness's own
+    code in bench_deepness.py; with the training tile for both and no border quarter in our blend,
+    0.958). What differs lies within 64 px of the scene's edges, where Deepness pads with black."""
     image_path = SHARED_DATA / "banepa_1" / "image.tif"
     ours_path = predict_raster(
         image_path,
@@ -255,4 +264,4 @@ def test_the_starter_model_in_deepness_marks_what_our_predict_marks(tmp_path: Pa
         ours = (dataset.read(1) == 1) & valid
     theirs = deepness_tiled_mask(session, image) & valid
     assert ours.mean() > 0.05  # buildings to agree on
-    assert (ours & theirs).sum() / (ours | theirs).sum() >= 0.95
+    assert (ours & theirs).sum() / (ours | theirs).sum() >= 0.98

@@ -24,7 +24,10 @@ from tests.engine.test_inference import make_model, noise, write_image
 from tests.engine.test_reliability import fill, small_disk
 
 FLOAT_ULPS = 1e-6  # a few float32 units in the last place of a probability
-OPTIONS = dict(probability_dtype="float32", batch_size=3, device="cpu", precision="float32", panel_width_px=96)
+# 64 px tiles (the test model's training tile) for many tile rows on a small raster
+OPTIONS = dict(
+    probability_dtype="float32", batch_size=3, device="cpu", precision="float32", panel_width_px=96, tile_size_px=64
+)
 
 
 def image_with_nodata(folder: Path, shape=(3, 410, 230)) -> Path:

@@ -132,7 +132,7 @@ def test_export_writes_an_onnx_model_deepness_reads_without_median_filter(model_
     metadata = {entry.key: json.loads(entry.value) for entry in model.metadata_props}
     assert metadata["model_type"] == "Segmentor"
     assert metadata["seg_small_segment"] == 0  # else Deepness median-filters the mask (9 px)
-    assert metadata["tile_size"] == 32
+    assert metadata["tile_size"] == 64  # twice the training tile, as our Predict runs it
 
 
 def test_export_warns_about_per_image_normalisation(unet_buildings, tmp_path) -> None:
