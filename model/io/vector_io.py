@@ -15,9 +15,11 @@ from ..errors import InputError
 from .files import check_output_location, incomplete_output, replaced_when_done
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
-# (attribute key in the features, field name on disk, OGR field type name)
+# (attribute key in the features, field name on disk, OGR field type name). The polygon's number is
+# named "fid": a GeoPackage (and QGIS's writer to one) makes a field of that name its feature id
+# column, instead of a second column of numbers beside it; GeoJSON keeps it as a property.
 FIELDS = (
-    ("id", "id", "OFTInteger64"),
+    ("id", "fid", "OFTInteger64"),
     ("area_m2", "area_m2", "OFTReal"),
     ("perimeter_m", "perimeter_m", "OFTReal"),
     ("mean_probability", "mean_probability", "OFTReal"),

@@ -239,7 +239,7 @@ class EvaluateAlgorithm(EngineAlgorithm):
         from .vectorize import typed_field
 
         fields = QgsFields()
-        fields.append(typed_field("id", "LongLong"))
+        fields.append(typed_field("fid", "LongLong"))  # a GeoPackage's feature id column, not a second one
         fields.append(typed_field("area_m2", "Double"))
 
         def features() -> Iterator[QgsFeature]:

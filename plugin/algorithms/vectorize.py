@@ -159,13 +159,15 @@ def write_buildings(
 
 def features(polygons: Iterable, fields: QgsFields, areas_m2: list[float]) -> Iterator[QgsFeature]:
     """Engine (shapely geometry, attributes) pairs -> features; each building's area_m2 goes to ``areas_m2``."""
+    from ...model.io.vector_io import FIELDS
+
     for shape, attributes in polygons:
         areas_m2.append(attributes["area_m2"])
         geometry = QgsGeometry()
         geometry.fromWkb(shape.wkb)  # the engine yields one shapely Polygon per building
         feature = QgsFeature(fields)
         feature.setGeometry(geometry)
-        feature.setAttributes([attributes.get(field.name()) for field in fields])
+        feature.setAttributes([attributes.get(key) for key, _, _ in FIELDS])  # building_fields' order
         yield feature
 
 

@@ -135,10 +135,12 @@ def test_vectorize_mask_gives_one_polygon_per_building(scene, tmp_path) -> None:
     layer = QgsVectorLayer(results["OUTPUT"], "buildings", "ogr")
     assert layer.isValid() and results["BUILDING_COUNT"] == len(BUILDINGS_PX) == layer.featureCount()
     assert layer.crs().authid() == "EPSG:32736"
-    assert [field.name() for field in layer.fields()][-7:] == [
-        *("id", "area_m2", "perimeter_m", "mean_probability"),
+    # one column of feature numbers: the GeoPackage's own fid holds the polygon's number, no "id" beside it
+    assert [field.name() for field in layer.fields()] == [
+        *("fid", "area_m2", "perimeter_m", "mean_probability"),
         *("source", "model", "created"),
     ]
+    assert sorted(feature["fid"] for feature in layer.getFeatures()) == list(range(1, len(BUILDINGS_PX) + 1))
     for feature in layer.getFeatures():
         assert (feature["source"], feature["model"]) == (scene.mask.name, NULL)
         assert feature["area_m2"] == round(BUILDING_GROUND_AREA_M2, 2)  # rounded as written
