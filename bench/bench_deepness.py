@@ -7,7 +7,7 @@ parameters its "Load default parameters" button reads from the file's metadata (
 threshold, no small-segment filter), at the scene's own resolution; our ``predict_raster`` predicts
 the same scene at its own pixels too, with the export's tile and overlap. Prints, per model, the
 IoU of the two building masks, the share of pixels they disagree on and where the disagreement lies
-(within a tile of the scene's edge, or inside), so a normalisation that depends on the image
+(within ``EDGE_PX`` of the scene's edge, or inside), so a normalisation that depends on the image
 (``per_image``: Deepness sees one tile at a time and gets the training images' average statistics
 instead) shows against one that does not (``dataset``).
 
@@ -43,6 +43,8 @@ from model.training.start_model import STARTER_MODEL  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_presets import SCENES, shared_data  # noqa: E402  (beside this file)
+
+EDGE_PX = 128  # "at edges": within this of the scene's edges, where Deepness's tiles are padded with black
 
 
 def deepness_mask(deepness_src: Path, onnx_path: Path, image_path: Path) -> np.ndarray:
@@ -169,7 +171,7 @@ def main() -> int:
             theirs = deepness_mask(Path(args.deepness), onnx_path, image)
             if theirs.shape != ours.shape:
                 raise SystemExit(f"Deepness's result is {theirs.shape} px, ours {ours.shape}: not the same grid")
-            figures = compare(ours, theirs, valid, edge_px=tile_px)
+            figures = compare(ours, theirs, valid, edge_px=EDGE_PX)
             shares = (figures[key] for key in ("differ", "differ_edge", "differ_inside", "ours_share", "theirs_share"))
             print(
                 f"{model_path.name:<36} {export_tile_px or 'default':>11} {figures['iou']:>9.4f} "

@@ -153,7 +153,8 @@ def tile_starts(
     last = length_px - tile_px
     first_start = -(phase_px % multiple_px)
     last_start = last + (-(phase_px + last)) % multiple_px
-    anchored = range((-phase_px) % stride_px, last_start, stride_px)
+    # from the first anchored start at or after the first tile's, so no gap exceeds the stride
+    anchored = range(first_start + (-phase_px - first_start) % stride_px, last_start, stride_px)
     return tuple(sorted({first_start, last_start, *anchored}))
 
 

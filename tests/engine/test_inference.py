@@ -235,6 +235,9 @@ def test_tile_origins_sit_on_the_ground_grid_with_a_tile_on_each_edge():
     snapped = tile_starts(300, 64, 48, phase_px=77, multiple_px=16)
     assert all((start + 77) % 16 == 0 for start in snapped)  # every tile on the network's pooling grid
     assert -16 < snapped[0] <= 0 and 300 - 64 <= snapped[-1] < 300 - 64 + 16  # flush with the edges, on it
+    for phase in range(0, 64, 3):  # a 6 px overlap, a stride off the 16 px grid: every pixel still in a tile
+        starts = tile_starts(1000, 64, 58, phase_px=phase, multiple_px=16)
+        assert starts[0] <= 0 and starts[-1] + 64 >= 1000 and max(b - a for a, b in zip(starts, starts[1:])) <= 64
 
 
 @pytest.mark.parametrize("pixel_size", [1.0, 0.5])  # run as it is, and resampled to the model's 1 m
