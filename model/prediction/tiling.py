@@ -2,14 +2,15 @@
 
 Tiles sit on a regular grid with stride ``tile - overlap`` anchored to the ground, not to the
 raster's corner: tile origins fall on multiples of the stride counted in pixels from the CRS's
-origin (``ground_phase_px``), so two files that share pixels (adjacent map sheets of one orthophoto,
-a clip saved as its own file) run the same tiles over them and predict them alike. A row or column
-also gets a tile flush with the raster's first pixel and one flush with its last, so the edges see
-real pixels (as the network saw at its training crops' borders; nodata out there made it mark
-buildings along the edge); those two stay on the ground's grid of the network's size multiple (they
-reach past the edge by less than that, padded as nodata), because a shift off its pooling grid
-changes what the network says (by 0.003-0.026 on average, bench_tile_grid.py). A raster no longer than a tile gets one (smaller) tile
-per axis, rounded up to the network's size multiple and padded.
+origin (``ground_phase_px``), so two files that share pixels (adjacent map sheets of one
+orthophoto, a clip saved as its own file) run the same tiles over them and predict them alike. A
+row or column also gets a tile flush with the raster's first pixel and one flush with its last, so
+the edges see real pixels (as the network saw at its training crops' borders; nodata out there made
+it mark buildings along the edge); those two stay on the ground's grid of the network's size
+multiple (they reach past the edge by less than that, padded as nodata), because a shift off its
+pooling grid changes what the network says (by 0.003-0.026 on average, bench_tile_grid.py). A
+raster no longer than a tile gets one (smaller) tile per axis, rounded up to the network's size
+multiple and padded.
 
 Tiles are twice the model's training tile by default (``prediction_tile_px``) and blend with a
 flat-top window: weight 1 in the tile's centre and, over the ``overlap`` pixels at each side, a
