@@ -50,7 +50,8 @@ def resolve_device(choice: str = "auto") -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)}"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def cpu_flags_have_native_bf16(cpuinfo_text: str) -> bool:

@@ -72,19 +72,24 @@ def test_from_scratch_or_an_emptied_start_model_trains_a_new_network(scene, tmp_
     assert results["OUTCOME"].endswith("(best epoch 1, a new network).")
 
 
-def test_a_run_that_cannot_beat_its_start_keeps_it_and_warns(scene, tmp_path, starter) -> None:
+def test_a_run_that_cannot_beat_its_start_keeps_it_and_warns(scene, tmp_path) -> None:
     from unet_buildings.model.net.modelfile import load_model
 
+    # a start that is good on this synthetic scene (validation IoU about 0.9 in seconds; the starter
+    # model, made for real imagery, scores less here than a network marking everything as building)
+    start = train(scene, tmp_path / "start.pt", BASE_WIDTH=8, FROM_SCRATCH=True, EPOCHS=4, PATCHES_PER_EPOCH=32)
     feedback = KeptMessages()
     # a learning rate of 1 wrecks the network at its first steps: the start must be kept
-    results = train(scene, tmp_path / "kept.pt", feedback, LEARNING_RATE=1.0, EPOCHS=2)
-    assert results["KEPT_START"] and results["BEST_EPOCH"] == 0
+    results = train(
+        scene, tmp_path / "kept.pt", feedback, LEARNING_RATE=1.0, EPOCHS=2, INIT_MODEL=start["OUTPUT_MODEL"]
+    )
+    assert results["START_VAL_IOU"] > 0.5 and results["KEPT_START"] and results["BEST_EPOCH"] == 0
     assert results["OUTCOME"].startswith(
-        "The new model is not better than the one it started from on your validation areas: kept "
-        "'buildings_rgb_starter.pt'"
+        "The new model is not better than the one it started from on your validation areas: kept 'start.pt'"
     )
     assert results["OUTCOME"] in feedback.warnings
-    kept, started = load_model(results["OUTPUT_MODEL"]).net.state_dict(), load_model(starter).net.state_dict()
+    kept = load_model(results["OUTPUT_MODEL"]).net.state_dict()
+    started = load_model(start["OUTPUT_MODEL"]).net.state_dict()
     assert all(torch.equal(kept[name], started[name]) for name in started)
 
 
