@@ -10,7 +10,8 @@ picks scene 3's labels and presses Evaluate. Screenshots: <prefix>-1-train.png (
 the last one also as GUI_CHECK_SCREENSHOT.
 
 Paths come from the environment (set by scripts/gui_check.sh): GUI_CHECK_SAMPLE (folder of the sample
-scenes), GUI_CHECK_OUTPUT (the dock's output folder), GUI_CHECK_SCREENSHOT (png), GUI_CHECK_TRAIN_MINUTES.
+scenes), GUI_CHECK_OUTPUT (the dock's output folder), GUI_CHECK_SCREENSHOT (png), GUI_CHECK_TRAIN_MINUTES,
+GUI_CHECK_DOCK_WIDTH_PX (default 360).
 The outcome is one line in <screenshot>.txt.
 """
 
@@ -25,7 +26,7 @@ from qgis.utils import iface, plugins
 
 TRAIN_MINUTES = int(os.environ.get("GUI_CHECK_TRAIN_MINUTES", "2"))
 STEP_TIMEOUT_S = TRAIN_MINUTES * 60 + 240  # training also validates and saves after its budget
-DOCK_WIDTH_PX = 360
+DOCK_WIDTH_PX = int(os.environ.get("GUI_CHECK_DOCK_WIDTH_PX", "360"))  # narrower to look for clipped text
 sample = Path(os.environ["GUI_CHECK_SAMPLE"])
 screenshot = Path(os.environ["GUI_CHECK_SCREENSHOT"])
 steps_done: list[str] = []
